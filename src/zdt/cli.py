@@ -1,0 +1,239 @@
+"""The `zdt` command. Thin: parses, calls, prints. Exit codes as in DESIGN.md:
+0 success, 1 workflow failed (reverted when auto-revert was on), 2 bad input,
+3 precondition not met, 4 domain locked, 5 stopped by an operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, cast
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from zdt import report
+from zdt.display import Progress
+from zdt.errors import ZdtError
+from zdt.rollout import RestartRequest, Runner, open_journal
+
+app = typer.Typer(help="Update running Linux services without downtime.",
+                  no_args_is_help=True, add_completion=False)
+rollout_app = typer.Typer(help="Roll a change across a domain, one node at a time.",
+                          no_args_is_help=True)
+sandbox_app = typer.Typer(help="A real local domain (supervisord + HAProxy) for demos and tests.",
+                          no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
+app.add_typer(sandbox_app, name="sandbox")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FOR_STATE = {"succeeded": 0, "reverted": 1, "failed": 1, "stopped": 5}
+
+DomainOpt = Annotated[Path, typer.Option("--domain", "-d", envvar="ZDT_DOMAIN",
+                                         help="The domain file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")]
+
+
+def handled(fn: F) -> F:
+    """Turn a ZdtError into its message on stderr and its exit code."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ZdtError as exc:
+            err.print(f"[bold red]zdt:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+    return cast(F, wrapper)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+@rollout_app.command("restart")
+@handled
+def rollout_restart(
+    domain: DomainOpt = Path("domain.toml"),
+    targets: Annotated[str, typer.Option(help="domain | admin | cluster and server names, "
+                                              "comma-separated")] = "domain",
+    shutdown_timeout: Annotated[float, typer.Option(help="Seconds to wait for a drain and "
+                                                        "for a graceful stop.")] = 30.0,
+    retries: Annotated[int, typer.Option(help="Retries of a failing step.")] = 2,
+    retry_delay: Annotated[float, typer.Option(help="Seconds between retries.")] = 1.0,
+    delay_between_nodes: Annotated[float, typer.Option(help="Seconds between nodes.")] = 0.0,
+    auto_revert: Annotated[bool, typer.Option(help="Revert completed steps on failure.")] = True,
+    allow_downtime: Annotated[bool, typer.Option(help="Allow a cluster on a single node.")]
+    = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Restart every targeted server, one node at a time, behind the load balancer."""
+    request = RestartRequest(tuple(targets.split(",")), shutdown_timeout, retries, retry_delay,
+                             delay_between_nodes, auto_revert, allow_downtime)
+    runner = Runner(domain)
+    _, plan = runner.prepare_restart(request)
+    if json_out:
+        wid = asyncio.run(runner.restart(request))
+    else:
+        with Progress(plan, out) as progress:
+            runner.observer = progress
+            wid = asyncio.run(runner.restart(request))
+    _finish(domain, wid, json_out)
+
+
+def _finish(domain: Path, wid: str, json_out: bool) -> None:
+    journal = open_journal(domain)
+    try:
+        summary = report.workflow(journal, wid)
+    finally:
+        journal.close()
+    if json_out:
+        print_json(summary)
+    else:
+        _print_summary(summary)
+    raise typer.Exit(EXIT_FOR_STATE.get(summary["state"], 1))
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    colour = "green" if s["state"] == "succeeded" else "red"
+    out.print(f"workflow [bold]{s['id']}[/] ({s['kind']}): [{colour}]{s['state']}[/] "
+              f"in {s['duration'] or 0:.2f} s", highlight=False)
+    if s["error"]:
+        out.print(f"  {s['error']}", style="red", highlight=False)
+    if s["nodes"]:
+        table = Table("node", "servers", "wall s", "out of rotation s", "zdt overhead ms")
+        for v in s["nodes"]:
+            oor = "-" if v["out_of_rotation"] is None else f"{v['out_of_rotation']:.3f}"
+            table.add_row(v["node"], ", ".join(v["servers"]), f"{v['wall']:.3f}", oor,
+                          f"{v['overhead'] * 1000:.1f}")
+        out.print(table)
+
+
+@app.command()
+@handled
+def status(
+    wid: Annotated[str | None, typer.Argument(metavar="[ID]", help="A workflow id "
+                                              "(default: the newest).")] = None,
+    domain: DomainOpt = Path("domain.toml"),
+    json_out: JsonOpt = False,
+    watch: Annotated[bool, typer.Option(help="Refresh until the workflow ends.")] = False,
+) -> None:
+    """Show a workflow: its state, its steps, each node's time out of rotation."""
+    journal = open_journal(domain)
+    try:
+        wid = wid or _newest(journal)
+        summary = report.workflow(journal, wid)
+        while watch and summary["state"] in ("pending", "running", "reverting"):
+            time.sleep(0.25)
+            summary = report.workflow(journal, wid)
+    finally:
+        journal.close()
+    if json_out:
+        print_json(summary)
+        return
+    _print_summary(summary)
+    table = Table("#", "node", "step", "servers", "state", "tries", "s", "error")
+    for st in summary["steps"]:
+        table.add_row(str(st["index"]), st["node"], st["name"], ",".join(st["servers"]),
+                      st["state"], str(st["attempts"]),
+                      "" if st["duration"] is None else f"{st['duration']:.3f}",
+                      (st["error"] or "")[:60])
+    out.print(table)
+
+
+def _newest(journal: Any) -> str:
+    workflows = journal.history()
+    if not workflows:
+        raise ZdtError(f"no workflow has run in {journal.state_dir} yet")
+    return str(workflows[0].id)
+
+
+@app.command()
+@handled
+def history(domain: DomainOpt = Path("domain.toml"), json_out: JsonOpt = False) -> None:
+    """List the domain's workflows, newest first."""
+    journal = open_journal(domain)
+    try:
+        rows = [report.brief(w) for w in journal.history()]
+    finally:
+        journal.close()
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("id", "kind", "state", "started", "targets")
+    for r in rows:
+        table.add_row(r["id"], r["kind"], r["state"], r["started"] or "",
+                      ",".join(r["targets"] or []))
+    out.print(table)
+
+
+@sandbox_app.command("up")
+@handled
+def sandbox_up(
+    dir: Annotated[Path, typer.Option("--dir", help="Where the sandbox lives.")],
+    nodes: Annotated[int, typer.Option(min=2, max=16)] = 3,
+    servers_per_node: Annotated[int, typer.Option(min=1, max=8)] = 2,
+    json_out: JsonOpt = False,
+) -> None:
+    """Start a local domain: a supervisord per node, sample service v1, HAProxy in front."""
+    from zdt import sandbox
+
+    info = sandbox.up(dir, nodes, servers_per_node)
+    if json_out:
+        print_json(info)
+        return
+    out.print(f"sandbox up in {info['dir']}\n  domain: {info['domain']}\n"
+              f"  load balancer: {info['lb_url']}", highlight=False)
+    for node in info["nodes"]:
+        urls = ", ".join(s["url"] for s in node["servers"])
+        out.print(f"  {node['name']}: {urls}", highlight=False)
+
+
+@sandbox_app.command("down")
+@handled
+def sandbox_down(
+    dir: Annotated[Path, typer.Option("--dir", help="The sandbox's directory.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Stop every process the sandbox started (by pid)."""
+    from zdt import sandbox
+
+    summary = sandbox.down(dir)
+    if json_out:
+        print_json(summary)
+    else:
+        out.print(f"sandbox in {dir} is down", highlight=False)
+
+
+@app.command()
+@handled
+def demo(
+    dir: Annotated[Path | None, typer.Option("--dir", help="Keep the sandbox here "
+                                             "(default: a temporary dir).")] = None,
+    nodes: Annotated[int, typer.Option(min=2, max=16)] = 3,
+    json_out: JsonOpt = False,
+) -> None:
+    """Sandbox up, steady HTTP load through the LB, rolling restart, report, sandbox down."""
+    from zdt import demo as demo_module
+
+    result = demo_module.run(dir, nodes, console=None if json_out else out)
+    if json_out:
+        print_json(result)
+    raise typer.Exit(0 if result["failed_requests"] == 0 and
+                     result["workflow"]["state"] == "succeeded" else 1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Live progress of a workflow on a terminal: one row per node visit, one column per step.
+
+Rich's Live display when stdout is a terminal; one plain line per step change otherwise;
+nothing at all with --json (the caller passes no display).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from zdt.journal import StepRecord
+from zdt.plan import Plan
+
+MARKS = {"pending": "[dim]·[/]", "running": "[yellow]…[/]", "done": "[green]✓[/]",
+         "failed": "[red]✗[/]", "reverting": "[magenta]↺[/]", "reverted": "[magenta]↩[/]"}
+
+
+class Progress:
+    def __init__(self, plan: Plan, console: Console | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.plan = plan
+        self.console = console or Console()
+        self.clock = clock
+        self.states = {s.index: "pending" for s in plan.steps}
+        self.began: dict[int, float] = {}
+        self.finished: dict[int, float] = {}
+        self.names = list(dict.fromkeys(s.name for s in plan.steps))
+        self.live: Live | None = None
+
+    def __enter__(self) -> Progress:
+        if self.console.is_terminal:
+            self.live = Live(self._table(), console=self.console, refresh_per_second=8,
+                             get_renderable=self._table)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def __call__(self, record: StepRecord, state: str) -> None:
+        self.states[record.index] = state
+        now = self.clock()
+        self.began.setdefault(record.group, now)
+        if record.name == self.plan.for_group(record.group)[-1].name and state == "done":
+            self.finished[record.group] = now
+        if self.live is None:
+            self.console.print(f"{record.node:<12} {record.name:<8} {state:<9} "
+                               f"{','.join(record.servers)}", highlight=False)
+
+    def _table(self) -> Table:
+        table = Table(title=f"{self.plan.kind} of {', '.join(self.plan.targets)}",
+                      title_justify="left")
+        for column in ("node", "servers", *self.names, "elapsed"):
+            table.add_column(column, justify="center" if column in self.names else "left")
+        for group, node in enumerate(self.plan.nodes):
+            steps = {s.name: s for s in self.plan.for_group(group)}
+            servers = sorted({x for s in steps.values() for x in s.servers})
+            marks = [MARKS[self.states[steps[n].index]] if n in steps else "" for n in self.names]
+            table.add_row(node, ", ".join(servers), *marks, self._elapsed(group))
+        return table
+
+    def _elapsed(self, group: int) -> str:
+        if group not in self.began:
+            return ""
+        end = self.finished.get(group, self.clock())
+        return f"{end - self.began[group]:.2f} s"

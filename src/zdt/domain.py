@@ -1,0 +1,290 @@
+"""domain.toml → a validated, immutable model of a domain.
+
+Every problem found is reported at once, each with the file, the line where it can be
+located, and the field path (`servers[2].node`), as a ConfigError (exit 2). Loading a
+domain reads one file and touches nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from zdt.errors import ConfigError
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DomainSection(_Model):
+    name: Name
+    home: str
+    state_dir: str
+    admin: Name | None = None
+
+    @field_validator("home")
+    @classmethod
+    def _home_absolute(cls, v: str) -> str:
+        if not v.startswith("/") or ".." in Path(v).parts:
+            raise ValueError("must be an absolute path without '..' (the same on every node)")
+        return v.rstrip("/") or "/"
+
+
+class Node(_Model):
+    name: Name
+    address: str = "local"
+    root: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _known_address(cls, v: str) -> str:
+        if v != "local":
+            raise ValueError("only 'local' is supported by this version of zdt")
+        return v
+
+
+class Server(_Model):
+    name: Name
+    node: Name
+    port: Port
+    host: str = "127.0.0.1"
+    lb: bool = True
+    lb_name: Name | None = None
+    health_url: str | None = None
+    partitions: tuple[Name, ...] = ()
+
+    @field_validator("health_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {v!r}")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port in URL {v!r}") from exc
+        return v
+
+    @property
+    def backend_name(self) -> str:
+        """The server's name in the load balancer."""
+        return self.lb_name or self.name
+
+    @property
+    def health(self) -> str:
+        return self.health_url or f"http://{self.host}:{self.port}/health"
+
+
+class Cluster(_Model):
+    name: Name
+    servers: tuple[Name, ...] = Field(min_length=1)
+
+
+class Services(_Model):
+    kind: Literal["supervisor"] = "supervisor"
+    socket: str = "/run/supervisor.sock"
+    program: str = "{server}"
+
+
+class LoadBalancerConfig(_Model):
+    kind: Literal["haproxy"] = "haproxy"
+    socket: str
+    backend: Name = "app"
+
+
+class Domain(_Model):
+    """A whole domain. Paths in it are absolute (resolved against the file's directory)."""
+
+    domain: DomainSection
+    nodes: tuple[Node, ...] = Field(min_length=1)
+    servers: tuple[Server, ...] = Field(min_length=1)
+    clusters: tuple[Cluster, ...] = ()
+    services: Services = Services()
+    lb: LoadBalancerConfig
+    source: str = Field(default="", exclude=True)
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def server(self, name: str) -> Server:
+        return next(s for s in self.servers if s.name == name)
+
+    def cluster(self, name: str) -> Cluster:
+        return next(c for c in self.clusters if c.name == name)
+
+    def servers_on(self, node: str) -> list[Server]:
+        return [s for s in self.servers if s.node == node]
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.domain.state_dir)
+
+
+def load(path: str | Path) -> Domain:
+    """Read and validate a domain file; raise ConfigError naming every problem found."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the domain file: {exc.strerror}") from exc
+    return parse(text, path)
+
+
+def parse(text: str, path: Path) -> Domain:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    locate = _Locator(text)
+    _resolve_paths(raw, path.parent.resolve())
+    raw["source"] = str(path.resolve())
+    try:
+        model = Domain.model_validate(raw)
+    except ValidationError as exc:
+        problems = [(_field_path(e["loc"]), _explain(e)) for e in exc.errors()]
+        raise ConfigError(_message(path, locate, problems)) from None
+    problems = list(_cross_references(model))
+    if problems:
+        raise ConfigError(_message(path, locate, problems))
+    return model
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    """Make the zdt-side paths absolute, relative to the domain file."""
+    section = raw.get("domain")
+    if isinstance(section, dict) and isinstance(section.get("state_dir"), str):
+        section["state_dir"] = str(base / section["state_dir"])
+    lb = raw.get("lb")
+    if isinstance(lb, dict) and isinstance(lb.get("socket"), str):
+        lb["socket"] = str(base / lb["socket"])
+    for node in raw.get("nodes") or ():
+        if isinstance(node, dict) and isinstance(node.get("root"), str):
+            node["root"] = str(base / node["root"])
+
+
+def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:
+    yield from _duplicates("nodes", [n.name for n in d.nodes])
+    yield from _duplicates("servers", [s.name for s in d.servers])
+    yield from _duplicates("clusters", [c.name for c in d.clusters])
+    yield from _duplicates("servers", [s.backend_name for s in d.servers if s.lb], "lb_name")
+    nodes = {n.name for n in d.nodes}
+    servers = {s.name for s in d.servers}
+    endpoints: dict[tuple[str, str, int], str] = {}
+    for i, s in enumerate(d.servers):
+        if s.node not in nodes:
+            yield f"servers[{i}].node", f"unknown node {s.node!r} (known: {_names(nodes)})"
+        key = (s.node, s.host, s.port)
+        if key in endpoints:
+            yield f"servers[{i}].port", f"port {s.port} is already used by {endpoints[key]!r}"
+        endpoints.setdefault(key, s.name)
+    for i, c in enumerate(d.clusters):
+        for j, member in enumerate(c.servers):
+            if member not in servers:
+                yield (f"clusters[{i}].servers[{j}]",
+                       f"unknown server {member!r} (known: {_names(servers)})")
+        if c.name in servers:
+            yield (f"clusters[{i}].name",
+                   f"{c.name!r} is also a server name; targets would be ambiguous")
+    admin = d.domain.admin
+    if admin is not None:
+        if admin not in servers:
+            yield "domain.admin", f"unknown server {admin!r} (known: {_names(servers)})"
+        for i, c in enumerate(d.clusters):
+            if admin in c.servers:
+                yield "domain.admin", f"the admin server {admin!r} is also in clusters[{i}]"
+
+
+def _duplicates(table: str, names: list[str], field: str = "name") -> Iterable[tuple[str, str]]:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            yield (f"{table}[{i}].{field}",
+                   f"duplicate {field} {name!r} (first at {table}[{seen[name]}])")
+        seen.setdefault(name, i)
+
+
+def _names(names: set[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _explain(err: dict) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required field is missing"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def _message(path: Path, locate: _Locator, problems: list[tuple[str, str]]) -> str:
+    lines = [f"{path}: {len(problems)} problem(s) in the domain file:"]
+    for field, why in problems:
+        line = locate(field)
+        where = f"{path}:{line}" if line else str(path)
+        lines.append(f"  {where}: {field}: {why}")
+    lines.append("Fix the file and run the command again; nothing was changed.")
+    return "\n".join(lines)
+
+
+class _Locator:
+    """Finds the line of a field path in TOML text (tables and arrays of tables, by count).
+
+    tomllib keeps no positions, so this scans headers: `servers[2].node` is the `node =`
+    line after the third `[[servers]]` header. Returns None when it cannot tell.
+    """
+
+    _header = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+    _key = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def __call__(self, field: str) -> int | None:
+        m = re.match(r"^([A-Za-z_]+)(?:\[(\d+)\])?(?:\.([A-Za-z_]+))?", field)
+        if not m:
+            return None
+        table, index, key = m.group(1), m.group(2), m.group(3)
+        start = self._table_start(table, int(index) if index is not None else None)
+        if start is None:
+            return None
+        if key is None:
+            return start + 1
+        for n in range(start + 1, len(self.lines)):
+            if self._header.match(self.lines[n]):
+                break
+            k = self._key.match(self.lines[n])
+            if k and k.group(1) == key:
+                return n + 1
+        return start + 1
+
+    def _table_start(self, table: str, index: int | None) -> int | None:
+        count = -1
+        for n, line in enumerate(self.lines):
+            h = self._header.match(line)
+            if h and h.group(2) == table:
+                count += 1
+                if index is None or count == index:
+                    return n
+        return None

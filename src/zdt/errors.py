@@ -1,0 +1,68 @@
+"""One exception tree for zdt. Every error a user sees derives from ZdtError and carries
+the exit code the command-line contract gives it (DESIGN.md, "Command-line contract")."""
+
+from __future__ import annotations
+
+
+class ZdtError(Exception):
+    """Something zdt cannot do; the message says what, where, and what to do."""
+
+    exit_code = 1
+
+
+class ConfigError(ZdtError):
+    """Bad input (config, arguments, archive, app spec); nothing was changed."""
+
+    exit_code = 2
+
+
+class PreconditionError(ZdtError):
+    """A precondition of a workflow is not met; nothing was changed."""
+
+    exit_code = 3
+
+
+class LockedError(ZdtError):
+    """The domain is locked by another workflow."""
+
+    exit_code = 4
+
+
+class WorkflowFailed(ZdtError):
+    """A workflow failed (and was reverted when auto-revert was on)."""
+
+    exit_code = 1
+
+
+class WorkflowStopped(ZdtError):
+    """A workflow was stopped by an operator and can be resumed."""
+
+    exit_code = 5
+
+
+class NotFoundError(ZdtError):
+    """A workflow id, node or server that zdt does not know."""
+
+    exit_code = 2
+
+
+class StepError(ZdtError):
+    """A step could not do its work on a node; `retryable` says whether trying again helps."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class AdapterError(StepError):
+    """A service manager, load balancer or transport refused or failed an operation."""
+
+
+class CommandError(AdapterError):
+    """A command run on a node exited non-zero; carries its result."""
+
+    def __init__(self, message: str, result: object) -> None:
+        super().__init__(message)
+        self.result = result

@@ -1,0 +1,244 @@
+"""The journal: SQLite in WAL mode under the domain's state dir; the only source of truth.
+
+Every change is committed (synchronous=FULL) before the caller acts on the next step, so a
+crash at any instant leaves a journal that says exactly which step was under way.
+The domain lock lives here too: a lock file held with flock(2) for as long as a workflow
+runs (the kernel drops it when the holder dies, even by kill -9), plus the journal's own
+record of workflows that stopped mid-way and still hold the domain.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zdt.errors import LockedError, NotFoundError, ZdtError
+from zdt.plan import StepSpec
+
+Clock = Callable[[], float]
+
+# Workflow states that leave the domain half-way: only resume or revert may follow.
+HOLDING = ("running", "reverting", "stopped", "failed")
+FINAL = ("succeeded", "reverted")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS workflows (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, domain TEXT NOT NULL, request TEXT NOT NULL,
+    state TEXT NOT NULL, created REAL NOT NULL, started REAL, ended REAL, error TEXT,
+    pid INTEGER, stop_requested INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS steps (
+    workflow TEXT NOT NULL REFERENCES workflows(id), idx INTEGER NOT NULL,
+    grp INTEGER NOT NULL, node TEXT NOT NULL, name TEXT NOT NULL, servers TEXT NOT NULL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, started REAL, ended REAL,
+    error TEXT, PRIMARY KEY (workflow, idx));
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, workflow TEXT NOT NULL, ts REAL NOT NULL,
+    step INTEGER, kind TEXT NOT NULL, message TEXT NOT NULL, data TEXT);
+CREATE INDEX IF NOT EXISTS events_by_workflow ON events(workflow, id);
+"""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    index: int
+    group: int
+    node: str
+    name: str
+    servers: tuple[str, ...]
+    state: str       # pending | running | done | failed | reverting | reverted
+    attempts: int
+    started: float | None
+    ended: float | None
+    error: str | None
+
+    def spec(self) -> StepSpec:
+        return StepSpec(self.index, self.group, self.node, self.name, self.servers)
+
+
+@dataclass(frozen=True)
+class WorkflowRecord:
+    id: str
+    kind: str
+    domain: str
+    request: dict[str, Any]
+    state: str       # pending | running | succeeded | failed | reverting | reverted | stopped
+    created: float
+    started: float | None
+    ended: float | None
+    error: str | None
+    pid: int | None
+    stop_requested: bool
+
+
+class Journal:
+    def __init__(self, state_dir: Path, clock: Clock) -> None:
+        self.state_dir = Path(state_dir)
+        self.clock = clock
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.state_dir / "journal.db", isolation_level=None,
+                                      timeout=10.0)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise ZdtError(f"{self.state_dir}: cannot open the journal: {exc}") from exc
+        self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- writing ---------------------------------------------------------------------
+
+    def create(self, wid: str, kind: str, domain: str, request: dict[str, Any],
+               steps: tuple[StepSpec, ...]) -> None:
+        with self._tx():
+            self.db.execute(
+                "INSERT INTO workflows (id, kind, domain, request, state, created, pid) "
+                "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                (wid, kind, domain, json.dumps(request), self.clock(), os.getpid()))
+            self.db.executemany(
+                "INSERT INTO steps (workflow, idx, grp, node, name, servers, state) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                [(wid, s.index, s.group, s.node, s.name, json.dumps(list(s.servers)))
+                 for s in steps])
+            self._event(wid, None, "created", f"{kind} workflow created", request)
+
+    def set_state(self, wid: str, state: str, error: str | None = None) -> None:
+        now = self.clock()
+        with self._tx():
+            self.db.execute(
+                "UPDATE workflows SET state = ?, error = COALESCE(?, error), pid = ?, "
+                "started = COALESCE(started, ?), "
+                "ended = CASE WHEN ? IN ('running', 'reverting') THEN NULL ELSE ? END "
+                "WHERE id = ?", (state, error, os.getpid(), now, state, now, wid))
+            self._event(wid, None, "workflow", state, {"error": error} if error else None)
+
+    def set_step(self, wid: str, index: int, state: str, *, error: str | None = None,
+                 attempt: bool = False) -> None:
+        now = self.clock()
+        starting = state in ("running", "reverting")
+        with self._tx():
+            self.db.execute(
+                "UPDATE steps SET state = ?, error = ?, attempts = attempts + ?, "
+                "started = CASE WHEN ? THEN ? ELSE started END, "
+                "ended = CASE WHEN ? THEN NULL ELSE ? END WHERE workflow = ? AND idx = ?",
+                (state, error, int(attempt), starting, now, starting, now, wid, index))
+            self._event(wid, index, "step", state, {"error": error} if error else None)
+
+    def event(self, wid: str, kind: str, message: str, *, step: int | None = None,
+              data: dict[str, Any] | None = None) -> None:
+        with self._tx():
+            self._event(wid, step, kind, message, data)
+
+    def request_stop(self, wid: str) -> None:
+        with self._tx():
+            self.db.execute("UPDATE workflows SET stop_requested = 1 WHERE id = ?", (wid,))
+            self._event(wid, None, "stop-requested", "an operator asked to stop", None)
+
+    def clear_stop(self, wid: str) -> None:
+        with self._tx():
+            self.db.execute("UPDATE workflows SET stop_requested = 0 WHERE id = ?", (wid,))
+
+    # -- reading ---------------------------------------------------------------------
+
+    def workflow(self, wid: str) -> WorkflowRecord:
+        row = self.db.execute("SELECT * FROM workflows WHERE id = ?", (wid,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no workflow {wid!r} in {self.state_dir}; see `zdt history`")
+        return _workflow(row)
+
+    def steps(self, wid: str) -> list[StepRecord]:
+        rows = self.db.execute("SELECT * FROM steps WHERE workflow = ? ORDER BY idx", (wid,))
+        return [StepRecord(r["idx"], r["grp"], r["node"], r["name"],
+                           tuple(json.loads(r["servers"])), r["state"], r["attempts"],
+                           r["started"], r["ended"], r["error"]) for r in rows]
+
+    def events(self, wid: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM events WHERE workflow = ? ORDER BY id", (wid,))
+        return [{"ts": r["ts"], "step": r["step"], "kind": r["kind"], "message": r["message"],
+                 "data": json.loads(r["data"]) if r["data"] else None} for r in rows]
+
+    def history(self) -> list[WorkflowRecord]:
+        rows = self.db.execute("SELECT * FROM workflows ORDER BY created DESC, rowid DESC")
+        return [_workflow(r) for r in rows]
+
+    def holder(self) -> WorkflowRecord | None:
+        """The newest workflow that left the domain half-way, if any."""
+        marks = ", ".join("?" * len(HOLDING))
+        row = self.db.execute(
+            f"SELECT * FROM workflows WHERE state IN ({marks}) ORDER BY created DESC LIMIT 1",
+            HOLDING).fetchone()
+        return _workflow(row) if row else None
+
+    # -- internals -------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _event(self, wid: str, step: int | None, kind: str, message: str,
+               data: dict[str, Any] | None) -> None:
+        self.db.execute(
+            "INSERT INTO events (workflow, ts, step, kind, message, data) VALUES (?,?,?,?,?,?)",
+            (wid, self.clock(), step, kind, message, json.dumps(data) if data else None))
+
+
+def _workflow(r: sqlite3.Row) -> WorkflowRecord:
+    return WorkflowRecord(r["id"], r["kind"], r["domain"], json.loads(r["request"]), r["state"],
+                          r["created"], r["started"], r["ended"], r["error"], r["pid"],
+                          bool(r["stop_requested"]))
+
+
+class DomainLock:
+    """flock on STATE_DIR/lock for the life of one zdt process working on the domain."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / "lock"
+        self.fd: int | None = None
+
+    def acquire(self, what: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another zdt"
+            os.close(fd)
+            raise LockedError(f"the domain is locked by {holder} ({self.path}); wait for it "
+                              "to finish or stop it with `zdt stop ID`") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{what} (pid {os.getpid()})\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = None
+
+    def held_by_other(self) -> bool:
+        """Whether some live process holds the lock (used to tell a crashed run)."""
+        if not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False

@@ -1,0 +1,42 @@
+"""Load balancers: take a server out of rotation and put it back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from zdt.domain import Server
+
+
+@dataclass(frozen=True)
+class LbState:
+    """A server as the load balancer sees it."""
+
+    admin: str       # "ready" | "drain" | "maint"
+    status: str      # operational status: "UP", "DOWN", "NOLB", "MAINT", "DRAIN", ...
+    sessions: int    # current sessions (HAProxy's scur)
+    queued: int      # requests waiting for this server (HAProxy's qcur)
+
+    @property
+    def up(self) -> bool:
+        return self.status.startswith("UP") or self.status == "DRAIN" or self.status == "no check"
+
+    @property
+    def in_rotation(self) -> bool:
+        return self.admin == "ready" and self.status.startswith("UP")
+
+
+class LoadBalancer(Protocol):
+    async def drain(self, server: Server) -> None:
+        """Send no new sessions to the server; sessions in progress go on."""
+        ...
+
+    async def ready(self, server: Server) -> None:
+        """Put the server back in rotation (it takes traffic once its checks pass)."""
+        ...
+
+    async def state(self, server: Server) -> LbState:
+        ...
+
+    async def close(self) -> None:
+        ...

@@ -1,0 +1,111 @@
+"""Request → ordered steps per node. Pure: no I/O, no clock; everything here is data.
+
+Order (DESIGN.md, "Workflow semantics" 1 and 2): the admin server first, on its own; then
+each node that holds a targeted server, one node at a time, in the domain's node order.
+Per node: drain → stop → start → health → ready, each step covering that node's targeted
+servers (an admin server, not behind the LB, has no drain and no ready).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from zdt.domain import Domain, Server
+from zdt.errors import ConfigError, PreconditionError
+
+RESTART_STEPS = ("drain", "stop", "start", "health", "ready")
+LB_STEPS = frozenset({"drain", "ready"})
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step of a plan: an action on some servers of one node."""
+
+    index: int
+    group: int       # which node visit this step belongs to (0 = the first node worked on)
+    node: str
+    name: str
+    servers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str
+    targets: tuple[str, ...]
+    steps: tuple[StepSpec, ...]
+    nodes: tuple[str, ...] = field(default=())   # node visits, in order (admin's node may recur)
+
+    def for_group(self, group: int) -> list[StepSpec]:
+        return [s for s in self.steps if s.group == group]
+
+
+def resolve_targets(domain: Domain, targets: Iterable[str]) -> list[Server]:
+    """Targets ("domain" | "admin" | cluster and server names) → servers, domain order."""
+    names = [t.strip() for t in targets if t.strip()]
+    if not names:
+        raise ConfigError("--targets: give 'domain', 'admin', or cluster and server names")
+    clusters = {c.name: c for c in domain.clusters}
+    servers = {s.name for s in domain.servers}
+    chosen: set[str] = set()
+    for name in names:
+        if name == "domain":
+            chosen.update(servers)
+        elif name == "admin":
+            if domain.domain.admin is None:
+                raise ConfigError(f"--targets: 'admin', but {domain.source} names no admin server")
+            chosen.add(domain.domain.admin)
+        elif name in clusters:
+            chosen.update(clusters[name].servers)
+        elif name in servers:
+            chosen.add(name)
+        else:
+            known = ", ".join(["domain", "admin", *sorted(clusters), *sorted(servers)])
+            raise ConfigError(f"--targets: unknown target {name!r} (known: {known})")
+    return [s for s in domain.servers if s.name in chosen]
+
+
+def check_spread(domain: Domain, targets: Iterable[str], allow_downtime: bool) -> None:
+    """A targeted cluster on a single node cannot be updated without downtime (point 8)."""
+    if allow_downtime:
+        return
+    wanted = set(targets)
+    for cluster in domain.clusters:
+        if "domain" not in wanted and cluster.name not in wanted:
+            continue
+        nodes = {domain.server(s).node for s in cluster.servers}
+        if len(nodes) < 2:
+            raise PreconditionError(
+                f"cluster {cluster.name!r} lives on the single node {nodes.pop()!r}: it cannot "
+                "be updated without downtime; spread it over two nodes or pass --allow-downtime")
+
+
+def restart(domain: Domain, targets: Iterable[str], *, allow_downtime: bool = False) -> Plan:
+    targets = tuple(t.strip() for t in targets if t.strip())
+    servers = resolve_targets(domain, targets)
+    check_spread(domain, targets, allow_downtime)
+    groups = _node_groups(domain, servers)
+    steps: list[StepSpec] = []
+    for number, (node, group) in enumerate(groups):
+        in_lb = tuple(s.name for s in group if s.lb)
+        every = tuple(s.name for s in group)
+        for name in RESTART_STEPS:
+            members = in_lb if name in LB_STEPS else every
+            if members:
+                steps.append(StepSpec(len(steps), number, node, name, members))
+    return Plan("restart", targets, tuple(steps), tuple(node for node, _ in groups))
+
+
+def _node_groups(domain: Domain, servers: list[Server]) -> list[tuple[str, list[Server]]]:
+    """The admin server alone first, then the other servers grouped by node, node order."""
+    admin = domain.domain.admin
+    groups: list[tuple[str, list[Server]]] = []
+    first = [s for s in servers if s.name == admin]
+    if first:
+        groups.append((first[0].node, first))
+    rest = [s for s in servers if s.name != admin]
+    for node in domain.nodes:
+        mine = [s for s in rest if s.node == node.name]
+        if mine:
+            groups.append((node.name, mine))
+    return groups

@@ -1,0 +1,114 @@
+"""Starting and finishing workflows: domain + request → plan → lock → journal → engine.
+
+Everything that can be refused is refused before the journal gets a workflow and before
+any node is touched: bad input (exit 2), an unmet precondition (exit 3), a lock (exit 4).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from zdt import adapters as adapter_factory
+from zdt import domain as domain_model
+from zdt import plan as planner
+from zdt.domain import Domain
+from zdt.engine import Engine, Observer, Policy
+from zdt.errors import ConfigError, LockedError
+from zdt.journal import DomainLock, Journal
+from zdt.steps import Context, Options, restart
+from zdt.waiting import REAL_TIME, Timing
+
+
+@dataclass(frozen=True)
+class RestartRequest:
+    targets: tuple[str, ...]
+    shutdown_timeout: float = 30.0
+    retries: int = 2
+    retry_delay: float = 1.0
+    delay_between_nodes: float = 0.0
+    auto_revert: bool = True
+    allow_downtime: bool = False
+
+    def validate(self) -> None:
+        for name in ("shutdown_timeout", "retry_delay", "delay_between_nodes"):
+            value = getattr(self, name)
+            if not 0 <= value <= 86400:
+                raise ConfigError(f"--{name.replace('_', '-')}: {value:g} is not between 0 "
+                                  "and 86400 seconds")
+        if not 0 <= self.retries <= 100:
+            raise ConfigError(f"--retries: {self.retries} is not between 0 and 100")
+
+
+def new_id(clock: Callable[[], float] = time.time) -> str:
+    """Sortable and short: 20261121-224500-3f9a."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(clock())) + "-" + secrets.token_hex(2)
+
+
+@dataclass
+class Runner:
+    """Wires one workflow run; clock, ids and observer are injected for tests and the UI."""
+
+    domain_path: Path
+    clock: Callable[[], float] = time.time
+    ids: Callable[[], str] = new_id
+    timing: Timing = REAL_TIME
+    observer: Observer | None = None
+
+    def prepare_restart(self, request: RestartRequest) -> tuple[Domain, planner.Plan]:
+        """Everything that can refuse, with no side effect at all."""
+        request.validate()
+        domain = domain_model.load(self.domain_path)
+        plan = planner.restart(domain, request.targets, allow_downtime=request.allow_downtime)
+        return domain, plan
+
+    async def restart(self, request: RestartRequest) -> str:
+        """Run a rolling restart to its end; return the workflow id."""
+        domain, plan = self.prepare_restart(request)
+        lock = DomainLock(domain.state_dir)
+        wid = self.ids()
+        lock.acquire(f"restart workflow {wid}")
+        try:
+            journal = Journal(domain.state_dir, self.clock)
+            try:
+                _refuse_if_held(journal)
+                journal.create(wid, "restart", domain.source, asdict(request), plan.steps)
+                await self._run(domain, journal, request, wid)
+            finally:
+                journal.close()
+        finally:
+            lock.release()
+        return wid
+
+    async def _run(self, domain: Domain, journal: Journal, request: RestartRequest,
+                   wid: str) -> str:
+        adapters = adapter_factory.build(domain)
+        options = Options(shutdown_timeout=request.shutdown_timeout)
+        ctx = Context(domain, adapters.services, adapters.lb, options, self.timing)
+        policy = Policy(retries=request.retries, retry_delay=request.retry_delay,
+                        auto_revert=request.auto_revert,
+                        delay_between_nodes=request.delay_between_nodes)
+        engine = Engine(journal, lambda spec: restart.build(ctx, spec), policy=policy,
+                        timing=self.timing, observer=self.observer)
+        try:
+            return await engine.run(wid)
+        finally:
+            await adapters.close()
+
+
+def _refuse_if_held(journal: Journal) -> None:
+    holder = journal.holder()
+    if holder is not None:
+        raise LockedError(
+            f"the domain is held by workflow {holder.id} ({holder.kind}, {holder.state}); "
+            f"finish it with `zdt resume {holder.id}` or `zdt revert {holder.id}`")
+
+
+def open_journal(domain_path: Path, clock: Callable[[], float] = time.time) -> Journal:
+    domain = domain_model.load(domain_path)
+    if not domain.state_dir.exists():
+        raise ConfigError(f"{domain.state_dir}: no journal yet (no workflow has run)")
+    return Journal(domain.state_dir, clock)

@@ -1,0 +1,35 @@
+"""Service managers ("Node Manager"): what starts and stops servers on a node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from zdt.domain import Server
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    """A server's process as its manager reports it."""
+
+    running: bool
+    pid: int | None
+    state: str            # the manager's own word: RUNNING, STOPPED, EXITED, FATAL, ...
+    exit_status: int | None = None
+    detail: str = ""      # the tail of the error output when it failed
+
+
+class ServiceManager(Protocol):
+    async def start(self, server: Server) -> None:
+        """Ask the manager to start the server's process; returns once it is spawned."""
+        ...
+
+    async def stop(self, server: Server, timeout: float) -> bool:
+        """SIGTERM, wait up to `timeout` s, then kill. True if it stopped by itself."""
+        ...
+
+    async def state(self, server: Server) -> ProcessState:
+        ...
+
+    async def close(self) -> None:
+        ...

@@ -1,0 +1,53 @@
+"""The step library. Each step: check / execute / revert, idempotent.
+
+`check()` says whether the step's effect is already in place, so a step that a crash
+interrupted is re-run safely on resume: the engine calls execute only when check is False.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from zdt.domain import Domain, Server
+from zdt.lb import LoadBalancer
+from zdt.services import ServiceManager
+from zdt.waiting import Timing
+
+
+class Step(Protocol):
+    async def check(self) -> bool:
+        """True when the step's effect is already in place."""
+        ...
+
+    async def execute(self) -> dict[str, Any] | None:
+        """Do the step; may return facts worth journaling (sessions left, pids...)."""
+        ...
+
+    async def revert(self) -> dict[str, Any] | None:
+        """Undo the step's effect; safe to call when it was never (fully) executed."""
+        ...
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the operator set for this workflow (timeouts in seconds)."""
+
+    shutdown_timeout: float = 30.0
+    start_timeout: float = 30.0
+    health_timeout: float = 30.0
+    ready_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a step may use: the domain and the adapters, chosen by the caller."""
+
+    domain: Domain
+    services: ServiceManager
+    lb: LoadBalancer
+    options: Options = field(default_factory=Options)
+    timing: Timing = field(default_factory=Timing)
+
+    def servers(self, names: tuple[str, ...]) -> list[Server]:
+        return [self.domain.server(n) for n in names]

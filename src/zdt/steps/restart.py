@@ -1,0 +1,129 @@
+"""The steps of a rolling restart: drain → stop → start → health → ready.
+
+A restart changes nothing that needs undoing, so reverting any of its steps means one
+thing: make sure the step's servers are started, healthy, and ready in the LB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from zdt.domain import Server
+from zdt.errors import StepError
+from zdt.plan import StepSpec
+from zdt.steps import Context, Step, health, lb
+from zdt.waiting import poll
+
+
+class _ServersStep:
+    def __init__(self, ctx: Context, spec: StepSpec) -> None:
+        self.ctx = ctx
+        self.spec = spec
+        self.servers = ctx.servers(spec.servers)
+
+    async def revert(self) -> dict[str, Any] | None:
+        return await ensure_serving(self.ctx, self.servers)
+
+
+class Drain(_ServersStep):
+    async def check(self) -> bool:
+        return await lb.drained(self.ctx, self.servers)
+
+    async def execute(self) -> dict[str, Any] | None:
+        return await lb.drain(self.ctx, self.servers)
+
+
+class Stop(_ServersStep):
+    async def check(self) -> bool:
+        states = await asyncio.gather(*(self.ctx.services.state(s) for s in self.servers))
+        return not any(st.running for st in states)
+
+    async def execute(self) -> dict[str, Any] | None:
+        timeout = self.ctx.options.shutdown_timeout
+        clean = await asyncio.gather(*(self.ctx.services.stop(s, timeout) for s in self.servers))
+        killed = [s.name for s, ok in zip(self.servers, clean, strict=True) if not ok]
+        return {"killed": killed} if killed else None
+
+
+class Start(_ServersStep):
+    async def check(self) -> bool:
+        return all(await asyncio.gather(*(_listening(self.ctx, s) for s in self.servers)))
+
+    async def execute(self) -> dict[str, Any] | None:
+        return {"pids": dict(await asyncio.gather(*(start(self.ctx, s) for s in self.servers)))}
+
+
+class Health(_ServersStep):
+    async def check(self) -> bool:
+        return await health.healthy(self.ctx, self.servers)
+
+    async def execute(self) -> dict[str, Any] | None:
+        await health.wait_healthy(self.ctx, self.servers)
+        return None
+
+
+class Ready(_ServersStep):
+    async def check(self) -> bool:
+        return await lb.in_rotation(self.ctx, self.servers)
+
+    async def execute(self) -> dict[str, Any] | None:
+        await lb.ready(self.ctx, self.servers)
+        return None
+
+
+STEPS: dict[str, type[_ServersStep]] = {
+    "drain": Drain, "stop": Stop, "start": Start, "health": Health, "ready": Ready}
+
+
+def build(ctx: Context, spec: StepSpec) -> Step:
+    return STEPS[spec.name](ctx, spec)
+
+
+async def start(ctx: Context, server: Server) -> tuple[str, int | None]:
+    """Start a server and wait until its process runs and its port accepts connections."""
+    await ctx.services.start(server)
+
+    async def probe() -> tuple[bool, bool]:
+        st = await ctx.services.state(server)
+        return st.running, st.running and await _accepts(server)
+
+    ok, (running, _) = await poll(probe, lambda r: r[1] or not r[0],
+                                  ctx.options.start_timeout, ctx.timing)
+    st = await ctx.services.state(server)
+    if ok and running:
+        return server.name, st.pid
+    detail = f": {st.detail.strip()[-300:]}" if st.detail else ""
+    if not st.running:
+        raise StepError(f"{server.name} on {server.node} did not start: {st.state}"
+                        f" (exit status {st.exit_status}){detail}")
+    raise StepError(f"{server.name} on {server.node} runs (pid {st.pid}) but port "
+                    f"{server.port} accepts nothing after {ctx.options.start_timeout:g} s")
+
+
+async def ensure_serving(ctx: Context, servers: list[Server]) -> dict[str, Any] | None:
+    """Started, healthy, ready in the LB: the state a restart's revert restores."""
+    started = []
+    for server in servers:
+        if not (await ctx.services.state(server)).running:
+            await start(ctx, server)
+            started.append(server.name)
+    await health.wait_healthy(ctx, servers)
+    behind_lb = [s for s in servers if s.lb]
+    if behind_lb and not await lb.in_rotation(ctx, behind_lb):
+        await lb.ready(ctx, behind_lb)
+    return {"started": started} if started else None
+
+
+async def _listening(ctx: Context, server: Server) -> bool:
+    return (await ctx.services.state(server)).running and await _accepts(server)
+
+
+async def _accepts(server: Server) -> bool:
+    try:
+        async with asyncio.timeout(1.0):
+            _, writer = await asyncio.open_connection(server.host, server.port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True

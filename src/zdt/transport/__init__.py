@@ -1,0 +1,35 @@
+"""How commands and files reach a node. The engine and steps see only `Transport`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a command returned, shaped like subprocess.CompletedProcess."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Transport(Protocol):
+    """One node's way in. Commands are argv lists; nothing is ever run through a shell."""
+
+    node: str
+
+    async def run(self, argv: list[str], *, check: bool = True,
+                  timeout: float | None = 60.0) -> Result:
+        """Run argv on the node; with check, a non-zero exit raises CommandError."""
+        ...
+
+    async def put(self, local: str, remote: str) -> None:
+        """Copy a local file to a path on the node (atomically: temp file + rename)."""
+        ...
+
+    def path(self, remote: str) -> str:
+        """Where a node path is, as seen by this machine (local transports only)."""
+        ...

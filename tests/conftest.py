@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+SAMPLE = """\
+[domain]
+name = "shop"
+home = "/srv/app/home"
+state_dir = "state"
+admin = "admin"
+
+[services]
+kind = "supervisor"
+
+[lb]
+kind = "haproxy"
+socket = "haproxy/admin.sock"
+backend = "app"
+
+[[nodes]]
+name = "node1"
+
+[[nodes]]
+name = "node2"
+
+[[nodes]]
+name = "node3"
+
+[[servers]]
+name = "admin"
+node = "node1"
+port = 7001
+lb = false
+
+[[servers]]
+name = "s1"
+node = "node1"
+port = 8001
+
+[[servers]]
+name = "s2"
+node = "node2"
+port = 8001
+
+[[servers]]
+name = "s3"
+node = "node3"
+port = 8001
+
+[[servers]]
+name = "s4"
+node = "node3"
+port = 8002
+
+[[clusters]]
+name = "web"
+servers = ["s1", "s2", "s3"]
+
+[[clusters]]
+name = "batch"
+servers = ["s4"]
+"""
+
+
+@pytest.fixture
+def sample_toml() -> str:
+    return SAMPLE
+
+
+@pytest.fixture
+def domain_file(tmp_path: Path) -> Path:
+    path = tmp_path / "domain.toml"
+    path.write_text(SAMPLE)
+    return path
+
+
+class FakeClock:
+    """A clock that advances one millisecond per reading: deterministic journals."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.ticks = itertools.count()
+        self.start = start
+
+    def __call__(self) -> float:
+        return self.start + next(self.ticks) / 1000
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

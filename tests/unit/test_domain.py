@@ -1,0 +1,120 @@
+"""domain.toml → model: every bad input names the file, the line and the field; exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from zdt import domain as dm
+from zdt.errors import ConfigError
+
+
+def edit(text: str, old: str, new: str) -> str:
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+# (id, change to the sample, field path named, line number or None, words in the reason)
+BAD = [
+    ("unknown-top-key", lambda t: t + "\ncolour = 'blue'\n", "colour", None, "unknown key"),
+    ("unknown-server-key", lambda t: edit(t, 'port = 8001\n', 'port = 8001\nweight = 3\n'),
+     "servers[1].weight", 34, "unknown key"),
+    ("duplicate-node", lambda t: edit(t, 'name = "node2"', 'name = "node1"'),
+     "nodes[1].name", 19, "duplicate name 'node1'"),
+    ("duplicate-server", lambda t: edit(t, 'name = "s2"', 'name = "s1"'),
+     "servers[2].name", 36, "duplicate name 's1'"),
+    ("duplicate-cluster", lambda t: edit(t, 'name = "batch"', 'name = "web"'),
+     "clusters[1].name", 55, "duplicate name 'web'"),
+    ("server-on-unknown-node", lambda t: edit(t, 'node = "node2"', 'node = "node9"'),
+     "servers[2].node", 37, "unknown node 'node9'"),
+    ("cluster-unknown-server", lambda t: edit(t, '["s1", "s2", "s3"]', '["s1", "s7", "s3"]'),
+     "clusters[0].servers[1]", 52, "unknown server 's7'"),
+    ("port-zero", lambda t: edit(t, "port = 7001", "port = 0"), "servers[0].port", 27,
+     "greater than or equal to 1"),
+    ("port-too-big", lambda t: edit(t, "port = 7001", "port = 70000"), "servers[0].port", 27,
+     "less than or equal to 65535"),
+    ("port-not-int", lambda t: edit(t, "port = 7001", 'port = "http"'), "servers[0].port", 27,
+     "integer"),
+    ("port-clash", lambda t: edit(t, 'port = 8002', 'port = 8001'), "servers[4].port", 48,
+     "already used by 's3'"),
+    ("bad-health-url", lambda t: edit(t, 'port = 7001\n', 'port = 7001\nhealth_url = "ftp://x"\n'),
+     "servers[0].health_url", 28, "not an http(s) URL"),
+    ("health-url-bad-port", lambda t: edit(t, 'port = 7001\n',
+                                           'port = 7001\nhealth_url = "http://h:99999/"\n'),
+     "servers[0].health_url", 28, "bad port"),
+    ("relative-home", lambda t: edit(t, 'home = "/srv/app/home"', 'home = "srv/app"'),
+     "domain.home", 3, "absolute path"),
+    ("home-dotdot", lambda t: edit(t, 'home = "/srv/app/home"', 'home = "/srv/../etc"'),
+     "domain.home", 3, "absolute path"),
+    ("missing-state-dir", lambda t: edit(t, 'state_dir = "state"\n', ''), "domain.state_dir",
+     1, "required"),
+    ("unknown-admin", lambda t: edit(t, 'admin = "admin"', 'admin = "boss"'), "domain.admin", 5,
+     "unknown server 'boss'"),
+    ("admin-in-cluster", lambda t: edit(t, '["s4"]', '["s4", "admin"]'), "domain.admin", 5,
+     "also in clusters[1]"),
+    ("bad-service-kind", lambda t: edit(t, 'kind = "supervisor"', 'kind = "upstart"'),
+     "services.kind", 8, "'supervisor'"),
+    ("bad-lb-kind", lambda t: edit(t, 'kind = "haproxy"', 'kind = "f5"'), "lb.kind", 11,
+     "'haproxy'"),
+    ("missing-lb", lambda t: edit(t, '[lb]\nkind = "haproxy"\nsocket = "haproxy/admin.sock"\n'
+                                  'backend = "app"\n', ''), "lb", None, "required"),
+    ("bad-name", lambda t: edit(t, 'name = "s3"', 'name = "s 3"'), "servers[3].name", 41,
+     "should match pattern"),
+    ("ssh-not-yet", lambda t: edit(t, 'name = "node3"\n', 'name = "node3"\naddress = "ssh://x"\n'),
+     "nodes[2].address", 23, "only 'local'"),
+    ("empty-cluster", lambda t: edit(t, '["s4"]', '[]'), "clusters[1].servers", 56,
+     "at least 1 item"),
+    ("no-servers", lambda t: t.split("[[servers]]")[0], "servers", None, "required"),
+    ("cluster-named-like-server", lambda t: edit(t, 'name = "batch"', 'name = "s4"'),
+     "clusters[1].name", 55, "also a server name"),
+]
+
+
+@pytest.mark.parametrize(("change", "field", "line", "why"),
+                         [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_domain(tmp_path: Path, sample_toml: str, change, field: str,  # noqa: ANN001
+                    line: int | None, why: str) -> None:
+    path = tmp_path / "domain.toml"
+    path.write_text(change(sample_toml))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ConfigError) as err:
+        dm.load(path)
+    message = str(err.value)
+    assert err.value.exit_code == 2
+    where = f"{path}:{line}: " if line else f"{path}"
+    assert any(where in m and f"{field}: " in m and why in m for m in message.splitlines()), \
+        message
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing created
+
+
+def test_toml_syntax_error_names_the_line(tmp_path: Path, sample_toml: str) -> None:
+    path = tmp_path / "domain.toml"
+    path.write_text(edit(sample_toml, 'port = 8001\n', 'port = = 8001\n'))
+    with pytest.raises(ConfigError, match=r"domain.toml: not valid TOML: .*line 33"):
+        dm.load(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the domain file"):
+        dm.load(tmp_path / "nope.toml")
+
+
+def test_every_problem_is_listed(tmp_path: Path, sample_toml: str) -> None:
+    text = edit(edit(sample_toml, 'node = "node2"', 'node = "x"'), 'node = "node3"', 'node = "y"')
+    path = tmp_path / "domain.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        dm.load(path)
+    assert "servers[2].node" in str(err.value) and "servers[3].node" in str(err.value)
+
+
+def test_good_domain(domain_file: Path) -> None:
+    d = dm.load(domain_file)
+    assert d.state_dir == domain_file.parent / "state"
+    assert d.lb.socket == str(domain_file.parent / "haproxy/admin.sock")
+    assert [s.name for s in d.servers_on("node3")] == ["s3", "s4"]
+    assert d.server("s1").health == "http://127.0.0.1:8001/health"
+    assert d.server("s1").backend_name == "s1"
+    with pytest.raises(Exception, match="frozen"):
+        d.server("s1").port = 1  # type: ignore[misc]

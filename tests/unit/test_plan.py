@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from zdt import domain as dm
+from zdt import plan
+from zdt.errors import ConfigError, PreconditionError
+
+
+@pytest.fixture
+def domain(domain_file: Path) -> dm.Domain:
+    return dm.load(domain_file)
+
+
+def steps(p: plan.Plan) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(s.node, s.name, s.servers) for s in p.steps]
+
+
+LB = ("drain", "stop", "start", "health", "ready")
+NO_LB = ("stop", "start", "health")
+
+
+@pytest.mark.parametrize(("targets", "expected"), [
+    (["admin"], [("node1", NO_LB, ("admin",))]),
+    (["web"], [("node1", LB, ("s1",)), ("node2", LB, ("s2",)), ("node3", LB, ("s3",))]),
+    (["s2"], [("node2", LB, ("s2",))]),
+    (["s3", "s2"], [("node2", LB, ("s2",)), ("node3", LB, ("s3",))]),
+    (["web", "s4", "web"], [("node1", LB, ("s1",)), ("node2", LB, ("s2",)),
+                            ("node3", LB, ("s3", "s4"))]),
+    (["admin", "s1"], [("node1", NO_LB, ("admin",)), ("node1", LB, ("s1",))]),
+    (["domain"], [("node1", NO_LB, ("admin",)), ("node1", LB, ("s1",)),
+                  ("node2", LB, ("s2",)), ("node3", LB, ("s3", "s4"))]),
+], ids=["admin", "cluster", "server", "servers-sorted", "dedup-and-merge-node", "admin-first",
+        "domain"])
+def test_restart_order(domain: dm.Domain, targets: list[str],
+                       expected: list[tuple[str, tuple[str, ...], tuple[str, ...]]]) -> None:
+    p = plan.restart(domain, targets, allow_downtime=True)
+    want = [(node, name, servers) for node, names, servers in expected for name in names]
+    assert steps(p) == want
+    assert [s.index for s in p.steps] == list(range(len(want)))
+    visits = [g for g, _ in enumerate(expected)]
+    assert sorted({s.group for s in p.steps}) == visits
+    assert p.nodes == tuple(node for node, _, _ in expected)
+
+
+def test_one_node_at_a_time(domain: dm.Domain) -> None:
+    """Each node visit is contiguous: a node is never revisited after another began."""
+    p = plan.restart(domain, ["domain"], allow_downtime=True)
+    groups = [s.group for s in p.steps]
+    assert groups == sorted(groups)
+
+
+@pytest.mark.parametrize(("targets", "fragment"), [
+    ([], "--targets"),
+    ([" ", ""], "--targets"),
+    (["nope"], "unknown target 'nope'"),
+    (["web", "s9"], "unknown target 's9'"),
+])
+def test_bad_targets(domain: dm.Domain, targets: list[str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment) as err:
+        plan.restart(domain, targets)
+    assert err.value.exit_code == 2
+
+
+def test_admin_target_without_admin(tmp_path: Path, sample_toml: str) -> None:
+    path = tmp_path / "d.toml"
+    path.write_text(sample_toml.replace('admin = "admin"\n', "", 1))
+    with pytest.raises(ConfigError, match="names no admin server"):
+        plan.restart(dm.load(path), ["admin"])
+
+
+@pytest.mark.parametrize("targets", [["batch"], ["domain"]])
+def test_single_node_cluster_is_refused(domain: dm.Domain, targets: list[str]) -> None:
+    with pytest.raises(PreconditionError, match="cluster 'batch' lives on the single node") as e:
+        plan.restart(domain, targets)
+    assert e.value.exit_code == 3
+    assert plan.restart(domain, targets, allow_downtime=True).steps
+
+
+def test_spread_cluster_is_allowed(domain: dm.Domain) -> None:
+    assert len(plan.restart(domain, ["web"]).steps) == 15
