@@ -21,7 +21,7 @@ from rich.table import Table
 from zdt import report
 from zdt.display import Progress
 from zdt.errors import ZdtError
-from zdt.rollout import RestartRequest, Runner, open_journal
+from zdt.rollout import RestartRequest, Runner, open_journal, request_stop
 
 app = typer.Typer(help="Update running Linux services without downtime.",
                   no_args_is_help=True, add_completion=False)
@@ -89,7 +89,7 @@ def rollout_restart(
     _finish(domain, wid, json_out)
 
 
-def _finish(domain: Path, wid: str, json_out: bool) -> None:
+def _finish(domain: Path, wid: str, json_out: bool, *, revert: bool = False) -> None:
     journal = open_journal(domain)
     try:
         summary = report.workflow(journal, wid)
@@ -99,7 +99,9 @@ def _finish(domain: Path, wid: str, json_out: bool) -> None:
         print_json(summary)
     else:
         _print_summary(summary)
-    raise typer.Exit(EXIT_FOR_STATE.get(summary["state"], 1))
+    wanted = "reverted" if revert else "succeeded"
+    state = summary["state"]
+    raise typer.Exit(0 if state == wanted else EXIT_FOR_STATE.get(state, 1))
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -115,6 +117,36 @@ def _print_summary(s: dict[str, Any]) -> None:
             table.add_row(v["node"], ", ".join(v["servers"]), f"{v['wall']:.3f}", oor,
                           f"{v['overhead'] * 1000:.1f}")
         out.print(table)
+
+
+WidArg = Annotated[str, typer.Argument(metavar="ID", help="A workflow id (see `zdt history`).")]
+
+
+@app.command()
+@handled
+def resume(wid: WidArg, domain: DomainOpt = Path("domain.toml"), json_out: JsonOpt = False
+           ) -> None:
+    """Go on with a failed, stopped or interrupted workflow from its first step not done."""
+    asyncio.run(Runner(domain).resume(wid))
+    _finish(domain, wid, json_out)
+
+
+@app.command()
+@handled
+def revert(wid: WidArg, domain: DomainOpt = Path("domain.toml"), json_out: JsonOpt = False
+           ) -> None:
+    """Revert a workflow's completed steps, last first (also one that succeeded)."""
+    asyncio.run(Runner(domain).revert(wid))
+    _finish(domain, wid, json_out, revert=True)
+
+
+@app.command()
+@handled
+def stop(wid: WidArg, domain: DomainOpt = Path("domain.toml")) -> None:
+    """Ask a running workflow to stop once its current step is done (it exits 5)."""
+    request_stop(domain, wid)
+    out.print(f"workflow {wid} will stop after its current step; `zdt resume {wid}` goes on",
+              highlight=False)
 
 
 @app.command()

@@ -30,7 +30,7 @@ class Progress:
         self.states = {s.index: "pending" for s in plan.steps}
         self.began: dict[int, float] = {}
         self.finished: dict[int, float] = {}
-        self.names = list(dict.fromkeys(s.name for s in plan.steps))
+        self.names = _columns(plan)
         self.live: Live | None = None
 
     def __enter__(self) -> Progress:
@@ -50,7 +50,7 @@ class Progress:
         self.began.setdefault(record.group, now)
         if record.name == self.plan.for_group(record.group)[-1].name and state == "done":
             self.finished[record.group] = now
-        if self.live is None:
+        if self.live is None and state != "running":
             self.console.print(f"{record.node:<12} {record.name:<8} {state:<9} "
                                f"{','.join(record.servers)}", highlight=False)
 
@@ -71,3 +71,10 @@ class Progress:
             return ""
         end = self.finished.get(group, self.clock())
         return f"{end - self.began[group]:.2f} s"
+
+
+def _columns(plan: Plan) -> list[str]:
+    """Step names in the order of the fullest node visit (an admin visit has no drain)."""
+    visits = [[s.name for s in plan.for_group(g)] for g in range(len(plan.nodes))]
+    names = max(visits, key=len, default=[])
+    return names + [n for v in visits for n in v if n not in names]

@@ -17,7 +17,7 @@ from zdt import domain as domain_model
 from zdt import plan as planner
 from zdt.domain import Domain
 from zdt.engine import Engine, Observer, Policy
-from zdt.errors import ConfigError, LockedError
+from zdt.errors import ConfigError, LockedError, PreconditionError
 from zdt.journal import DomainLock, Journal
 from zdt.steps import Context, Options, restart
 from zdt.waiting import REAL_TIME, Timing
@@ -83,8 +83,38 @@ class Runner:
             lock.release()
         return wid
 
+    async def resume(self, wid: str) -> str:
+        """Go on with a failed, stopped or interrupted workflow from its first step not done."""
+        return await self._again(wid, "resume", ("failed", "stopped", "running"))
+
+    async def revert(self, wid: str) -> str:
+        """Revert a workflow's completed steps, last first; also after it succeeded."""
+        return await self._again(wid, "revert",
+                                 ("failed", "stopped", "running", "reverting", "succeeded"))
+
+    async def _again(self, wid: str, action: str, allowed: tuple[str, ...]) -> str:
+        domain = domain_model.load(self.domain_path)
+        lock = DomainLock(domain.state_dir)
+        lock.acquire(f"{action} of workflow {wid}")
+        try:
+            journal = Journal(domain.state_dir, self.clock)
+            try:
+                wf = journal.workflow(wid)
+                if wf.state not in allowed:
+                    raise PreconditionError(f"workflow {wid} is {wf.state}: nothing to {action}")
+                holder = journal.holder()
+                if holder is not None and holder.id != wid:
+                    raise LockedError(f"the domain is held by workflow {holder.id} "
+                                      f"({holder.state}); finish that one first")
+                request = RestartRequest(**{**wf.request, "targets": tuple(wf.request["targets"])})
+                return await self._run(domain, journal, request, wid, action)
+            finally:
+                journal.close()
+        finally:
+            lock.release()
+
     async def _run(self, domain: Domain, journal: Journal, request: RestartRequest,
-                   wid: str) -> str:
+                   wid: str, action: str = "run") -> str:
         adapters = adapter_factory.build(domain)
         options = Options(shutdown_timeout=request.shutdown_timeout)
         ctx = Context(domain, adapters.services, adapters.lb, options, self.timing)
@@ -94,7 +124,7 @@ class Runner:
         engine = Engine(journal, lambda spec: restart.build(ctx, spec), policy=policy,
                         timing=self.timing, observer=self.observer)
         try:
-            return await engine.run(wid)
+            return await (engine.revert(wid) if action == "revert" else engine.run(wid))
         finally:
             await adapters.close()
 
@@ -112,3 +142,16 @@ def open_journal(domain_path: Path, clock: Callable[[], float] = time.time) -> J
     if not domain.state_dir.exists():
         raise ConfigError(f"{domain.state_dir}: no journal yet (no workflow has run)")
     return Journal(domain.state_dir, clock)
+
+
+def request_stop(domain_path: Path, wid: str) -> str:
+    """Ask a running workflow to stop after its current step; returns its state now."""
+    journal = open_journal(domain_path)
+    try:
+        wf = journal.workflow(wid)
+        if wf.state not in ("running", "pending"):
+            raise PreconditionError(f"workflow {wid} is {wf.state}, not running: nothing to stop")
+        journal.request_stop(wid)
+        return wf.state
+    finally:
+        journal.close()

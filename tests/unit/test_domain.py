@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,7 @@ BAD = [
 
 @pytest.mark.parametrize(("change", "field", "line", "why"),
                          [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_domain(tmp_path: Path, sample_toml: str, change, field: str,  # noqa: ANN001
+def test_bad_domain(tmp_path: Path, sample_toml: str, change: Callable[[str], str], field: str,
                     line: int | None, why: str) -> None:
     path = tmp_path / "domain.toml"
     path.write_text(change(sample_toml))

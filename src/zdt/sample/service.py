@@ -1,0 +1,203 @@
+"""A small HTTP service to update without downtime: version, health, sessions, slow calls.
+
+Endpoints (all answer JSON, one request per connection):
+  GET /            {"version", "server", "node", "pid"}
+  GET /health      {"status": "ok"}
+  GET /session     a cookie session (ZDTSESSION) with a per-session request counter
+  GET /slow?ms=N   sleeps N ms, then answers like /
+
+The version is the stripped text of HOME/VERSION, read once at start: a new home only
+takes effect after a restart, exactly like a real installation.
+
+On SIGTERM (or SIGINT) it stops accepting, finishes the requests in flight and exits 0.
+
+Failure injection for tests: if HOME/FAIL_STARTS holds an integer > 0, the service
+decrements it and exits 1 before binding its port, so a start fails the way a broken
+installation would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from urllib.parse import parse_qs, urlsplit
+
+COOKIE = "ZDTSESSION"
+MAX_SLOW_MS = 600_000  # 10 min: long enough for any drain test, short enough to end
+
+
+class SampleServer(ThreadingHTTPServer):
+    # A restart binds the port again at once; without SO_REUSEADDR the connections the
+    # previous process closed (TIME_WAIT, 60 s on Linux) would make the bind fail.
+    allow_reuse_address = True
+    # Request threads are joined on close (not daemons), so a graceful stop really waits
+    # for the requests in flight instead of cutting them off at interpreter exit.
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, address: tuple[str, int], identity: dict[str, object]) -> None:
+        super().__init__(address, Handler)
+        self.identity = identity
+        self.sessions: dict[str, int] = {}
+        self.sessions_lock = threading.Lock()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # HAProxy's health checks reset the connection as soon as they have the status
+        # line; a client gone before the end of the answer is not the server's error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+    def count(self, session: str | None) -> tuple[str, int]:
+        """Increment a session's counter; an unknown or missing id starts a new session."""
+        with self.sessions_lock:
+            if session is None or session not in self.sessions:
+                session = secrets.token_hex(8)
+                self.sessions[session] = 0
+            self.sessions[session] += 1
+            return session, self.sessions[session]
+
+
+class Handler(BaseHTTPRequestHandler):
+    # HTTP/1.0: one request per connection. A graceful stop then never waits on an idle
+    # keep-alive connection; it only waits for requests actually being served.
+    protocol_version = "HTTP/1.0"
+    server: SampleServer
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        if url.path == "/":
+            self._send(200, self.server.identity)
+        elif url.path == "/health":
+            self._send(200, {"status": "ok"})
+        elif url.path == "/session":
+            self._session()
+        elif url.path == "/slow":
+            self._slow(parse_qs(url.query).get("ms", ["0"])[0])
+        else:
+            self._send(404, {"error": f"no such path: {url.path}"})
+
+    def _session(self) -> None:
+        session, count = self.server.count(self._cookie())
+        cookie = f"{COOKIE}={session}; Path=/; HttpOnly"
+        body = {"session": session, "count": count, **self.server.identity}
+        self._send(200, body, (("Set-Cookie", cookie),))
+
+    def _slow(self, ms: str) -> None:
+        try:
+            delay = int(ms)
+        except ValueError:
+            self._send(400, {"error": f"ms must be an integer, not {ms!r}"})
+            return
+        if not 0 <= delay <= MAX_SLOW_MS:
+            self._send(400, {"error": f"ms must be between 0 and {MAX_SLOW_MS}"})
+            return
+        time.sleep(delay / 1000)
+        self._send(200, self.server.identity)
+
+    def _cookie(self) -> str | None:
+        cookies = SimpleCookie()
+        try:
+            cookies.load(self.headers.get("Cookie", ""))
+        except CookieError:
+            return None
+        morsel = cookies.get(COOKIE)
+        return morsel.value if morsel else None
+
+    def _send(self, status: int, body: dict,
+              headers: tuple[tuple[str, str], ...] = ()) -> None:
+        data = json.dumps(body).encode() + b"\n"
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # A line per request would flood the manager's logs under load tests; keep the
+        # failures (4xx/5xx) and everything log_error reports.
+        if isinstance(code, int) and code < 400:
+            return
+        super().log_request(code, size)
+
+
+def consume_failed_start(home: Path) -> str | None:
+    """Apply HOME/FAIL_STARTS: return an error message if this start must fail."""
+    marker = home / "FAIL_STARTS"
+    try:
+        remaining = int(marker.read_text().strip() or "0")
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return f"{marker}: not an integer; failing this start"
+    if remaining <= 0:
+        return None
+    marker.write_text(f"{remaining - 1}\n")
+    return f"{marker}: injected start failure ({remaining - 1} left)"
+
+
+def serve(server: SampleServer) -> None:
+    """Serve until SIGTERM/SIGINT, then stop gracefully."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # shutdown() waits for serve_forever() to return, and that loop runs in this
+        # (the main) thread: call it from another thread or it would deadlock.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    # 50 ms: the longest a stop waits for the accept loop to notice it; the default
+    # 0.5 s would add half a second to every restart of a node.
+    server.serve_forever(poll_interval=0.05)
+    server.socket.close()     # refuse new connections first ...
+    server.server_close()     # ... then wait for the requests in flight (joins threads)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m zdt.sample.service", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--home", required=True, type=Path, help="the installation directory")
+    p.add_argument("--port", required=True, type=int)
+    p.add_argument("--server", required=True, help="this server's name")
+    p.add_argument("--node", required=True, help="the node it runs on")
+    p.add_argument("--host", default="127.0.0.1")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    failure = consume_failed_start(args.home)
+    if failure:
+        print(failure, file=sys.stderr, flush=True)
+        return 1
+    try:
+        version = (args.home / "VERSION").read_text().strip()
+    except OSError as exc:
+        print(f"{args.home}/VERSION: cannot read the version: {exc.strerror}",
+              file=sys.stderr, flush=True)
+        return 1
+    identity = {"version": version, "server": args.server, "node": args.node,
+                "pid": os.getpid()}
+    server = SampleServer((args.host, args.port), identity)
+    print(f"{args.server} {version} listening on http://{args.host}:{args.port}/ "
+          f"pid {os.getpid()}", flush=True)
+    serve(server)
+    print(f"{args.server} stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""A real local domain for demos and tests, built without root (DESIGN.md, "The sandbox").
+
+Layout of a sandbox directory D:
+
+  D/domain.toml                   the domain, with paths relative to D
+  D/sandbox.json                  URLs, paths and pids, for tests and the demo
+  D/state/                        the domain's state_dir
+  D/haproxy/                      haproxy.cfg, haproxy.pid, admin.sock, haproxy.out
+  D/nodes/<node>/                 the node's "/": every node path lives below it
+      srv/app/home/VERSION        the home (same node path on every node)
+      etc/supervisord.conf        the node's service manager ...
+      run/supervisor.sock         ... its socket and pidfile
+      var/log/                    supervisord's and the servers' logs
+
+Every process started here is stopped by `down` through its pid (read from the pidfiles)
+after checking that the pid still belongs to that process; nothing is matched by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import xmlrpc.client
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from zdt import domain as domain_model
+from zdt.errors import ConfigError, PreconditionError, ZdtError
+from zdt.lb.haproxy import parse_stat
+from zdt.sandbox.layout import (
+    BACKEND,
+    CLUSTER,
+    HOME,
+    SUPERVISOR_SOCKET,
+    Layout,
+    SandboxServer,
+    write_files,
+)
+from zdt.sandbox.processes import Proc, started_processes, wait_gone
+from zdt.services.supervisor import call as supervisor_call
+
+READY_TIMEOUT = 15.0   # s; the sample service answers ~0.2 s after spawn, HAProxy in ~0.1 s
+STOP_TIMEOUT = 10.0    # s; the sample service stops in milliseconds when idle
+KILL_TIMEOUT = 5.0     # s; after SIGKILL only the kernel is left to wait for
+SPAWN_TIMEOUT = 30.0   # s; for a daemon's foreground part (parse config, bind, fork)
+# sun_path holds 108 bytes with the NUL; supervisord binds "<path>.<pid>" and HAProxy
+# "<path>.<pid>.tmp" before renaming, so 12 bytes are kept for those suffixes.
+MAX_SOCKET_PATH = 107 - 12
+
+
+def domain_path(dir: str | Path) -> Path:
+    return Path(dir).resolve() / "domain.toml"
+
+
+def info(dir: str | Path) -> dict:
+    """What `up` reported for the sandbox in `dir` (D/sandbox.json)."""
+    path = Path(dir).resolve() / "sandbox.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no sandbox here; run `zdt sandbox up --dir {dir}`") from None
+
+
+def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
+       admin: bool = True) -> dict:
+    """Build and start a sandbox in `dir`; return (and write to D/sandbox.json) its info.
+
+    Returns once every server answers /health and HAProxy reports every LB server UP.
+    On any failure, whatever was started is stopped again before the error is raised.
+    """
+    if nodes < 1 or servers_per_node < 1:
+        raise ConfigError(f"a sandbox needs at least 1 node and 1 server per node "
+                          f"(got nodes={nodes}, servers_per_node={servers_per_node})")
+    layout = Layout.plan(Path(dir).resolve(), nodes, servers_per_node, admin=admin)
+    _check_paths(layout)
+    _refuse_running(layout.dir)
+    haproxy = _haproxy_binary()
+    # A report left by an earlier sandbox here would describe processes that are gone.
+    (layout.dir / "sandbox.json").unlink(missing_ok=True)
+    write_files(layout)
+    domain_model.load(layout.domain)  # the file is zdt's input: it must load as written
+    try:
+        pids = _start(layout, haproxy)
+    except BaseException:
+        down(layout.dir)
+        raise
+    report = _report(layout, pids)
+    _write_json(layout.dir / "sandbox.json", report)
+    return report
+
+
+def down(dir: str | Path) -> dict:
+    """Stop every process of the sandbox in `dir` by pid; safe to call any number of times."""
+    d = Path(dir).resolve()
+    procs = started_processes(d)
+    # The servers get SIGTERM directly too, as supervisord would send them: supervisord
+    # only notices its own SIGTERM on its next 1 s tick, but wakes at once when its
+    # children's pipes close, so this makes `down` take milliseconds instead of ~2 s.
+    for p in procs:
+        p.signal(signal.SIGTERM)
+    left = wait_gone(procs, STOP_TIMEOUT, each_poll=lambda: _wake_supervisords(d))
+    for p in left:
+        p.signal(signal.SIGKILL)
+    stuck = wait_gone(left, KILL_TIMEOUT)
+    if stuck:
+        raise ZdtError(f"{d}: still running after SIGKILL: {_describe(stuck)}; check them "
+                       f"with `ps -o pid,stat,cmd -p PID`")
+    for pidfile in (d / "haproxy" / "haproxy.pid", *d.glob("nodes/*/run/supervisord.pid")):
+        pidfile.unlink(missing_ok=True)  # every process named in them is gone now
+    return {"dir": str(d),
+            "stopped": [p.summary() for p in procs if p not in left],
+            "killed": [p.summary() for p in left]}
+
+
+def _wake_supervisords(d: Path) -> None:
+    """Connect to each supervisord's socket and hang up at once.
+
+    supervisord reaps its children only when its main loop wakes, which a signal does not
+    do: a stop would often wait for its next 1 s tick. Activity on its socket wakes it.
+    """
+    for path in d.glob(f"nodes/*/{SUPERVISOR_SOCKET.lstrip('/')}"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, \
+                contextlib.suppress(OSError):
+            s.connect(str(path))
+
+
+def _check_paths(layout: Layout) -> None:
+    for path in (*(layout.supervisor_socket(n) for n in layout.nodes), layout.haproxy_socket):
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise ConfigError(
+                f"{layout.dir}: too long for a sandbox: the Unix socket {path} would be "
+                f"{len(os.fsencode(path))} bytes, the limit is {MAX_SOCKET_PATH}; use a "
+                f"shorter --dir (e.g. under /tmp)")
+    bad = set(str(layout.dir)) & set(" \t\n\"'%#;$\\")
+    if bad:
+        raise ConfigError(f"{layout.dir}: the sandbox directory may not contain any of "
+                          f"{''.join(sorted(bad))!r} (they would need quoting in the "
+                          f"supervisord and HAProxy configs); choose a plain path")
+
+
+def _refuse_running(d: Path) -> None:
+    running = [p for p in started_processes(d) if p.alive()]
+    if running:
+        raise ConfigError(f"{d}: a sandbox is already running there ({_describe(running)}); "
+                          f"run `zdt sandbox down --dir {d}` first, or choose another --dir")
+
+
+def _haproxy_binary() -> str:
+    # /usr/sbin is not on a normal user's PATH on Debian, but haproxy runs fine from there.
+    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        raise PreconditionError("haproxy is not installed (Debian/Ubuntu: "
+                                "`apt-get install haproxy`); the sandbox needs it as its LB")
+    return found
+
+
+def _start(layout: Layout, haproxy: str) -> dict:
+    # Nodes are independent: starting their supervisords side by side saves ~0.1 s each.
+    with ThreadPoolExecutor(max_workers=len(layout.nodes)) as pool:
+        pids = list(pool.map(lambda node: _start_supervisord(layout, node), layout.nodes))
+    _wait_healthy(layout)
+    cfg = layout.dir / "haproxy" / "haproxy.cfg"
+    pidfile = layout.dir / "haproxy" / "haproxy.pid"
+    _spawn_daemon([haproxy, "-D", "-p", str(pidfile), "-f", str(cfg)],
+                  layout.dir / "haproxy" / "haproxy.out", "haproxy")
+    haproxy_pids = _wait_pidfile(pidfile)
+    _wait_lb_up(layout)
+    return {"supervisord": dict(zip(layout.nodes, pids, strict=True)), "haproxy": haproxy_pids}
+
+
+def _start_supervisord(layout: Layout, node: str) -> int:
+    root = layout.root(node)
+    conf = root / "etc" / "supervisord.conf"
+    _spawn_daemon([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
+                  root / "var" / "log" / "supervisord.out", f"supervisord of {node}")
+    pid = _wait_pidfile(root / "run" / "supervisord.pid")[0]
+    # Ask it something: this proves the socket works, and the request wakes its main
+    # loop, which otherwise spawns the autostart programs only after its first 1 s poll.
+    sock = str(layout.supervisor_socket(node))
+    for _ in _polls(SPAWN_TIMEOUT):
+        try:
+            supervisor_call(sock, "getState")
+            return pid
+        except (OSError, http.client.HTTPException, xmlrpc.client.Error):
+            continue
+    raise ZdtError(f"supervisord of {node} (pid {pid}) does not answer on {sock}; "
+                   f"see {root / 'var' / 'log' / 'supervisord.log'}")
+
+
+def _spawn_daemon(argv: list[str], out: Path, what: str) -> None:
+    """Run a self-daemonizing command; its foreground part must exit 0."""
+    # Output goes to a file, not a pipe: a daemon that kept the pipe open would make
+    # us wait for an EOF that never comes.
+    with out.open("wb") as sink:
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=sink,
+                                  stderr=subprocess.STDOUT, timeout=SPAWN_TIMEOUT, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ZdtError(f"cannot start {what} ({argv[0]}): {exc}") from exc
+    if done.returncode != 0:
+        raise ZdtError(f"{what} failed to start (exit {done.returncode}): "
+                       f"{_tail(out)}\n(command: {' '.join(argv)})")
+
+
+def _wait_pidfile(pidfile: Path) -> list[int]:
+    # A daemon's foreground part may exit before the daemon has written its pidfile.
+    for _ in _polls(SPAWN_TIMEOUT):
+        try:
+            pids = [int(x) for x in pidfile.read_text().split()]
+        except (FileNotFoundError, ValueError):
+            continue
+        if pids:
+            return pids
+    raise ZdtError(f"{pidfile}: not written within {SPAWN_TIMEOUT:.0f} s; see the logs beside it")
+
+
+def _wait_healthy(layout: Layout) -> None:
+    waiting = list(layout.servers)
+    for _ in _polls(READY_TIMEOUT):
+        waiting = [s for s in waiting if not _answers(f"http://127.0.0.1:{s.port}/health")]
+        if not waiting:
+            return
+    logs = {s.name: layout.root(s.node) / "var" / "log" / f"{s.name}.err.log" for s in waiting}
+    details = "; ".join(f"{s.name} (port {s.port}): {_tail(logs[s.name])}" for s in waiting)
+    raise ZdtError(f"{layout.dir}: servers not answering /health after "
+                   f"{READY_TIMEOUT:.0f} s: {details}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as reply:
+            return reply.status == 200
+    except (OSError, urllib.error.URLError, http.client.HTTPException):
+        return False
+
+
+def _wait_lb_up(layout: Layout) -> None:
+    wanted = {s.name for s in layout.servers if s.lb}
+    status: dict[str, str] = {}
+    for _ in _polls(READY_TIMEOUT):
+        try:
+            rows = parse_stat(_haproxy_command(layout.haproxy_socket, f"show stat {BACKEND} 4 -1"))
+        except (OSError, ValueError):
+            continue  # the socket appears a moment after the pidfile
+        status = {name: row["status"] for name, row in rows.items()}
+        if all(status.get(name) == "UP" for name in wanted):
+            return
+    down = {name: status.get(name, "unknown") for name in sorted(wanted)
+            if status.get(name) != "UP"}
+    raise ZdtError(f"{layout.dir}: HAProxy does not report these servers UP after "
+                   f"{READY_TIMEOUT:.0f} s: {down}; see {layout.dir / 'haproxy'}")
+
+
+def _haproxy_command(sock: Path, line: str, timeout: float = 2.0) -> str:
+    """One blocking Runtime API command (for code without an event loop)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock))
+        s.sendall(line.encode() + b"\n")
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _polls(timeout: float) -> Iterator[None]:
+    """Yield until `timeout` s have passed, sleeping 10 ms, then up to 100 ms, between."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        yield
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 0.1)
+
+
+def _report(layout: Layout, pids: dict) -> dict:
+    def server(s: SandboxServer) -> dict:
+        return {"name": s.name, "port": s.port, "url": f"http://127.0.0.1:{s.port}/",
+                "lb": s.lb}
+
+    return {
+        "dir": str(layout.dir),
+        "domain": str(layout.domain),
+        "lb_url": f"http://127.0.0.1:{layout.lb_port}/",
+        "haproxy_socket": str(layout.haproxy_socket),
+        "backend": BACKEND,
+        "admin": layout.admin,
+        "clusters": {CLUSTER: [s.name for s in layout.servers if s.lb]},
+        "nodes": [{"name": node,
+                   "root": str(layout.root(node)),
+                   "home": str(layout.on_node(node, HOME)),
+                   "supervisor_socket": str(layout.on_node(node, SUPERVISOR_SOCKET)),
+                   "servers": [server(s) for s in layout.servers if s.node == node]}
+                  for node in layout.nodes],
+        "pids": pids,
+    }
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)  # readers never see half a file
+
+
+def _tail(path: Path, size: int = 500) -> str:
+    try:
+        data = path.read_bytes()[-size:]
+    except OSError:
+        return f"(no log at {path})"
+    return data.decode(errors="replace").strip() or f"(nothing in {path})"
+
+
+def _describe(procs: list[Proc]) -> str:
+    return ", ".join(f"{p.what} pid {p.pid}" for p in procs)

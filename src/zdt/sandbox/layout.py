@@ -1,0 +1,213 @@
+"""What a sandbox is made of: names, ports, paths, and the files that describe them.
+
+Everything here is decided before anything starts, so that a sandbox that cannot work
+(a path too long for a socket, no free port) fails before a single process is spawned.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import site
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME = "/srv/app/home"                   # the home, as a node path (same on every node)
+SUPERVISOR_SOCKET = "/run/supervisor.sock"
+BACKEND = "app"
+CLUSTER = "cluster1"
+ADMIN = "admin"
+VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class SandboxServer:
+    name: str
+    node: str
+    port: int
+    lb: bool
+
+
+@dataclass(frozen=True)
+class Layout:
+    dir: Path
+    nodes: tuple[str, ...]
+    servers: tuple[SandboxServer, ...]
+    lb_port: int
+    admin: str | None
+
+    @classmethod
+    def plan(cls, d: Path, nodes: int, per_node: int, *, admin: bool) -> Layout:
+        names = tuple(f"node{i}" for i in range(1, nodes + 1))
+        specs = [(ADMIN, names[0], False)] if admin else []
+        specs += [(f"{n}-s{j}", n, True) for n in names for j in range(1, per_node + 1)]
+        lb_port, *ports = free_ports(1 + len(specs))
+        servers = tuple(SandboxServer(name, node, port, lb)
+                        for (name, node, lb), port in zip(specs, ports, strict=True))
+        return cls(d, names, servers, lb_port, ADMIN if admin else None)
+
+    @property
+    def domain(self) -> Path:
+        return self.dir / "domain.toml"
+
+    @property
+    def haproxy_socket(self) -> Path:
+        return self.dir / "haproxy" / "admin.sock"
+
+    def root(self, node: str) -> Path:
+        return self.dir / "nodes" / node
+
+    def on_node(self, node: str, path: str) -> Path:
+        """Where a node path (`/srv/app/home`) is on this machine."""
+        return self.root(node) / path.lstrip("/")
+
+    def supervisor_socket(self, node: str) -> Path:
+        return self.on_node(node, SUPERVISOR_SOCKET)
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports on 127.0.0.1.
+
+    All sockets stay bound until every port is chosen, so the kernel cannot hand out the
+    same port twice; they are closed before anything uses the ports.
+    """
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def write_files(layout: Layout) -> None:
+    for node in layout.nodes:
+        home = layout.on_node(node, HOME)
+        for sub in (home, layout.root(node) / "etc", layout.root(node) / "run",
+                    layout.root(node) / "var" / "log"):
+            sub.mkdir(parents=True, exist_ok=True)
+        (home / "VERSION").write_text(f"{VERSION}\n")
+        # A marker left by an earlier test would make the fresh sandbox fail to start.
+        (home / "FAIL_STARTS").unlink(missing_ok=True)
+        conf = layout.root(node) / "etc" / "supervisord.conf"
+        conf.write_text(supervisord_conf(layout, node))
+    (layout.dir / "haproxy").mkdir(parents=True, exist_ok=True)
+    (layout.dir / "haproxy" / "haproxy.cfg").write_text(haproxy_cfg(layout))
+    (layout.dir / "state").mkdir(exist_ok=True)
+    layout.domain.write_text(domain_toml(layout))
+
+
+def domain_toml(layout: Layout) -> str:
+    q = json.dumps  # a JSON string is also a valid TOML basic string
+    out = ["# A zdt sandbox, written by `zdt sandbox up`. Paths are relative to this file.",
+           "", "[domain]", 'name = "sandbox"', f"home = {q(HOME)}", 'state_dir = "state"']
+    if layout.admin:
+        out.append(f"admin = {q(layout.admin)}")
+    out += ["", "[services]", 'kind = "supervisor"', f"socket = {q(SUPERVISOR_SOCKET)}",
+            'program = "{server}"',
+            "", "[lb]", 'kind = "haproxy"', 'socket = "haproxy/admin.sock"',
+            f"backend = {q(BACKEND)}"]
+    for node in layout.nodes:
+        out += ["", "[[nodes]]", f"name = {q(node)}", 'address = "local"',
+                f"root = {q(f'nodes/{node}')}"]
+    for s in layout.servers:
+        out += ["", "[[servers]]", f"name = {q(s.name)}", f"node = {q(s.node)}",
+                f"port = {s.port}", f"lb = {'true' if s.lb else 'false'}",
+                f"health_url = {q(f'http://127.0.0.1:{s.port}/health')}"]
+    members = ", ".join(q(s.name) for s in layout.servers if s.lb)
+    out += ["", "[[clusters]]", f"name = {q(CLUSTER)}", f"servers = [{members}]", ""]
+    return "\n".join(out)
+
+
+def supervisord_conf(layout: Layout, node: str) -> str:
+    root = layout.root(node)
+    log = root / "var" / "log"
+    out = [
+        f"; supervisord of sandbox node {node}, written by `zdt sandbox up`",
+        "[unix_http_server]", f"file = {_ini(layout.supervisor_socket(node))}",
+        "chmod = 0700", "",
+        "[supervisord]", f"logfile = {_ini(log / 'supervisord.log')}",
+        f"pidfile = {_ini(root / 'run' / 'supervisord.pid')}",
+        f"childlogdir = {_ini(log)}", f"directory = {_ini(root)}",
+        f"identifier = zdt-sandbox-{node}",
+        # The defaults (1024 fds, 200 processes) can exceed an unprivileged user's hard
+        # limits, and supervisord refuses to start then; a sandbox node needs far less.
+        "minfds = 256", "minprocs = 32", "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "", "[supervisorctl]", f"serverurl = unix://{_ini(layout.supervisor_socket(node))}",
+    ]
+    for s in layout.servers:
+        if s.node == node:
+            out += ["", *_program(layout, s)]
+    return "\n".join(out) + "\n"
+
+
+def _program(layout: Layout, s: SandboxServer) -> list[str]:
+    argv = [sys.executable, "-m", "zdt.sample.service",
+            "--home", str(layout.on_node(s.node, HOME)), "--port", str(s.port),
+            "--server", s.name, "--node", s.node, "--host", "127.0.0.1"]
+    log = layout.root(s.node) / "var" / "log"
+    return [
+        f"[program:{s.name}]", f"command = {_ini(shlex.join(argv))}",
+        f"directory = {_ini(layout.root(s.node))}", f"environment = {_environment()}",
+        # Start at once and report RUNNING on spawn: zdt judges a start by the health
+        # check, and never lets supervisord restart a server behind its back.
+        "autostart = true", "autorestart = false", "startsecs = 0", "startretries = 0",
+        # zdt kills after its own --shutdown-timeout; supervisord must not do it first.
+        "stopsignal = TERM", "stopwaitsecs = 3600", "stopasgroup = true",
+        "killasgroup = true",
+        f"stdout_logfile = {_ini(log / f'{s.name}.out.log')}",
+        f"stderr_logfile = {_ini(log / f'{s.name}.err.log')}",
+    ]
+
+
+def _environment() -> str:
+    env = {"PYTHONUNBUFFERED": "1"}
+    # Run the sample service from this very zdt, installed or not: add its import root
+    # unless it is already a site directory (where it would be found anyway).
+    import_root = str(Path(__file__).resolve().parents[2])
+    if import_root not in site.getsitepackages():
+        env["PYTHONPATH"] = import_root
+    return ",".join(f'{k}="{_ini(v)}"' for k, v in env.items())
+
+
+def haproxy_cfg(layout: Layout) -> str:
+    servers = [f"    server {s.name} 127.0.0.1:{s.port}" for s in layout.servers if s.lb]
+    return "\n".join([
+        "# HAProxy of the sandbox, written by `zdt sandbox up`.",
+        "# No user/group/chroot and no syslog: it runs as whoever starts it.",
+        "global",
+        f"    stats socket {layout.haproxy_socket} mode 600 level admin",
+        "",
+        "defaults",
+        "    mode http",
+        "    timeout connect 1s",
+        "    timeout client 30s",
+        "    timeout server 30s",
+        "    # A request that fails must be seen failing: no retry, no redispatch.",
+        "    retries 0",
+        "",
+        "frontend www",
+        f"    bind 127.0.0.1:{layout.lb_port}",
+        f"    default_backend {BACKEND}",
+        "",
+        f"backend {BACKEND}",
+        "    balance roundrobin",
+        "    option httpchk GET /health",
+        "    # A restarted server is UP again ~100 ms after it first answers (rise 1,",
+        "    # downinter 100ms); a stopped one is DOWN after 2 failed checks.",
+        "    default-server check inter 1s fastinter 100ms downinter 100ms rise 1 fall 2",
+        *servers,
+        "",
+    ])
+
+
+def _ini(value: object) -> str:
+    """Escape a value for supervisord's config, which expands %(name)s expressions."""
+    return str(value).replace("%", "%%")

@@ -1,0 +1,178 @@
+"""ServiceManager over supervisord's XML-RPC interface, one supervisord per node.
+
+Each call opens its own connection to the node's Unix socket: the XML-RPC client keeps
+one HTTP connection per transport and is not thread-safe, and the calls run in worker
+threads (`asyncio.to_thread`) so the event loop never blocks on a slow supervisord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from typing import Any
+
+from supervisor.xmlrpc import Faults, SupervisorTransport
+
+from zdt.domain import Domain, Server
+from zdt.errors import AdapterError
+from zdt.services import ProcessState
+
+CALL_TIMEOUT = 10.0        # s; a supervisord that answers nothing in 10 s is hung
+KILL_WAIT = 10.0           # s; after SIGKILL, how long the process may take to be reaped
+TAIL_BYTES = 500           # stderr tail put into ProcessState.detail
+STOPPED = frozenset({"STOPPED", "EXITED", "FATAL"})
+FAILED = frozenset({"EXITED", "FATAL", "BACKOFF"})
+_CONNECTION_ERRORS = (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError)
+
+
+def call(socket_path: str, method: str, *args: object) -> Any:
+    """One blocking XML-RPC call to `supervisor.<method>` over a fresh connection."""
+    transport = SupervisorTransport(None, None, f"unix://{socket_path}")
+    # The host part is ignored for unix:// transports, but ServerProxy needs an http URL.
+    proxy = xmlrpc.client.ServerProxy("http://localhost", transport=transport)
+    try:
+        return getattr(proxy.supervisor, method)(*args)
+    finally:
+        transport.close()
+
+
+class SupervisorManager:
+    """Start, stop and inspect servers through each node's supervisord.
+
+    `socket_for_node(node)` gives the local path of that node's supervisord socket;
+    `program` is the supervisord program name, formatted with `server` and `node`.
+    """
+
+    def __init__(self, domain: Domain, socket_for_node: Callable[[str], str],
+                 program: str = "{server}") -> None:
+        self.domain = domain
+        self._socket_for_node = socket_for_node
+        self._program = program
+
+    def program(self, server: Server) -> str:
+        return self._program.format(server=server.name, node=server.node)
+
+    async def start(self, server: Server) -> None:
+        """Spawn the server's process; return once supervisord has forked it.
+
+        No waiting on supervisord's `startsecs`: whether the server works is the health
+        check's business, and waiting here would only add seconds to every node.
+        """
+        await self._call(server, "startProcess", self.program(server), False,
+                         allow=(Faults.ALREADY_STARTED,))
+
+    async def stop(self, server: Server, timeout: float) -> bool:
+        """SIGTERM (the program's stopsignal), wait up to `timeout` s, then SIGKILL.
+
+        Returns True if the process stopped by itself (or was not running).
+        """
+        deadline = time.monotonic() + timeout
+        name = self.program(server)
+        # NOT_RUNNING also covers a process already STOPPING (stopped by someone else):
+        # wait for it all the same rather than report it stopped too early.
+        await self._call(server, "stopProcess", name, False, allow=(Faults.NOT_RUNNING,))
+        if await self._wait_stopped(server, deadline):
+            return True
+        # signalProcess signals the main pid only (stopasgroup applies to stopProcess);
+        # the sample service and most servers are a single process.
+        answer = await self._call(server, "signalProcess", name, "KILL",
+                                  allow=(Faults.NOT_RUNNING,))
+        if isinstance(answer, xmlrpc.client.Fault):
+            return True  # it finished on its own between the last poll and the kill
+        if not await self._wait_stopped(server, time.monotonic() + KILL_WAIT):
+            raise AdapterError(
+                f"server {server.name!r} on node {server.node!r} is still running "
+                f"{KILL_WAIT:.0f} s after SIGKILL (supervisord socket "
+                f"{self._socket_for_node(server.node)}); check the process on the node")
+        return False
+
+    async def _wait_stopped(self, server: Server, deadline: float) -> bool:
+        """Poll until the process is down; False if `deadline` (monotonic) passes first.
+
+        Polls start at 10 ms and grow by half up to 100 ms: a stop that takes 50 ms is
+        seen within ~15 ms, and a long one costs at most 10 calls a second. Each call
+        also wakes supervisord's main loop, which is when it reaps its children; left
+        alone it would notice an exit only at its next 1 s tick.
+        """
+        name = self.program(server)
+        delay = 0.01
+        while True:
+            info = await self._call(server, "getProcessInfo", name)
+            if info["statename"] in STOPPED:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 1.5, 0.1)
+
+    async def state(self, server: Server) -> ProcessState:
+        name = self.program(server)
+        info = await self._call(server, "getProcessInfo", name)
+        statename = info["statename"]
+        failed = statename in FAILED
+        return ProcessState(
+            running=statename == "RUNNING",
+            pid=info["pid"] or None,
+            state=statename,
+            exit_status=info["exitstatus"] if failed else None,
+            detail=await self._failure_detail(server, info) if failed else "",
+        )
+
+    async def _failure_detail(self, server: Server, info: dict[str, Any]) -> str:
+        """supervisord's spawn error (if any) and the last bytes the process wrote to stderr."""
+        parts = [f"spawn error: {info['spawnerr']}"] if info.get("spawnerr") else []
+        tail = await self._call(server, "tailProcessStderrLog", self.program(server),
+                                0, TAIL_BYTES, allow=(Faults.NO_FILE, Faults.FAILED))
+        if not isinstance(tail, xmlrpc.client.Fault) and tail[0].strip():
+            parts.append(tail[0].strip())
+        return "\n".join(parts)
+
+    async def close(self) -> None:
+        """Nothing to release: every call uses its own connection."""
+
+    async def _call(self, server: Server, method: str, *args: object,
+                    allow: tuple[int, ...] = ()) -> Any:
+        """Call supervisord on the server's node; the Faults in `allow` are returned."""
+        path = self._socket_for_node(server.node)
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(call, path, method, *args),
+                                          CALL_TIMEOUT)
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode in allow:
+                return exc
+            raise self._fault_error(server, path, method, exc) from exc
+        except TimeoutError as exc:
+            raise AdapterError(
+                f"supervisord on node {server.node!r} did not answer {method} for server "
+                f"{server.name!r} within {CALL_TIMEOUT:.0f} s (socket {path}); "
+                f"is it hung? check its log under the node's root") from exc
+        except _CONNECTION_ERRORS as exc:
+            raise AdapterError(
+                f"cannot reach supervisord on node {server.node!r} for server "
+                f"{server.name!r} at socket {path}: {_reason(exc)}; is supervisord "
+                f"running? (for the sandbox: `zdt sandbox up`)") from exc
+
+    def _fault_error(self, server: Server, path: str, method: str,
+                     exc: xmlrpc.client.Fault) -> AdapterError:
+        where = (f"supervisord on node {server.node!r} (socket {path}), server "
+                 f"{server.name!r}")
+        if exc.faultCode == Faults.BAD_NAME:
+            return AdapterError(
+                f"{where}: no program named {self.program(server)!r}; check the "
+                f"[services] program pattern and the supervisord config of the node",
+                retryable=False)
+        return AdapterError(f"{where}: {method} failed: {exc.faultString}")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "the socket does not exist"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (stale socket, supervisord is not running)"
+    if isinstance(exc, PermissionError):
+        return "permission denied (run zdt as the user that owns the socket)"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,32 @@
+"""Fixtures that run a real sandbox (supervisord per node + HAProxy) in a short /tmp dir."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zdt import sandbox
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    # Unix socket paths are limited to 107 bytes and pytest's tmp_path can be longer.
+    d = Path(tempfile.mkdtemp(prefix="zdt-", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def small_sandbox(short_dir: Path) -> Iterator[dict[str, Any]]:
+    """2 nodes × 2 servers behind HAProxy, plus the admin server; always brought down."""
+    d = short_dir / "sb"
+    info = sandbox.up(d, nodes=2, servers_per_node=2)
+    try:
+        yield info
+    finally:
+        sandbox.down(d)

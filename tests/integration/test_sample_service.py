@@ -1,0 +1,103 @@
+"""The sample service as a plain process: graceful SIGTERM, sessions, failure injection."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sandbox_helpers import get
+
+from zdt.sandbox.layout import free_ports
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    (tmp_path / "VERSION").write_text("v7\n")
+    return tmp_path
+
+
+def spawn(home: Path, port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "zdt.sample.service", "--home", str(home), "--port", str(port),
+         "--server", "s1", "--node", "n1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def service(home: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    [port] = free_ports(1)
+    proc = spawn(home, port)
+    try:
+        # It prints one line once its socket is bound: no polling needed.
+        assert "listening on" in proc.stdout.readline()
+        yield proc, f"http://127.0.0.1:{port}/"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=5)
+
+
+def test_identity_and_health(service: tuple[subprocess.Popen[str], str]) -> None:
+    proc, url = service
+    status, _, body = get(url)
+    assert (status, body) == (200, {"version": "v7", "server": "s1", "node": "n1",
+                                    "pid": proc.pid})
+    status, headers, body = get(url + "health")
+    assert (status, body, headers["Connection"]) == (200, {"status": "ok"}, "close")
+    assert get(url + "nope")[0] == 404
+    assert get(url + "slow?ms=abc")[0] == 400
+
+
+def test_sessions_count_per_cookie(service: tuple[subprocess.Popen[str], str]) -> None:
+    _, url = service
+    _, headers, first = get(url + "session")
+    cookie = headers["Set-Cookie"].split(";")[0]
+    assert cookie == f"ZDTSESSION={first['session']}"
+    counts = [get(url + "session", cookie)[2]["count"] for _ in range(3)]
+    other = get(url + "session")[2]
+    assert (first["count"], counts, other["count"]) == (1, [2, 3, 4], 1)
+    assert other["session"] != first["session"]
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(
+        service: tuple[subprocess.Popen[str], str]) -> None:
+    proc, url = service
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    with socket.create_connection(("127.0.0.1", port)) as slow:
+        slow.sendall(b"GET /slow?ms=500 HTTP/1.0\r\n\r\n")
+        # Connections are accepted in order: once a later one is answered, the slow
+        # request is being served.
+        assert get(url + "health")[0] == 200
+
+        proc.send_signal(signal.SIGTERM)
+
+        slow.settimeout(5)
+        answer = b"".join(iter(lambda: slow.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.0 200 ")
+    assert b'"server": "s1"' in answer
+    assert proc.wait(timeout=5) == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_fail_starts_fails_that_many_starts_before_binding(home: Path) -> None:
+    (home / "FAIL_STARTS").write_text("2\n")
+    [port] = free_ports(1)
+    for left in (1, 0):
+        proc = spawn(home, port)
+        out, err = proc.communicate(timeout=10)
+        assert (proc.returncode, out) == (1, "")
+        assert f"injected start failure ({left} left)" in err
+        assert (home / "FAIL_STARTS").read_text().strip() == str(left)
+    proc = spawn(home, port)
+    try:
+        assert "listening on" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=5)
+    assert proc.returncode == 0
