@@ -50,11 +50,11 @@ class Engine:
             if record.state == "done":
                 previous_group = record.group
                 continue
+            if previous_group is not None and record.group != previous_group:
+                await self._between_nodes(wid)
             if self.journal.workflow(wid).stop_requested:
                 self.journal.set_state(wid, "stopped")
                 return "stopped"
-            if previous_group is not None and record.group != previous_group:
-                await self._between_nodes(wid)
             previous_group = record.group
             error = await self._forward(wid, record)
             if error is not None:

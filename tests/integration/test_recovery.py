@@ -1,0 +1,160 @@
+"""The `zdt` command end to end on a real sandbox: slow requests in flight, kill -9 of the
+rollout process then resume or revert, an operator's stop then resume, --json output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zdt import domain as dm
+from zdt import sandbox
+from zdt.journal import Journal, StepRecord
+from zdt.lb.haproxy import HAProxy
+from zdt.load import Load
+
+pytestmark = pytest.mark.integration
+
+ZDT = [sys.executable, "-m", "zdt.cli"]
+
+
+@pytest.fixture
+def sb(short_dir: Path) -> Iterator[dict[str, Any]]:
+    info = sandbox.up(short_dir / "sb", 3, 1, admin=False)
+    try:
+        yield info
+    finally:
+        sandbox.down(short_dir / "sb")
+
+
+def zdt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*ZDT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+async def wait_for_step(info: dict[str, Any], node: str, name: str, states: set[str],
+                        proc: subprocess.Popen[str]) -> str:
+    """Poll the journal (as another process would) until a step reaches one of states."""
+    state_dir = dm.load(info["domain"]).state_dir
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if (state_dir / "journal.db").exists():
+            journal = Journal(state_dir, time.time)
+            try:
+                wfs = journal.history()
+                steps: list[StepRecord] = journal.steps(wfs[0].id) if wfs else []
+            finally:
+                journal.close()
+            if any(s.node == node and s.name == name and s.state in states for s in steps):
+                return wfs[0].id
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{node}/{name} never reached {states}")
+
+
+async def all_in_rotation(info: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    states = await HAProxy(info["haproxy_socket"], "app").servers()
+    return {name: (st.admin, st.status) for name, st in states.items()}
+
+
+def both_loads(info: dict[str, Any]) -> tuple[Load, Load]:
+    # steady short requests, plus 300 ms requests so that every drain has sessions to wait for
+    return (Load(info["lb_url"], concurrency=3, rate_per_worker=40),
+            Load(info["lb_url"] + "slow?ms=300", concurrency=3, rate_per_worker=10))
+
+
+async def test_slow_requests_in_flight_are_drained_not_cut(sb: dict[str, Any]) -> None:
+    fast, slow = both_loads(sb)
+    async with fast, slow:
+        await asyncio.sleep(0.5)
+        result = await asyncio.to_thread(zdt, "rollout", "restart", "-d", sb["domain"],
+                                         "--targets", "cluster1", "--json")
+        await asyncio.sleep(0.3)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["state"] == "succeeded"
+    assert (fast.stats.failed, slow.stats.failed) == (0, 0), (fast.stats.errors,
+                                                              slow.stats.errors)
+    assert slow.stats.requests >= 20
+    drains = [s for s in report["steps"] if s["name"] == "drain"]
+    assert len(drains) == 3 and all(s["state"] == "done" for s in drains)
+    # a drain waited for the 300 ms requests in flight: not instantaneous
+    assert max(s["duration"] for s in drains) > 0.05
+    assert len(report["nodes"]) == 3 and all(n["out_of_rotation"] > 0 for n in report["nodes"])
+
+
+@pytest.mark.parametrize("then", ["resume", "revert"])
+async def test_kill_9_mid_rollout_then_resume_or_revert(sb: dict[str, Any], then: str) -> None:
+    fast, slow = both_loads(sb)
+    async with fast, slow:
+        await asyncio.sleep(0.3)
+        proc = spawn("rollout", "restart", "-d", sb["domain"], "--targets", "cluster1",
+                     "--json")
+        wid = await wait_for_step(sb, "node2", "drain", {"running"}, proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        status = json.loads(zdt("status", wid, "-d", sb["domain"], "--json").stdout)
+        assert status["state"] == "running"       # the journal says where it was cut
+        # the domain is held: a new rollout is refused and names the holder
+        refused = zdt("rollout", "restart", "-d", sb["domain"], "--targets", "cluster1")
+        assert refused.returncode == 4 and wid in refused.stderr
+        result = await asyncio.to_thread(zdt, then, wid, "-d", sb["domain"], "--json")
+        await asyncio.sleep(0.3)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["state"] == ("succeeded" if then == "resume" else "reverted")
+    assert (fast.stats.failed, slow.stats.failed) == (0, 0), (fast.stats.errors,
+                                                              slow.stats.errors)
+    expected = {"done"} if then == "resume" else {"reverted", "pending"}
+    assert {s["state"] for s in report["steps"]} <= expected
+    assert await all_in_rotation(sb) == {f"node{i}-s1": ("ready", "UP") for i in (1, 2, 3)}
+
+
+async def test_operator_stop_then_resume(sb: dict[str, Any]) -> None:
+    proc = spawn("rollout", "restart", "-d", sb["domain"], "--targets", "cluster1",
+                 "--delay-between-nodes", "1", "--json")
+    wid = await wait_for_step(sb, "node1", "ready", {"done"}, proc)
+    stopped = zdt("stop", wid, "-d", sb["domain"])
+    assert stopped.returncode == 0, stopped.stderr
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 5
+    report = json.loads(out)
+    assert report["state"] == "stopped"
+    assert [s["state"] for s in report["steps"] if s["node"] == "node2"] == ["pending"] * 5
+    resumed = zdt("resume", wid, "-d", sb["domain"], "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert {s["state"] for s in json.loads(resumed.stdout)["steps"]} == {"done"}
+    history = json.loads(zdt("history", "-d", sb["domain"], "--json").stdout)
+    assert [(h["id"], h["state"]) for h in history] == [(wid, "succeeded")]
+
+
+def test_sandbox_cli_json(short_dir: Path) -> None:
+    d = short_dir / "cli"
+    up = zdt("sandbox", "up", "--dir", str(d), "--nodes", "2", "--servers-per-node", "1",
+             "--json")
+    try:
+        assert up.returncode == 0, up.stderr
+        info = json.loads(up.stdout)
+        assert {"dir", "domain", "lb_url", "haproxy_socket", "nodes"} <= set(info)
+        assert info == json.loads((d / "sandbox.json").read_text())
+        node = info["nodes"][0]
+        assert {"name", "root", "home", "servers"} <= set(node)
+        assert {"name", "port", "url"} <= set(node["servers"][0])
+        again = zdt("sandbox", "up", "--dir", str(d), "--json")
+        assert again.returncode == 2 and again.stdout == ""
+    finally:
+        down = zdt("sandbox", "down", "--dir", str(d))
+    assert down.returncode == 0, down.stderr
