@@ -7,9 +7,6 @@ from typing import Any
 
 from zdt.journal import Journal, StepRecord, WorkflowRecord
 
-# Steps whose time is spent waiting on something outside zdt (the LB, a process, a URL).
-WAITING_STEPS = frozenset({"drain", "stop", "start", "health", "ready"})
-
 
 def iso(ts: float | None) -> str | None:
     if ts is None:
@@ -49,51 +46,68 @@ def _step(s: StepRecord) -> dict[str, Any]:
 
 
 def node_visits(steps: list[StepRecord], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per node visit: wall time, time out of rotation, and zdt's own overhead.
+    """Per node visit: wall time, time out of rotation, zdt's own overhead, revert time.
 
-    Out of rotation = from the first `running` of its drain to the `done` of its ready.
-    Overhead = wall time of the visit minus the time inside its steps' attempts, i.e. what
+    Out of rotation = from the first `running` of its drain to the `done` of its ready (or,
+    when the visit was reverted, to the revert of its drain). Overhead = the visit's wall
+    time minus the time inside its steps' attempts and the retry delays between them: what
     zdt spends between steps (journal commits, bookkeeping), not waiting on the node.
     """
-    spans = _attempt_spans(events)
+    forward = _attempt_spans(events, ("running", ("done", "failed")))
+    backward = _attempt_spans(events, ("reverting", ("reverted", "failed")))
     visits = []
     for group in sorted({s.group for s in steps}):
         mine = [s for s in steps if s.group == group]
-        marks = [t for s in mine for t in spans.get(s.index, [])]
-        if not marks:
+        spans = [span for s in mine for span in forward.get(s.index, [])]
+        if not spans:
             continue
-        start = min(a for a, _ in marks)
-        end = max(b for _, b in marks)
-        inside = sum(b - a for s in mine if s.name in WAITING_STEPS
-                     for a, b in spans.get(s.index, []))
-        out = _out_of_rotation(mine, spans)
+        start, end = min(a for a, _ in spans), max(b for _, b in spans)
+        inside = sum(b - a for s in mine for a, b in _covered(forward.get(s.index, [])))
+        undo = [b - a for s in mine for a, b in backward.get(s.index, [])]
+        out = _out_of_rotation(mine, forward, backward, events)
         servers = sorted({x for s in mine for x in s.servers})
         visits.append({"node": mine[0].node, "servers": servers,
                        "wall": round(end - start, 4),
                        "out_of_rotation": None if out is None else round(out, 4),
-                       "overhead": round(max(0.0, end - start - inside), 4)})
+                       "overhead": round(max(0.0, end - start - inside), 4),
+                       "revert": round(sum(undo), 4) if undo else None})
     return visits
 
 
-def _out_of_rotation(mine: list[StepRecord], spans: dict[int, list[tuple[float, float]]]
-                     ) -> float | None:
+def _covered(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A step's attempts and the retry delays between them, as one span."""
+    return [(spans[0][0], spans[-1][1])] if spans else []
+
+
+def _out_of_rotation(mine: list[StepRecord], forward: dict[int, list[tuple[float, float]]],
+                     backward: dict[int, list[tuple[float, float]]],
+                     events: list[dict[str, Any]]) -> float | None:
     drain = next((s for s in mine if s.name == "drain"), None)
     ready = next((s for s in mine if s.name == "ready"), None)
-    if drain is None or ready is None or not spans.get(drain.index) or not spans.get(ready.index):
+    if drain is None or not forward.get(drain.index):
         return None
-    return spans[ready.index][-1][1] - spans[drain.index][0][0]
+    began = forward[drain.index][0][0]
+    back_in = next((e["ts"] for e in events if ready is not None and e["kind"] == "step"
+                    and e["step"] == ready.index and e["message"] == "done"), None)
+    if back_in is not None:
+        return back_in - began
+    if backward.get(drain.index):
+        return backward[drain.index][-1][1] - began
+    return None
 
 
-def _attempt_spans(events: list[dict[str, Any]]) -> dict[int, list[tuple[float, float]]]:
-    """step index → [(start, end)] of each forward attempt, from the step events."""
+def _attempt_spans(events: list[dict[str, Any]], marks: tuple[str, tuple[str, ...]]
+                   ) -> dict[int, list[tuple[float, float]]]:
+    """step index → [(start, end)] of each attempt, from the step events."""
+    opening, closing = marks
     open_: dict[int, float] = {}
     spans: dict[int, list[tuple[float, float]]] = {}
     for e in events:
         if e["kind"] != "step" or e["step"] is None:
             continue
-        if e["message"] == "running":
+        if e["message"] == opening:
             open_[e["step"]] = e["ts"]
-        elif e["message"] in ("done", "failed") and e["step"] in open_:
+        elif e["message"] in closing and e["step"] in open_:
             spans.setdefault(e["step"], []).append((open_.pop(e["step"]), e["ts"]))
     return spans
 
