@@ -8,7 +8,7 @@ export PATH := $(PATH):/usr/sbin:/sbin
 deps:
 	@command -v haproxy >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq haproxy; }
-	@$(PYTHON) -c "import zdt, supervisor, typer, rich, pydantic, pytest, pytest_asyncio" \
+	@$(PYTHON) -c "import zdt, supervisor, typer, rich, pydantic, pytest, pytest_asyncio, mypy" \
 	  2>/dev/null || $(PYTHON) -m pip install -q -e '.[test]'
 
 demo: deps
@@ -25,6 +25,7 @@ integration:
 
 lint:
 	$(PYTHON) -m ruff check src tests bench
+	$(PYTHON) -m mypy src
 
 bench: deps
 	$(PYTHON) -m bench.rolling_restart

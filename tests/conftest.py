@@ -43,17 +43,17 @@ port = 8001
 [[servers]]
 name = "s2"
 node = "node2"
-port = 8001
+port = 8002
 
 [[servers]]
 name = "s3"
 node = "node3"
-port = 8001
+port = 8003
 
 [[servers]]
 name = "s4"
 node = "node3"
-port = 8002
+port = 8004
 
 [[clusters]]
 name = "web"

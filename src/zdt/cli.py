@@ -20,8 +20,9 @@ from rich.table import Table
 
 from zdt import report
 from zdt.display import Progress
-from zdt.errors import ZdtError
-from zdt.rollout import RestartRequest, Runner, open_journal, request_stop
+from zdt.errors import NotFoundError, ZdtError
+from zdt.journal import Journal
+from zdt.rollout import RestartRequest, Runner, interrupted, open_journal, request_stop
 
 app = typer.Typer(help="Update running Linux services without downtime.",
                   no_args_is_help=True, add_completion=False)
@@ -162,16 +163,20 @@ def status(
     journal = open_journal(domain)
     try:
         wid = wid or _newest(journal)
-        summary = report.workflow(journal, wid)
-        while watch and summary["state"] in ("pending", "running", "reverting"):
+        summary = _status(journal, wid)
+        while watch and summary["state"] in ("pending", "running", "reverting") \
+                and not summary["interrupted"]:
             time.sleep(0.25)
-            summary = report.workflow(journal, wid)
+            summary = _status(journal, wid)
     finally:
         journal.close()
     if json_out:
         print_json(summary)
         return
     _print_summary(summary)
+    if summary["interrupted"]:
+        out.print(f"  interrupted: no zdt process runs it; `zdt resume {wid}` or "
+                  f"`zdt revert {wid}` finishes it", style="yellow", highlight=False)
     table = Table("#", "node", "step", "servers", "state", "tries", "s", "error")
     for st in summary["steps"]:
         table.add_row(str(st["index"]), st["node"], st["name"], ",".join(st["servers"]),
@@ -181,11 +186,17 @@ def status(
     out.print(table)
 
 
-def _newest(journal: Any) -> str:
+def _status(journal: Journal, wid: str) -> dict[str, Any]:
+    summary = report.workflow(journal, wid)
+    summary["interrupted"] = interrupted(journal, journal.workflow(wid))
+    return summary
+
+
+def _newest(journal: Journal) -> str:
     workflows = journal.history()
     if not workflows:
-        raise ZdtError(f"no workflow has run in {journal.state_dir} yet")
-    return str(workflows[0].id)
+        raise NotFoundError(f"no workflow has run in {journal.state_dir} yet")
+    return workflows[0].id
 
 
 @app.command()

@@ -11,10 +11,11 @@ import re
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from zdt.errors import ConfigError
 
@@ -24,6 +25,9 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_Named = TypeVar("_Named", "Node", "Server", "Cluster")
 
 
 class DomainSection(_Model):
@@ -116,13 +120,19 @@ class Domain(_Model):
     source: str = Field(default="", exclude=True)
 
     def node(self, name: str) -> Node:
-        return next(n for n in self.nodes if n.name == name)
+        return self._find(self.nodes, "node", name)
 
     def server(self, name: str) -> Server:
-        return next(s for s in self.servers if s.name == name)
+        return self._find(self.servers, "server", name)
 
     def cluster(self, name: str) -> Cluster:
-        return next(c for c in self.clusters if c.name == name)
+        return self._find(self.clusters, "cluster", name)
+
+    def _find(self, items: tuple[_Named, ...], what: str, name: str) -> _Named:
+        for item in items:
+            if item.name == name:
+                return item
+        raise ConfigError(f"{self.source}: no {what} named {name!r}")
 
     def servers_on(self, node: str) -> list[Server]:
         return [s for s in self.servers if s.node == node]
@@ -181,11 +191,13 @@ def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:
     yield from _duplicates("servers", [s.backend_name for s in d.servers if s.lb], "lb_name")
     nodes = {n.name for n in d.nodes}
     servers = {s.name for s in d.servers}
+    local = {n.name for n in d.nodes if n.address == "local"}
     endpoints: dict[tuple[str, str, int], str] = {}
     for i, s in enumerate(d.servers):
         if s.node not in nodes:
             yield f"servers[{i}].node", f"unknown node {s.node!r} (known: {_names(nodes)})"
-        key = (s.node, s.host, s.port)
+        # local nodes share this machine's addresses: a port is taken once across them all
+        key = ("local" if s.node in local else s.node, s.host, s.port)
         if key in endpoints:
             yield f"servers[{i}].port", f"port {s.port} is already used by {endpoints[key]!r}"
         endpoints.setdefault(key, s.name)
@@ -197,6 +209,7 @@ def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:
         if c.name in servers:
             yield (f"clusters[{i}].name",
                    f"{c.name!r} is also a server name; targets would be ambiguous")
+    yield from _templates(d)
     admin = d.domain.admin
     if admin is not None:
         if admin not in servers:
@@ -204,6 +217,15 @@ def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:
         for i, c in enumerate(d.clusters):
             if admin in c.servers:
                 yield "domain.admin", f"the admin server {admin!r} is also in clusters[{i}]"
+
+
+def _templates(d: Domain) -> Iterable[tuple[str, str]]:
+    try:
+        for s in d.servers:
+            d.services.program.format(server=s.name, node=s.node)
+    except (KeyError, IndexError, ValueError) as exc:
+        yield ("services.program",
+               f"bad template {d.services.program!r} ({exc!s}); use {{server}} and {{node}}")
 
 
 def _duplicates(table: str, names: list[str], field: str = "name") -> Iterable[tuple[str, str]]:
@@ -229,7 +251,7 @@ def _field_path(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def _explain(err: dict) -> str:
+def _explain(err: ErrorDetails) -> str:
     if err["type"] == "extra_forbidden":
         return "unknown key"
     if err["type"] == "missing":

@@ -5,7 +5,8 @@ state change before acting on the next one, so `resume` and `revert` after a cra
 from what the journal says. The engine knows steps only through the `Step` protocol.
 
 States of a workflow: pending → running → succeeded | failed | stopped | reverting →
-reverted. `failed` and `stopped` wait for an operator's resume or revert.
+reverted | revert-failed. `failed` and `stopped` wait for an operator's resume or revert;
+`revert-failed` only for a revert (resuming would redo steps already reverted).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class Policy:
     delay_between_nodes: float = 0.0
 
 
+def _quiet(record: StepRecord, state: str) -> None:
+    return None
+
+
 class Engine:
     def __init__(self, journal: Journal, build: StepFactory, *, policy: Policy = Policy(),
                  timing: Timing = REAL_TIME, observer: Observer | None = None) -> None:
@@ -39,11 +44,10 @@ class Engine:
         self.build = build
         self.policy = policy
         self.timing = timing
-        self.observer = observer or (lambda step, state: None)
+        self.observer = observer or _quiet
 
     async def run(self, wid: str) -> str:
         """Run (or resume) the workflow from its first step not done; return its end state."""
-        self.journal.clear_stop(wid)
         self.journal.set_state(wid, "running")
         previous_group: int | None = None
         for record in self.journal.steps(wid):
@@ -62,6 +66,11 @@ class Engine:
         self.journal.set_state(wid, "succeeded")
         return "succeeded"
 
+    async def resume(self, wid: str) -> str:
+        """An operator's resume: a stop asked for earlier no longer applies."""
+        self.journal.clear_stop(wid)
+        return await self.run(wid)
+
     async def revert(self, wid: str) -> str:
         """Revert every step that did (or may have done) something, last first."""
         self.journal.set_state(wid, "reverting")
@@ -71,9 +80,9 @@ class Engine:
             error = await self._attempts(wid, record, backward=True)
             if error is not None:
                 self.journal.set_state(
-                    wid, "failed", f"revert of step {record.index} ({record.name} on "
+                    wid, "revert-failed", f"revert of step {record.index} ({record.name} on "
                     f"{record.node}) failed: {error}; fix the cause and run `zdt revert {wid}`")
-                return "failed"
+                return "revert-failed"
         self.journal.set_state(wid, "reverted")
         return "reverted"
 
@@ -130,4 +139,8 @@ class Engine:
     def _set(self, wid: str, record: StepRecord, state: str, *, error: str | None = None,
              attempt: bool = False) -> None:
         self.journal.set_step(wid, record.index, state, error=error, attempt=attempt)
-        self.observer(record, state)
+        try:
+            self.observer(record, state)
+        except Exception as exc:  # a broken display must not stop a rollout
+            self.observer = _quiet
+            self.journal.event(wid, "display", f"progress display turned off: {exc!r}")

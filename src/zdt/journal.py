@@ -25,7 +25,7 @@ from zdt.plan import StepSpec
 Clock = Callable[[], float]
 
 # Workflow states that leave the domain half-way: only resume or revert may follow.
-HOLDING = ("running", "reverting", "stopped", "failed")
+HOLDING = ("pending", "running", "reverting", "stopped", "failed", "revert-failed")
 FINAL = ("succeeded", "reverted")
 
 _SCHEMA = """
@@ -115,10 +115,11 @@ class Journal:
         now = self.clock()
         with self._tx():
             self.db.execute(
-                "UPDATE workflows SET state = ?, error = COALESCE(?, error), pid = ?, "
+                "UPDATE workflows SET state = ?, "
+                "error = CASE WHEN ? = 'running' THEN ? ELSE COALESCE(?, error) END, pid = ?, "
                 "started = COALESCE(started, ?), "
                 "ended = CASE WHEN ? IN ('running', 'reverting') THEN NULL ELSE ? END "
-                "WHERE id = ?", (state, error, os.getpid(), now, state, now, wid))
+                "WHERE id = ?", (state, state, error, error, os.getpid(), now, state, now, wid))
             self._event(wid, None, "workflow", state, {"error": error} if error else None)
 
     def set_step(self, wid: str, index: int, state: str, *, error: str | None = None,
@@ -138,16 +139,29 @@ class Journal:
         with self._tx():
             self._event(wid, step, kind, message, data)
 
-    def request_stop(self, wid: str) -> None:
+    def request_stop(self, wid: str) -> bool:
+        """Flag a pending or running workflow to stop; False if it is in no such state."""
         with self._tx():
-            self.db.execute("UPDATE workflows SET stop_requested = 1 WHERE id = ?", (wid,))
-            self._event(wid, None, "stop-requested", "an operator asked to stop", None)
+            cur = self.db.execute("UPDATE workflows SET stop_requested = 1 WHERE id = ? AND "
+                                  "state IN ('pending', 'running')", (wid,))
+            if cur.rowcount:
+                self._event(wid, None, "stop-requested", "an operator asked to stop", None)
+        return bool(cur.rowcount)
 
     def clear_stop(self, wid: str) -> None:
         with self._tx():
             self.db.execute("UPDATE workflows SET stop_requested = 0 WHERE id = ?", (wid,))
 
     # -- reading ---------------------------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one consistent state of the journal (a WAL read transaction)."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
 
     def workflow(self, wid: str) -> WorkflowRecord:
         row = self.db.execute("SELECT * FROM workflows WHERE id = ?", (wid,)).fetchone()
@@ -182,13 +196,17 @@ class Journal:
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.rollback()
+                raise
+        except sqlite3.Error as exc:
+            raise ZdtError(f"{self.state_dir / 'journal.db'}: {exc}; nothing was recorded, "
+                           "so zdt acted on nothing after it") from exc
 
     def _event(self, wid: str, step: int | None, kind: str, message: str,
                data: dict[str, Any] | None) -> None:
@@ -211,8 +229,12 @@ class DomainLock:
         self.fd: int | None = None
 
     def acquire(self, what: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ZdtError(f"{self.path}: cannot open the domain lock: {exc.strerror}; "
+                           "check the state_dir of the domain and its permissions") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -65,26 +65,36 @@ def resolve_targets(domain: Domain, targets: Iterable[str]) -> list[Server]:
     return [s for s in domain.servers if s.name in chosen]
 
 
-def check_spread(domain: Domain, targets: Iterable[str], allow_downtime: bool) -> None:
-    """A targeted cluster on a single node cannot be updated without downtime (point 8)."""
+def check_spread(domain: Domain, servers: list[Server],
+                 groups: list[tuple[str, list[Server]]], allow_downtime: bool) -> None:
+    """Refuse what cannot be done without downtime (DESIGN.md point 8): a cluster with a
+    targeted member whose servers all live on one node, and a node visit that would take
+    every server of the load balancer out of rotation at once."""
     if allow_downtime:
         return
-    wanted = set(targets)
+    targeted = {s.name for s in servers}
     for cluster in domain.clusters:
-        if "domain" not in wanted and cluster.name not in wanted:
+        if not targeted & set(cluster.servers):
             continue
         nodes = {domain.server(s).node for s in cluster.servers}
         if len(nodes) < 2:
             raise PreconditionError(
                 f"cluster {cluster.name!r} lives on the single node {nodes.pop()!r}: it cannot "
                 "be updated without downtime; spread it over two nodes or pass --allow-downtime")
+    behind_lb = {s.name for s in domain.servers if s.lb}
+    for node, group in groups:
+        out = {s.name for s in group if s.lb}
+        if out and not behind_lb - out:
+            raise PreconditionError(
+                f"while {node} is out of rotation no other server of the load balancer would "
+                "take traffic: add servers on other nodes or pass --allow-downtime")
 
 
 def restart(domain: Domain, targets: Iterable[str], *, allow_downtime: bool = False) -> Plan:
     targets = tuple(t.strip() for t in targets if t.strip())
     servers = resolve_targets(domain, targets)
-    check_spread(domain, targets, allow_downtime)
     groups = _node_groups(domain, servers)
+    check_spread(domain, servers, groups, allow_downtime)
     steps: list[StepSpec] = []
     for number, (node, group) in enumerate(groups):
         in_lb = tuple(s.name for s in group if s.lb)

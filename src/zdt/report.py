@@ -16,9 +16,10 @@ def iso(ts: float | None) -> str | None:
 
 def workflow(journal: Journal, wid: str) -> dict[str, Any]:
     """The object `zdt status ID --json` and a rollout's `--json` print."""
-    wf = journal.workflow(wid)
-    steps = journal.steps(wid)
-    events = journal.events(wid)
+    with journal.snapshot():
+        wf = journal.workflow(wid)
+        steps = journal.steps(wid)
+        events = journal.events(wid)
     return {
         **brief(wf),
         "domain": wf.domain,

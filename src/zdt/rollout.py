@@ -15,10 +15,11 @@ from pathlib import Path
 from zdt import adapters as adapter_factory
 from zdt import domain as domain_model
 from zdt import plan as planner
+from zdt import preview
 from zdt.domain import Domain
 from zdt.engine import Engine, Observer, Policy
 from zdt.errors import ConfigError, LockedError, PreconditionError
-from zdt.journal import DomainLock, Journal
+from zdt.journal import DomainLock, Journal, StepRecord, WorkflowRecord
 from zdt.steps import Context, Options, restart
 from zdt.waiting import REAL_TIME, Timing
 
@@ -75,8 +76,7 @@ class Runner:
             journal = Journal(domain.state_dir, self.clock)
             try:
                 _refuse_if_held(journal)
-                journal.create(wid, "restart", domain.source, asdict(request), plan.steps)
-                await self._run(domain, journal, request, wid)
+                await self._run(domain, journal, request, wid, "run", plan)
             finally:
                 journal.close()
         finally:
@@ -85,15 +85,22 @@ class Runner:
 
     async def resume(self, wid: str) -> str:
         """Go on with a failed, stopped or interrupted workflow from its first step not done."""
-        return await self._again(wid, "resume", ("failed", "stopped", "running"))
+        return await self._again(wid, "resume", ("pending", "failed", "stopped", "running"))
 
     async def revert(self, wid: str) -> str:
         """Revert a workflow's completed steps, last first; also after it succeeded."""
         return await self._again(wid, "revert",
-                                 ("failed", "stopped", "running", "reverting", "succeeded"))
+                                 ("pending", "failed", "stopped", "running", "reverting",
+                                  "revert-failed", "succeeded"))
 
     async def _again(self, wid: str, action: str, allowed: tuple[str, ...]) -> str:
         domain = domain_model.load(self.domain_path)
+        journal = open_journal(self.domain_path)   # refuses a domain with no journal yet
+        try:
+            journal.workflow(wid)                  # an unknown id: exit 2, nothing touched
+            _same_servers(domain, journal.steps(wid), wid)
+        finally:
+            journal.close()
         lock = DomainLock(domain.state_dir)
         lock.acquire(f"{action} of workflow {wid}")
         try:
@@ -114,7 +121,7 @@ class Runner:
             lock.release()
 
     async def _run(self, domain: Domain, journal: Journal, request: RestartRequest,
-                   wid: str, action: str = "run") -> str:
+                   wid: str, action: str, plan: planner.Plan | None = None) -> str:
         adapters = adapter_factory.build(domain)
         options = Options(shutdown_timeout=request.shutdown_timeout)
         ctx = Context(domain, adapters.services, adapters.lb, options, self.timing)
@@ -124,9 +131,25 @@ class Runner:
         engine = Engine(journal, lambda spec: restart.build(ctx, spec), policy=policy,
                         timing=self.timing, observer=self.observer)
         try:
-            return await (engine.revert(wid) if action == "revert" else engine.run(wid))
+            if plan is not None:      # a new workflow: check the live domain, then record it
+                await preview.require(ctx, plan)
+                journal.create(wid, "restart", domain.source, asdict(request), plan.steps)
+            if action == "revert":
+                return await engine.revert(wid)
+            return await (engine.resume(wid) if action == "resume" else engine.run(wid))
         finally:
             await adapters.close()
+
+
+def _same_servers(domain: Domain, steps: list[StepRecord], wid: str) -> None:
+    """Resume and revert work on the servers the workflow began with: all still declared."""
+    known = {s.name: s.node for s in domain.servers}
+    missing = sorted({f"{name} on {s.node}" for s in steps for name in s.servers
+                      if known.get(name) != s.node})
+    if missing:
+        raise ConfigError(f"{domain.source}: workflow {wid} worked on servers this domain file "
+                          f"no longer declares: {', '.join(missing)}; restore them in the file "
+                          "to resume or revert")
 
 
 def _refuse_if_held(journal: Journal) -> None:
@@ -151,7 +174,18 @@ def request_stop(domain_path: Path, wid: str) -> str:
         wf = journal.workflow(wid)
         if wf.state not in ("running", "pending"):
             raise PreconditionError(f"workflow {wid} is {wf.state}, not running: nothing to stop")
-        journal.request_stop(wid)
+        if not DomainLock(journal.state_dir).held_by_other():
+            raise PreconditionError(
+                f"workflow {wid} is {wf.state} in the journal but no zdt process runs it (it "
+                f"was interrupted): finish it with `zdt resume {wid}` or `zdt revert {wid}`")
+        if not journal.request_stop(wid):
+            raise PreconditionError(f"workflow {wid} ended while asking it to stop")
         return wf.state
     finally:
         journal.close()
+
+
+def interrupted(journal: Journal, wf: WorkflowRecord) -> bool:
+    """The journal says the workflow is under way but no live zdt process holds the lock."""
+    return wf.state in ("pending", "running", "reverting") and \
+        not DomainLock(journal.state_dir).held_by_other()

@@ -164,7 +164,7 @@ async def test_failing_revert_leaves_failed_and_can_be_run_again(setup: Setup) -
     journal, _ = setup
     rec, sleep = Recorder(fail={6: 99}, fail_revert=3), FakeSleep()
     eng = engine(journal, rec, sleep, retries=0)
-    assert await eng.run("wf-1") == "failed"
+    assert await eng.run("wf-1") == "revert-failed"
     assert "revert of step 3" in (journal.workflow("wf-1").error or "")
     rec.fail_revert = None
     rec.calls.clear()
@@ -192,7 +192,8 @@ async def test_stop_request_pauses_between_steps(setup: Setup) -> None:
     eng = Engine(journal, rec, timing=Timing(sleep=sleep), observer=stop_after_step_4)
     assert await eng.run("wf-1") == "stopped"
     assert [s.state for s in journal.steps("wf-1")][4:6] == ["done", "pending"]
-    assert await eng.run("wf-1") == "succeeded"
+    assert await eng.run("wf-1") == "stopped"      # the stop holds until an operator resumes
+    assert await eng.resume("wf-1") == "succeeded"
 
 
 async def test_delay_between_nodes(setup: Setup) -> None:

@@ -81,3 +81,55 @@ def test_single_node_cluster_is_refused(domain: dm.Domain, targets: list[str]) -
 
 def test_spread_cluster_is_allowed(domain: dm.Domain) -> None:
     assert len(plan.restart(domain, ["web"]).steps) == 15
+
+
+@pytest.mark.parametrize("targets", [["s4"], ["s3", "s4"], ["web", "s4"]])
+def test_a_single_node_cluster_member_named_directly_is_refused(
+        domain: dm.Domain, targets: list[str]) -> None:
+    with pytest.raises(PreconditionError, match="cluster 'batch'"):
+        plan.restart(domain, targets)
+
+
+ONE_NODE = """\
+[domain]
+name = "tiny"
+home = "/srv/app/home"
+state_dir = "state"
+
+[lb]
+socket = "lb.sock"
+
+[[nodes]]
+name = "only"
+
+[[nodes]]
+name = "spare"
+
+[[servers]]
+name = "a"
+node = "only"
+port = 9001
+
+[[servers]]
+name = "b"
+node = "only"
+port = 9002
+
+[[servers]]
+name = "c"
+node = "spare"
+port = 9003
+lb = false
+"""
+
+
+def test_a_visit_that_empties_the_lb_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "domain.toml"
+    path.write_text(ONE_NODE)
+    domain = dm.load(path)
+    with pytest.raises(PreconditionError, match="while only is out of rotation no other"):
+        plan.restart(domain, ["domain"])
+    with pytest.raises(PreconditionError):
+        plan.restart(domain, ["a", "b"])
+    assert [s.name for s in plan.restart(domain, ["c"]).steps] == ["stop", "start", "health"]
+    assert plan.restart(domain, ["domain"], allow_downtime=True).steps

@@ -23,7 +23,9 @@ class LbState:
 
     @property
     def in_rotation(self) -> bool:
-        return self.admin == "ready" and self.status.startswith("UP")
+        # "no check": the LB does not check this server, so ready means in rotation
+        return self.admin == "ready" and (self.status.startswith("UP")
+                                          or self.status == "no check")
 
 
 class LoadBalancer(Protocol):

@@ -30,6 +30,7 @@ from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 COOKIE = "ZDTSESSION"
@@ -51,7 +52,7 @@ class SampleServer(ThreadingHTTPServer):
         self.sessions: dict[str, int] = {}
         self.sessions_lock = threading.Lock()
 
-    def handle_error(self, request: object, client_address: object) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:
         # HAProxy's health checks reset the connection as soon as they have the status
         # line; a client gone before the end of the answer is not the server's error.
         if isinstance(sys.exc_info()[1], ConnectionError):

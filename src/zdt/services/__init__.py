@@ -7,6 +7,11 @@ from typing import Protocol
 
 from zdt.domain import Server
 
+# The states every manager reports in (supervisord's words; other managers map to them).
+# Only these three mean "no process and none coming": anything else (STARTING, BACKOFF,
+# STOPPING) is on its way somewhere and must be waited for, never taken as an answer.
+DOWN_STATES = frozenset({"STOPPED", "EXITED", "FATAL"})
+
 
 @dataclass(frozen=True)
 class ProcessState:
@@ -14,9 +19,14 @@ class ProcessState:
 
     running: bool
     pid: int | None
-    state: str            # the manager's own word: RUNNING, STOPPED, EXITED, FATAL, ...
+    state: str            # RUNNING, STARTING, BACKOFF, STOPPING, STOPPED, EXITED, FATAL
     exit_status: int | None = None
     detail: str = ""      # the tail of the error output when it failed
+
+    @property
+    def down(self) -> bool:
+        """No process, and none on its way."""
+        return not self.running and self.state in DOWN_STATES
 
 
 class ServiceManager(Protocol):

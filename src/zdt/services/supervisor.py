@@ -18,12 +18,11 @@ from supervisor.xmlrpc import Faults, SupervisorTransport
 
 from zdt.domain import Domain, Server
 from zdt.errors import AdapterError
-from zdt.services import ProcessState
+from zdt.services import DOWN_STATES, ProcessState
 
 CALL_TIMEOUT = 10.0        # s; a supervisord that answers nothing in 10 s is hung
 KILL_WAIT = 10.0           # s; after SIGKILL, how long the process may take to be reaped
 TAIL_BYTES = 500           # stderr tail put into ProcessState.detail
-STOPPED = frozenset({"STOPPED", "EXITED", "FATAL"})
 FAILED = frozenset({"EXITED", "FATAL", "BACKOFF"})
 _CONNECTION_ERRORS = (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError)
 
@@ -101,7 +100,7 @@ class SupervisorManager:
         delay = 0.01
         while True:
             info = await self._call(server, "getProcessInfo", name)
-            if info["statename"] in STOPPED:
+            if info["statename"] in DOWN_STATES:
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:

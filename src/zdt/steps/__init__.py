@@ -6,13 +6,50 @@ interrupted is re-run safely on resume: the engine calls execute only when check
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from zdt.domain import Domain, Server
+from zdt.errors import StepError
 from zdt.lb import LoadBalancer
 from zdt.services import ServiceManager
 from zdt.waiting import Timing
+
+T = TypeVar("T")
+
+
+async def each(coros: Iterable[Awaitable[T]]) -> list[T]:
+    """Run coroutines together; if one fails, cancel the others and raise its error.
+
+    Unlike asyncio.gather, no sibling is left running to overlap a retry or a revert, and
+    the caller sees the first StepError itself, not an ExceptionGroup.
+    """
+    tasks: list[asyncio.Task[T]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_awaited(c)) for c in coros]
+    except BaseExceptionGroup as eg:
+        first = _first_leaf(eg)
+        raise first from None
+    return [t.result() for t in tasks]
+
+
+async def _awaited(aw: Awaitable[T]) -> T:
+    return await aw
+
+
+def _first_leaf(eg: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [eg]
+    while stack:
+        e = stack.pop(0)
+        if isinstance(e, BaseExceptionGroup):
+            stack[:0] = list(e.exceptions)
+        else:
+            leaves.append(e)
+    return next((e for e in leaves if isinstance(e, StepError)), leaves[0])
 
 
 class Step(Protocol):

@@ -6,12 +6,10 @@ become healthy, so the wait ends at once with what its manager reported.
 
 from __future__ import annotations
 
-import asyncio
-
 from zdt import http
 from zdt.domain import Server
 from zdt.errors import StepError
-from zdt.steps import Context
+from zdt.steps import Context, each
 from zdt.waiting import poll
 
 
@@ -24,26 +22,26 @@ async def answers(server: Server, timeout: float = 2.0) -> int | None:
 
 
 async def healthy(ctx: Context, servers: list[Server]) -> bool:
-    codes = await asyncio.gather(*(answers(s) for s in servers))
+    codes = await each(answers(s) for s in servers)
     return all(code == 200 for code in codes)
 
 
 async def wait_healthy(ctx: Context, servers: list[Server]) -> None:
-    await asyncio.gather(*(_wait_one(ctx, s) for s in servers))
+    await each(_wait_one(ctx, s) for s in servers)
 
 
 async def _wait_one(ctx: Context, server: Server) -> None:
     async def probe() -> tuple[int | None, bool]:
         code = await answers(server)
         if code == 200:
-            return code, True
-        return code, (await ctx.services.state(server)).running
+            return code, False
+        return code, (await ctx.services.state(server)).down
 
-    ok, (code, running) = await poll(probe, lambda r: r[0] == 200 or not r[1],
-                                     ctx.options.health_timeout, ctx.timing)
+    ok, (code, down) = await poll(probe, lambda r: r[0] == 200 or r[1],
+                                  ctx.options.health_timeout, ctx.timing)
     if ok and code == 200:
         return
-    if not running:
+    if down:
         st = await ctx.services.state(server)
         raise StepError(f"{server.name} on {server.node}: the process is {st.state}"
                         f" (exit status {st.exit_status}) while waiting for {server.health}"

@@ -8,13 +8,12 @@ so the next node is never drained while this one is still out.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from zdt.domain import Server
 from zdt.errors import StepError
 from zdt.lb import LbState
-from zdt.steps import Context
+from zdt.steps import Context, each
 from zdt.waiting import poll
 
 
@@ -25,9 +24,9 @@ def _nothing_left(st: LbState) -> bool:
 async def drain(ctx: Context, servers: list[Server]) -> dict[str, Any]:
     for server in servers:
         await ctx.lb.drain(server)
-    states = await asyncio.gather(*(_wait_drained(ctx, s) for s in servers))
+    states = await each(_wait_drained(ctx, s) for s in servers)
     left = {s.name: st.sessions + st.queued for s, st in zip(servers, states, strict=True)
-            if st.sessions + st.queued}
+            if not _nothing_left(st)}
     return {"sessions_left": left} if left else {}
 
 
@@ -38,16 +37,14 @@ async def _wait_drained(ctx: Context, server: Server) -> LbState:
 
 
 async def drained(ctx: Context, servers: list[Server]) -> bool:
-    states = await asyncio.gather(*(ctx.lb.state(s) for s in servers))
+    states = await each(ctx.lb.state(s) for s in servers)
     return all(_nothing_left(st) for st in states)
 
 
 async def ready(ctx: Context, servers: list[Server]) -> None:
     for server in servers:
         await ctx.lb.ready(server)
-    results = await asyncio.gather(*(
-        poll(lambda s=s: ctx.lb.state(s), lambda st: st.in_rotation,
-             ctx.options.ready_timeout, ctx.timing) for s in servers))
+    results = await each(_wait_in_rotation(ctx, s) for s in servers)
     late = [f"{s.name} ({st.status})" for s, (ok, st) in zip(servers, results, strict=True)
             if not ok]
     if late:
@@ -55,6 +52,11 @@ async def ready(ctx: Context, servers: list[Server]) -> None:
                         f"{', '.join(late)}; check its health URL and the LB's checks")
 
 
+async def _wait_in_rotation(ctx: Context, server: Server) -> tuple[bool, LbState]:
+    return await poll(lambda: ctx.lb.state(server), lambda st: st.in_rotation,
+                      ctx.options.ready_timeout, ctx.timing)
+
+
 async def in_rotation(ctx: Context, servers: list[Server]) -> bool:
-    states = await asyncio.gather(*(ctx.lb.state(s) for s in servers))
+    states = await each(ctx.lb.state(s) for s in servers)
     return all(st.in_rotation for st in states)

@@ -12,7 +12,7 @@ from typing import Any
 from zdt.domain import Server
 from zdt.errors import StepError
 from zdt.plan import StepSpec
-from zdt.steps import Context, Step, health, lb
+from zdt.steps import Context, Step, each, health, lb
 from zdt.waiting import poll
 
 
@@ -21,6 +21,12 @@ class _ServersStep:
         self.ctx = ctx
         self.spec = spec
         self.servers = ctx.servers(spec.servers)
+
+    async def check(self) -> bool:
+        raise NotImplementedError
+
+    async def execute(self) -> dict[str, Any] | None:
+        raise NotImplementedError
 
     async def revert(self) -> dict[str, Any] | None:
         return await ensure_serving(self.ctx, self.servers)
@@ -36,22 +42,22 @@ class Drain(_ServersStep):
 
 class Stop(_ServersStep):
     async def check(self) -> bool:
-        states = await asyncio.gather(*(self.ctx.services.state(s) for s in self.servers))
-        return not any(st.running for st in states)
+        states = await each(self.ctx.services.state(s) for s in self.servers)
+        return all(st.down for st in states)
 
     async def execute(self) -> dict[str, Any] | None:
         timeout = self.ctx.options.shutdown_timeout
-        clean = await asyncio.gather(*(self.ctx.services.stop(s, timeout) for s in self.servers))
+        clean = await each(self.ctx.services.stop(s, timeout) for s in self.servers)
         killed = [s.name for s, ok in zip(self.servers, clean, strict=True) if not ok]
         return {"killed": killed} if killed else None
 
 
 class Start(_ServersStep):
     async def check(self) -> bool:
-        return all(await asyncio.gather(*(_listening(self.ctx, s) for s in self.servers)))
+        return all(await each(_listening(self.ctx, s) for s in self.servers))
 
     async def execute(self) -> dict[str, Any] | None:
-        return {"pids": dict(await asyncio.gather(*(start(self.ctx, s) for s in self.servers)))}
+        return {"pids": dict(await each(start(self.ctx, s) for s in self.servers))}
 
 
 class Health(_ServersStep):
@@ -86,12 +92,13 @@ async def start(ctx: Context, server: Server) -> tuple[str, int | None]:
 
     async def probe() -> tuple[bool, bool]:
         st = await ctx.services.state(server)
-        return st.running, st.running and await _accepts(server)
+        return st.running and await _accepts(server), st.down
 
-    ok, (running, _) = await poll(probe, lambda r: r[1] or not r[0],
+    # STARTING and BACKOFF are waited for; only a process that is down fails at once
+    ok, (serving, _) = await poll(probe, lambda r: r[0] or r[1],
                                   ctx.options.start_timeout, ctx.timing)
     st = await ctx.services.state(server)
-    if ok and running:
+    if ok and serving:
         return server.name, st.pid
     detail = f": {st.detail.strip()[-300:]}" if st.detail else ""
     if not st.running:
