@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import tempfile
 import time
@@ -72,6 +73,7 @@ def bench(nodes: int, per_node: int, runs: int) -> list[str]:
         rows.append(row(f"failing {nodes}×{per_node} → revert", r))
     finally:
         sandbox.down(base / "sb")
+        shutil.rmtree(base, ignore_errors=True)
     return rows
 
 

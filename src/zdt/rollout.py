@@ -18,7 +18,7 @@ from zdt import plan as planner
 from zdt import preview
 from zdt.domain import Domain
 from zdt.engine import Engine, Observer, Policy
-from zdt.errors import ConfigError, LockedError, PreconditionError
+from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError
 from zdt.journal import DomainLock, Journal, StepRecord, WorkflowRecord
 from zdt.steps import Context, Options, restart
 from zdt.waiting import REAL_TIME, Timing
@@ -161,9 +161,11 @@ def _refuse_if_held(journal: Journal) -> None:
 
 
 def open_journal(domain_path: Path, clock: Callable[[], float] = time.time) -> Journal:
+    """The domain's journal for reading; refuses (exit 2, creating nothing) when none exists."""
     domain = domain_model.load(domain_path)
-    if not domain.state_dir.exists():
-        raise ConfigError(f"{domain.state_dir}: no journal yet (no workflow has run)")
+    if not (domain.state_dir / "journal.db").exists():
+        raise NotFoundError(f"{domain.state_dir}: no journal yet (no workflow has run in "
+                            f"this domain); see `zdt rollout --help`")
     return Journal(domain.state_dir, clock)
 
 

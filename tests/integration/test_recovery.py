@@ -96,14 +96,20 @@ async def test_slow_requests_in_flight_are_drained_not_cut(sb: dict[str, Any]) -
     assert len(report["nodes"]) == 3 and all(n["out_of_rotation"] > 0 for n in report["nodes"])
 
 
+KILL_POINTS = [("drain", {"running"}), ("stop", {"running", "done"}),
+               ("start", {"running", "done"}), ("ready", {"running", "done"})]
+
+
 @pytest.mark.parametrize("then", ["resume", "revert"])
-async def test_kill_9_mid_rollout_then_resume_or_revert(sb: dict[str, Any], then: str) -> None:
+@pytest.mark.parametrize(("step", "states"), KILL_POINTS, ids=[k[0] for k in KILL_POINTS])
+async def test_kill_9_mid_rollout_then_resume_or_revert(
+        sb: dict[str, Any], then: str, step: str, states: set[str]) -> None:
     fast, slow = both_loads(sb)
     async with fast, slow:
         await asyncio.sleep(0.3)
         proc = spawn("rollout", "restart", "-d", sb["domain"], "--targets", "cluster1",
                      "--json")
-        wid = await wait_for_step(sb, "node2", "drain", {"running"}, proc)
+        wid = await wait_for_step(sb, "node2", step, states, proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()
         status = json.loads(zdt("status", wid, "-d", sb["domain"], "--json").stdout)
@@ -158,3 +164,49 @@ def test_sandbox_cli_json(short_dir: Path) -> None:
     finally:
         down = zdt("sandbox", "down", "--dir", str(d))
     assert down.returncode == 0, down.stderr
+
+
+async def test_kill_9_during_the_auto_revert_then_revert(sb: dict[str, Any]) -> None:
+    home = Path(next(n["home"] for n in sb["nodes"] if n["name"] == "node2"))
+    (home / "FAIL_STARTS").write_text("3")
+    fast, slow = both_loads(sb)
+    async with fast, slow:
+        await asyncio.sleep(0.3)
+        proc = spawn("rollout", "restart", "-d", sb["domain"], "--targets", "cluster1",
+                     "--retry-delay", "0.1", "--json")
+        wid = await wait_for_step(sb, "node2", "start", {"reverting"}, proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        assert json.loads(zdt("status", wid, "-d", sb["domain"], "--json").stdout)[
+            "state"] == "reverting"
+        result = await asyncio.to_thread(zdt, "revert", wid, "-d", sb["domain"], "--json")
+        await asyncio.sleep(0.3)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["state"] == "reverted"
+    assert (fast.stats.failed, slow.stats.failed) == (0, 0), (fast.stats.errors,
+                                                              slow.stats.errors)
+    assert await all_in_rotation(sb) == {f"node{i}-s1": ("ready", "UP") for i in (1, 2, 3)}
+
+
+async def test_preconditions_refuse_and_change_nothing(sb: dict[str, Any]) -> None:
+    """A server already out of rotation: exit 3 naming it; no workflow, no pid changed."""
+    haproxy = HAProxy(sb["haproxy_socket"], "app")
+    server = dm.load(sb["domain"]).server("node3-s1")
+    await haproxy.drain(server)
+    before = await all_in_rotation(sb)
+    result = zdt("rollout", "restart", "-d", sb["domain"], "--targets", "cluster1")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "node3-s1 on node3: not in rotation in the load balancer (drain, DRAIN)" in \
+        result.stderr
+    assert await all_in_rotation(sb) == before
+    assert json.loads(zdt("history", "-d", sb["domain"], "--json").stdout) == []
+    await haproxy.ready(server)
+
+
+def test_resume_of_an_unknown_workflow_touches_nothing(sb: dict[str, Any]) -> None:
+    state_dir = dm.load(sb["domain"]).state_dir
+    for action in ("resume", "revert"):
+        result = zdt(action, "no-such-id", "-d", sb["domain"])
+        assert result.returncode == 2
+        assert "no journal yet" in result.stderr
+        assert list(state_dir.iterdir()) == []
