@@ -3,6 +3,11 @@ the exit code the command-line contract gives it (DESIGN.md, "Command-line contr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zdt.transport import Result
+
 
 class ZdtError(Exception):
     """Something zdt cannot do; the message says what, where, and what to do."""
@@ -63,6 +68,6 @@ class AdapterError(StepError):
 class CommandError(AdapterError):
     """A command run on a node exited non-zero; carries its result."""
 
-    def __init__(self, message: str, result: object) -> None:
+    def __init__(self, message: str, result: Result) -> None:
         super().__init__(message)
         self.result = result

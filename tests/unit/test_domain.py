@@ -121,4 +121,4 @@ def test_good_domain(domain_file: Path) -> None:
     assert d.server("s1").health == "http://127.0.0.1:8001/health"
     assert d.server("s1").backend_name == "s1"
     with pytest.raises(Exception, match="frozen"):
-        d.server("s1").port = 1  # type: ignore[misc]
+        d.server("s1").port = 1

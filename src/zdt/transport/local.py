@@ -36,12 +36,14 @@ class LocalTransport:
                 cwd=str(self.root) if self.root else None)
         except OSError as exc:
             raise StepError(f"{self.node}: cannot run {argv[0]!r}: {exc.strerror}") from exc
+        out, err = bytearray(), bytearray()
         try:
             async with asyncio.timeout(timeout):
-                out, err = await proc.communicate()
+                await asyncio.gather(_collect(proc.stdout, out), _collect(proc.stderr, err),
+                                     proc.wait())
         except TimeoutError:
             proc.kill()
-            out, err = await proc.communicate()
+            await proc.wait()
             result = Result(tuple(argv), -9, out.decode(errors="replace"),
                             err.decode(errors="replace"))
             raise CommandError(f"{self.node}: {argv[0]} timed out after {timeout:g} s",
@@ -56,6 +58,14 @@ class LocalTransport:
     async def put(self, local: str, remote: str) -> None:
         target = Path(self.path(remote))
         await asyncio.to_thread(_copy_atomically, Path(local), target)
+
+
+async def _collect(stream: asyncio.StreamReader | None, sink: bytearray) -> None:
+    """Read a pipe to its end; what was read stays in sink even if this is cancelled."""
+    if stream is None:
+        return
+    while chunk := await stream.read(65536):
+        sink.extend(chunk)
 
 
 def _copy_atomically(source: Path, target: Path) -> None:

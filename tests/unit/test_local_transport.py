@@ -1,0 +1,70 @@
+"""The local transport runs argv lists (never a shell) and copies files atomically."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from zdt.errors import CommandError, StepError
+from zdt.transport.local import LocalTransport
+
+
+async def test_argv_is_not_interpreted_by_a_shell(tmp_path: Path) -> None:
+    t = LocalTransport("n1", str(tmp_path))
+    hostile = "x; touch pwned && echo $HOME `id`"
+    result = await t.run([sys.executable, "-c", "import sys; print(sys.argv[1])", hostile])
+    assert result.stdout.strip() == hostile
+    assert not (tmp_path / "pwned").exists()
+    assert result.returncode == 0
+
+
+async def test_runs_in_the_node_root_and_maps_paths(tmp_path: Path) -> None:
+    t = LocalTransport("n1", str(tmp_path))
+    assert t.path("/srv/app/home") == str(tmp_path / "srv/app/home")
+    result = await t.run([sys.executable, "-c", "import os; print(os.getcwd())"])
+    assert result.stdout.strip() == str(tmp_path)
+    assert LocalTransport("n2").path("/etc/hosts") == "/etc/hosts"
+
+
+async def test_non_zero_exit_raises_with_the_result(tmp_path: Path) -> None:
+    t = LocalTransport("n1", str(tmp_path))
+    argv = [sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"]
+    with pytest.raises(CommandError, match=r"n1: .* exited 3: boom") as err:
+        await t.run(argv)
+    assert err.value.result.returncode == 3
+    unchecked = await t.run(argv, check=False)
+    assert (unchecked.returncode, unchecked.stderr) == (3, "boom")
+
+
+async def test_timeout_kills_and_keeps_partial_output(tmp_path: Path) -> None:
+    t = LocalTransport("n1", str(tmp_path))
+    argv = [sys.executable, "-u", "-c", "import time; print('started'); time.sleep(30)"]
+    with pytest.raises(CommandError, match=r"timed out after 0\.5 s") as err:
+        await t.run(argv, timeout=0.5)
+    assert "started" in err.value.result.stdout
+
+
+@pytest.mark.parametrize("argv", [[], ["ls", 3]])
+async def test_argv_must_be_a_list_of_strings(tmp_path: Path, argv: list[object]) -> None:
+    with pytest.raises(TypeError):
+        await LocalTransport("n1", str(tmp_path)).run(argv)
+
+
+async def test_missing_program(tmp_path: Path) -> None:
+    with pytest.raises(StepError, match="n1: cannot run '/no/such/program'"):
+        await LocalTransport("n1", str(tmp_path)).run(["/no/such/program"])
+
+
+async def test_put_copies_atomically_with_mode(tmp_path: Path) -> None:
+    source = tmp_path / "src.sh"
+    source.write_bytes(b"#!/bin/sh\necho hi\n")
+    source.chmod(0o750)
+    t = LocalTransport("n1", str(tmp_path / "root"))
+    await t.put(str(source), "/srv/app/staging/run.sh")
+    target = tmp_path / "root/srv/app/staging/run.sh"
+    assert target.read_bytes() == source.read_bytes()
+    assert target.stat().st_mode & 0o777 == 0o750
+    assert os.listdir(target.parent) == ["run.sh"]     # no temp file left behind
