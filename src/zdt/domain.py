@@ -30,18 +30,61 @@ class _Model(BaseModel):
 _Named = TypeVar("_Named", "Node", "Server", "Cluster")
 
 
+def _node_path(v: str) -> str:
+    if not v.startswith("/") or ".." in Path(v).parts:
+        raise ValueError("must be an absolute path without '..' (the same on every node)")
+    return v.rstrip("/") or "/"
+
+
 class DomainSection(_Model):
     name: Name
     home: str
     state_dir: str
     admin: Name | None = None
+    staging_dir: str | None = None     # node path for archives; default: beside the home
 
-    @field_validator("home")
+    @field_validator("home", "staging_dir")
     @classmethod
-    def _home_absolute(cls, v: str) -> str:
-        if not v.startswith("/") or ".." in Path(v).parts:
-            raise ValueError("must be an absolute path without '..' (the same on every node)")
-        return v.rstrip("/") or "/"
+    def _absolute(cls, v: str | None) -> str | None:
+        return None if v is None else _node_path(v)
+
+    @property
+    def staging(self) -> str:
+        """Where archives are staged on every node (default: HOME's parent/staging)."""
+        return self.staging_dir or str(Path(self.home).parent / "staging")
+
+
+PHASES = ("before-update", "each-node", "offline-before-update", "offline-after-update",
+          "after-server-start", "after-update", "success", "error")
+
+
+class Hooks(_Model):
+    """Executables run at each phase of a workflow (DESIGN.md point 9), as node paths."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True,
+                              alias_generator=lambda f: f.replace("_", "-"))
+
+    before_update: tuple[str, ...] = ()
+    each_node: tuple[str, ...] = ()
+    offline_before_update: tuple[str, ...] = ()
+    offline_after_update: tuple[str, ...] = ()
+    after_server_start: tuple[str, ...] = ()
+    after_update: tuple[str, ...] = ()
+    success: tuple[str, ...] = ()
+    error: tuple[str, ...] = ()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return (v,) if isinstance(v, str) else v
+
+    @field_validator("*")
+    @classmethod
+    def _absolute(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_node_path(p) for p in v)
+
+    def at(self, phase: str) -> tuple[str, ...]:
+        return tuple(getattr(self, phase.replace("-", "_")))
 
 
 class Node(_Model):
@@ -117,6 +160,7 @@ class Domain(_Model):
     clusters: tuple[Cluster, ...] = ()
     services: Services = Services()
     lb: LoadBalancerConfig
+    hooks: Hooks = Hooks()
     source: str = Field(default="", exclude=True)
 
     def node(self, name: str) -> Node:
@@ -284,7 +328,7 @@ class _Locator:
         self.lines = text.splitlines()
 
     def __call__(self, field: str) -> int | None:
-        m = re.match(r"^([A-Za-z_]+)(?:\[(\d+)\])?(?:\.([A-Za-z_]+))?", field)
+        m = re.match(r"^([A-Za-z_]+)(?:\[(\d+)\])?(?:\.([A-Za-z_-]+))?", field)
         if not m:
             return None
         table, index, key = m.group(1), m.group(2), m.group(3)

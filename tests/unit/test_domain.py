@@ -122,3 +122,28 @@ def test_good_domain(domain_file: Path) -> None:
     assert d.server("s1").backend_name == "s1"
     with pytest.raises(Exception, match="frozen"):
         d.server("s1").port = 1
+
+
+def test_hooks_and_staging(tmp_path: Path, sample_toml: str) -> None:
+    path = tmp_path / "domain.toml"
+    path.write_text(sample_toml + '\n[hooks]\neach-node = "/opt/hooks/each"\n'
+                    'after-update = ["/opt/hooks/a", "/opt/hooks/b"]\n')
+    d = dm.load(path)
+    assert d.hooks.at("each-node") == ("/opt/hooks/each",)
+    assert d.hooks.at("after-update") == ("/opt/hooks/a", "/opt/hooks/b")
+    assert d.hooks.at("success") == ()
+    assert d.domain.staging == "/srv/app/staging"
+
+
+@pytest.mark.parametrize(("hooks", "field", "why"), [
+    ('[hooks]\neach_node = "/x"\n', "hooks.each_node", "unknown key"),
+    ('[hooks]\nbefore-update = "relative/x"\n', "hooks.before-update", "absolute path"),
+    ('[hooks]\nsuccess = 3\n', "hooks.success", "valid tuple"),
+    ('[hooks]\nlater = "/x"\n', "hooks.later", "unknown key"),
+])
+def test_bad_hooks(tmp_path: Path, sample_toml: str, hooks: str, field: str, why: str) -> None:
+    path = tmp_path / "domain.toml"
+    path.write_text(sample_toml + "\n" + hooks)
+    with pytest.raises(ConfigError) as err:
+        dm.load(path)
+    assert f"{field}" in str(err.value) and why in str(err.value), str(err.value)
