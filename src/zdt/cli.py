@@ -6,119 +6,28 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from zdt import report
-from zdt.display import Progress
-from zdt.errors import NotFoundError, ZdtError
+from zdt.cli_common import DomainOpt, JsonOpt, finish, handled, out, print_json, print_summary
+from zdt.cli_rollout import archive_app, preview_app, rollout_app
+from zdt.errors import NotFoundError
 from zdt.journal import Journal
-from zdt.rollout import RestartRequest, Runner, interrupted, open_journal, request_stop
+from zdt.rollout import Runner, interrupted, open_journal, request_stop
 
 app = typer.Typer(help="Update running Linux services without downtime.",
                   no_args_is_help=True, add_completion=False)
-rollout_app = typer.Typer(help="Roll a change across a domain, one node at a time.",
-                          no_args_is_help=True)
 sandbox_app = typer.Typer(help="A real local domain (supervisord + HAProxy) for demos and tests.",
                           no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(preview_app, name="preview")
+app.add_typer(archive_app, name="archive")
 app.add_typer(sandbox_app, name="sandbox")
-
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_FOR_STATE = {"succeeded": 0, "reverted": 1, "failed": 1, "stopped": 5}
-
-DomainOpt = Annotated[Path, typer.Option("--domain", "-d", envvar="ZDT_DOMAIN",
-                                         help="The domain file.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")]
-
-
-def handled(fn: F) -> F:
-    """Turn a ZdtError into its message on stderr and its exit code."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ZdtError as exc:
-            err.print(f"[bold red]zdt:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-    return cast(F, wrapper)
-
-
-def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
-
-
-@rollout_app.command("restart")
-@handled
-def rollout_restart(
-    domain: DomainOpt = Path("domain.toml"),
-    targets: Annotated[str, typer.Option(help="domain | admin | cluster and server names, "
-                                              "comma-separated")] = "domain",
-    shutdown_timeout: Annotated[float, typer.Option(help="Seconds to wait for a drain and "
-                                                        "for a graceful stop.")] = 30.0,
-    retries: Annotated[int, typer.Option(help="Retries of a failing step.")] = 2,
-    retry_delay: Annotated[float, typer.Option(help="Seconds between retries.")] = 1.0,
-    delay_between_nodes: Annotated[float, typer.Option(help="Seconds between nodes.")] = 0.0,
-    auto_revert: Annotated[bool, typer.Option(help="Revert completed steps on failure.")] = True,
-    allow_downtime: Annotated[bool, typer.Option(help="Allow a cluster on a single node.")]
-    = False,
-    json_out: JsonOpt = False,
-) -> None:
-    """Restart every targeted server, one node at a time, behind the load balancer."""
-    request = RestartRequest(tuple(targets.split(",")), shutdown_timeout, retries, retry_delay,
-                             delay_between_nodes, auto_revert, allow_downtime)
-    runner = Runner(domain)
-    _, plan = runner.prepare_restart(request)
-    if json_out:
-        wid = asyncio.run(runner.restart(request))
-    else:
-        with Progress(plan, out) as progress:
-            runner.observer = progress
-            wid = asyncio.run(runner.restart(request))
-    _finish(domain, wid, json_out)
-
-
-def _finish(domain: Path, wid: str, json_out: bool, *, revert: bool = False) -> None:
-    journal = open_journal(domain)
-    try:
-        summary = report.workflow(journal, wid)
-    finally:
-        journal.close()
-    if json_out:
-        print_json(summary)
-    else:
-        _print_summary(summary)
-    wanted = "reverted" if revert else "succeeded"
-    state = summary["state"]
-    raise typer.Exit(0 if state == wanted else EXIT_FOR_STATE.get(state, 1))
-
-
-def _print_summary(s: dict[str, Any]) -> None:
-    colour = "green" if s["state"] == "succeeded" else "red"
-    out.print(f"workflow [bold]{s['id']}[/] ({s['kind']}): [{colour}]{s['state']}[/] "
-              f"in {s['duration'] or 0:.2f} s", highlight=False)
-    if s["error"]:
-        out.print(f"  {s['error']}", style="red", highlight=False)
-    if s["nodes"]:
-        table = Table("node", "servers", "wall s", "out of rotation s", "zdt overhead ms")
-        for v in s["nodes"]:
-            oor = "-" if v["out_of_rotation"] is None else f"{v['out_of_rotation']:.3f}"
-            table.add_row(v["node"], ", ".join(v["servers"]), f"{v['wall']:.3f}", oor,
-                          f"{v['overhead'] * 1000:.1f}")
-        out.print(table)
-
 
 WidArg = Annotated[str, typer.Argument(metavar="ID", help="A workflow id (see `zdt history`).")]
 
@@ -129,7 +38,7 @@ def resume(wid: WidArg, domain: DomainOpt = Path("domain.toml"), json_out: JsonO
            ) -> None:
     """Go on with a failed, stopped or interrupted workflow from its first step not done."""
     asyncio.run(Runner(domain).resume(wid))
-    _finish(domain, wid, json_out)
+    finish(domain, wid, json_out)
 
 
 @app.command()
@@ -138,7 +47,7 @@ def revert(wid: WidArg, domain: DomainOpt = Path("domain.toml"), json_out: JsonO
            ) -> None:
     """Revert a workflow's completed steps, last first (also one that succeeded)."""
     asyncio.run(Runner(domain).revert(wid))
-    _finish(domain, wid, json_out, revert=True)
+    finish(domain, wid, json_out, revert=True)
 
 
 @app.command()
@@ -173,7 +82,7 @@ def status(
     if json_out:
         print_json(summary)
         return
-    _print_summary(summary)
+    print_summary(summary)
     if summary["interrupted"]:
         out.print(f"  interrupted: no zdt process runs it; `zdt resume {wid}` or "
                   f"`zdt revert {wid}` finishes it", style="yellow", highlight=False)

@@ -31,6 +31,7 @@ class Policy:
     retry_delay: float = 1.0
     auto_revert: bool = True
     delay_between_nodes: float = 0.0
+    pause_after: int | None = None     # node visits done before a canary pause
 
 
 def _quiet(record: StepRecord, state: str) -> None:
@@ -55,6 +56,11 @@ class Engine:
                 previous_group = record.group
                 continue
             if previous_group is not None and record.group != previous_group:
+                if record.group == self.policy.pause_after:
+                    self.journal.event(wid, "pause", f"paused after {record.group} node "
+                                       "visit(s), as asked; `zdt resume` goes on")
+                    self.journal.set_state(wid, "stopped")
+                    return "stopped"
                 await self._between_nodes(wid)
             if self.journal.workflow(wid).stop_requested:
                 self.journal.set_state(wid, "stopped")

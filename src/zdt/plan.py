@@ -2,8 +2,10 @@
 
 Order (DESIGN.md, "Workflow semantics" 1 and 2): the admin server first, on its own; then
 each node that holds a targeted server, one node at a time, in the domain's node order.
-Per node: drain → stop → start → health → ready, each step covering that node's targeted
-servers (an admin server, not behind the LB, has no drain and no ready).
+Per node visit (a restart): drain → stop → start → health → ready; a home rollout adds
+extract (before the drain, so the node is out of rotation only for the switch), backup and
+switch. Each step covers that visit's targeted servers (an admin server, not behind the
+LB, has no drain and no ready). Hooks are steps too, so a failing hook fails like any step.
 """
 
 from __future__ import annotations
@@ -14,7 +16,17 @@ from dataclasses import dataclass, field
 from zdt.domain import Domain, Server
 from zdt.errors import ConfigError, PreconditionError
 
-RESTART_STEPS = ("drain", "stop", "start", "health", "ready")
+# The steps of one node visit, per kind of workflow. `hook:PHASE` steps appear only where
+# the domain names hooks for that phase; LB steps only for servers behind the LB.
+VISIT_STEPS = {
+    "restart": ("hook:each-node", "drain", "stop", "hook:offline-before-update",
+                "hook:offline-after-update", "start", "health", "hook:after-server-start",
+                "ready"),
+    "home": ("hook:each-node", "extract", "drain", "stop", "hook:offline-before-update",
+             "backup", "switch", "hook:offline-after-update", "start", "health",
+             "hook:after-server-start", "ready"),
+}
+RESTART_STEPS = tuple(s for s in VISIT_STEPS["restart"] if not s.startswith("hook:"))
 LB_STEPS = frozenset({"drain", "ready"})
 
 
@@ -91,19 +103,36 @@ def check_spread(domain: Domain, servers: list[Server],
 
 
 def restart(domain: Domain, targets: Iterable[str], *, allow_downtime: bool = False) -> Plan:
+    return build("restart", domain, targets, allow_downtime=allow_downtime)
+
+
+def home(domain: Domain, targets: Iterable[str], *, allow_downtime: bool = False) -> Plan:
+    return build("home", domain, targets, allow_downtime=allow_downtime)
+
+
+def build(kind: str, domain: Domain, targets: Iterable[str], *,
+          allow_downtime: bool = False) -> Plan:
+    """Targets → the steps of every node visit, in order (see the module docstring)."""
     targets = tuple(t.strip() for t in targets if t.strip())
     servers = resolve_targets(domain, targets)
     groups = _node_groups(domain, servers)
     check_spread(domain, servers, groups, allow_downtime)
     steps: list[StepSpec] = []
     for number, (node, group) in enumerate(groups):
+        names = list(VISIT_STEPS[kind])
+        if number == 0:
+            names.insert(0, "hook:before-update")
+        if number == len(groups) - 1:
+            names.append("hook:after-update")
         in_lb = tuple(s.name for s in group if s.lb)
         every = tuple(s.name for s in group)
-        for name in RESTART_STEPS:
+        for name in names:
+            if name.startswith("hook:") and not domain.hooks.at(name[5:]):
+                continue
             members = in_lb if name in LB_STEPS else every
             if members:
                 steps.append(StepSpec(len(steps), number, node, name, members))
-    return Plan("restart", targets, tuple(steps), tuple(node for node, _ in groups))
+    return Plan(kind, targets, tuple(steps), tuple(node for node, _ in groups))
 
 
 def _node_groups(domain: Domain, servers: list[Server]) -> list[tuple[str, list[Server]]]:

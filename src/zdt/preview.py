@@ -1,69 +1,172 @@
-"""Preconditions of a workflow, checked against the live domain before anything changes.
+"""Preview: validate every input, check the preconditions on the live domain, show the plan
+and estimate time, time out of rotation and disk — and change nothing.
 
-A rollout that would fail on node3 because of a typo in a program name, or that would
-drain node1 while node2 is already down, is refused here (exit 3) with every problem
-listed, before the journal gets a workflow and before any node is touched.
+A rollout runs the same preconditions before its first step, so a typo in a program name
+on node3 or a server already down is refused (exit 3, every problem listed) before the
+journal gets a workflow and before any node is touched.
 """
 
 from __future__ import annotations
 
+import statistics
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
 from zdt.domain import Server
 from zdt.errors import PreconditionError, ZdtError
+from zdt.journal import Journal
 from zdt.plan import Plan
-from zdt.steps import Context, each
+from zdt.report import node_visits
+from zdt.steps import Context, each, nodefs
+
+if TYPE_CHECKING:
+    from zdt.archive import Manifest
 
 
-async def preconditions(ctx: Context, plan: Plan) -> list[str]:
-    """Every unmet precondition of the plan, as one line each naming node and server."""
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+    node: str | None = None
+    server: str | None = None
+
+    def line(self) -> str:
+        where = "".join(f"{x}: " for x in (self.node, self.server) if x)
+        return f"{where}{self.detail or self.name}"
+
+
+async def preconditions(ctx: Context, plan: Plan, manifest: Manifest | None = None
+                        ) -> list[Check]:
+    """Every precondition of the plan, passed or not, naming node and server."""
+    nodes = list(dict.fromkeys(plan.nodes))
+    checks = [c for found in await each(_node(ctx, n, manifest) for n in nodes) for c in found]
     targeted = [ctx.domain.server(n) for n in dict.fromkeys(x for s in plan.steps
                                                             for x in s.servers)]
-    problems = [p for found in await each(_server(ctx, s) for s in targeted) for p in found]
-    problems += await _others_serving(ctx, plan)
-    return problems
+    checks += [c for found in await each(_server(ctx, s) for s in targeted) for c in found]
+    checks += await _others_serving(ctx, plan)
+    return checks
 
 
-async def require(ctx: Context, plan: Plan) -> None:
-    problems = await preconditions(ctx, plan)
-    if problems:
+async def require(ctx: Context, plan: Plan, manifest: Manifest | None = None) -> None:
+    failed = [c for c in await preconditions(ctx, plan, manifest) if not c.ok]
+    if failed:
         raise PreconditionError(
-            f"{ctx.domain.source}: {len(problems)} precondition(s) not met, nothing was changed:\n"
-            + "\n".join(f"  {p}" for p in problems))
+            f"{ctx.domain.source}: {len(failed)} precondition(s) not met, nothing was changed:\n"
+            + "\n".join(f"  {c.line()}" for c in failed))
 
 
-async def _server(ctx: Context, server: Server) -> list[str]:
-    where = f"{server.name} on {server.node}"
-    problems = []
+async def _node(ctx: Context, node: str, manifest: Manifest | None) -> list[Check]:
+    if not ctx.transports:
+        return []
+    t = ctx.transport(node)
+    try:
+        await t.run(["true"], timeout=30)
+    except ZdtError as exc:
+        return [Check("reachable", False, str(exc), node)]
+    checks = [Check("reachable", True, node=node)]
+    if manifest is None:
+        return checks
+    home = ctx.domain.domain.home
+    kind = await nodefs.kind(t, home)
+    checks.append(Check("home present", kind in ("dir", "link"),
+                        f"{home} is {kind}" if kind not in ("dir", "link") else home, node))
+    checks.append(await _disk(ctx, t, node, manifest))
+    return checks
+
+
+def disk_needed(ctx: Context, manifest: Manifest) -> int:
+    """Bytes a node needs: the staged archive and the release, plus a copy of the home
+    when the backup goes to another directory (a rename beside the home costs nothing)."""
+    backup_copy = manifest.unpacked if ctx.change and ctx.change.backup_dir else 0
+    return manifest.size + manifest.unpacked + backup_copy
+
+
+async def _disk(ctx: Context, t: Any, node: str, manifest: Manifest) -> Check:
+    parent = ctx.domain.domain.home.rsplit("/", 1)[0] or "/"
+    r = await t.run(["df", "-Pk", t.path(parent)], check=False, timeout=30)
+    try:
+        free = int(r.stdout.splitlines()[1].split()[3]) * 1024
+    except (IndexError, ValueError):
+        return Check("free disk", False, f"cannot read `df` for {parent}: {r.stderr.strip()}",
+                     node)
+    need = disk_needed(ctx, manifest)
+    return Check("free disk", free >= need,
+                 f"{free / 2**20:.0f} MiB free under {parent}, {need / 2**20:.1f} MiB needed",
+                 node)
+
+
+async def _server(ctx: Context, server: Server) -> list[Check]:
+    def check(name: str, ok: bool, detail: str) -> Check:
+        return Check(name, ok, detail, server.node, server.name)
+
+    checks = []
     try:
         st = await ctx.services.state(server)
-        if not st.running:
-            problems.append(f"{where}: not running ({st.state}); start it first")
+        checks.append(check("running", st.running,
+                            "" if st.running else f"not running ({st.state}); start it first"))
     except ZdtError as exc:
-        problems.append(f"{where}: {exc}")
+        checks.append(check("running", False, str(exc)))
     if server.lb:
         try:
             lb = await ctx.lb.state(server)
-            if not lb.in_rotation:
-                problems.append(f"{where}: not in rotation in the load balancer "
-                                f"({lb.admin}, {lb.status})")
+            checks.append(check("in rotation", lb.in_rotation, "" if lb.in_rotation else
+                                f"not in rotation in the load balancer ({lb.admin}, "
+                                f"{lb.status})"))
         except ZdtError as exc:
-            problems.append(f"{where}: {exc}")
-    return problems
+            checks.append(check("in rotation", False, str(exc)))
+    return checks
 
 
-async def _others_serving(ctx: Context, plan: Plan) -> list[str]:
+async def _others_serving(ctx: Context, plan: Plan) -> list[Check]:
     """While a node is out, some other server must be in rotation to take its traffic."""
-    behind_lb = [s for s in ctx.domain.servers if s.lb]
     serving: set[str] = set()
-    for server in behind_lb:
+    for server in (s for s in ctx.domain.servers if s.lb):
         try:
             if (await ctx.lb.state(server)).in_rotation:
                 serving.add(server.name)
         except ZdtError:
             continue
-    problems = []
+    checks = []
     for group in range(len(plan.nodes)):
         out = {x for s in plan.for_group(group) if s.name == "drain" for x in s.servers}
-        if out and not serving - out:
-            problems.append(f"{plan.nodes[group]}: while it is out of rotation no other "
-                            "server of the load balancer is in rotation to take its traffic")
-    return problems
+        if out:
+            ok = bool(serving - out)
+            checks.append(Check("others serving while out", ok, "" if ok else
+                                "no other server of the load balancer is in rotation to take "
+                                "its traffic", plan.nodes[group]))
+    return checks
+
+
+def estimate(plan: Plan, journal: Journal | None, options: dict[str, float]) -> dict[str, Any]:
+    """Time per node visit and in all, from earlier succeeded runs of the same kind when the
+    journal has them, else an upper bound from the timeouts."""
+    visits = len(plan.nodes)
+    history = _history(plan.kind, journal)
+    delay = options.get("delay_between_nodes", 0.0) * max(0, visits - 1)
+    if history:
+        wall = statistics.mean(v["wall"] for v in history)
+        outs = [v["out_of_rotation"] for v in history if v["out_of_rotation"] is not None]
+        out = statistics.mean(outs) if outs else None
+        basis = f"mean of {len(history)} node visit(s) in earlier {plan.kind} workflows"
+    else:
+        shutdown = options.get("shutdown_timeout", 30.0)
+        out = 2 * shutdown + 3 * 30.0          # drain + stop, then start, health, ready
+        wall = out + 60.0                      # and extract / hooks, bounded by their timeouts
+        basis = "upper bound from the timeouts (no earlier run in the journal)"
+    return {"basis": basis, "total_seconds": round(wall * visits + delay, 3),
+            "per_node": [{"node": n, "seconds": round(wall, 3),
+                          "out_of_rotation": None if out is None else round(out, 3)}
+                         for n in plan.nodes]}
+
+
+def _history(kind: str, journal: Journal | None, runs: int = 5) -> list[dict[str, Any]]:
+    if journal is None:
+        return []
+    done = [w for w in journal.history() if w.kind == kind and w.state == "succeeded"][:runs]
+    return [v for w in done for v in node_visits(journal.steps(w.id), journal.events(w.id))
+            if v["out_of_rotation"] is not None]
+
+
+def as_dict(checks: list[Check]) -> list[dict[str, Any]]:
+    return [asdict(c) for c in checks]

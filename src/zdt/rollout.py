@@ -11,8 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from zdt import adapters as adapter_factory
+from zdt import archive as archives
 from zdt import domain as domain_model
 from zdt import plan as planner
 from zdt import preview
@@ -20,33 +22,100 @@ from zdt.domain import Domain
 from zdt.engine import Engine, Observer, Policy
 from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError
 from zdt.journal import DomainLock, Journal, StepRecord, WorkflowRecord
-from zdt.steps import Context, Options, restart
+from zdt.steps import Context, HomeChange, Options, catalog
 from zdt.waiting import REAL_TIME, Timing
+
+KINDS = ("restart", "home")
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
-class RestartRequest:
+class RolloutRequest:
+    """What an operator asked for; journaled as is, so resume and revert can rebuild it."""
+
     targets: tuple[str, ...]
-    shutdown_timeout: float = 30.0
+    shutdown_timeout: float | None = None
     retries: int = 2
     retry_delay: float = 1.0
     delay_between_nodes: float = 0.0
     auto_revert: bool = True
     allow_downtime: bool = False
+    kind: str = "restart"
+    archive: str | None = None
+    backup_dir: str | None = None
+    rollback: bool = False
+    session_compatible: bool = True
+    pause_after: int | None = None
+    health_timeout: float = 30.0
+    start_timeout: float = 30.0
+
+    def options(self) -> Options:
+        return Options(shutdown_timeout=self.timeout, start_timeout=self.start_timeout,
+                       health_timeout=self.health_timeout)
+
+    @property
+    def timeout(self) -> float:
+        return DEFAULT_SHUTDOWN_TIMEOUT if self.shutdown_timeout is None else self.shutdown_timeout
 
     def validate(self) -> None:
-        for name in ("shutdown_timeout", "retry_delay", "delay_between_nodes"):
+        for name in ("shutdown_timeout", "retry_delay", "delay_between_nodes",
+                     "health_timeout", "start_timeout"):
             value = getattr(self, name)
-            if not 0 <= value <= 86400:
+            if value is not None and not 0 <= value <= 86400:
                 raise ConfigError(f"--{name.replace('_', '-')}: {value:g} is not between 0 "
                                   "and 86400 seconds")
         if not 0 <= self.retries <= 100:
             raise ConfigError(f"--retries: {self.retries} is not between 0 and 100")
+        if self.pause_after is not None and self.pause_after < 1:
+            raise ConfigError(f"--pause-after: {self.pause_after} is not a number of nodes ≥ 1")
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown rollout kind {self.kind!r} (known: {', '.join(KINDS)})")
+        if self.kind == "home" and not self.archive:
+            raise ConfigError("--archive: a home rollout needs the archive of the patched home")
+        if self.backup_dir is not None and not self.backup_dir.startswith("/"):
+            raise ConfigError(f"--backup-dir: {self.backup_dir!r} is not an absolute node path")
+        if not self.session_compatible and self.shutdown_timeout is None:
+            raise ConfigError("--no-session-compatible: the new version cannot serve old "
+                              "sessions, so give --shutdown-timeout (how long sessions may "
+                              "run on before their server stops)")
+
+    @classmethod
+    def from_journal(cls, data: dict[str, Any]) -> RolloutRequest:
+        fields = {k: v for k, v in data.items() if k != "change"}
+        return cls(**{**fields, "targets": tuple(data["targets"])})
+
+
+RestartRequest = RolloutRequest     # a restart is the request's default kind
 
 
 def new_id(clock: Callable[[], float] = time.time) -> str:
     """Sortable and short: 20261121-224500-3f9a."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime(clock())) + "-" + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request checked against the domain file and the inputs, with no side effect."""
+
+    domain: Domain
+    plan: planner.Plan
+    request: RolloutRequest
+    change: HomeChange | None
+    manifest: archives.Manifest | None
+
+
+def prepare(domain_path: Path, request: RolloutRequest) -> Prepared:
+    request.validate()
+    domain = domain_model.load(domain_path)
+    change, manifest = None, None
+    if request.kind == "home":
+        assert request.archive is not None
+        manifest = archives.verify(Path(request.archive))
+        change = HomeChange(str(Path(request.archive).resolve()), manifest.sha256,
+                            manifest.version, request.backup_dir, request.rollback)
+    plan = planner.build(request.kind, domain, request.targets,
+                         allow_downtime=request.allow_downtime)
+    return Prepared(domain, plan, request, change, manifest)
 
 
 @dataclass
@@ -59,29 +128,64 @@ class Runner:
     timing: Timing = REAL_TIME
     observer: Observer | None = None
 
-    def prepare_restart(self, request: RestartRequest) -> tuple[Domain, planner.Plan]:
-        """Everything that can refuse, with no side effect at all."""
-        request.validate()
-        domain = domain_model.load(self.domain_path)
-        plan = planner.restart(domain, request.targets, allow_downtime=request.allow_downtime)
-        return domain, plan
+    def prepare(self, request: RolloutRequest) -> Prepared:
+        return prepare(self.domain_path, request)
 
-    async def restart(self, request: RestartRequest) -> str:
-        """Run a rolling restart to its end; return the workflow id."""
-        domain, plan = self.prepare_restart(request)
-        lock = DomainLock(domain.state_dir)
+    def prepare_restart(self, request: RolloutRequest) -> tuple[Domain, planner.Plan]:
+        p = self.prepare(request)
+        return p.domain, p.plan
+
+    async def rollout(self, request: RolloutRequest) -> str:
+        """Run a new workflow to its end (or its pause); return the workflow id."""
+        p = self.prepare(request)
+        lock = DomainLock(p.domain.state_dir)
         wid = self.ids()
-        lock.acquire(f"restart workflow {wid}")
+        lock.acquire(f"{request.kind} workflow {wid}")
         try:
-            journal = Journal(domain.state_dir, self.clock)
+            journal = Journal(p.domain.state_dir, self.clock)
             try:
                 _refuse_if_held(journal)
-                await self._run(domain, journal, request, wid, "run", plan)
+                await self._run(p.domain, journal, request, wid, "run", p.change, p)
             finally:
                 journal.close()
         finally:
             lock.release()
         return wid
+
+    restart = rollout
+
+    async def preview(self, request: RolloutRequest) -> dict[str, Any]:
+        """Validate, check the preconditions, plan and estimate; change nothing."""
+        p = self.prepare(request)
+        adapters = adapter_factory.build(p.domain)
+        ctx = Context(p.domain, adapters.services, adapters.lb,
+                      request.options(), self.timing,
+                      adapters.transports, "preview", p.change)
+        try:
+            checks = await preview.preconditions(ctx, p.plan, p.manifest)
+        finally:
+            await adapters.close()
+        journal = None
+        if (p.domain.state_dir / "journal.db").exists():
+            journal = Journal(p.domain.state_dir, self.clock)
+        try:
+            estimates = preview.estimate(p.plan, journal, {
+                "shutdown_timeout": request.timeout,
+                "delay_between_nodes": request.delay_between_nodes})
+        finally:
+            if journal is not None:
+                journal.close()
+        if p.manifest is not None:
+            estimates["disk_per_node_bytes"] = preview.disk_needed(ctx, p.manifest)
+        return {"kind": request.kind, "targets": list(p.plan.targets), "domain": p.domain.source,
+                "request": asdict(request),
+                "archive": None if p.manifest is None else {
+                    "path": request.archive, "sha256": p.manifest.sha256,
+                    "version": p.manifest.version, "size": p.manifest.size,
+                    "unpacked": p.manifest.unpacked, "rollback": request.rollback},
+                "preconditions": preview.as_dict(checks),
+                "ok": all(c.ok for c in checks),
+                "plan": _plan_dict(p.plan), "estimates": estimates}
 
     async def resume(self, wid: str) -> str:
         """Go on with a failed, stopped or interrupted workflow from its first step not done."""
@@ -97,10 +201,12 @@ class Runner:
         domain = domain_model.load(self.domain_path)
         journal = open_journal(self.domain_path)   # refuses a domain with no journal yet
         try:
-            journal.workflow(wid)                  # an unknown id: exit 2, nothing touched
+            wf = journal.workflow(wid)             # an unknown id: exit 2, nothing touched
             _same_servers(domain, journal.steps(wid), wid)
         finally:
             journal.close()
+        request = RolloutRequest.from_journal(wf.request)
+        change = HomeChange(**wf.request["change"]) if wf.request.get("change") else None
         lock = DomainLock(domain.state_dir)
         lock.acquire(f"{action} of workflow {wid}")
         try:
@@ -113,32 +219,40 @@ class Runner:
                 if holder is not None and holder.id != wid:
                     raise LockedError(f"the domain is held by workflow {holder.id} "
                                       f"({holder.state}); finish that one first")
-                request = RestartRequest(**{**wf.request, "targets": tuple(wf.request["targets"])})
-                return await self._run(domain, journal, request, wid, action)
+                return await self._run(domain, journal, request, wid, action, change)
             finally:
                 journal.close()
         finally:
             lock.release()
 
-    async def _run(self, domain: Domain, journal: Journal, request: RestartRequest,
-                   wid: str, action: str, plan: planner.Plan | None = None) -> str:
+    async def _run(self, domain: Domain, journal: Journal, request: RolloutRequest,
+                   wid: str, action: str, change: HomeChange | None,
+                   prepared: Prepared | None = None) -> str:
         adapters = adapter_factory.build(domain)
-        options = Options(shutdown_timeout=request.shutdown_timeout)
-        ctx = Context(domain, adapters.services, adapters.lb, options, self.timing)
+        ctx = Context(domain, adapters.services, adapters.lb,
+                      request.options(), self.timing,
+                      adapters.transports, wid, change)
         policy = Policy(retries=request.retries, retry_delay=request.retry_delay,
                         auto_revert=request.auto_revert,
-                        delay_between_nodes=request.delay_between_nodes)
-        engine = Engine(journal, lambda spec: restart.build(ctx, spec), policy=policy,
-                        timing=self.timing, observer=self.observer)
+                        delay_between_nodes=request.delay_between_nodes,
+                        pause_after=request.pause_after if action == "run" else None)
+        engine = Engine(journal, lambda spec: catalog.build(request.kind, ctx, spec),
+                        policy=policy, timing=self.timing, observer=self.observer)
         try:
-            if plan is not None:      # a new workflow: check the live domain, then record it
-                await preview.require(ctx, plan)
-                journal.create(wid, "restart", domain.source, asdict(request), plan.steps)
+            if prepared is not None:  # a new workflow: check the live domain, then record it
+                await preview.require(ctx, prepared.plan, prepared.manifest)
+                recorded = {**asdict(request), "change": asdict(change) if change else None}
+                journal.create(wid, request.kind, domain.source, recorded, prepared.plan.steps)
             if action == "revert":
                 return await engine.revert(wid)
             return await (engine.resume(wid) if action == "resume" else engine.run(wid))
         finally:
             await adapters.close()
+
+
+def _plan_dict(plan: planner.Plan) -> list[dict[str, Any]]:
+    return [{"node": node, "servers": sorted({x for s in plan.for_group(g) for x in s.servers}),
+             "steps": [s.name for s in plan.for_group(g)]} for g, node in enumerate(plan.nodes)]
 
 
 def _same_servers(domain: Domain, steps: list[StepRecord], wid: str) -> None:

@@ -196,7 +196,7 @@ async def test_preconditions_refuse_and_change_nothing(sb: dict[str, Any]) -> No
     before = await all_in_rotation(sb)
     result = zdt("rollout", "restart", "-d", sb["domain"], "--targets", "cluster1")
     assert result.returncode == 3, result.stdout + result.stderr
-    assert "node3-s1 on node3: not in rotation in the load balancer (drain, DRAIN)" in \
+    assert "node3: node3-s1: not in rotation in the load balancer (drain, DRAIN)" in \
         result.stderr
     assert await all_in_rotation(sb) == before
     assert json.loads(zdt("history", "-d", sb["domain"], "--json").stdout) == []

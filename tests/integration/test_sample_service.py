@@ -101,3 +101,24 @@ def test_fail_starts_fails_that_many_starts_before_binding(home: Path) -> None:
         proc.terminate()
         proc.communicate(timeout=5)
     assert proc.returncode == 0
+
+
+def test_a_broken_home_serves_but_fails_its_health_check(home: Path) -> None:
+    (home / "BROKEN").write_text("broken on purpose\n")
+    [port] = free_ports(1)
+    url = f"http://127.0.0.1:{port}/"
+    proc = spawn(home, port)
+    try:
+        assert "listening on" in proc.stdout.readline()
+        status, _, body = get(url + "health")
+        assert (status, body) == (500, {"status": "broken"})
+        status, _, body = get(url)
+        assert (status, body["version"]) == (200, "v7")
+        assert get(url + "session")[0] == 200
+        # Read once at start, like VERSION: removing the file changes nothing until a restart.
+        (home / "BROKEN").unlink()
+        assert get(url + "health")[0] == 500
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=5)
+    assert proc.returncode == 0

@@ -34,7 +34,8 @@ def alive(pid: int) -> bool:
 
 def test_up_reports_what_it_built(small_sandbox: dict[str, Any]) -> None:
     info = small_sandbox
-    assert {"dir", "domain", "lb_url", "haproxy_socket", "nodes"} <= info.keys()
+    assert {"dir", "domain", "lb_url", "haproxy_socket", "nodes", "archives"} <= info.keys()
+    assert info["home_link"] is False
     assert info == sandbox.info(info["dir"])
     domain = dm.load(info["domain"])
     assert [n.name for n in domain.nodes] == ["node1", "node2"]
@@ -43,6 +44,7 @@ def test_up_reports_what_it_built(small_sandbox: dict[str, Any]) -> None:
     assert domain.cluster("cluster1").servers == ("node1-s1", "node1-s2", "node2-s1", "node2-s2")
     for node in info["nodes"]:
         assert Path(node["home"], "VERSION").read_text().strip() == "v1"
+        assert Path(node["home"]).is_dir() and not Path(node["home"]).is_symlink()
         assert node["home"] == str(Path(domain.node(node["name"]).root, "srv/app/home"))
         assert Path(node["supervisor_socket"]).is_socket()
 

@@ -2,12 +2,16 @@
 
 Endpoints (all answer JSON, one request per connection):
   GET /            {"version", "server", "node", "pid"}
-  GET /health      {"status": "ok"}
+  GET /health      {"status": "ok"}, or 500 {"status": "broken"} (see HOME/BROKEN)
   GET /session     a cookie session (ZDTSESSION) with a per-session request counter
   GET /slow?ms=N   sleeps N ms, then answers like /
 
 The version is the stripped text of HOME/VERSION, read once at start: a new home only
 takes effect after a restart, exactly like a real installation.
+
+A home that holds a file HOME/BROKEN (checked once at start, like VERSION) makes a
+service that serves every request normally but fails its health check: GET /health
+answers 500 {"status": "broken"}. A rollout onto such a home must be reverted.
 
 On SIGTERM (or SIGINT) it stops accepting, finishes the requests in flight and exits 0.
 
@@ -46,9 +50,11 @@ class SampleServer(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True
 
-    def __init__(self, address: tuple[str, int], identity: dict[str, object]) -> None:
+    def __init__(self, address: tuple[str, int], identity: dict[str, object],
+                 broken: bool = False) -> None:
         super().__init__(address, Handler)
         self.identity = identity
+        self.broken = broken
         self.sessions: dict[str, int] = {}
         self.sessions_lock = threading.Lock()
 
@@ -80,7 +86,10 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/":
             self._send(200, self.server.identity)
         elif url.path == "/health":
-            self._send(200, {"status": "ok"})
+            if self.server.broken:
+                self._send(500, {"status": "broken"})
+            else:
+                self._send(200, {"status": "ok"})
         elif url.path == "/session":
             self._session()
         elif url.path == "/slow":
@@ -190,11 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.home}/VERSION: cannot read the version: {exc.strerror}",
               file=sys.stderr, flush=True)
         return 1
+    broken = (args.home / "BROKEN").exists()
     identity = {"version": version, "server": args.server, "node": args.node,
                 "pid": os.getpid()}
-    server = SampleServer((args.host, args.port), identity)
+    server = SampleServer((args.host, args.port), identity, broken=broken)
     print(f"{args.server} {version} listening on http://{args.host}:{args.port}/ "
-          f"pid {os.getpid()}", flush=True)
+          f"pid {os.getpid()}"
+          + (f" (broken: {args.home}/BROKEN exists, /health answers 500)" if broken else ""),
+          flush=True)
     serve(server)
     print(f"{args.server} stopped", flush=True)
     return 0

@@ -6,8 +6,12 @@ Layout of a sandbox directory D:
   D/sandbox.json                  URLs, paths and pids, for tests and the demo
   D/state/                        the domain's state_dir
   D/haproxy/                      haproxy.cfg, haproxy.pid, admin.sock, haproxy.out
+  D/inputs/                       ready-made inputs (see zdt.sandbox.inputs): the homes
+      v2/, broken/                ... v2 and broken, and their archives with sidecars,
+      v2.tar.gz, broken.tar.gz    ... v2.tar.gz.json and broken.tar.gz.json
   D/nodes/<node>/                 the node's "/": every node path lives below it
-      srv/app/home/VERSION        the home (same node path on every node)
+      srv/app/home/               the v1 home (same node path on every node); with
+                                  home_link, a symlink to releases/v1 beside it
       etc/supervisord.conf        the node's service manager ...
       run/supervisor.sock         ... its socket and pidfile
       var/log/                    supervisord's and the servers' logs
@@ -38,6 +42,7 @@ from pathlib import Path
 from zdt import domain as domain_model
 from zdt.errors import ConfigError, PreconditionError, ZdtError
 from zdt.lb.haproxy import parse_stat
+from zdt.sandbox import inputs
 from zdt.sandbox.layout import (
     BACKEND,
     CLUSTER,
@@ -73,8 +78,12 @@ def info(dir: str | Path) -> dict:
 
 
 def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
-       admin: bool = True) -> dict:
+       admin: bool = True, home_link: bool = False) -> dict:
     """Build and start a sandbox in `dir`; return (and write to D/sandbox.json) its info.
+
+    Every node gets a fresh v1 home at /srv/app/home; with `home_link` that path is a
+    relative symlink to /srv/app/releases/v1 (the servers are started through the link).
+    D/inputs gets the v2 and broken homes and their archives ("archives" in the info).
 
     Returns once every server answers /health and HAProxy reports every LB server UP.
     On any failure, whatever was started is stopped again before the error is raised.
@@ -82,7 +91,8 @@ def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
     if nodes < 1 or servers_per_node < 1:
         raise ConfigError(f"a sandbox needs at least 1 node and 1 server per node "
                           f"(got nodes={nodes}, servers_per_node={servers_per_node})")
-    layout = Layout.plan(Path(dir).resolve(), nodes, servers_per_node, admin=admin)
+    layout = Layout.plan(Path(dir).resolve(), nodes, servers_per_node, admin=admin,
+                         home_link=home_link)
     _check_paths(layout)
     _refuse_running(layout.dir)
     haproxy = _haproxy_binary()
@@ -91,11 +101,15 @@ def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
     write_files(layout)
     domain_model.load(layout.domain)  # the file is zdt's input: it must load as written
     try:
-        pids = _start(layout, haproxy)
+        # The inputs are built while the processes start: that is mostly waiting.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            building = pool.submit(inputs.build, layout.dir)
+            pids = _start(layout, haproxy)  # if this fails, the pool still waits for
+            archives = building.result()    # the build before `down` below
     except BaseException:
         down(layout.dir)
         raise
-    report = _report(layout, pids)
+    report = _report(layout, pids, archives)
     _write_json(layout.dir / "sandbox.json", report)
     return report
 
@@ -287,7 +301,7 @@ def _polls(timeout: float) -> Iterator[None]:
         delay = min(delay * 1.5, 0.1)
 
 
-def _report(layout: Layout, pids: dict) -> dict:
+def _report(layout: Layout, pids: dict, archives: dict[str, Path]) -> dict:
     def server(s: SandboxServer) -> dict:
         return {"name": s.name, "port": s.port, "url": f"http://127.0.0.1:{s.port}/",
                 "lb": s.lb}
@@ -306,6 +320,8 @@ def _report(layout: Layout, pids: dict) -> dict:
                    "supervisor_socket": str(layout.on_node(node, SUPERVISOR_SOCKET)),
                    "servers": [server(s) for s in layout.servers if s.node == node]}
                   for node in layout.nodes],
+        "home_link": layout.home_link,
+        "archives": {name: str(path) for name, path in archives.items()},
         "pids": pids,
     }
 

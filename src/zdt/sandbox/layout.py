@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import site
 import socket
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+from zdt.sandbox.inputs import write_home
 
 HOME = "/srv/app/home"                   # the home, as a node path (same on every node)
+RELEASES = "/srv/app/releases"           # with home_link: HOME -> releases/<version>
 SUPERVISOR_SOCKET = "/run/supervisor.sock"
 BACKEND = "app"
 CLUSTER = "cluster1"
@@ -37,16 +41,18 @@ class Layout:
     servers: tuple[SandboxServer, ...]
     lb_port: int
     admin: str | None
+    home_link: bool = False   # HOME is a relative symlink to RELEASES/<version>
 
     @classmethod
-    def plan(cls, d: Path, nodes: int, per_node: int, *, admin: bool) -> Layout:
+    def plan(cls, d: Path, nodes: int, per_node: int, *, admin: bool,
+             home_link: bool = False) -> Layout:
         names = tuple(f"node{i}" for i in range(1, nodes + 1))
         specs = [(ADMIN, names[0], False)] if admin else []
         specs += [(f"{n}-s{j}", n, True) for n in names for j in range(1, per_node + 1)]
         lb_port, *ports = free_ports(1 + len(specs))
         servers = tuple(SandboxServer(name, node, port, lb)
                         for (name, node, lb), port in zip(specs, ports, strict=True))
-        return cls(d, names, servers, lb_port, ADMIN if admin else None)
+        return cls(d, names, servers, lb_port, ADMIN if admin else None, home_link)
 
     @property
     def domain(self) -> Path:
@@ -85,21 +91,44 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def home_link_target() -> str:
+    """What the HOME symlink holds with home_link: relative, so it stays in the node."""
+    home = PurePosixPath(HOME)
+    return str((PurePosixPath(RELEASES) / VERSION).relative_to(home.parent))
+
+
 def write_files(layout: Layout) -> None:
     for node in layout.nodes:
-        home = layout.on_node(node, HOME)
-        for sub in (home, layout.root(node) / "etc", layout.root(node) / "run",
+        for sub in (layout.root(node) / "etc", layout.root(node) / "run",
                     layout.root(node) / "var" / "log"):
             sub.mkdir(parents=True, exist_ok=True)
-        (home / "VERSION").write_text(f"{VERSION}\n")
-        # A marker left by an earlier test would make the fresh sandbox fail to start.
-        (home / "FAIL_STARTS").unlink(missing_ok=True)
+        write_installation(layout, node)
         conf = layout.root(node) / "etc" / "supervisord.conf"
         conf.write_text(supervisord_conf(layout, node))
     (layout.dir / "haproxy").mkdir(parents=True, exist_ok=True)
     (layout.dir / "haproxy" / "haproxy.cfg").write_text(haproxy_cfg(layout))
     (layout.dir / "state").mkdir(exist_ok=True)
     layout.domain.write_text(domain_toml(layout))
+
+
+def write_installation(layout: Layout, node: str) -> None:
+    """A fresh v1 home on `node`, as a directory or (home_link) a link to a release.
+
+    The directory holding the home is rebuilt from nothing: homes, releases, staged
+    archives or backups left there by an earlier sandbox (or a marker such as
+    FAIL_STARTS) would make the new one differ from a fresh installation.
+    """
+    home = layout.on_node(node, HOME)
+    app = home.parent
+    if app.is_symlink() or app.is_file():
+        app.unlink()
+    elif app.exists():
+        shutil.rmtree(app)
+    if layout.home_link:
+        write_home(layout.on_node(node, RELEASES) / VERSION, VERSION)
+        home.symlink_to(home_link_target())
+    else:
+        write_home(home, VERSION)
 
 
 def domain_toml(layout: Layout) -> str:

@@ -7,14 +7,16 @@ interrupted is re-run safely on resume: the engine calls execute only when check
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from zdt.domain import Domain, Server
 from zdt.errors import StepError
 from zdt.lb import LoadBalancer
+from zdt.plan import StepSpec
 from zdt.services import ServiceManager
+from zdt.transport import Transport
 from zdt.waiting import Timing
 
 T = TypeVar("T")
@@ -66,6 +68,9 @@ class Step(Protocol):
         ...
 
 
+StepClass = Callable[["Context", StepSpec], Step]
+
+
 @dataclass(frozen=True)
 class Options:
     """What the operator set for this workflow (timeouts in seconds)."""
@@ -74,6 +79,18 @@ class Options:
     start_timeout: float = 30.0
     health_timeout: float = 30.0
     ready_timeout: float = 30.0
+    command_timeout: float = 600.0     # a command on a node: tar, mv, a hook
+
+
+@dataclass(frozen=True)
+class HomeChange:
+    """What a home rollout puts in place: a verified archive of a patched home."""
+
+    archive: str                # local path of the .tar.gz (its sidecar manifest beside it)
+    sha256: str
+    version: str
+    backup_dir: str | None = None   # node path; None: beside the home
+    rollback: bool = False          # the archive is an older release (recorded and shown)
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,12 @@ class Context:
     lb: LoadBalancer
     options: Options = field(default_factory=Options)
     timing: Timing = field(default_factory=Timing)
+    transports: Mapping[str, Transport] = field(default_factory=dict)
+    workflow: str = ""
+    change: HomeChange | None = None
 
     def servers(self, names: tuple[str, ...]) -> list[Server]:
         return [self.domain.server(n) for n in names]
+
+    def transport(self, node: str) -> Transport:
+        return self.transports[node]

@@ -12,11 +12,11 @@ from typing import Any
 from zdt.domain import Server
 from zdt.errors import StepError
 from zdt.plan import StepSpec
-from zdt.steps import Context, Step, each, health, lb
+from zdt.steps import Context, Step, StepClass, each, health, lb
 from zdt.waiting import poll
 
 
-class _ServersStep:
+class ServersStep:
     def __init__(self, ctx: Context, spec: StepSpec) -> None:
         self.ctx = ctx
         self.spec = spec
@@ -32,7 +32,7 @@ class _ServersStep:
         return await ensure_serving(self.ctx, self.servers)
 
 
-class Drain(_ServersStep):
+class Drain(ServersStep):
     async def check(self) -> bool:
         return await lb.drained(self.ctx, self.servers)
 
@@ -40,7 +40,7 @@ class Drain(_ServersStep):
         return await lb.drain(self.ctx, self.servers)
 
 
-class Stop(_ServersStep):
+class Stop(ServersStep):
     async def check(self) -> bool:
         states = await each(self.ctx.services.state(s) for s in self.servers)
         return all(st.down for st in states)
@@ -52,7 +52,7 @@ class Stop(_ServersStep):
         return {"killed": killed} if killed else None
 
 
-class Start(_ServersStep):
+class Start(ServersStep):
     async def check(self) -> bool:
         return all(await each(_listening(self.ctx, s) for s in self.servers))
 
@@ -60,7 +60,7 @@ class Start(_ServersStep):
         return {"pids": dict(await each(start(self.ctx, s) for s in self.servers))}
 
 
-class Health(_ServersStep):
+class Health(ServersStep):
     async def check(self) -> bool:
         return await health.healthy(self.ctx, self.servers)
 
@@ -69,7 +69,7 @@ class Health(_ServersStep):
         return None
 
 
-class Ready(_ServersStep):
+class Ready(ServersStep):
     async def check(self) -> bool:
         return await lb.in_rotation(self.ctx, self.servers)
 
@@ -78,7 +78,7 @@ class Ready(_ServersStep):
         return None
 
 
-STEPS: dict[str, type[_ServersStep]] = {
+STEPS: dict[str, StepClass] = {
     "drain": Drain, "stop": Stop, "start": Start, "health": Health, "ready": Ready}
 
 

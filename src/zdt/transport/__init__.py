@@ -31,5 +31,6 @@ class Transport(Protocol):
         ...
 
     def path(self, remote: str) -> str:
-        """Where a node path is, as seen by this machine (local transports only)."""
+        """A node path as it must appear in the argv of commands run through this transport
+        (the sandbox's node root prepended locally; the path unchanged over SSH)."""
         ...

@@ -1,0 +1,76 @@
+"""What every `zdt` command shares: consoles, options, error → exit code, JSON output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, cast
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from zdt import report
+from zdt.errors import ZdtError
+from zdt.rollout import open_journal
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FOR_STATE = {"succeeded": 0, "reverted": 1, "failed": 1, "stopped": 5}
+
+DomainOpt = Annotated[Path, typer.Option("--domain", "-d", envvar="ZDT_DOMAIN",
+                                         help="The domain file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")]
+
+
+def handled(fn: F) -> F:
+    """Turn a ZdtError into its message on stderr and its exit code."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ZdtError as exc:
+            err.print(f"[bold red]zdt:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+    return cast(F, wrapper)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def finish(domain: Path, wid: str, json_out: bool, *, revert: bool = False) -> None:
+    journal = open_journal(domain)
+    try:
+        summary = report.workflow(journal, wid)
+    finally:
+        journal.close()
+    if json_out:
+        print_json(summary)
+    else:
+        print_summary(summary)
+    wanted = "reverted" if revert else "succeeded"
+    state = summary["state"]
+    raise typer.Exit(0 if state == wanted else EXIT_FOR_STATE.get(state, 1))
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    colour = "green" if s["state"] == "succeeded" else "red"
+    out.print(f"workflow [bold]{s['id']}[/] ({s['kind']}): [{colour}]{s['state']}[/] "
+              f"in {s['duration'] or 0:.2f} s", highlight=False)
+    if s["error"]:
+        out.print(f"  {s['error']}", style="red", highlight=False)
+    if s["nodes"]:
+        table = Table("node", "servers", "wall s", "out of rotation s", "zdt overhead ms")
+        for v in s["nodes"]:
+            oor = "-" if v["out_of_rotation"] is None else f"{v['out_of_rotation']:.3f}"
+            table.add_row(v["node"], ", ".join(v["servers"]), f"{v['wall']:.3f}", oor,
+                          f"{v['overhead'] * 1000:.1f}")
+        out.print(table)
+
+

@@ -1,0 +1,232 @@
+"""The steps of a home rollout: extract → drain → stop → backup → switch → start → health
+→ ready, and their reverts, which run last first:
+
+    ready.revert  drain again          start.revert   stop
+    switch.revert put the old home back (backup.revert too: a crash may fall between)
+    stop.revert   start, health, ready extract.revert remove the unused release
+
+so reverting a node is: drain, stop, put the backed-up home back, start, health, ready.
+
+Node paths (HOME = /srv/app/home):
+    PARENT/releases/<version>-<sha12>    a release, extracted before the node is drained
+    HOME.bak-<workflow>                  the backup (or --backup-dir/home.bak-<workflow>)
+A home that is a directory is switched by two renames (HOME → backup, release → HOME) while
+its servers are stopped; a home that is a symlink by one atomic rename of a new link, and
+its backup is a link to the old target. Each check reads the release marker (.zdt-release).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Any
+
+from zdt.errors import StepError
+from zdt.plan import StepSpec
+from zdt.staging import staged_path
+from zdt.steps import Context, HomeChange, Step, StepClass, lb, nodefs, restart
+from zdt.transport import Transport
+
+KEEP_BACKUPS = 3
+
+
+class Paths:
+    """The node paths of one home change in one workflow."""
+
+    def __init__(self, ctx: Context) -> None:
+        change = _change(ctx)
+        self.home = ctx.domain.domain.home
+        self.parent = posixpath.dirname(self.home)
+        self.releases = posixpath.join(self.parent, "releases")
+        tag = re.sub(r"[^A-Za-z0-9_.-]", "_", change.version)[:40] or "release"
+        self.release_name = f"{tag}-{change.sha256[:12]}"
+        self.release = posixpath.join(self.releases, self.release_name)
+        self.scratch = posixpath.join(self.releases, f".tmp-{change.sha256[:12]}")
+        self.backups = change.backup_dir or self.parent
+        self.backup_prefix = posixpath.basename(self.home) + ".bak-"
+        self.backup = posixpath.join(self.backups, self.backup_prefix + ctx.workflow)
+        self.staged = staged_path(ctx.domain, change.sha256)
+
+    def link_target(self) -> str:
+        """The release as a symlink target relative to HOME's dir (valid under any root)."""
+        return posixpath.relpath(self.release, self.parent)
+
+
+def _change(ctx: Context) -> HomeChange:
+    if ctx.change is None:
+        raise StepError("a home step without a home change", retryable=False)
+    return ctx.change
+
+
+class _NodeStep:
+    def __init__(self, ctx: Context, spec: StepSpec) -> None:
+        self.ctx = ctx
+        self.spec = spec
+        self.change = _change(ctx)
+        self.paths = Paths(ctx)
+        self.t: Transport = ctx.transport(spec.node)
+
+    async def check(self) -> bool:
+        raise NotImplementedError
+
+    async def execute(self) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    async def revert(self) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+
+class Extract(_NodeStep):
+    async def check(self) -> bool:
+        sha = self.change.sha256
+        return (await nodefs.marker(self.t, self.paths.release) == sha
+                or await nodefs.marker(self.t, self.paths.home) == sha)
+
+    async def execute(self) -> dict[str, Any] | None:
+        p, t = self.paths, self.t
+        staged = await self._stage()
+        await nodefs.remove(t, p.scratch)
+        await nodefs.mkdir(t, p.scratch)
+        await t.run(["tar", "-xzf", t.path(p.staged), "-C", t.path(p.scratch),
+                     "--no-same-owner"], timeout=self.ctx.options.command_timeout)
+        await nodefs.write_marker(t, p.scratch, self.change.sha256, self.change.version)
+        await nodefs.remove(t, p.release)          # a partial release from a crash
+        await nodefs.move(t, p.scratch, p.release)
+        return {"release": p.release, "staged": staged}
+
+    async def _stage(self) -> str:
+        p, t = self.paths, self.t
+        if await nodefs.sha256(t, p.staged) == self.change.sha256:
+            return "present"
+        await nodefs.mkdir(t, posixpath.dirname(p.staged))
+        await t.put(self.change.archive, p.staged)
+        if await nodefs.sha256(t, p.staged) != self.change.sha256:
+            raise StepError(f"{t.node}: {p.staged} does not have the archive's digest after "
+                            "the copy; check the node's disk")
+        return "copied"
+
+    async def revert(self) -> dict[str, Any] | None:
+        p, t = self.paths, self.t
+        await nodefs.remove(t, p.scratch)
+        if await nodefs.kind(t, p.home) == "link" and \
+                await nodefs.readlink(t, p.home) == p.link_target():
+            return None                            # still in use: never pull the floor
+        if await nodefs.marker(t, p.release) == self.change.sha256:
+            await nodefs.remove(t, p.release)
+            return {"removed": p.release}
+        return None
+
+
+class Backup(_NodeStep):
+    async def check(self) -> bool:
+        return await nodefs.kind(self.t, self.paths.backup) in ("dir", "link")
+
+    async def execute(self) -> dict[str, Any] | None:
+        p, t = self.paths, self.t
+        await nodefs.mkdir(t, p.backups)
+        home = await nodefs.kind(t, p.home)
+        if home == "link":
+            await nodefs.link(t, p.backup, await nodefs.readlink(t, p.home))
+        elif home == "dir":
+            await nodefs.move(t, p.home, p.backup, self.ctx.options.command_timeout)
+        else:
+            raise StepError(f"{t.node}: the home {p.home} is {home}; nothing to back up",
+                            retryable=False)
+        pruned = await self._prune()
+        return {"backup": p.backup, "pruned": pruned} if pruned else {"backup": p.backup}
+
+    async def _prune(self) -> list[str]:
+        """Keep the newest KEEP_BACKUPS backups; this workflow's is never removed."""
+        p, t = self.paths, self.t
+        names = sorted(n for n in await nodefs.listdir(t, p.backups)
+                       if n.startswith(p.backup_prefix))
+        mine = posixpath.basename(p.backup)
+        old = [n for n in names[:-KEEP_BACKUPS] if n != mine]
+        for name in old:
+            await nodefs.remove(t, posixpath.join(p.backups, name))
+        return old
+
+    async def revert(self) -> dict[str, Any] | None:
+        return await restore(self.ctx, self.t, self.paths)
+
+
+class Switch(_NodeStep):
+    async def check(self) -> bool:
+        return await nodefs.marker(self.t, self.paths.home) == self.change.sha256
+
+    async def execute(self) -> dict[str, Any] | None:
+        p, t = self.paths, self.t
+        backup = await nodefs.kind(t, p.backup)
+        if backup == "link":
+            await nodefs.point(t, p.home, p.link_target())
+        elif backup == "dir" and await nodefs.kind(t, p.home) == "missing":
+            await nodefs.move(t, p.release, p.home)
+        else:
+            raise StepError(f"{t.node}: cannot switch {p.home}: backup {p.backup} is "
+                            f"{backup}; run `zdt revert {self.ctx.workflow}`", retryable=False)
+        return {"home": self.change.version}
+
+    async def revert(self) -> dict[str, Any] | None:
+        return await restore(self.ctx, self.t, self.paths)
+
+
+async def restore(ctx: Context, t: Transport, p: Paths) -> dict[str, Any] | None:
+    """Put the backed-up home back, from wherever a switch (or a crash in it) left it."""
+    sha = _change(ctx).sha256
+    backup = await nodefs.kind(t, p.backup)
+    home = await nodefs.kind(t, p.home)
+    if backup == "link":
+        target = await nodefs.readlink(t, p.backup)
+        if home == "link" and await nodefs.readlink(t, p.home) == target:
+            return None
+        await nodefs.point(t, p.home, target)
+        return {"home": target}
+    if backup == "dir":
+        if home == "dir" and await nodefs.marker(t, p.home) == sha:
+            await nodefs.remove(t, p.release)
+            await nodefs.move(t, p.home, p.release)
+            home = "missing"
+        if home == "missing":
+            await nodefs.move(t, p.backup, p.home, ctx.options.command_timeout)
+            return {"home": "restored from " + p.backup}
+        return None
+    if home == "missing":
+        raise StepError(f"{t.node}: {p.home} is missing and there is no backup {p.backup}",
+                        retryable=False)
+    return None                                    # never backed up: the home is untouched
+
+
+class Drain(restart.Drain):
+    pass
+
+
+class Stop(restart.Stop):
+    pass
+
+
+class Start(restart.Start):
+    async def revert(self) -> dict[str, Any] | None:
+        """The node's home is about to be put back: its servers must be out and stopped."""
+        behind_lb = [s for s in self.servers if s.lb]
+        if behind_lb and not await lb.drained(self.ctx, behind_lb):
+            await lb.drain(self.ctx, behind_lb)
+        return await restart.Stop(self.ctx, self.spec).execute()
+
+
+class Health(restart.Health):
+    async def revert(self) -> dict[str, Any] | None:
+        return None
+
+
+class Ready(restart.Ready):
+    async def revert(self) -> dict[str, Any] | None:
+        return await lb.drain(self.ctx, self.servers)
+
+
+STEPS: dict[str, StepClass] = {
+    "extract": Extract, "drain": Drain, "stop": Stop, "backup": Backup, "switch": Switch,
+    "start": Start, "health": Health, "ready": Ready}
+
+
+def build(ctx: Context, spec: StepSpec) -> Step:
+    return STEPS[spec.name](ctx, spec)
