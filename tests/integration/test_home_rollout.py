@@ -1,0 +1,224 @@
+"""Home rollouts of a real sandbox under load through HAProxy: v1 → v2, revert, a broken
+release, stop / pause / resume, the lock, a symlinked home, and kill -9 at every step."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zdt import http, sandbox
+from zdt.lb.haproxy import HAProxy
+from zdt.load import Load
+
+pytestmark = pytest.mark.integration
+
+ZDT = [sys.executable, "-m", "zdt.cli"]
+CRASH = [sys.executable, str(Path(__file__).with_name("crash_rollout.py"))]
+
+
+def start_sandbox(base: Path, **kw: Any) -> Iterator[dict[str, Any]]:
+    info = sandbox.up(base / "sb", 3, 1, admin=False, **kw)
+    try:
+        yield info
+    finally:
+        sandbox.down(base / "sb")
+
+
+@pytest.fixture
+def sb(short_dir: Path) -> Iterator[dict[str, Any]]:
+    yield from start_sandbox(short_dir)
+
+
+@pytest.fixture
+def sb_link(short_dir: Path) -> Iterator[dict[str, Any]]:
+    yield from start_sandbox(short_dir, home_link=True)
+
+
+def zdt(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=120)
+
+
+def rollout(sb: dict[str, Any], archive: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return zdt("rollout", "home", "-d", sb["domain"], "--targets", "cluster1", "--archive",
+               sb["archives"][archive], "--shutdown-timeout", "10", "--json", *extra)
+
+
+async def served(sb: dict[str, Any], n: int = 12) -> set[str]:
+    """The versions HAProxy's backend answers with, over n requests (round-robin)."""
+    return {json.loads((await http.get(sb["lb_url"])).body)["version"] for _ in range(n)}
+
+
+def homes(sb: dict[str, Any]) -> dict[str, str]:
+    return {n["name"]: (Path(n["home"]) / "VERSION").read_text().strip() for n in sb["nodes"]}
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Digest of every file and link under a node's /srv/app: what a rollout may touch."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = "-> " + str(p.readlink())
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            out[rel] = "dir"
+    return out
+
+
+def node_trees(sb: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return {n["name"]: tree(Path(n["home"]).parent) for n in sb["nodes"]}
+
+
+def homes_only(trees: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Leave out what a rollout keeps beside the homes: the staged archive and the (now
+    empty) releases dir."""
+    return {n: {k: v for k, v in t.items() if not k.startswith("staging") and k != "releases"}
+            for n, t in trees.items()}
+
+
+async def all_ready(sb: dict[str, Any]) -> bool:
+    states = await HAProxy(sb["haproxy_socket"], "app").servers()
+    return all((st.admin, st.status) == ("ready", "UP") for st in states.values())
+
+
+def loads(sb: dict[str, Any]) -> tuple[Load, Load]:
+    return (Load(sb["lb_url"], concurrency=3, rate_per_worker=40),
+            Load(sb["lb_url"] + "slow?ms=200", concurrency=2, rate_per_worker=10))
+
+
+async def under_load(sb: dict[str, Any], *commands: list[str]
+                     ) -> list[subprocess.CompletedProcess[str]]:
+    fast, slow = loads(sb)
+    results = []
+    async with fast, slow:
+        await asyncio.sleep(0.3)
+        for argv in commands:
+            results.append(await asyncio.to_thread(zdt, *argv))
+        await asyncio.sleep(0.3)
+    assert (fast.stats.failed, slow.stats.failed) == (0, 0), (fast.stats.errors,
+                                                              slow.stats.errors)
+    assert fast.stats.requests > 50
+    return results
+
+
+def home_args(sb: dict[str, Any], archive: str, *extra: str) -> list[str]:
+    return ["rollout", "home", "-d", sb["domain"], "--targets", "cluster1", "--archive",
+            sb["archives"][archive], "--shutdown-timeout", "10", "--json", *extra]
+
+
+async def test_v1_to_v2_then_revert_under_load(sb: dict[str, Any]) -> None:
+    before = node_trees(sb)
+    [done] = await under_load(sb, home_args(sb, "v2"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["state"] == "succeeded" and report["kind"] == "home"
+    assert await served(sb) == {"v2"}
+    assert set(homes(sb).values()) == {"v2"}
+    assert len(report["nodes"]) == 3
+    [back] = await under_load(sb, ["revert", report["id"], "-d", sb["domain"], "--json"])
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["state"] == "reverted"
+    assert await served(sb) == {"v1"}
+    # every byte of every home is back; only the staged archive remains beside it
+    assert homes_only(node_trees(sb)) == homes_only(before)
+    assert await all_ready(sb)
+
+
+async def test_broken_release_is_reverted_automatically(sb: dict[str, Any]) -> None:
+    before = node_trees(sb)
+    [done] = await under_load(sb, home_args(sb, "broken", "--health-timeout", "1",
+                                            "--retries", "1", "--retry-delay", "0.1"))
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["state"] == "reverted"
+    assert "health" in report["error"] and "answered 500" in report["error"]
+    assert await served(sb) == {"v1"}
+    assert homes_only(node_trees(sb)) == homes_only(before)
+    assert await all_ready(sb)
+
+
+async def test_no_auto_revert_waits_then_operator_reverts(sb: dict[str, Any]) -> None:
+    [done] = await under_load(sb, home_args(sb, "broken", "--no-auto-revert",
+                                            "--health-timeout", "1", "--retries", "0"))
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["state"] == "failed"
+    assert homes(sb) == {"node1": "broken", "node2": "v1", "node3": "v1"}
+    # the domain is held until the failed workflow is finished
+    locked = rollout(sb, "v2")
+    assert locked.returncode == 4 and report["id"] in locked.stderr
+    [back] = await under_load(sb, ["revert", report["id"], "-d", sb["domain"], "--json"])
+    assert back.returncode == 0, back.stderr
+    assert set(homes(sb).values()) == {"v1"} and await served(sb) == {"v1"}
+    assert await all_ready(sb)
+
+
+async def test_canary_pause_then_resume(sb: dict[str, Any]) -> None:
+    [paused] = await under_load(sb, home_args(sb, "v2", "--pause-after", "1"))
+    assert paused.returncode == 5, paused.stderr
+    report = json.loads(paused.stdout)
+    assert report["state"] == "stopped"
+    assert homes(sb) == {"node1": "v2", "node2": "v1", "node3": "v1"}
+    assert await served(sb) == {"v1", "v2"}
+    locked = rollout(sb, "v2")
+    assert locked.returncode == 4 and report["id"] in locked.stderr
+    [resumed] = await under_load(sb, ["resume", report["id"], "-d", sb["domain"], "--json"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert set(homes(sb).values()) == {"v2"} and await served(sb) == {"v2"}
+
+
+async def test_symlinked_home_is_switched_atomically(sb_link: dict[str, Any]) -> None:
+    sb = sb_link
+    home = Path(sb["nodes"][0]["home"])
+    assert home.is_symlink()
+    [done] = await under_load(sb, home_args(sb, "v2"))
+    assert done.returncode == 0, done.stderr
+    assert home.is_symlink() and str(home.readlink()).startswith("releases/v2-")
+    assert await served(sb) == {"v2"}
+    wid = json.loads(done.stdout)["id"]
+    assert (home.parent / f"home.bak-{wid}").readlink() == Path("releases/v1")
+    [back] = await under_load(sb, ["revert", wid, "-d", sb["domain"], "--json"])
+    assert back.returncode == 0, back.stderr
+    assert home.readlink() == Path("releases/v1")
+    assert await served(sb) == {"v1"}
+    assert [p.name for p in (home.parent / "releases").iterdir()] == ["v1"]
+
+
+CRASH_POINTS = [(step, "done") for step in
+                ("extract", "drain", "stop", "backup", "switch", "start", "health", "ready")]
+CRASH_POINTS += [("switch", "running"), ("start", "running")]
+
+
+@pytest.mark.parametrize("then", ["resume", "revert"])
+@pytest.mark.parametrize(("step", "state"), CRASH_POINTS,
+                         ids=[f"{s}-{st}" for s, st in CRASH_POINTS])
+async def test_kill_9_at_every_step_then_resume_or_revert(
+        sb: dict[str, Any], step: str, state: str, then: str) -> None:
+    fast, slow = loads(sb)
+    async with fast, slow:
+        await asyncio.sleep(0.2)
+        crashed = await asyncio.to_thread(
+            subprocess.run, [*CRASH, sb["domain"], sb["archives"]["v2"], "node2", step, state],
+            capture_output=True, text=True, timeout=120)
+        assert crashed.returncode == -9, crashed.stderr
+        wid = crashed.stdout.split()[0]
+        result = await asyncio.to_thread(zdt, then, wid, "-d", sb["domain"], "--json")
+        await asyncio.sleep(0.2)
+    assert result.returncode == 0, result.stdout + result.stderr
+    want = "v2" if then == "resume" else "v1"
+    assert json.loads(result.stdout)["state"] == ("succeeded" if then == "resume"
+                                                  else "reverted")
+    assert (fast.stats.failed, slow.stats.failed) == (0, 0), (fast.stats.errors,
+                                                              slow.stats.errors)
+    assert set(homes(sb).values()) == {want}
+    assert await served(sb) == {want}
+    assert await all_ready(sb)
