@@ -3,8 +3,6 @@ distribute that copies only what a node does not already hold."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import tarfile
@@ -13,6 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from hostile_archives import (
+    HOSTILE,
+    SPOILED_MANIFEST,
+    Members,
+    Mutate,
+    build,
+    directory,
+    flip_a_byte,
+    reg,
+    sha,
+    special,
+    write_sidecar,
+)
 from zdt import archive
 from zdt import domain as dm
 from zdt.archive import Manifest, create, manifest_path, verify
@@ -20,10 +31,6 @@ from zdt.errors import AdapterError, ConfigError
 from zdt.staging import distribute, staged_path
 from zdt.transport import Transport
 from zdt.transport.local import LocalTransport
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def make_home(root: Path, version: str | None = "v2") -> Path:
@@ -181,104 +188,6 @@ def test_manifest_json_errors_name_the_source_and_field() -> None:
                            "m.json")
     with pytest.raises(ConfigError, match=r"m\.json: not valid JSON"):
         Manifest.from_json("{", "m.json")
-
-
-def reg(name: str, data: bytes = b"data\n") -> tuple[tarfile.TarInfo, bytes | None]:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    return info, data
-
-
-def special(name: str, kind: bytes, target: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, target
-    return info, None
-
-
-def directory(name: str) -> tuple[tarfile.TarInfo, bytes | None]:
-    return special(name, tarfile.DIRTYPE)
-
-
-Members = list[tuple[tarfile.TarInfo, bytes | None]]
-
-
-def build(path: Path, members: Members,
-          files: Callable[[dict[str, str]], dict[str, str]] | None = None) -> Path:
-    """A .tar.gz of exactly these members with a sidecar that matches its bytes, so each
-    case below has only the one defect it is about."""
-    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    digests = {i.name: sha(d) for i, d in members if d is not None and i.isreg()}
-    unpacked = sum(len(d) for i, d in members if d is not None and i.isreg())
-    write_sidecar(path, files(digests) if files else digests, unpacked)
-    return path
-
-
-def write_sidecar(path: Path, files: dict[str, str], unpacked: int) -> None:
-    data = path.read_bytes()
-    m = Manifest("v1", sha(data), len(data), unpacked, files)
-    manifest_path(path).write_text(m.to_json())
-
-
-def flip_a_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def not_gzip(path: Path) -> None:
-    path.write_bytes(b"PK\x03\x04 this is a zip, not a tar.gz")
-    write_sidecar(path, {}, 0)
-
-
-Mutate = Callable[[Path], None] | None
-
-HOSTILE: list[tuple[str, Members, Mutate, list[str]]] = [
-    ("absolute path", [reg("/etc/cron.d/x")], None, ["'/etc/cron.d/x'", "absolute"]),
-    ("dot-dot", [reg("../x")], None, ["'../x'", "'..'"]),
-    ("dot-dot inside", [directory("a"), reg("a/../../x")], None, ["'a/../../x'", "'..'"]),
-    ("empty name", [special("", tarfile.SYMTYPE, "x")], None, ["empty name"]),
-    ("dot name", [reg("./x")], None, ["'./x'", "plain relative"]),
-    ("symlink absolute", [special("pw", tarfile.SYMTYPE, "/etc/passwd")], None,
-     ["'pw'", "/etc/passwd"]),
-    ("symlink up", [special("a", tarfile.SYMTYPE, "../../x")], None, ["'a'", "outside"]),
-    ("symlink up from a dir", [directory("d"), special("d/l", tarfile.SYMTYPE, "../../x")],
-     None, ["'d/l'", "outside"]),
-    ("symlink via symlink", [special("s", tarfile.SYMTYPE, "."),
-                             special("x", tarfile.SYMTYPE, "s/..")], None, ["'x'", "outside"]),
-    ("symlink loop", [special("a", tarfile.SYMTYPE, "b"), special("b", tarfile.SYMTYPE, "a")],
-     None, ["loops"]),
-    ("under a symlink", [directory("d"), special("s", tarfile.SYMTYPE, "d"), reg("s/x")],
-     None, ["'s/x'", "under the symlink 's'"]),
-    ("hard link", [reg("f"), special("h", tarfile.LNKTYPE, "f")], None, ["'h'", "hard link"]),
-    ("char device", [special("tty", tarfile.CHRTYPE)], None, ["'tty'", "character device"]),
-    ("block device", [special("sda", tarfile.BLKTYPE)], None, ["'sda'", "block device"]),
-    ("fifo", [special("pipe", tarfile.FIFOTYPE)], None, ["'pipe'", "fifo"]),
-    ("duplicate", [reg("f"), reg("f")], None, ["'f'", "duplicate"]),
-    ("release marker", [reg(".zdt-release")], None, ["'.zdt-release'", "reserved"]),
-    ("digest mismatch", [reg("f")], flip_a_byte, ["digest mismatch", "sha256"]),
-    ("size mismatch", [reg("f")], lambda p: p.write_bytes(p.read_bytes() + b"\0"),
-     ["digest mismatch", "bytes"]),
-    ("sidecar missing", [reg("f")], lambda p: manifest_path(p).unlink(),
-     ["a.tar.gz.json", "missing"]),
-    ("sidecar bad json", [reg("f")], lambda p: manifest_path(p).write_text("{oops"),
-     ["a.tar.gz.json", "not valid JSON"]),
-    ("sidecar wrong type", [reg("f")],
-     lambda p: manifest_path(p).write_text(json.dumps(
-         {**json.loads(manifest_path(p).read_text()), "size": "big"})),
-     ["a.tar.gz.json", "'size'"]),
-    ("not gzip", [reg("f")], not_gzip, ["not a readable .tar.gz"]),
-]
-
-# the manifest's `files` edited, the archive itself sound
-SPOILED_MANIFEST: list[tuple[str, Callable[[dict[str, str]], dict[str, str]], list[str]]] = [
-    ("content differs", lambda f: {**f, "f": sha(b"other")}, ["'f'", "differs"]),
-    ("file not in manifest", lambda f: {k: v for k, v in f.items() if k != "g"},
-     ["'g'", "not in the manifest"]),
-    ("manifest file not in archive", lambda f: {**f, "ghost": sha(b"data\n")},
-     ["'ghost'", "not in the archive"]),
-]
 
 
 def assert_refused(path: Path, fragments: list[str]) -> None:
