@@ -29,3 +29,4 @@ lint:
 
 bench: deps
 	$(PYTHON) -m bench.rolling_restart
+	$(PYTHON) -m bench.home_rollout

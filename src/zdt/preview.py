@@ -148,7 +148,7 @@ def estimate(plan: Plan, journal: Journal | None, options: dict[str, float]) -> 
         wall = statistics.mean(v["wall"] for v in history)
         outs = [v["out_of_rotation"] for v in history if v["out_of_rotation"] is not None]
         out = statistics.mean(outs) if outs else None
-        basis = f"mean of {len(history)} node visit(s) in earlier {plan.kind} workflows"
+        basis = f"mean of {len(history)} completed node visit(s) of earlier {plan.kind} workflows"
     else:
         shutdown = options.get("shutdown_timeout", 30.0)
         out = 2 * shutdown + 3 * 30.0          # drain + stop, then start, health, ready
@@ -163,9 +163,9 @@ def estimate(plan: Plan, journal: Journal | None, options: dict[str, float]) -> 
 def _history(kind: str, journal: Journal | None, runs: int = 5) -> list[dict[str, Any]]:
     if journal is None:
         return []
-    done = [w for w in journal.history() if w.kind == kind and w.state == "succeeded"][:runs]
-    return [v for w in done for v in node_visits(journal.steps(w.id), journal.events(w.id))
-            if v["out_of_rotation"] is not None]
+    earlier = [w for w in journal.history() if w.kind == kind][:runs]
+    return [v for w in earlier for v in node_visits(journal.steps(w.id), journal.events(w.id))
+            if v["completed"]]
 
 
 def as_dict(checks: list[Check]) -> list[dict[str, Any]]:

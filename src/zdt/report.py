@@ -67,12 +67,27 @@ def node_visits(steps: list[StepRecord], events: list[dict[str, Any]]) -> list[d
         undo = [b - a for s in mine for a, b in backward.get(s.index, [])]
         out = _out_of_rotation(mine, forward, backward, events)
         servers = sorted({x for s in mine for x in s.servers})
+        done = {e["step"] for e in events if e["kind"] == "step" and e["message"] == "done"}
         visits.append({"node": mine[0].node, "servers": servers,
                        "wall": round(end - start, 4),
                        "out_of_rotation": None if out is None else round(out, 4),
                        "overhead": round(max(0.0, end - start - inside), 4),
-                       "revert": round(sum(undo), 4) if undo else None})
+                       "completed": all(s.index in done for s in mine),
+                       "revert": round(sum(undo), 4) if undo else None,
+                       "revert_out_of_rotation": _revert_out(mine, backward)})
     return visits
+
+
+def _revert_out(mine: list[StepRecord], backward: dict[int, list[tuple[float, float]]]
+                ) -> float | None:
+    """A completed visit's revert takes the node out at ready's revert (a drain) and puts
+    it back at drain's revert (a ready)."""
+    drain = next((s for s in mine if s.name == "drain"), None)
+    ready = next((s for s in mine if s.name == "ready"), None)
+    if drain is None or ready is None or not backward.get(drain.index) \
+            or not backward.get(ready.index):
+        return None
+    return round(backward[drain.index][-1][1] - backward[ready.index][0][0], 4)
 
 
 def _covered(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -1,0 +1,106 @@
+"""Benchmark: home rollouts of a real sandbox under steady load through HAProxy.
+
+    python -m bench.home_rollout [--nodes 3] [--servers-per-node 2] [--runs 2]
+
+Per run: preview's estimate, then v1 → v2 under load, then `zdt revert` under load; then a
+rollout of the broken release (reverted automatically). Printed per rollout: requests
+sent, failed, wall time, per-node time out of rotation, zdt's overhead per node, and the
+preview's estimate beside the measured wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from zdt import domain as dm
+from zdt import report, sandbox
+from zdt.journal import Journal
+from zdt.load import Load
+from zdt.rollout import RolloutRequest, Runner
+
+HEADER = ("| rollout | state | requests | failed | wall s | preview est. s | out avg s | "
+          "out max s | zdt ms/node |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
+
+
+async def measured(info: dict[str, Any], work: Any) -> dict[str, Any]:
+    """Run work() under load; return the workflow's figures and the load's."""
+    async with Load(info["lb_url"], concurrency=4, rate_per_worker=50) as load:
+        await asyncio.sleep(0.5)
+        began = time.monotonic()
+        wid = await work()
+        wall = time.monotonic() - began
+        await asyncio.sleep(0.5)
+    journal = Journal(dm.load(info["domain"]).state_dir, time.time)
+    try:
+        summary = report.workflow(journal, wid)
+    finally:
+        journal.close()
+    key = "revert_out_of_rotation" if summary["state"] == "reverted" else "out_of_rotation"
+    outs = [v[key] for v in summary["nodes"] if v[key] is not None]
+    return {"wid": wid, "state": summary["state"], "requests": load.stats.requests,
+            "failed": load.stats.failed, "wall": wall, "out": outs,
+            "overhead": [v["overhead"] for v in summary["nodes"]]}
+
+
+def row(label: str, r: dict[str, Any], estimate: float | None) -> str:
+    est = "-" if estimate is None else f"{estimate:.2f}"
+    avg, top = (f"{statistics.mean(r['out']):.3f}", f"{max(r['out']):.3f}") if r["out"] \
+        else ("-", "-")
+    return (f"| {label} | {r['state']} | {r['requests']} | {r['failed']} | {r['wall']:.2f} | "
+            f"{est} | {avg} | {top} | "
+            + (f"{statistics.mean(r['overhead']) * 1000:.1f} |" if r["overhead"] else "- |"))
+
+
+async def one_round(info: dict[str, Any], runner: Runner, n: int) -> list[str]:
+    v2 = RolloutRequest(("domain",), 10.0, kind="home", archive=info["archives"]["v2"])
+    estimate = (await runner.preview(v2))["estimates"]["total_seconds"]
+    up = await measured(info, lambda: runner.rollout(v2))
+    back = await measured(info, lambda: _revert(runner, up["wid"]))
+    back["overhead"] = []         # the journal's per-visit overhead is the forward run's
+    return [row(f"home v1→v2 #{n}", up, estimate), row(f"revert #{n}", back, None)]
+
+
+async def _revert(runner: Runner, wid: str) -> str:
+    await runner.revert(wid)
+    return wid
+
+
+def bench(nodes: int, per_node: int, runs: int) -> list[str]:
+    base = Path(tempfile.mkdtemp(prefix="zdt-bench-", dir="/tmp"))
+    info = sandbox.up(base / "sb", nodes, per_node)
+    runner = Runner(Path(info["domain"]))
+    rows = []
+    try:
+        for n in range(1, runs + 1):
+            rows += asyncio.run(one_round(info, runner, n))
+        broken = RolloutRequest(("domain",), 10.0, retries=1, retry_delay=0.2, kind="home",
+                                archive=info["archives"]["broken"], health_timeout=1.0)
+        r = asyncio.run(measured(info, lambda: runner.rollout(broken)))
+        rows.append(row("broken → auto-revert", r, None))
+    finally:
+        sandbox.down(base / "sb")
+        shutil.rmtree(base, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--servers-per-node", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+    print(f"{args.nodes} nodes × {args.servers_per_node} servers + admin\n")
+    print(HEADER)
+    for line in bench(args.nodes, args.servers_per_node, args.runs):
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
