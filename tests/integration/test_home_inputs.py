@@ -173,3 +173,21 @@ async def _under_load(info: dict[str, Any], args: list[str]) -> subprocess.Compl
     versions = {json.loads((await http.get(info["lb_url"])).body)["version"] for _ in range(4)}
     assert len(versions) == 1
     return result
+
+
+def test_archive_create_and_distribute_commands(sb: dict[str, Any], tmp_path: Path) -> None:
+    home_dir = tmp_path / "v3"
+    shutil.copytree(Path(sb["nodes"][0]["home"]), home_dir, symlinks=True)
+    (home_dir / "VERSION").write_text("v3\n")
+    first = zdt("archive", "create", str(home_dir), str(tmp_path / "a.tar.gz"), "--json")
+    second = zdt("archive", "create", str(home_dir), str(tmp_path / "b.tar.gz"), "--json")
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    a, b = json.loads(first.stdout), json.loads(second.stdout)
+    assert a["sha256"] == b["sha256"] and a["version"] == "v3"
+    args = ["archive", "distribute", "-d", sb["domain"], str(tmp_path / "a.tar.gz"), "--json"]
+    assert json.loads(zdt(*args).stdout)["nodes"] == {"node1": "copied", "node2": "copied"}
+    assert json.loads(zdt(*args).stdout)["nodes"] == {"node1": "present", "node2": "present"}
+    staged = Path(sb["nodes"][1]["root"]) / f"srv/app/staging/{a['sha256'][:16]}.tar.gz"
+    assert hashlib.sha256(staged.read_bytes()).hexdigest() == a["sha256"]
+    bad = zdt("archive", "create", str(tmp_path / "missing"), str(tmp_path / "c.tar.gz"))
+    assert bad.returncode == 2 and not (tmp_path / "c.tar.gz").exists()

@@ -201,3 +201,13 @@ async def test_delay_between_nodes(setup: Setup) -> None:
     rec, sleep = Recorder(), FakeSleep()
     await engine(journal, rec, sleep, delay_between_nodes=2.5).run("wf-1")
     assert sleep.slept == [2.5, 2.5]  # three nodes, two gaps
+
+
+async def test_pause_after_a_canary_node(setup: Setup) -> None:
+    journal, _ = setup
+    rec, sleep = Recorder(), FakeSleep()
+    eng = engine(journal, rec, sleep, pause_after=1)
+    assert await eng.run("wf-1") == "stopped"
+    assert [s.state for s in journal.steps("wf-1")] == ["done"] * 5 + ["pending"] * 10
+    assert [e["kind"] for e in journal.events("wf-1")].count("pause") == 1
+    assert await engine(journal, rec, sleep).resume("wf-1") == "succeeded"

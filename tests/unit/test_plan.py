@@ -133,3 +133,37 @@ def test_a_visit_that_empties_the_lb_is_refused(tmp_path: Path) -> None:
         plan.restart(domain, ["a", "b"])
     assert [s.name for s in plan.restart(domain, ["c"]).steps] == ["stop", "start", "health"]
     assert plan.restart(domain, ["domain"], allow_downtime=True).steps
+
+
+HOME = ("extract", "drain", "stop", "backup", "switch", "start", "health", "ready")
+
+
+def test_home_plan_extracts_before_the_drain(domain: dm.Domain) -> None:
+    p = plan.home(domain, ["web"])
+    assert p.kind == "home"
+    assert [s.name for s in p.for_group(0)] == list(HOME)
+    assert [s.node for s in p.steps if s.name == "switch"] == ["node1", "node2", "node3"]
+
+
+def test_admin_visit_has_no_lb_steps(domain: dm.Domain) -> None:
+    p = plan.home(domain, ["admin", "s1"])
+    assert [s.name for s in p.for_group(0)] == [
+        "extract", "stop", "backup", "switch", "start", "health"]
+    assert p.nodes == ("node1", "node1")
+
+
+def test_hooks_become_steps_where_named(tmp_path: Path, sample_toml: str) -> None:
+    path = tmp_path / "domain.toml"
+    path.write_text(sample_toml + '\n[hooks]\nbefore-update = "/h/a"\neach-node = "/h/b"\n'
+                    'offline-after-update = "/h/c"\nafter-update = "/h/d"\n')
+    p = plan.home(dm.load(path), ["web"])
+    first, last = p.for_group(0), p.for_group(2)
+    assert [s.name for s in first] == [
+        "hook:before-update", "hook:each-node", "extract", "drain", "stop", "backup", "switch",
+        "hook:offline-after-update", "start", "health", "ready"]
+    assert [s.name for s in last][-1] == "hook:after-update"
+    assert [s.name for s in p.for_group(1)].count("hook:each-node") == 1
+    restart = plan.restart(dm.load(path), ["s2"])
+    assert [s.name for s in restart.steps] == [
+        "hook:before-update", "hook:each-node", "drain", "stop", "hook:offline-after-update",
+        "start", "health", "ready", "hook:after-update"]
