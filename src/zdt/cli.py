@@ -179,8 +179,9 @@ def demo(
     result = demo_module.run(dir, nodes, console=None if json_out else out)
     if json_out:
         print_json(result)
-    raise typer.Exit(0 if result["failed_requests"] == 0 and
-                     result["workflow"]["state"] == "succeeded" else 1)
+    ok = result["failed_requests"] == 0 and \
+        all(w["state"] == "succeeded" for w in result["workflows"])
+    raise typer.Exit(0 if ok else 1)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""`zdt demo`: a local domain, a rolling restart under steady load, a report.
+"""`zdt demo`: a local domain, a rolling restart and a home rollout v1 → v2 under steady
+load, a report.
 
 What it proves: with HAProxy configured to hide nothing (no retries, no redispatch),
 every request sent through the LB during the rollout succeeds.
@@ -15,11 +16,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from zdt import domain as domain_model
 from zdt import report, sandbox
 from zdt.display import Progress
 from zdt.journal import Journal
 from zdt.load import Load
-from zdt.rollout import RestartRequest, Runner
+from zdt.rollout import RolloutRequest, Runner
 
 WARMUP = 1.0     # seconds of load before and after the rollout, so both edges are covered
 
@@ -28,7 +30,8 @@ def run(dir: Path | None, nodes: int = 3, console: Console | None = None) -> dic
     base = dir or Path(tempfile.mkdtemp(prefix="zdt-demo-", dir="/tmp"))
     say = console.print if console else (lambda *a, **k: None)
     say(f"[bold]zdt demo[/]: {nodes} nodes × 2 servers of the sample service v1, supervisord "
-        f"per node, HAProxy in front ({base})")
+        f"per node, HAProxy in front ({base}); a rolling restart, then the home rollout "
+        "v1 → v2, under steady load")
     info = sandbox.up(base, nodes, 2)
     try:
         result = asyncio.run(_rollout_under_load(info, console))
@@ -42,48 +45,51 @@ def run(dir: Path | None, nodes: int = 3, console: Console | None = None) -> dic
 
 
 async def _rollout_under_load(info: dict[str, Any], console: Console | None) -> dict[str, Any]:
+    """A rolling restart, then the home rollout v1 → v2, under one steady load."""
     runner = Runner(Path(info["domain"]))
-    request = RestartRequest(("domain",), shutdown_timeout=10.0)
-    _, plan = runner.prepare_restart(request)
+    requests = [RolloutRequest(("domain",), 10.0),
+                RolloutRequest(("domain",), 10.0, kind="home", archive=info["archives"]["v2"])]
     load = Load(info["lb_url"], concurrency=4, rate_per_worker=50.0)
     load.start()
-    await asyncio.sleep(WARMUP)
-    if console:
-        with Progress(plan, console) as progress:
-            runner.observer = progress
-            wid = await runner.restart(request)
-    else:
-        wid = await runner.restart(request)
-    await asyncio.sleep(WARMUP)
-    stats = await load.stop()
-    domain = sandbox.domain_path(Path(info["dir"]))
-    from zdt import domain as domain_model
-
-    journal = Journal(domain_model.load(domain).state_dir, runner.clock)
+    wids = []
     try:
-        summary = report.workflow(journal, wid)
+        await asyncio.sleep(WARMUP)
+        for request in requests:
+            plan = runner.prepare(request).plan
+            if console:
+                with Progress(plan, console) as progress:
+                    runner.observer = progress
+                    wids.append(await runner.rollout(request))
+            else:
+                wids.append(await runner.rollout(request))
+        await asyncio.sleep(WARMUP)
+    finally:
+        stats = await load.stop()
+    journal = Journal(domain_model.load(info["domain"]).state_dir, runner.clock)
+    try:
+        summaries = [report.workflow(journal, wid) for wid in wids]
     finally:
         journal.close()
-    return {"workflow": summary, "load": stats.as_dict(), "failed_requests": stats.failed,
+    return {"workflows": summaries, "load": stats.as_dict(), "failed_requests": stats.failed,
             "lb_url": info["lb_url"]}
 
 
 def _print(console: Console, result: dict[str, Any]) -> None:
-    wf, load = result["workflow"], result["load"]
-    table = Table("node", "servers", "out of rotation s", "wall s", "zdt overhead ms",
-                  title="per node", title_justify="left")
-    for v in wf["nodes"]:
-        oor = "-" if v["out_of_rotation"] is None else f"{v['out_of_rotation']:.3f}"
-        table.add_row(v["node"], ", ".join(v["servers"]), oor, f"{v['wall']:.3f}",
-                      f"{v['overhead'] * 1000:.1f}")
-    console.print(table)
+    load = result["load"]
+    for wf in result["workflows"]:
+        table = Table("node", "servers", "out of rotation s", "wall s", "zdt overhead ms",
+                      title=f"{wf['kind']} rollout: {wf['state']} in {wf['duration']:.2f} s "
+                      f"(workflow {wf['id']})", title_justify="left")
+        for v in wf["nodes"]:
+            oor = "-" if v["out_of_rotation"] is None else f"{v['out_of_rotation']:.3f}"
+            table.add_row(v["node"], ", ".join(v["servers"]), oor, f"{v['wall']:.3f}",
+                          f"{v['overhead'] * 1000:.1f}")
+        console.print(table)
     colour = "green" if load["failed"] == 0 else "red"
-    console.print(f"rolling restart [bold]{wf['state']}[/] in {wf['duration']:.2f} s "
-                  f"(workflow {wf['id']})", highlight=False)
     console.print(f"load through the LB: {load['requests']} requests in {load['seconds']:.1f} s "
                   f"({load['rate']}/s), [bold {colour}]{load['failed']} failed requests[/]",
                   highlight=False)
     for error, count in load["errors"].items():
         console.print(f"  {count} × {error}", style="red", highlight=False)
-    spread = ", ".join(f"{k}: {v}" for k, v in sorted(load["servers"].items()))
-    console.print(f"served by: {spread}", highlight=False)
+    versions = ", ".join(f"{k}: {v}" for k, v in sorted(load["versions"].items()))
+    console.print(f"versions served: {versions}", highlight=False)

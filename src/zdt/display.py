@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from zdt.journal import StepRecord
-from zdt.plan import Plan
+from zdt.plan import Plan, StepSpec
 
 MARKS = {"pending": "[dim]·[/]", "running": "[yellow]…[/]", "done": "[green]✓[/]",
          "failed": "[red]✗[/]", "reverting": "[magenta]↺[/]", "reverted": "[magenta]↩[/]"}
@@ -30,7 +30,6 @@ class Progress:
         self.states = {s.index: "pending" for s in plan.steps}
         self.began: dict[int, float] = {}
         self.finished: dict[int, float] = {}
-        self.names = _columns(plan)
         self.live: Live | None = None
 
     def __enter__(self) -> Progress:
@@ -55,16 +54,25 @@ class Progress:
                                f"{','.join(record.servers)}", highlight=False)
 
     def _table(self) -> Table:
-        table = Table(title=f"{self.plan.kind} of {', '.join(self.plan.targets)}",
+        """Narrow enough for 80 columns: one mark per step, then the step under way."""
+        table = Table("node", "servers", "steps", "now", "elapsed",
+                      title=f"{self.plan.kind} of {', '.join(self.plan.targets)}",
                       title_justify="left")
-        for column in ("node", "servers", *self.names, "elapsed"):
-            table.add_column(column, justify="center" if column in self.names else "left")
         for group, node in enumerate(self.plan.nodes):
-            steps = {s.name: s for s in self.plan.for_group(group)}
-            servers = sorted({x for s in steps.values() for x in s.servers})
-            marks = [MARKS[self.states[steps[n].index]] if n in steps else "" for n in self.names]
-            table.add_row(node, ", ".join(servers), *marks, self._elapsed(group))
+            steps = self.plan.for_group(group)
+            servers = sorted({x for s in steps for x in s.servers})
+            marks = " ".join(MARKS[self.states[s.index]] for s in steps)
+            table.add_row(node, ", ".join(servers), marks, self._now(steps),
+                          self._elapsed(group))
         return table
+
+    def _now(self, steps: list[StepSpec]) -> str:
+        """The step under way, else the last one that changed (a failure stays in view)."""
+        busy = [s for s in steps if self.states[s.index] in ("running", "reverting", "failed")]
+        if busy:
+            return f"{busy[-1].name} ({self.states[busy[-1].index]})"
+        done = [s for s in steps if self.states[s.index] != "pending"]
+        return done[-1].name if done and len(done) < len(steps) else ""
 
     def _elapsed(self, group: int) -> str:
         if group not in self.began:
@@ -72,9 +80,3 @@ class Progress:
         end = self.finished.get(group, self.clock())
         return f"{end - self.began[group]:.2f} s"
 
-
-def _columns(plan: Plan) -> list[str]:
-    """Step names in the order of the fullest node visit (an admin visit has no drain)."""
-    visits = [[s.name for s in plan.for_group(g)] for g in range(len(plan.nodes))]
-    names = max(visits, key=len, default=[])
-    return names + [n for v in visits for n in v if n not in names]

@@ -22,6 +22,9 @@ from zdt.errors import AdapterError
 from zdt.lb import LbState
 
 COMMAND_TIMEOUT = 5.0   # s; the CLI answers in microseconds unless HAProxy is wedged
+# HAProxy accepts 10 connections on a stats socket by default (`stats maxconn`) and drops
+# the rest; a preview of 12 servers asks for 24 states at once, so zdt keeps well below.
+MAX_CONNECTIONS = 4
 
 # srv_admin_state bits (HAProxy's SRV_ADMF_*): forced maint, inherited maint (tracking),
 # maint from DNS resolution, forced drain, inherited drain, and 0x20 maint because the
@@ -78,6 +81,7 @@ class HAProxy:
     def __init__(self, socket_path: str, backend: str) -> None:
         self.socket_path = socket_path
         self.backend = backend
+        self._gate = asyncio.Semaphore(MAX_CONNECTIONS)
 
     async def drain(self, server: Server) -> None:
         await self._set_state(server, "drain")
@@ -130,7 +134,8 @@ class HAProxy:
         accepts names without spaces, newlines or ';' (HAProxy's command separator).
         """
         try:
-            return await asyncio.wait_for(self._exchange(line), COMMAND_TIMEOUT)
+            async with self._gate:
+                return await asyncio.wait_for(self._exchange(line), COMMAND_TIMEOUT)
         except TimeoutError as exc:
             raise AdapterError(
                 f"HAProxy did not answer {line.split()[0]!r} on {self.socket_path} within "
