@@ -15,38 +15,15 @@ import asyncio
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from zdt import domain as dm
-from zdt import report, sandbox
-from zdt.journal import Journal
-from zdt.load import Load
+from bench.common import measured
+from zdt import sandbox
 from zdt.rollout import RolloutRequest, Runner
 
 HEADER = ("| rollout | state | requests | failed | wall s | preview est. s | out avg s | "
           "out max s | zdt ms/node |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
-
-
-async def measured(info: dict[str, Any], work: Any) -> dict[str, Any]:
-    """Run work() under load; return the workflow's figures and the load's."""
-    async with Load(info["lb_url"], concurrency=4, rate_per_worker=50) as load:
-        await asyncio.sleep(0.5)
-        began = time.monotonic()
-        wid = await work()
-        wall = time.monotonic() - began
-        await asyncio.sleep(0.5)
-    journal = Journal(dm.load(info["domain"]).state_dir, time.time)
-    try:
-        summary = report.workflow(journal, wid)
-    finally:
-        journal.close()
-    key = "revert_out_of_rotation" if summary["state"] == "reverted" else "out_of_rotation"
-    outs = [v[key] for v in summary["nodes"] if v[key] is not None]
-    return {"wid": wid, "state": summary["state"], "requests": load.stats.requests,
-            "failed": load.stats.failed, "wall": wall, "out": outs,
-            "overhead": [v["overhead"] for v in summary["nodes"]]}
 
 
 def row(label: str, r: dict[str, Any], estimate: float | None) -> str:
@@ -63,6 +40,7 @@ async def one_round(info: dict[str, Any], runner: Runner, n: int) -> list[str]:
     estimate = (await runner.preview(v2))["estimates"]["total_seconds"]
     up = await measured(info, lambda: runner.rollout(v2))
     back = await measured(info, lambda: _revert(runner, up["wid"]))
+    back["out"] = back["revert_out"]
     back["overhead"] = []         # the journal's per-visit overhead is the forward run's
     return [row(f"home v1→v2 #{n}", up, estimate), row(f"revert #{n}", back, None)]
 

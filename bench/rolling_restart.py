@@ -15,36 +15,20 @@ import asyncio
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from zdt import domain as dm
-from zdt import report, sandbox
+from bench.common import measured
+from zdt import sandbox
 from zdt.engine import Observer
-from zdt.journal import Journal, StepRecord
-from zdt.load import Load
-from zdt.rollout import RestartRequest, Runner
+from zdt.journal import StepRecord
+from zdt.rollout import RolloutRequest, Runner
 
 
-async def one_rollout(info: dict[str, Any], request: RestartRequest,
+async def one_rollout(info: dict[str, Any], request: RolloutRequest,
                       observer: Observer | None = None) -> dict[str, Any]:
-    async with Load(info["lb_url"], concurrency=4, rate_per_worker=50) as load:
-        await asyncio.sleep(0.5)
-        began = time.monotonic()
-        wid = await Runner(Path(info["domain"]), observer=observer).restart(request)
-        wall = time.monotonic() - began
-        await asyncio.sleep(0.5)
-    journal = Journal(dm.load(info["domain"]).state_dir, time.time)
-    try:
-        summary = report.workflow(journal, wid)
-    finally:
-        journal.close()
-    visits = [v for v in summary["nodes"] if v["out_of_rotation"] is not None]
-    return {"state": summary["state"], "requests": load.stats.requests,
-            "failed": load.stats.failed, "wall": wall,
-            "out": [v["out_of_rotation"] for v in visits],
-            "overhead": [v["overhead"] for v in summary["nodes"]]}
+    runner = Runner(Path(info["domain"]), observer=observer)
+    return await measured(info, lambda: runner.rollout(request))
 
 
 def row(label: str, r: dict[str, Any]) -> str:
@@ -64,11 +48,11 @@ def bench(nodes: int, per_node: int, runs: int) -> list[str]:
     rows = []
     try:
         for run in range(runs):
-            r = asyncio.run(one_rollout(info, RestartRequest(("domain",), shutdown_timeout=10)))
+            r = asyncio.run(one_rollout(info, RolloutRequest(("domain",), shutdown_timeout=10)))
             rows.append(row(f"restart {nodes}×{per_node} #{run + 1}", r))
         home = Path(next(n["home"] for n in info["nodes"] if n["name"] == "node2"))
         (home / "FAIL_STARTS").write_text("99")
-        request = RestartRequest(("domain",), shutdown_timeout=10, retries=2, retry_delay=0.2)
+        request = RolloutRequest(("domain",), shutdown_timeout=10, retries=2, retry_delay=0.2)
         r = asyncio.run(_failing(info, request, home))
         rows.append(row(f"failing {nodes}×{per_node} → revert", r))
     finally:
@@ -77,7 +61,7 @@ def bench(nodes: int, per_node: int, runs: int) -> list[str]:
     return rows
 
 
-async def _failing(info: dict[str, Any], request: RestartRequest, home: Path) -> dict[str, Any]:
+async def _failing(info: dict[str, Any], request: RolloutRequest, home: Path) -> dict[str, Any]:
     """node2's start fails on every try; the cause is fixed once the retries are spent, so
     the revert can start node2 again (as an operator would before `zdt revert`)."""
     failures = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -30,3 +31,14 @@ def small_sandbox(short_dir: Path) -> Iterator[dict[str, Any]]:
         yield info
     finally:
         sandbox.down(d)
+
+
+@contextlib.contextmanager
+def running_sandbox(base: Path, nodes: int = 3, servers_per_node: int = 1,
+                    **options: Any) -> Iterator[dict[str, Any]]:
+    """A sandbox in BASE/sb for the length of a with-block, always brought down."""
+    info = sandbox.up(base / "sb", nodes, servers_per_node, **options)
+    try:
+        yield info
+    finally:
+        sandbox.down(base / "sb")

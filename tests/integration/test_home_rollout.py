@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from zdt import http, sandbox
+from conftest import running_sandbox
+from zdt import http
 from zdt.lb.haproxy import HAProxy
 from zdt.load import Load
 
@@ -24,22 +25,16 @@ ZDT = [sys.executable, "-m", "zdt.cli"]
 CRASH = [sys.executable, str(Path(__file__).with_name("crash_rollout.py"))]
 
 
-def start_sandbox(base: Path, **kw: Any) -> Iterator[dict[str, Any]]:
-    info = sandbox.up(base / "sb", 3, 1, admin=False, **kw)
-    try:
-        yield info
-    finally:
-        sandbox.down(base / "sb")
-
-
 @pytest.fixture
 def sb(short_dir: Path) -> Iterator[dict[str, Any]]:
-    yield from start_sandbox(short_dir)
+    with running_sandbox(short_dir, admin=False) as info:
+        yield info
 
 
 @pytest.fixture
 def sb_link(short_dir: Path) -> Iterator[dict[str, Any]]:
-    yield from start_sandbox(short_dir, home_link=True)
+    with running_sandbox(short_dir, admin=False, home_link=True) as info:
+        yield info
 
 
 def zdt(*args: str) -> subprocess.CompletedProcess[str]:

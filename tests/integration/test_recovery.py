@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from conftest import running_sandbox
 from zdt import domain as dm
-from zdt import sandbox
 from zdt.journal import Journal, StepRecord
 from zdt.lb.haproxy import HAProxy
 from zdt.load import Load
@@ -29,11 +29,8 @@ ZDT = [sys.executable, "-m", "zdt.cli"]
 
 @pytest.fixture
 def sb(short_dir: Path) -> Iterator[dict[str, Any]]:
-    info = sandbox.up(short_dir / "sb", 3, 1, admin=False)
-    try:
+    with running_sandbox(short_dir, admin=False) as info:
         yield info
-    finally:
-        sandbox.down(short_dir / "sb")
 
 
 def zdt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

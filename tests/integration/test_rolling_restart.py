@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from conftest import running_sandbox
 from zdt import domain as dm
-from zdt import http, sandbox
+from zdt import http
 from zdt.journal import Journal
 from zdt.lb.haproxy import HAProxy
 from zdt.load import Load
@@ -20,22 +21,16 @@ from zdt.rollout import RestartRequest, Runner
 pytestmark = pytest.mark.integration
 
 
-def make_sandbox(base: Path, servers_per_node: int) -> Iterator[dict[str, Any]]:
-    info = sandbox.up(base / "sb", 3, servers_per_node)
-    try:
-        yield info
-    finally:
-        sandbox.down(base / "sb")
-
-
 @pytest.fixture
 def sb(short_dir: Path) -> Iterator[dict[str, Any]]:
-    yield from make_sandbox(short_dir, 2)
+    with running_sandbox(short_dir, 3, 2) as info:
+        yield info
 
 
 @pytest.fixture
 def sb1(short_dir: Path) -> Iterator[dict[str, Any]]:
-    yield from make_sandbox(short_dir, 1)
+    with running_sandbox(short_dir, 3, 1) as info:
+        yield info
 
 
 async def pids(info: dict[str, Any]) -> dict[str, int]:

@@ -1,0 +1,36 @@
+"""What the benchmarks share: run a workflow under steady load and read back its figures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from zdt import domain as dm
+from zdt import report
+from zdt.journal import Journal
+from zdt.load import Load
+
+
+async def measured(info: dict[str, Any], work: Callable[[], Awaitable[str]]) -> dict[str, Any]:
+    """Run work() (which returns a workflow id) under load, 0.5 s of load on each side."""
+    async with Load(info["lb_url"], concurrency=4, rate_per_worker=50) as load:
+        await asyncio.sleep(0.5)
+        began = time.monotonic()
+        wid = await work()
+        wall = time.monotonic() - began
+        await asyncio.sleep(0.5)
+    journal = Journal(dm.load(Path(info["domain"])).state_dir, time.time)
+    try:
+        summary = report.workflow(journal, wid)
+    finally:
+        journal.close()
+    visits = summary["nodes"]
+    return {"wid": wid, "state": summary["state"], "requests": load.stats.requests,
+            "failed": load.stats.failed, "wall": wall,
+            "out": [v["out_of_rotation"] for v in visits if v["out_of_rotation"] is not None],
+            "revert_out": [v["revert_out_of_rotation"] for v in visits
+                           if v["revert_out_of_rotation"] is not None],
+            "overhead": [v["overhead"] for v in visits]}
