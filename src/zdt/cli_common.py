@@ -63,6 +63,11 @@ def print_summary(s: dict[str, Any]) -> None:
     colour = "green" if s["state"] == "succeeded" else "red"
     out.print(f"workflow [bold]{s['id']}[/] ({s['kind']}): [{colour}]{s['state']}[/] "
               f"in {s['duration'] or 0:.2f} s", highlight=False)
+    change = (s.get("request") or {}).get("change")
+    if change:
+        out.print(f"  home → {change['version']} (sha256 {change['sha256'][:16]}…)"
+                  + (", a rollback to an older release" if change.get("rollback") else ""),
+                  highlight=False)
     if s["error"]:
         out.print(f"  {s['error']}", style="red", highlight=False)
     if s["nodes"]:

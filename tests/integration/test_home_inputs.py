@@ -107,11 +107,11 @@ def test_a_missing_archive(sb: dict[str, Any]) -> None:
 def test_preview_changes_nothing_and_reports(sb: dict[str, Any]) -> None:
     before = digest_tree(sb)
     result = zdt("preview", "-d", sb["domain"], "rollout", "home", "--targets", "cluster1",
-                 "--archive", sb["archives"]["v2"], "--json")
+                 "--archive", sb["archives"]["v2"], "--rollback", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] is True
-    assert report["archive"]["version"] == "v2"
+    assert report["archive"]["version"] == "v2" and report["archive"]["rollback"] is True
     names = {(c["node"], c["name"]) for c in report["preconditions"]}
     assert {("node1", "reachable"), ("node2", "home present"), ("node1", "free disk"),
             ("node2", "in rotation"), ("node1", "running")} <= names
