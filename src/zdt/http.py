@@ -19,11 +19,17 @@ class Response:
 async def get(url: str, *, timeout: float = 5.0, headers: dict[str, str] | None = None
               ) -> Response:
     """GET url with `Connection: close`; raises OSError / TimeoutError / ValueError."""
+    return await request("GET", url, timeout=timeout, headers=headers)
+
+
+async def request(method: str, url: str, *, timeout: float = 5.0,
+                  headers: dict[str, str] | None = None) -> Response:
+    """One request without a body, `Connection: close`."""
     async with asyncio.timeout(timeout):
-        return await _get(url, headers or {})
+        return await _request(method, url, headers or {})
 
 
-async def _get(url: str, extra: dict[str, str]) -> Response:
+async def _request(method: str, url: str, extra: dict[str, str]) -> Response:
     parts = urlsplit(url)
     secure = parts.scheme == "https"
     host = parts.hostname or "127.0.0.1"
@@ -34,7 +40,9 @@ async def _get(url: str, extra: dict[str, str]) -> Response:
     context = ssl.create_default_context() if secure else None
     reader, writer = await asyncio.open_connection(host, port, ssl=context)
     try:
-        lines = [f"GET {target} HTTP/1.0", f"Host: {parts.netloc}", "Connection: close"]
+        lines = [f"{method} {target} HTTP/1.0", f"Host: {parts.netloc}", "Connection: close"]
+        if method == "POST":
+            lines.append("Content-Length: 0")
         lines += [f"{k}: {v}" for k, v in extra.items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         await writer.drain()

@@ -38,8 +38,9 @@ class Load:
     """`concurrency` workers, each sending a request every 1/rate s at most."""
 
     def __init__(self, url: str, *, concurrency: int = 4, rate_per_worker: float = 50.0,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, method: str = "GET") -> None:
         self.url = url
+        self.method = method
         self.concurrency = concurrency
         self.interval = 1.0 / rate_per_worker if rate_per_worker > 0 else 0.0
         self.timeout = timeout
@@ -78,7 +79,7 @@ class Load:
         s = self.stats
         s.requests += 1
         try:
-            response = await http.get(self.url, timeout=self.timeout)
+            response = await http.request(self.method, self.url, timeout=self.timeout)
         except (OSError, TimeoutError, ValueError) as exc:
             s.failed += 1
             s.errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1

@@ -1,0 +1,109 @@
+"""zdt.live: the small helper a Python workload uses to be live-updated by `zdt live`.
+
+    from zdt import live
+
+    socks = live.listeners()              # the listening sockets zdt holds (fds 3, 4, ...)
+    live.on_checkpoint(pause, resume)     # pause() -> bytes: stop accepting, finish the
+                                          # requests in flight, return the state
+    live.ready(restore)                   # tell zdt; a surrogate's restore(state) runs here
+    ... accept on socks ...               # zdt was told, after restore, that it accepts
+
+Without zdt (no LISTEN_FDS) `listeners()` returns [] and `ready()` returns None, so the
+same program also runs on its own. Any socket-activation-aware server works under zdt
+without this helper (readiness by sd_notify READY=1 or a health URL); it is then handed
+over by overlap, with no state.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from zdt.live.protocol import Channel
+
+SD_LISTEN_FDS_START = 3
+
+_pause: Callable[[], bytes] | None = None
+_resume: Callable[[], None] | None = None
+_restored: bytes | None = None
+_channel: Channel | None = None
+
+
+def listeners() -> list[socket.socket]:
+    """The inherited listening sockets, in the order of `--listen`, if they are for us."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    count = int(os.environ.get("LISTEN_FDS", "0"))
+    return [socket.socket(fileno=SD_LISTEN_FDS_START + i) for i in range(count)]
+
+
+def on_checkpoint(pause: Callable[[], bytes], resume: Callable[[], None]) -> None:
+    """Register the workload's checkpoint: `pause` stops accepting, waits for the requests
+    in flight and returns the state; `resume` accepts again (a handoff that failed)."""
+    global _pause, _resume
+    _pause, _resume = pause, resume
+
+
+def restored_state() -> bytes | None:
+    """The state handed over by the previous process, once `ready()` returned."""
+    return _restored
+
+
+def ready(restore: Callable[[bytes], None] | None = None) -> bytes | None:
+    """Tell zdt this process is ready. A surrogate of a checkpointing workload then waits
+    here for the original's state, hands it to `restore`, and only then tells zdt that it
+    accepts: a restore that raises or crashes leaves the original serving. The state is
+    returned, and kept for `restored_state()`."""
+    global _restored, _channel
+    _notify("READY=1" + ("\nX_ZDT_CHECKPOINT=1" if _pause else ""))
+    fd = os.environ.get("ZDT_LIVE_FD")
+    if fd is None:
+        return None
+    _channel = Channel(socket.socket(fileno=int(fd)))
+    if os.environ.get("ZDT_LIVE_ROLE") == "surrogate" and _pause is not None:
+        words, payload = _channel.receive()
+        if words[0] == "RESTORE":
+            _restored = payload
+            if restore is not None:
+                try:
+                    restore(payload)
+                except Exception as exc:
+                    _channel.send("FAILED", f"restore: {type(exc).__name__}: {exc}")
+                    raise
+        _channel.send("ACCEPTING", time.monotonic_ns())
+    threading.Thread(target=_serve, name="zdt-live", daemon=True).start()
+    return _restored
+
+
+def _serve() -> None:
+    """Answer the supervisor's CHECKPOINT / RESUME for the rest of the process's life."""
+    assert _channel is not None
+    while True:
+        try:
+            words, _ = _channel.receive()
+        except (EOFError, OSError):
+            return
+        if words[0] == "CHECKPOINT" and _pause is not None:
+            seq = words[1] if len(words) > 1 else "0"
+            stopped = time.monotonic_ns()
+            try:
+                state = _pause()
+            except Exception as exc:  # the supervisor must hear of it, not wait forever
+                _channel.send("FAILED", f"{type(exc).__name__}: {exc}")
+                continue
+            _channel.send("STATE", len(state), stopped, seq, payload=state)
+        elif words[0] == "RESUME" and _resume is not None:
+            _resume()
+
+
+def _notify(message: str) -> None:
+    """sd_notify: one datagram to $NOTIFY_SOCKET (an abstract socket when it starts '@')."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    address = "\0" + path[1:] if path.startswith("@") else path
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(message.encode(), address)

@@ -1,0 +1,165 @@
+"""What `zdt live …` commands do on the operator's side: find a supervisor by name, talk
+to it over its control socket, start one (in the background with --detach), and prepare
+an update's inputs (a home dir, or an archive verified and extracted) before asking."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from zdt import archive as archives
+from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError, ZdtError
+from zdt.live.protocol import encode
+from zdt.live.supervisor import LiveConfig, Supervisor
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+SOCKET_LIMIT = 100      # sun_path is 108 bytes; leave room for the notify sockets' names
+
+
+def state_dir(name: str, given: str | None = None) -> Path:
+    """STATE_DIR/NAME if given, else a per-user default, so a name alone finds it."""
+    if not NAME.match(name):
+        raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
+    if given:
+        return Path(given).resolve()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "zdt" / "live" / name
+
+
+def check_config(config: LiveConfig) -> None:
+    if not config.command:
+        raise ConfigError("give the workload's command after `--`")
+    if not config.listen:
+        raise ConfigError("give at least one --listen HOST:PORT")
+    for address in config.listen:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"--listen {address!r}: not HOST:PORT")
+    if not Path(config.home).is_dir():
+        raise ConfigError(f"--home {config.home}: not a directory")
+    if len(str(Path(config.state_dir) / "notify-0000000-0000000000000000000.sock")) > \
+            SOCKET_LIMIT:
+        raise ConfigError(f"--state-dir {config.state_dir}: too long for unix sockets; "
+                          "choose a shorter one")
+
+
+def run(config: LiveConfig) -> None:
+    """Run the supervisor in this process until `zdt live stop` or a signal."""
+    check_config(config)
+    directory = Path(config.state_dir)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if (directory / "control.sock").exists() and _answers(directory):
+        raise LockedError(f"{config.name} already runs (control socket "
+                          f"{directory / 'control.sock'}); `zdt live stop {config.name}`")
+    (directory / "config.json").write_text(json.dumps(config.__dict__))
+    asyncio.run(Supervisor(config).run())
+
+
+def detach(argv: list[str], directory: Path, timeout: float = 30.0) -> dict[str, Any]:
+    """Start `zdt live run` (argv without --detach) in its own session and wait for it."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(directory / "supervisor.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "zdt.cli", "live", "run", *argv],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (directory / "supervisor.log").read_text(errors="replace")[-600:]
+            raise ZdtError(f"the supervisor exited with {proc.returncode}: {tail.strip()}")
+        if _answers(directory):
+            status = ask(directory, {"op": "status"})
+            if status.get("ready"):
+                return status
+        time.sleep(0.02)
+    raise ZdtError(f"the supervisor (pid {proc.pid}) did not get ready in {timeout:g} s; "
+                   f"see {directory / 'supervisor.log'}")
+
+
+def _answers(directory: Path) -> bool:
+    try:
+        ask(directory, {"op": "status"}, timeout=2.0)
+        return True
+    except ZdtError:
+        return False
+
+
+def ask(directory: Path, request: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:
+    """Send one request to the supervisor; its result, or its error as a ZdtError."""
+    answer = asyncio.run(_exchange(directory / "control.sock", request, timeout))
+    if "error" in answer:
+        error = ZdtError(answer["error"])
+        error.exit_code = int(answer.get("exit", 1))
+        raise error
+    result: dict[str, Any] = answer["result"]
+    return result
+
+
+async def _exchange(path: Path, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise NotFoundError(f"no live workload answers at {path}: start it with "
+                            "`zdt live run --name NAME …`") from exc
+    try:
+        writer.write(encode(request))
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    finally:
+        writer.close()
+    if not line:
+        raise ZdtError(f"{path}: the supervisor closed the connection without an answer")
+    answer: dict[str, Any] = json.loads(line)
+    return answer
+
+
+def prepare_home(directory: Path, home: str | None, archive: str | None) -> str:
+    """The new home as a directory: given, or extracted from a verified archive."""
+    if bool(home) == bool(archive):
+        raise ConfigError("give the new home with --home-dir or --archive (one of them)")
+    if home:
+        path = Path(home).resolve()
+        if not path.is_dir():
+            raise ConfigError(f"--home-dir {home}: not a directory")
+        return str(path)
+    assert archive is not None
+    manifest = archives.verify(Path(archive))
+    target = directory / "homes" / f"{_tag(manifest.version)}-{manifest.sha256[:12]}"
+    if not (target / archives.ARCHIVE_MARKER).exists():
+        scratch = target.with_name(target.name + ".tmp")
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(scratch, filter="data")
+        (scratch / archives.ARCHIVE_MARKER).write_text(json.dumps(
+            {"sha256": manifest.sha256, "version": manifest.version}))
+        os.replace(scratch, target)
+    return str(target)
+
+
+def entry_point_problem(command: list[str], home: str) -> str | None:
+    """A command given relative to the home must exist there and be executable."""
+    first = command[0] if command else ""
+    if "/" not in first or first.startswith("/"):
+        return None
+    path = Path(home) / first
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        return f"{home}: the entry point {first} is missing or not executable"
+    return None
+
+
+def _tag(version: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", version)[:40] or "release"
+
+
+def require_running(directory: Path) -> dict[str, Any]:
+    status = ask(directory, {"op": "status"}, timeout=5.0)
+    if not status.get("ready"):
+        raise PreconditionError(f"{status.get('name')}: the workload is not ready")
+    return status

@@ -1,0 +1,157 @@
+"""One workload process under the live supervisor: spawned with the listening sockets at
+fds 3.., a private notify socket, and a control channel; watched through a pidfd.
+
+The spawn uses posix_spawn with dup2 file actions (no code runs in the child before exec)
+and a fixed /bin/sh script that only sets LISTEN_PID to its own pid, enters the home and
+execs the command: user values reach it as arguments ("$@"), never as script text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zdt.errors import ZdtError
+
+SHIM = 'cd "$ZDT_HOME" || exit 126; LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
+FIRST_FD = 3
+
+
+@dataclass
+class Notice:
+    ready: bool = False
+    checkpoint: bool = False
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Workload:
+    """A spawned workload process and its two channels to the supervisor."""
+
+    def __init__(self, pid: int, role: str, home: str, channel: socket.socket,
+                 notify: socket.socket, notify_path: Path) -> None:
+        self.pid = pid
+        self.role = role
+        self.home = home
+        self.started = time.monotonic()
+        self.notice = Notice()
+        self.exited = asyncio.get_running_loop().create_future()
+        self._notify, self._notify_path = notify, notify_path
+        self._pidfd = os.pidfd_open(pid)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._pidfd, self._reap)
+        loop.add_reader(notify.fileno(), self._on_notify)
+        self.channel = channel
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open_channel(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(sock=self.channel)
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.done()
+
+    def _reap(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._pidfd)
+        with contextlib.suppress(ChildProcessError):
+            _, status = os.waitpid(self.pid, 0)
+            if not self.exited.done():
+                self.exited.set_result(os.waitstatus_to_exitcode(status))
+        if not self.exited.done():
+            self.exited.set_result(-1)
+        os.close(self._pidfd)
+        self._close_notify()
+
+    def _on_notify(self) -> None:
+        try:
+            data = self._notify.recv(4096).decode(errors="replace")
+        except OSError:
+            return
+        for line in data.splitlines():
+            if line == "READY=1":
+                self.notice.ready = True
+            elif line == "X_ZDT_CHECKPOINT=1":
+                self.notice.checkpoint = True
+        if self.notice.ready:
+            self.notice.event.set()
+
+    def _close_notify(self) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(self._notify.fileno())
+        self._notify.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._notify_path.unlink()
+
+    def signal(self, signum: int) -> None:
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    async def retire(self, timeout: float) -> bool:
+        """SIGTERM, wait up to timeout, then SIGKILL; True if it exited by itself."""
+        self.signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.exited), timeout)
+            return True
+        except TimeoutError:
+            self.signal(signal.SIGKILL)
+            await self.exited
+            return False
+
+    async def send(self, *words: object, payload: bytes = b"") -> None:
+        assert self.writer is not None
+        self.writer.write(" ".join(str(w) for w in words).encode() + b"\n" + payload)
+        await self.writer.drain()
+
+    async def receive(self) -> tuple[list[str], bytes]:
+        assert self.reader is not None
+        line = (await self.reader.readline()).decode(errors="replace")
+        if not line:
+            raise EOFError(f"workload pid {self.pid} closed its channel")
+        words = line.split() or ["?"]
+        size = int(words[1]) if words[0] == "STATE" and len(words) > 1 else 0
+        return words, await self.reader.readexactly(size) if size else b""
+
+
+async def spawn(command: list[str], *, home: str, role: str, sockets: list[socket.socket],
+                names: list[str], run_dir: Path, log: Path, extra_env: dict[str, str]
+                ) -> Workload:
+    """Start the command with the listening sockets as fds 3.. (LISTEN_FDS)."""
+    ours, theirs = socket.socketpair()
+    notify_path = run_dir / f"notify-{os.getpid()}-{time.monotonic_ns()}.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.setblocking(False)
+    # park every fd the child needs above the range it will find them in
+    high = [os.dup(s.fileno()) for s in sockets]
+    channel_fd = FIRST_FD + len(sockets)
+    high_channel = os.dup(theirs.fileno())
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    actions = [(os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]
+    actions += [(os.POSIX_SPAWN_DUP2, fd, FIRST_FD + i) for i, fd in enumerate(high)]
+    actions.append((os.POSIX_SPAWN_DUP2, high_channel, channel_fd))
+    env = {**os.environ, **extra_env, "ZDT_HOME": home, "ZDT_LIVE_ROLE": role,
+           "LISTEN_FDS": str(len(sockets)), "LISTEN_FDNAMES": ":".join(names),
+           "NOTIFY_SOCKET": str(notify_path), "ZDT_LIVE_FD": str(channel_fd)}
+    env.pop("LISTEN_PID", None)
+    try:
+        pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", SHIM, "zdt-live", *command], env,
+                             file_actions=actions)
+    except OSError as exc:
+        notify.close()
+        raise ZdtError(f"cannot start {command[0]!r}: {exc.strerror}") from exc
+    finally:
+        for fd in (*high, high_channel, out):
+            os.close(fd)
+        theirs.close()
+    ours.setblocking(False)
+    workload = Workload(pid, role, home, ours, notify, notify_path)
+    await workload.open_channel()
+    return workload

@@ -1,0 +1,350 @@
+"""The live supervisor: holds a workload's listening sockets and hands them, with the
+workload's state, from the running process to a surrogate started from a new home.
+
+Invariant: at any time one or two workload processes, at most one of them not ready.
+The one that serves is `current`; a `surrogate` exists only during an update, and if
+anything goes wrong it is killed and `current` (which never gave up its state) goes on.
+
+Update (AIX Live Update's sequence, on one host, no load balancer):
+  1. validate; the caller holds the host lock
+  2. the new home is in place (a directory, or an archive extracted and verified)
+  3. start the surrogate from it with the same listening sockets
+  4. wait for it to be ready (sd_notify READY=1, or the health URL)
+  5. checkpoint: the original stops accepting, finishes in flight, sends its state
+  6. restore: the surrogate takes the state and starts accepting
+  7. retire the original (SIGTERM; SIGKILL after the stop timeout)
+Connections arriving between 5 and 6 wait in the kernel's accept queue: none is refused.
+A workload that does not checkpoint is handed over by overlap: both accept for a moment,
+then the original drains. Blackout = from the original's stop to the surrogate's start of
+accepting, both stamped on CLOCK_MONOTONIC by the processes themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zdt import http
+from zdt.errors import PreconditionError, StepError, ZdtError
+from zdt.journal import Journal
+from zdt.live import process
+from zdt.live.process import Workload
+from zdt.live.protocol import encode
+from zdt.plan import StepSpec
+
+LIVE_STEPS = ("surrogate", "ready", "checkpoint", "restore", "retire")
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    name: str
+    listen: tuple[str, ...]            # "host:port"
+    home: str
+    command: tuple[str, ...]
+    state_dir: str
+    health: str | None = None
+    ready_timeout: float = 30.0
+    checkpoint_timeout: float = 30.0
+    stop_timeout: float = 10.0
+
+
+@dataclass
+class Snapshot:
+    """What the supervisor keeps in STATE_DIR/state.json (written, then renamed)."""
+
+    home: str
+    previous_home: str | None = None
+    last: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, config: LiveConfig) -> None:
+        self.config = config
+        self.dir = Path(config.state_dir)
+        self.sockets = [_listen(a) for a in config.listen]
+        self.snapshot = Snapshot(config.home)
+        self.current: Workload | None = None
+        self.busy = asyncio.Lock()
+        self.done = asyncio.Event()
+        self.journal = Journal(self.dir, time.time)
+
+    # -- life --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.current = await self._spawn(self.config.home, "original")
+        await self._wait_ready(self.current, self.config.ready_timeout)
+        self._save()
+        path = self.dir / "control.sock"
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        old = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(self._client, path=str(path))
+        finally:
+            os.umask(old)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.done.set)
+        async with server:
+            watch = asyncio.create_task(self._watch())
+            await self.done.wait()
+            watch.cancel()
+        await self._shutdown()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+    async def _watch(self) -> None:
+        """The workload dying on its own ends the supervisor too (nothing to hand over)."""
+        while True:
+            current = self.current
+            assert current is not None
+            await asyncio.shield(current.exited)
+            if self.current is current and not self.busy.locked():
+                self.done.set()
+                return
+            await asyncio.sleep(0.05)
+
+    async def _shutdown(self) -> None:
+        if self.current is not None and self.current.alive:
+            await self.current.retire(self.config.stop_timeout)
+        for s in self.sockets:
+            s.close()
+        self.journal.close()
+
+    async def _spawn(self, home: str, role: str) -> Workload:
+        names = [a.replace(":", "_") for a in self.config.listen]
+        return await process.spawn(list(self.config.command), home=home, role=role,
+                                   sockets=self.sockets, names=names, run_dir=self.dir,
+                                   log=self.dir / "workload.log", extra_env={})
+
+    async def _wait_ready(self, w: Workload, timeout: float) -> None:
+        async def health() -> None:
+            while self.config.health:
+                with contextlib.suppress(OSError, TimeoutError, ValueError):
+                    if (await http.get(self.config.health, timeout=1.0)).status == 200:
+                        return
+                await asyncio.sleep(0.02)
+            await asyncio.Event().wait()
+
+        waits = [asyncio.ensure_future(w.notice.event.wait()), asyncio.ensure_future(health()),
+                 asyncio.ensure_future(asyncio.shield(w.exited))]
+        try:
+            done, _ = await asyncio.wait(waits, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in waits:
+                t.cancel()
+        if not done:
+            raise StepError(f"the workload (pid {w.pid}) was not ready after {timeout:g} s")
+        if not w.alive:
+            raise StepError(f"the workload (pid {w.pid}) exited with {w.exited.result()} "
+                            f"before it was ready; see {self.dir / 'workload.log'}")
+
+    # -- control socket ----------------------------------------------------------------
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = json.loads(await reader.readline() or b"{}")
+            op = request.get("op")
+            if op == "status":
+                writer.write(encode({"result": self.status()}))
+            elif op in ("update", "revert"):
+                writer.write(encode(await self._update_op(op, request)))
+            elif op == "stop":
+                writer.write(encode({"result": {"stopping": True}}))
+                self.done.set()
+            else:
+                writer.write(encode({"error": f"unknown operation {op!r}", "exit": 2}))
+            await writer.drain()
+        except (ValueError, ConnectionError) as exc:
+            with contextlib.suppress(ConnectionError):
+                writer.write(encode({"error": f"bad request: {exc}", "exit": 2}))
+        finally:
+            writer.close()
+
+    async def _update_op(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        if self.busy.locked():
+            return {"error": "an update is already under way", "exit": 4}
+        async with self.busy:
+            try:
+                home = request.get("home") if op == "update" else self._previous()
+                return {"result": await self.update(str(home), op, request)}
+            except ZdtError as exc:
+                return {"error": str(exc), "exit": exc.exit_code}
+
+    def _previous(self) -> str:
+        if not self.snapshot.previous_home:
+            raise PreconditionError(f"{self.config.name}: no previous home to go back to")
+        return self.snapshot.previous_home
+
+    def status(self) -> dict[str, Any]:
+        w = self.current
+        return {"name": self.config.name, "supervisor_pid": os.getpid(),
+                "listen": list(self.config.listen), "home": self.snapshot.home,
+                "previous_home": self.snapshot.previous_home,
+                "version": _version(self.snapshot.home),
+                "command": list(self.config.command),
+                "pid": w.pid if w else None, "ready": bool(w and w.notice.ready),
+                "checkpoint": bool(w and w.notice.checkpoint), "last_update": self.snapshot.last}
+
+    # -- update ------------------------------------------------------------------------
+
+    async def update(self, home: str, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+        if not Path(home).is_dir():
+            raise PreconditionError(f"{home}: the new home is not a directory")
+        timeouts = {k: float(request.get(k) or getattr(self.config, k))
+                    for k in ("ready_timeout", "checkpoint_timeout", "stop_timeout")}
+        wid = f"live-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
+        steps = tuple(StepSpec(i, 0, "localhost", n, (self.config.name,))
+                      for i, n in enumerate(LIVE_STEPS))
+        self.journal.create(wid, f"live-{kind}", self.config.name,
+                            {"home": home, "from": self.snapshot.home, **timeouts}, steps)
+        self.journal.set_state(wid, "running")
+        began = time.monotonic()
+        try:
+            facts = await self._handoff(wid, home, timeouts)
+        except (ZdtError, OSError, EOFError, asyncio.IncompleteReadError) as exc:
+            self.journal.set_state(wid, "reverted", str(exc))
+            raise StepError(f"live {kind} of {self.config.name} failed, the original (pid "
+                            f"{self.current.pid if self.current else '?'}) keeps serving on "
+                            f"{self.snapshot.home}: {exc}") from exc
+        facts.update(id=wid, kind=kind, total_ms=round((time.monotonic() - began) * 1000, 3),
+                     home=home, previous_home=self.snapshot.home)
+        self.snapshot = Snapshot(home, self.snapshot.home, facts,
+                                 [*self.snapshot.history, facts][-20:])
+        self._save()
+        self.journal.event(wid, "facts", "measured", data=facts)
+        self.journal.set_state(wid, "succeeded")
+        return facts
+
+    async def _handoff(self, wid: str, home: str, t: dict[str, float]) -> dict[str, Any]:
+        original = self.current
+        assert original is not None
+        step = _Steps(self.journal, wid)
+        step("surrogate")
+        surrogate = await self._spawn(home, "surrogate")
+        try:
+            step("ready")
+            await self._wait_ready(surrogate, t["ready_timeout"])
+            if surrogate.notice.checkpoint and original.notice.checkpoint:
+                facts = await self._checkpoint(original, surrogate, t, step)
+            else:
+                step("checkpoint", "overlap: no checkpoint support, both accept a moment")
+                facts = {"mode": "overlap", "blackout_ms": 0.0, "state_bytes": 0}
+        except BaseException:
+            await surrogate.retire(0.5)
+            raise
+        step("retire")
+        clean = await original.retire(t["stop_timeout"])
+        self.current = surrogate
+        step(None)
+        return {**facts, "original_pid": original.pid, "surrogate_pid": surrogate.pid,
+                "original_exited_cleanly": clean}
+
+    async def _checkpoint(self, original: Workload, surrogate: Workload,
+                          t: dict[str, float], step: _Steps) -> dict[str, Any]:
+        step("checkpoint")
+        seq = time.monotonic_ns()
+        await original.send("CHECKPOINT", seq)
+        try:
+            words, state = await asyncio.wait_for(_state(original, seq),
+                                                  t["checkpoint_timeout"])
+        except TimeoutError:
+            await original.send("RESUME")
+            raise StepError(f"the original (pid {original.pid}) did not checkpoint within "
+                            f"{t['checkpoint_timeout']:g} s") from None
+        except BaseException:
+            await original.send("RESUME")
+            raise
+        stopped = int(words[2])
+        step("restore")
+        try:
+            await surrogate.send("RESTORE", len(state), payload=state)
+            answer = await asyncio.wait_for(_first(surrogate), t["ready_timeout"])
+            if answer[0] != "ACCEPTING":
+                raise StepError(f"the surrogate answered {' '.join(answer)!r} to RESTORE")
+        except BaseException:
+            await original.send("RESUME")
+            raise
+        return {"mode": "checkpoint", "state_bytes": len(state),
+                "blackout_ms": round((int(answer[1]) - stopped) / 1e6, 3)}
+
+    def _save(self) -> None:
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(json.dumps(asdict(self.snapshot), indent=1))
+        os.replace(tmp, self.dir / "state.json")
+
+
+async def _state(w: Workload, seq: int) -> tuple[list[str], bytes]:
+    """The answer to CHECKPOINT seq, skipping late answers to called-off checkpoints."""
+    while True:
+        words, payload = await w.receive()
+        if words[0] == "STATE" and len(words) > 3 and words[3] != str(seq):
+            continue
+        if words[0] != "STATE":
+            raise StepError(f"the original answered {' '.join(words)!r} to CHECKPOINT")
+        return words, payload
+
+
+async def _first(w: Workload) -> list[str]:
+    """The surrogate's next message, or an error as soon as it dies."""
+    receive = asyncio.ensure_future(w.receive())
+    died = asyncio.ensure_future(asyncio.shield(w.exited))
+    done, _ = await asyncio.wait([receive, died], return_when=asyncio.FIRST_COMPLETED)
+    if receive in done and receive.exception() is None:
+        died.cancel()
+        return receive.result()[0]
+    receive.cancel()
+    with contextlib.suppress(TimeoutError):   # a closed channel: its exit status tells why
+        await asyncio.wait_for(died, 2.0)
+    if w.alive:
+        raise StepError(f"the surrogate (pid {w.pid}) closed its channel while restoring")
+    raise StepError(f"the surrogate (pid {w.pid}) exited with {w.exited.result()} "
+                    "while restoring the state")
+
+
+class _Steps:
+    """Journals each step of a handoff as it begins (and the previous one as done)."""
+
+    def __init__(self, journal: Journal, wid: str) -> None:
+        self.journal, self.wid = journal, wid
+        self.index: int | None = None
+
+    def __call__(self, name: str | None, note: str | None = None) -> None:
+        if self.index is not None:
+            self.journal.set_step(self.wid, self.index, "done")
+        self.index = None if name is None else LIVE_STEPS.index(name)
+        if self.index is not None:
+            self.journal.set_step(self.wid, self.index, "running", attempt=True)
+            if note:
+                self.journal.event(self.wid, "note", note, step=self.index)
+
+
+def _listen(address: str) -> socket.socket:
+    host, _, port = address.rpartition(":")
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((host.strip("[]") or "0.0.0.0", int(port)))
+    except OSError as exc:
+        s.close()
+        raise PreconditionError(f"--listen {address}: {exc.strerror}") from exc
+    s.listen(1024)     # the accept queue holds what arrives during a blackout
+    return s
+
+
+def _version(home: str) -> str | None:
+    try:
+        return (Path(home) / "VERSION").read_text().strip()
+    except OSError:
+        return None

@@ -1,0 +1,1 @@
+"""Sample workloads that ship with zdt for its tests, demo and benchmarks."""

@@ -1,0 +1,187 @@
+"""`zdt live` with real processes and real sockets: a stateful workload moved onto a new
+home under load, with 0 refused or reset connections and its state intact; failures at
+each step leave the original serving; the lock; preview changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zdt import http
+from zdt.journal import DomainLock
+from zdt.load import Load
+
+pytestmark = pytest.mark.integration
+
+ZDT = [sys.executable, "-m", "zdt.cli"]
+
+
+def zdt(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Live:
+    def __init__(self, base: Path, *extra: str) -> None:
+        self.base = base
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.state = str(base / "sd")
+        for version in ("v1", "v2"):
+            (base / version).mkdir()
+            (base / version / "VERSION").write_text(version + "\n")
+        started = zdt("live", "run", "--name", "web", "--listen", f"127.0.0.1:{self.port}",
+                      "--home", str(base / "v1"), "--state-dir", self.state, "--detach",
+                      "--json", "--", sys.executable, "-m", "zdt.samples.counter", *extra)
+        assert started.returncode == 0, started.stdout + started.stderr
+        self.status = json.loads(started.stdout)
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return zdt("live", *args, "--state-dir", self.state)
+
+    async def get(self) -> dict[str, Any]:
+        return dict(json.loads((await http.get(self.url)).body))
+
+
+@pytest.fixture
+def live(short_dir: Path) -> Iterator[Live]:
+    w = Live(short_dir)
+    try:
+        yield w
+    finally:
+        w("stop", "web")
+
+
+async def under_load(w: Live, *args: str) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Run `zdt live ARGS` while clients GET and POST /incr; return it and the POSTs done."""
+    reads = Load(w.url, concurrency=3, rate_per_worker=100)
+    incr = Load(w.url + "incr", concurrency=3, rate_per_worker=100, method="POST")
+    async with reads, incr:
+        await asyncio.sleep(0.3)
+        result = await asyncio.to_thread(w, *args)
+        await asyncio.sleep(0.3)
+    assert (reads.stats.failed, incr.stats.failed) == (0, 0), (reads.stats.errors,
+                                                               incr.stats.errors)
+    assert reads.stats.requests > 50 and incr.stats.requests > 50
+    return result, incr.stats.requests
+
+
+async def test_update_and_revert_under_load_keep_every_connection_and_the_state(
+        live: Live) -> None:
+    before = await live.get()
+    assert before["version"] == "v1"
+    done, posts = await under_load(live, "update", "web", "--home-dir",
+                                   str(live.base / "v2"), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    after = await live.get()
+    assert after["version"] == "v2"
+    assert after["pid"] == result["surrogate_pid"] != before["pid"] == result["original_pid"]
+    assert after["count"] == before["count"] + posts          # not one increment lost
+    assert result["mode"] == "checkpoint" and result["state_bytes"] == 8
+    assert 0 <= result["blackout_ms"] < result["total_ms"]
+    back, more = await under_load(live, "revert", "web", "--json")
+    assert back.returncode == 0, back.stderr
+    again = await live.get()
+    assert again["version"] == "v1" and again["count"] == after["count"] + more
+    status = json.loads(live("status", "web", "--json").stdout)
+    assert status["pid"] == again["pid"] and status["home"].endswith("/v1")
+    assert status["last_update"]["kind"] == "revert"
+
+
+@pytest.mark.parametrize(("switch", "where", "extra", "words"), [
+    ("NEVER_READY", "v2", ["--ready-timeout", "1"], "not ready after 1 s"),
+    ("CRASH_ON_RESTORE", "v2", [], "exited with 3 while restoring"),
+    ("SLOW_CHECKPOINT", "v1", ["--checkpoint-timeout", "0.3"], "did not checkpoint within"),
+])
+async def test_a_failed_handoff_leaves_the_original_serving(
+        live: Live, switch: str, where: str, extra: list[str], words: str) -> None:
+    (live.base / where / switch).write_text("2" if switch == "SLOW_CHECKPOINT" else "")
+    before = await live.get()
+    failed, posts = await under_load(live, "update", "web", "--home-dir",
+                                     str(live.base / "v2"), *extra)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "keeps serving" in failed.stderr and words in failed.stderr, failed.stderr
+    after = await live.get()
+    assert (after["pid"], after["version"]) == (before["pid"], "v1")
+    assert after["count"] == before["count"] + posts
+    (live.base / where / switch).unlink()
+    ok = live("update", "web", "--home-dir", str(live.base / "v2"))
+    assert ok.returncode == 0, ok.stderr                      # it can be run again
+    assert (await live.get())["count"] == after["count"]
+
+
+def test_a_second_update_is_refused_while_one_holds_the_lock(live: Live) -> None:
+    lock = DomainLock(Path(live.state))
+    lock.acquire("zdt live update of web")
+    try:
+        refused = live("update", "web", "--home-dir", str(live.base / "v2"))
+    finally:
+        lock.release()
+    assert refused.returncode == 4 and "zdt live update of web" in refused.stderr
+
+
+def tree_digest(*roots: Path) -> str:
+    h = hashlib.sha256()
+    for root in roots:
+        for p in sorted(root.rglob("*")):
+            if p.suffix != ".sock" and p.name != "supervisor.log":
+                h.update(str(p).encode() + (p.read_bytes() if p.is_file() else b"d"))
+    return h.hexdigest()
+
+
+def test_preview_changes_nothing(live: Live) -> None:
+    before = tree_digest(live.base)
+    ok = live("preview", "web", "--home-dir", str(live.base / "v2"), "--json")
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads(ok.stdout)
+    assert all(c["ok"] for c in report["restrictions"])
+    assert {"total_ms", "blackout_ms", "basis"} <= set(report["estimates"])
+    missing = live("preview", "web", "--home-dir", str(live.base / "v9"))
+    assert missing.returncode == 3 and "NO  new home exists" in missing.stdout
+    assert tree_digest(live.base) == before
+
+
+async def test_a_workload_without_checkpoint_is_handed_over_by_overlap(
+        short_dir: Path) -> None:
+    w = Live(short_dir, "--no-checkpoint")
+    try:
+        reads = Load(w.url, concurrency=4, rate_per_worker=100)
+        async with reads:
+            await asyncio.sleep(0.2)
+            done = await asyncio.to_thread(w, "update", "web", "--home-dir",
+                                           str(w.base / "v2"), "--json")
+            await asyncio.sleep(0.2)
+        assert done.returncode == 0, done.stderr
+        assert reads.stats.failed == 0, reads.stats.errors
+        result = json.loads(done.stdout)
+        assert result["mode"] == "overlap" and result["blackout_ms"] == 0
+        assert (await w.get())["version"] == "v2"
+    finally:
+        w("stop", "web")
+
+
+def test_stop_leaves_nothing_listening(short_dir: Path) -> None:
+    w = Live(short_dir)
+    pid = w.status["pid"]
+    stopped = w("stop", "web")
+    assert stopped.returncode == 0, stopped.stderr
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(
+            ("127.0.0.1", w.port), timeout=1):
+        pass
+    assert not Path(f"/proc/{pid}").exists()
+    assert w("status", "web").returncode == 2
