@@ -91,6 +91,8 @@ HOSTILE: list[tuple[str, Members, Mutate, list[str]]] = [
     ("fifo", [special("pipe", tarfile.FIFOTYPE)], None, ["'pipe'", "fifo"]),
     ("duplicate", [reg("f"), reg("f")], None, ["'f'", "duplicate"]),
     ("release marker", [reg(".zdt-release")], None, ["'.zdt-release'", "reserved"]),
+    ("setuid bit", [(lambda i: (setattr(i[0], "mode", 0o4755), i)[1])(reg("bin/su"))],
+     None, ["'bin/su'", "set-uid"]),
     ("digest mismatch", [reg("f")], flip_a_byte, ["digest mismatch", "sha256"]),
     ("size mismatch", [reg("f")], lambda p: p.write_bytes(p.read_bytes() + b"\0"),
      ["digest mismatch", "bytes"]),

@@ -380,6 +380,10 @@ class _Members:
         if name in self.names:
             raise ConfigError(f"{where}: duplicate member name")
         self.names.add(name)
+        if member.mode & ~0o777 and not member.issym():
+            # tar run as root would restore a set-uid, set-gid or sticky bit as given
+            raise ConfigError(f"{where}: mode {member.mode:o} has set-uid, set-gid or "
+                              "sticky bits; only permission bits (0777) are allowed")
         if member.issym():
             if not member.linkname or member.linkname.startswith("/"):
                 raise ConfigError(f"{where}: symlink to {member.linkname!r}; only relative "

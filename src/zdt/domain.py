@@ -81,6 +81,9 @@ class Hooks(_Model):
     @field_validator("*")
     @classmethod
     def _absolute(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for p in v:
+            if "=" in p:      # `env NAME=VALUE… HOOK` would take it for a variable
+                raise ValueError(f"{p!r}: a hook path may not contain '='")
         return tuple(_node_path(p) for p in v)
 
     def at(self, phase: str) -> tuple[str, ...]:

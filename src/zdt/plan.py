@@ -28,6 +28,10 @@ VISIT_STEPS = {
 }
 RESTART_STEPS = tuple(s for s in VISIT_STEPS["restart"] if not s.startswith("hook:"))
 LB_STEPS = frozenset({"drain", "ready"})
+# Changes to the node's home reach every server on the node, targeted or not: a visit of
+# such a workflow drains and stops them all (an untargeted one would run on, unchecked,
+# from a home swapped under it).
+NODE_WIDE = frozenset({"home"})
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,9 @@ def build(kind: str, domain: Domain, targets: Iterable[str], *,
     """Targets → the steps of every node visit, in order (see the module docstring)."""
     targets = tuple(t.strip() for t in targets if t.strip())
     servers = resolve_targets(domain, targets)
-    groups = _node_groups(domain, servers)
+    if kind in NODE_WIDE:
+        servers = _whole_nodes(domain, servers)
+    groups = _node_groups(domain, servers, kind in NODE_WIDE)
     check_spread(domain, servers, groups, allow_downtime)
     steps: list[StepSpec] = []
     for number, (node, group) in enumerate(groups):
@@ -135,10 +141,22 @@ def build(kind: str, domain: Domain, targets: Iterable[str], *,
     return Plan(kind, targets, tuple(steps), tuple(node for node, _ in groups))
 
 
-def _node_groups(domain: Domain, servers: list[Server]) -> list[tuple[str, list[Server]]]:
-    """The admin server alone first, then the other servers grouped by node, node order."""
+def _whole_nodes(domain: Domain, servers: list[Server]) -> list[Server]:
+    """Every server of each node that holds a target: they all run from the node's home."""
+    nodes = {s.node for s in servers}
+    return [s for s in domain.servers if s.node in nodes]
+
+
+def _node_groups(domain: Domain, servers: list[Server], node_wide: bool = False
+                 ) -> list[tuple[str, list[Server]]]:
+    """The admin server first, then the other servers grouped by node, in node order. For
+    a node-wide change the admin's whole node goes first, as one visit."""
     admin = domain.domain.admin
     groups: list[tuple[str, list[Server]]] = []
+    if node_wide and admin in {s.name for s in servers}:
+        home_of_admin = domain.server(admin).node
+        groups.append((home_of_admin, [s for s in servers if s.node == home_of_admin]))
+        servers = [s for s in servers if s.node != home_of_admin]
     first = [s for s in servers if s.name == admin]
     if first:
         groups.append((first[0].node, first))

@@ -72,7 +72,30 @@ async def _node(ctx: Context, node: str, manifest: Manifest | None) -> list[Chec
     checks.append(Check("home present", kind in ("dir", "link"),
                         f"{home} is {kind}" if kind not in ("dir", "link") else home, node))
     checks.append(await _disk(ctx, t, node, manifest))
+    if ctx.change is not None and ctx.change.backup_dir:
+        checks.append(await _same_filesystem(t, node, home, ctx.change.backup_dir))
     return checks
+
+
+async def _device(t: Any, path: str) -> str | None:
+    """The device of a path, or of its nearest existing parent (it may not exist yet)."""
+    while True:
+        r = await t.run(["stat", "-L", "-c", "%d", t.path(path)], check=False, timeout=30)
+        if r.returncode == 0:
+            return str(r.stdout.strip())
+        if path in ("/", ""):
+            return None
+        path = path.rsplit("/", 1)[0] or "/"
+
+
+async def _same_filesystem(t: Any, node: str, home: str, backups: str) -> Check:
+    """A backup is a rename of the home: atomic only on the home's own filesystem (across
+    filesystems `mv` copies then deletes, and a crash in between would split the home)."""
+    parent = home.rsplit("/", 1)[0] or "/"
+    same = await _device(t, parent) == await _device(t, backups)
+    return Check("backup dir on the home's filesystem", same,
+                 backups if same else f"{backups} is on another filesystem than {parent}: "
+                 "choose a dir on the same one", node)
 
 
 def disk_needed(ctx: Context, manifest: Manifest) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,9 @@ from zdt import plan as planner
 from zdt import preview
 from zdt.domain import Domain
 from zdt.engine import Engine, Observer, Policy
-from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError
+from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError, ZdtError
 from zdt.journal import DomainLock, Journal, StepRecord, WorkflowRecord
-from zdt.steps import Context, HomeChange, Options, catalog
+from zdt.steps import Context, HomeChange, Options, catalog, hooks
 from zdt.waiting import REAL_TIME, Timing
 
 KINDS = ("restart", "home")
@@ -72,8 +72,11 @@ class RolloutRequest:
             raise ConfigError(f"unknown rollout kind {self.kind!r} (known: {', '.join(KINDS)})")
         if self.kind == "home" and not self.archive:
             raise ConfigError("--archive: a home rollout needs the archive of the patched home")
-        if self.backup_dir is not None and not self.backup_dir.startswith("/"):
-            raise ConfigError(f"--backup-dir: {self.backup_dir!r} is not an absolute node path")
+        if self.backup_dir is not None and (
+                not self.backup_dir.startswith("/") or ".." in self.backup_dir.split("/")
+                or self.backup_dir.rstrip("/") == ""):
+            raise ConfigError(f"--backup-dir: {self.backup_dir!r} is not an absolute node "
+                              "path without '..' (and not /)")
         if not self.session_compatible and self.shutdown_timeout is None:
             raise ConfigError("--no-session-compatible: the new version cannot serve old "
                               "sessions, so give --shutdown-timeout (how long sessions may "
@@ -113,6 +116,11 @@ def prepare(domain_path: Path, request: RolloutRequest) -> Prepared:
         manifest = archives.verify(Path(request.archive))
         change = HomeChange(str(Path(request.archive).resolve()), manifest.sha256,
                             manifest.version, request.backup_dir, request.rollback)
+    if request.backup_dir is not None:
+        home, backups = domain.domain.home, request.backup_dir.rstrip("/")
+        if backups == home or backups.startswith(home + "/"):
+            raise ConfigError(f"--backup-dir {request.backup_dir}: inside the home {home}; "
+                              "a backup must live beside it")
     plan = planner.build(request.kind, domain, request.targets,
                          allow_downtime=request.allow_downtime)
     return Prepared(domain, plan, request, change, manifest)
@@ -207,6 +215,8 @@ class Runner:
             journal.close()
         request = RolloutRequest.from_journal(wf.request)
         change = HomeChange(**wf.request["change"]) if wf.request.get("change") else None
+        if action == "revert":
+            _refuse_if_superseded(journal_path=self.domain_path, wf=wf)
         lock = DomainLock(domain.state_dir)
         lock.acquire(f"{action} of workflow {wid}")
         try:
@@ -219,6 +229,9 @@ class Runner:
                 if holder is not None and holder.id != wid:
                     raise LockedError(f"the domain is held by workflow {holder.id} "
                                       f"({holder.state}); finish that one first")
+                if action == "resume" and any(e["kind"] == "pause" for e in
+                                              journal.events(wid)):
+                    request = replace(request, pause_after=None)   # the canary was seen
                 return await self._run(domain, journal, request, wid, action, change)
             finally:
                 journal.close()
@@ -235,7 +248,7 @@ class Runner:
         policy = Policy(retries=request.retries, retry_delay=request.retry_delay,
                         auto_revert=request.auto_revert,
                         delay_between_nodes=request.delay_between_nodes,
-                        pause_after=request.pause_after if action == "run" else None)
+                        pause_after=request.pause_after if action != "revert" else None)
         engine = Engine(journal, lambda spec: catalog.build(request.kind, ctx, spec),
                         policy=policy, timing=self.timing, observer=self.observer)
         try:
@@ -244,15 +257,51 @@ class Runner:
                 recorded = {**asdict(request), "change": asdict(change) if change else None}
                 journal.create(wid, request.kind, domain.source, recorded, prepared.plan.steps)
             if action == "revert":
-                return await engine.revert(wid)
-            return await (engine.resume(wid) if action == "resume" else engine.run(wid))
+                state = await engine.revert(wid)
+            else:
+                state = await (engine.resume(wid) if action == "resume" else engine.run(wid))
+            await _final_hooks(ctx, journal, wid, state)
+            return state
         finally:
             await adapters.close()
+
+
+async def _final_hooks(ctx: Context, journal: Journal, wid: str, state: str) -> None:
+    """`success` / `error` hooks, once, on the node the workflow began with. They report;
+    a failing one is journaled and does not change the workflow's end."""
+    phase = {"succeeded": "success", "failed": "error", "reverted": "error",
+             "revert-failed": "error"}.get(state)
+    steps = journal.steps(wid)
+    if phase is None or not steps or not ctx.domain.hooks.at(phase):
+        return
+    first = steps[0]
+    try:
+        ran = await hooks.run_phase(ctx, first.node, first.servers, phase)
+        journal.event(wid, "hook", f"{phase} hooks ran on {first.node}", data={"hooks": ran})
+    except ZdtError as exc:
+        journal.event(wid, "hook", f"{phase} hook failed on {first.node}: {exc}")
 
 
 def _plan_dict(plan: planner.Plan) -> list[dict[str, Any]]:
     return [{"node": node, "servers": sorted({x for s in plan.for_group(g) for x in s.servers}),
              "steps": [s.name for s in plan.for_group(g)]} for g, node in enumerate(plan.nodes)]
+
+
+def _refuse_if_superseded(journal_path: Path, wf: WorkflowRecord) -> None:
+    """Going back from a home that later workflows moved on from would strand them: their
+    backups name the home this one put in place. Revert those first, newest first."""
+    if wf.kind != "home":
+        return
+    journal = open_journal(journal_path)
+    try:
+        later = [w for w in journal.history() if w.kind == "home" and w.created > wf.created
+                 and w.state != "reverted"]
+    finally:
+        journal.close()
+    if later:
+        names = ", ".join(f"{w.id} ({w.state})" for w in later)
+        raise PreconditionError(f"workflow {wf.id} was followed by home workflow(s) {names}: "
+                                "revert them first, newest first")
 
 
 def _same_servers(domain: Domain, steps: list[StepRecord], wid: str) -> None:

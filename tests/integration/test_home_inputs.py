@@ -145,7 +145,8 @@ def test_hooks_run_at_their_phases_and_a_failing_one_reverts(short_dir: Path) ->
         original = domain.read_text()
         domain.write_text(original + '\n[hooks]\neach-node = "/opt/hooks/record"\n'
                           'offline-after-update = "/opt/hooks/record"\n'
-                          'after-server-start = "/opt/hooks/record"\n')
+                          'after-server-start = "/opt/hooks/record"\n'
+                          'success = "/opt/hooks/record"\n')
         ok = asyncio.run(_under_load(info, home(info, info["archives"]["v2"], "--json")))
         assert ok.returncode == 0, ok.stderr
         wid = json.loads(ok.stdout)["id"]
@@ -153,13 +154,18 @@ def test_hooks_run_at_their_phases_and_a_failing_one_reverts(short_dir: Path) ->
         assert log == [f"each-node node2 node2-s1 {wid} v1",
                        f"offline-after-update node2 node2-s1 {wid} v2",
                        f"after-server-start node2 node2-s1 {wid} v2"]
-        domain.write_text(original + '\n[hooks]\noffline-after-update = "/opt/hooks/fail"\n')
+        first = (Path(info["nodes"][0]["root"]) / "opt/hooks/log").read_text().splitlines()
+        assert first[-1] == f"success node1 node1-s1 {wid} v2"
+        domain.write_text(original + '\n[hooks]\noffline-after-update = "/opt/hooks/fail"\n'
+                          'error = "/opt/hooks/record"\n')
         failed = asyncio.run(_under_load(info, home(info, info["archives"]["broken"],
                                                     "--retries", "0", "--json")))
         assert failed.returncode == 1
         report = json.loads(failed.stdout)
         assert report["state"] == "reverted"
         assert "hook:offline-after-update" in report["error"] and "refused" in report["error"]
+        first = (Path(info["nodes"][0]["root"]) / "opt/hooks/log").read_text().splitlines()
+        assert first[-1].startswith(f"error node1 node1-s1 {report['id']} ")
         assert {(Path(n["home"]) / "VERSION").read_text().strip() for n in info["nodes"]} == \
             {"v2"}
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -217,3 +218,44 @@ async def test_kill_9_at_every_step_then_resume_or_revert(
     assert set(homes(sb).values()) == {want}
     assert await served(sb) == {want}
     assert await all_ready(sb)
+
+
+def make_archive(sb: dict[str, Any], version: str, base: Path) -> str:
+    home = base / version
+    shutil.copytree(Path(sb["nodes"][0]["home"]), home, symlinks=True)
+    (home / "VERSION").write_text(version + "\n")
+    made = zdt("archive", "create", str(home), str(base / f"{version}.tar.gz"))
+    assert made.returncode == 0, made.stderr
+    return str(base / f"{version}.tar.gz")
+
+
+async def test_a_superseded_workflow_is_reverted_only_after_the_later_one(
+        sb: dict[str, Any], tmp_path: Path) -> None:
+    v3 = make_archive(sb, "v3", tmp_path)
+    first = rollout(sb, "v2")
+    assert first.returncode == 0, first.stderr
+    second = zdt("rollout", "home", "-d", sb["domain"], "--targets", "cluster1",
+                 "--archive", v3, "--json")
+    assert second.returncode == 0, second.stderr
+    a, b = json.loads(first.stdout)["id"], json.loads(second.stdout)["id"]
+    refused = zdt("revert", a, "-d", sb["domain"])
+    assert refused.returncode == 3 and b in refused.stderr
+    assert set(homes(sb).values()) == {"v3"}
+    [back_b, back_a] = await under_load(sb, ["revert", b, "-d", sb["domain"]],
+                                        ["revert", a, "-d", sb["domain"]])
+    assert (back_b.returncode, back_a.returncode) == (0, 0), back_b.stderr + back_a.stderr
+    assert set(homes(sb).values()) == {"v1"} and await served(sb) == {"v1"}
+
+
+async def test_rolling_out_the_installed_release_again(sb: dict[str, Any]) -> None:
+    first = rollout(sb, "v2")
+    [again] = await under_load(sb, home_args(sb, "v2"))
+    assert (first.returncode, again.returncode) == (0, 0), again.stderr
+    second = json.loads(again.stdout)["id"]
+    assert set(homes(sb).values()) == {"v2"}
+    undo = zdt("revert", second, "-d", sb["domain"])
+    assert undo.returncode == 0, undo.stderr
+    assert set(homes(sb).values()) == {"v2"}          # it was on v2 before that workflow
+    undo = zdt("revert", json.loads(first.stdout)["id"], "-d", sb["domain"])
+    assert undo.returncode == 0, undo.stderr
+    assert set(homes(sb).values()) == {"v1"} and await served(sb) == {"v1"}

@@ -139,24 +139,30 @@ HOME = ("extract", "drain", "stop", "backup", "switch", "start", "health", "read
 
 
 def test_home_plan_extracts_before_the_drain(domain: dm.Domain) -> None:
-    p = plan.home(domain, ["web"])
+    p = plan.home(domain, ["web"], allow_downtime=True)
     assert p.kind == "home"
     assert [s.name for s in p.for_group(0)] == list(HOME)
     assert [s.node for s in p.steps if s.name == "switch"] == ["node1", "node2", "node3"]
 
 
-def test_admin_visit_has_no_lb_steps(domain: dm.Domain) -> None:
-    p = plan.home(domain, ["admin", "s1"])
-    assert [s.name for s in p.for_group(0)] == [
-        "extract", "stop", "backup", "switch", "start", "health"]
-    assert p.nodes == ("node1", "node1")
+def test_a_home_visit_takes_every_server_of_the_node(domain: dm.Domain) -> None:
+    """The home is the node's: s4 (untargeted, on s3's node) and the admin (on s1's node)
+    are stopped with their neighbours, and the admin's node goes first."""
+    p = plan.home(domain, ["s1", "s3"], allow_downtime=True)
+    assert p.nodes == ("node1", "node3")
+    by = {(s.node, s.name): s.servers for s in p.steps}
+    assert by[("node1", "stop")] == ("admin", "s1")
+    assert by[("node1", "drain")] == ("s1",)
+    assert by[("node3", "stop")] == ("s3", "s4")
+    with pytest.raises(PreconditionError, match="cluster 'batch'"):
+        plan.home(domain, ["s3"])       # it would take batch's only server down
 
 
 def test_hooks_become_steps_where_named(tmp_path: Path, sample_toml: str) -> None:
     path = tmp_path / "domain.toml"
     path.write_text(sample_toml + '\n[hooks]\nbefore-update = "/h/a"\neach-node = "/h/b"\n'
                     'offline-after-update = "/h/c"\nafter-update = "/h/d"\n')
-    p = plan.home(dm.load(path), ["web"])
+    p = plan.home(dm.load(path), ["web"], allow_downtime=True)
     first, last = p.for_group(0), p.for_group(2)
     assert [s.name for s in first] == [
         "hook:before-update", "hook:each-node", "extract", "drain", "stop", "backup", "switch",

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import posixpath
 import re
+from pathlib import Path
 from typing import Any
 
+from zdt.archive import Manifest, manifest_path
 from zdt.errors import StepError
 from zdt.plan import StepSpec
 from zdt.staging import staged_path
@@ -89,10 +91,30 @@ class Extract(_NodeStep):
         await nodefs.mkdir(t, p.scratch)
         await t.run(["tar", "-xzf", t.path(p.staged), "-C", t.path(p.scratch),
                      "--no-same-owner"], timeout=self.ctx.options.command_timeout)
+        await self._same_files()
         await nodefs.write_marker(t, p.scratch, self.change.sha256, self.change.version)
         await nodefs.remove(t, p.release)          # a partial release from a crash
         await nodefs.move(t, p.scratch, p.release)
         return {"release": p.release, "staged": staged}
+
+    async def _same_files(self) -> None:
+        """What tar wrote is what the manifest lists, file for file: the staged archive was
+        checked before, but the node read it again to extract it."""
+        p, t = self.paths, self.t
+        manifest = Manifest.from_json(manifest_path(Path(self.change.archive)).read_text(),
+                                      self.change.archive)
+        root = t.path(p.scratch).rstrip("/") + "/"
+        r = await t.run(["find", root, "-type", "f", "-exec", "sha256sum", "{}", "+"],
+                        timeout=self.ctx.options.command_timeout)
+        found = {}
+        for line in r.stdout.splitlines():
+            digest, _, path = line.partition("  ")
+            found[path.removeprefix(root)] = digest.lstrip("\\")
+        if found != manifest.files:
+            odd = sorted(set(found.items()) ^ set(manifest.files.items()))[:3]
+            raise StepError(f"{t.node}: the release extracted from {p.staged} differs from the "
+                            f"archive's manifest (e.g. {[name for name, _ in odd]}); was the "
+                            "staged file changed? it will be staged again on retry")
 
     async def _stage(self) -> str:
         p, t = self.paths, self.t
@@ -108,8 +130,8 @@ class Extract(_NodeStep):
     async def revert(self) -> dict[str, Any] | None:
         p, t = self.paths, self.t
         await nodefs.remove(t, p.scratch)
-        if await nodefs.kind(t, p.home) == "link" and \
-                await nodefs.readlink(t, p.home) == p.link_target():
+        await nodefs.remove(t, p.home + ".zdt-new")   # a link swap a crash cut short
+        if p.link_target() in await self._links_in_use():
             return None                            # still in use: never pull the floor
         if await nodefs.marker(t, p.release) == self.change.sha256:
             await nodefs.remove(t, p.release)
@@ -117,13 +139,25 @@ class Extract(_NodeStep):
         return None
 
 
+    async def _links_in_use(self) -> set[str]:
+        """Targets of the home link and of every backup link beside it."""
+        p, t = self.paths, self.t
+        names = [p.home] + [posixpath.join(p.backups, n) for n in await nodefs.listdir(
+            t, p.backups) if n.startswith(p.backup_prefix)]
+        return {await nodefs.readlink(t, n) for n in names if await nodefs.kind(t, n) == "link"}
+
+
 class Backup(_NodeStep):
     async def check(self) -> bool:
-        return await nodefs.kind(self.t, self.paths.backup) in ("dir", "link")
+        return await nodefs.kind(self.t, self.paths.backup) in ("dir", "link", "file")
 
     async def execute(self) -> dict[str, Any] | None:
         p, t = self.paths, self.t
         await nodefs.mkdir(t, p.backups)
+        if await nodefs.marker(t, p.home) == self.change.sha256:
+            # already on this release: nothing to switch, and a revert must leave it so
+            await nodefs.write_text(t, p.backup, f"already on {self.change.sha256}\n")
+            return {"backup": None, "already": True}
         home = await nodefs.kind(t, p.home)
         if home == "link":
             await nodefs.link(t, p.backup, await nodefs.readlink(t, p.home))
@@ -181,6 +215,8 @@ async def restore(ctx: Context, t: Transport, p: Paths) -> dict[str, Any] | None
             return None
         await nodefs.point(t, p.home, target)
         return {"home": target}
+    if backup == "file":
+        return None            # the node was on this release already: nothing to put back
     if backup == "dir":
         if home == "dir" and await nodefs.marker(t, p.home) == sha:
             await nodefs.remove(t, p.release)
@@ -189,10 +225,14 @@ async def restore(ctx: Context, t: Transport, p: Paths) -> dict[str, Any] | None
         if home == "missing":
             await nodefs.move(t, p.backup, p.home, ctx.options.command_timeout)
             return {"home": "restored from " + p.backup}
-        return None
-    if home == "missing":
-        raise StepError(f"{t.node}: {p.home} is missing and there is no backup {p.backup}",
+        raise StepError(f"{t.node}: {p.home} is neither this workflow's release nor missing, "
+                        f"and the backup {p.backup} is still there: the home changed under the "
+                        "workflow; put it right by hand, then run the revert again",
                         retryable=False)
+    if home == "missing" or await nodefs.marker(t, p.home) == sha:
+        state = "missing" if home == "missing" else "on this workflow's release"
+        raise StepError(f"{t.node}: {p.home} is {state} and its backup {p.backup} is gone "
+                        "(pruned?): nothing to go back to", retryable=False)
     return None                                    # never backed up: the home is untouched
 
 

@@ -6,22 +6,22 @@ hook does nothing: a hook is told the phase, not asked to undo it.
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any
 
 from zdt.plan import StepSpec
 from zdt.steps import Context
+from zdt.steps.home import Paths
 
 
 def environment(ctx: Context, node: str, servers: tuple[str, ...], phase: str) -> list[str]:
     t = ctx.transport(node)
-    new_home = ""
+    new_home = backup = ""
     if ctx.change is not None:
-        tag = f"{ctx.change.version}-{ctx.change.sha256[:12]}"
-        new_home = posixpath.join(posixpath.dirname(ctx.domain.domain.home), "releases", tag)
+        paths = Paths(ctx)     # the home steps own the release's naming
+        new_home, backup = t.path(paths.release), t.path(paths.backup)
     return [f"ZDT_WORKFLOW_ID={ctx.workflow}", f"ZDT_NODE={node}",
             f"ZDT_SERVERS={','.join(servers)}", f"ZDT_HOME={t.path(ctx.domain.domain.home)}",
-            f"ZDT_NEW_HOME={t.path(new_home) if new_home else ''}", f"ZDT_PHASE={phase}"]
+            f"ZDT_NEW_HOME={new_home}", f"ZDT_BACKUP={backup}", f"ZDT_PHASE={phase}"]
 
 
 async def run_phase(ctx: Context, node: str, servers: tuple[str, ...], phase: str) -> list[str]:

@@ -55,6 +55,15 @@ async def write_marker(t: Transport, release: str, sha256: str, version: str) ->
         os.unlink(f.name)
 
 
+async def write_text(t: Transport, path: str, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write(text)
+    try:
+        await t.put(f.name, path)
+    finally:
+        os.unlink(f.name)
+
+
 async def move(t: Transport, source: str, target: str, timeout: float = TIMEOUT) -> None:
     await t.run(["mv", "-T", t.path(source), t.path(target)], timeout=timeout)
 
