@@ -15,7 +15,7 @@ from rich.table import Table
 
 from zdt import report
 from zdt.cli_common import DomainOpt, JsonOpt, finish, handled, out, print_json, print_summary
-from zdt.cli_live import live_app
+from zdt.cli_live import live_app, stale
 from zdt.cli_rollout import archive_app, preview_app, rollout_app
 from zdt.errors import NotFoundError
 from zdt.journal import Journal
@@ -30,6 +30,7 @@ app.add_typer(preview_app, name="preview")
 app.add_typer(archive_app, name="archive")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(live_app, name="live")
+app.command("stale")(stale)
 
 WidArg = Annotated[str, typer.Argument(metavar="ID", help="A workflow id (see `zdt history`).")]
 

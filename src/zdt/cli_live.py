@@ -265,3 +265,23 @@ def _mem_available() -> int:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+@handled
+def stale(json_out: JsonOpt = False) -> None:
+    """Processes still using files deleted or replaced since they loaded them."""
+    from zdt import stale as stale_scan
+
+    scan = stale_scan.scan()
+    if json_out:
+        print_json(stale_scan.as_dict(scan))
+        return
+    for p in scan.processes:
+        out.print(f"{p.pid} {p.command}", highlight=False)
+        for f in p.files:
+            out.print(f"    {f.why:<8} {f.path}", highlight=False)
+    if not scan.processes:
+        out.print("no process uses a deleted or replaced file", highlight=False)
+    if scan.unreadable:
+        out.print(f"could not read {len(scan.unreadable)} process(es) (not ours): "
+                  + " ".join(map(str, scan.unreadable[:20])), highlight=False)

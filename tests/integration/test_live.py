@@ -185,3 +185,45 @@ def test_stop_leaves_nothing_listening(short_dir: Path) -> None:
         pass
     assert not Path(f"/proc/{pid}").exists()
     assert w("status", "web").returncode == 2
+
+
+SCRIPT = '#!/bin/sh\necho "$ZDT_PHASE $ZDT_NAME $(basename "$ZDT_HOME")" >> "$(dirname "$0")/log"\n'
+
+
+async def test_update_from_an_archive_driven_by_a_data_file(live: Live) -> None:
+    made = zdt("archive", "create", str(live.base / "v2"), str(live.base / "v2.tar.gz"))
+    assert made.returncode == 0, made.stderr
+    for name in ("pre", "complete"):
+        (live.base / name).write_text(SCRIPT)
+        (live.base / name).chmod(0o755)
+    data = live.base / "liveupdate.data"
+    data.write_text(f"""# move web onto v2
+general:
+    name = web
+    archive = {live.base / "v2.tar.gz"}
+    ready_timeout = 5
+    checkpoint_timeout = 5
+
+scripts:
+    pre = {live.base / "pre"}
+    complete = {live.base / "complete"}
+""")
+    before = await live.get()
+    done, posts = await under_load(live, "update", "web", "--data", str(data), "--json")
+    assert done.returncode == 0, done.stderr
+    after = await live.get()
+    assert after["version"] == "v2" and after["count"] == before["count"] + posts
+    home = json.loads(done.stdout)["home"]
+    assert home.startswith(live.state + "/homes/v2-")
+    assert (live.base / "log").read_text().splitlines() == [
+        f"pre web {Path(home).name}", f"complete web {Path(home).name}"]
+
+
+def test_a_bad_data_file_changes_nothing(live: Live) -> None:
+    data = live.base / "liveupdate.data"
+    data.write_text("general:\n    name = web\n    ready_timeout = soon\nextras:\n    x = 1\n")
+    before = live("status", "web", "--json").stdout
+    bad = live("update", "web", "--data", str(data))
+    assert bad.returncode == 2
+    assert "liveupdate.data:3: general.ready_timeout" in bad.stderr and ":4:" in bad.stderr
+    assert json.loads(live("status", "web", "--json").stdout) == json.loads(before)
