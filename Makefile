@@ -30,3 +30,4 @@ lint:
 bench: deps
 	$(PYTHON) -m bench.rolling_restart
 	$(PYTHON) -m bench.home_rollout
+	$(PYTHON) -m bench.live_update

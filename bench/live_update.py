@@ -1,0 +1,100 @@
+"""Benchmark: `zdt live update` of the stateful counter under steady load on one host.
+
+    python -m bench.live_update [--updates 20] [--sizes 1024 1048576 104857600]
+
+For each state size: start the counter under `zdt live run`, keep clients connecting
+(GET / and POST /incr), run N updates alternating between two homes, and print the
+connections made, refused or reset, non-2xx answers, the blackout (median and max), the
+total time per update, and whether every increment survived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from zdt import http
+from zdt.load import Load
+
+ZDT = [sys.executable, "-m", "zdt.cli"]
+
+
+def zdt(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=600)
+
+
+async def run_size(size: int, updates: int) -> dict[str, Any]:
+    base = Path(tempfile.mkdtemp(prefix="zdt-live-", dir="/tmp"))
+    for v in ("v1", "v2"):
+        (base / v).mkdir()
+        (base / v / "VERSION").write_text(v + "\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url, state = f"http://127.0.0.1:{port}/", str(base / "sd")
+    started = zdt("live", "run", "--name", "bench", "--listen", f"127.0.0.1:{port}", "--home",
+                  str(base / "v1"), "--state-dir", state, "--detach", "--", sys.executable,
+                  "-m", "zdt.samples.counter", "--state-bytes", str(size))
+    assert started.returncode == 0, started.stderr
+    results = []
+    try:
+        reads = Load(url, concurrency=3, rate_per_worker=100)
+        incr = Load(url + "incr", concurrency=3, rate_per_worker=100, method="POST")
+        async with reads, incr:
+            await asyncio.sleep(0.3)
+            for n in range(updates):
+                home = base / ("v2" if n % 2 == 0 else "v1")
+                done = await asyncio.to_thread(zdt, "live", "update", "bench", "--home-dir",
+                                               str(home), "--state-dir", state, "--json")
+                assert done.returncode == 0, done.stderr
+                results.append(json.loads(done.stdout))
+            await asyncio.sleep(0.3)
+        count = json.loads((await http.get(url)).body)["count"]
+    finally:
+        zdt("live", "stop", "bench", "--state-dir", state)
+        shutil.rmtree(base, ignore_errors=True)
+    blackouts = [r["blackout_ms"] for r in results]
+    return {"size": size, "updates": len(results),
+            "connections": reads.stats.requests + incr.stats.requests,
+            "failed": reads.stats.failed + incr.stats.failed,
+            "errors": {**reads.stats.errors, **incr.stats.errors},
+            "blackout_median": statistics.median(blackouts), "blackout_max": max(blackouts),
+            "total_median": statistics.median(r["total_ms"] for r in results),
+            "state_kept": count == incr.stats.requests - incr.stats.failed}
+
+
+def human(size: int) -> str:
+    for unit, factor in (("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= factor:
+            return f"{size // factor} {unit}"
+    return f"{size} B"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--updates", type=int, default=20)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 1 << 20, 100 << 20])
+    args = parser.parse_args()
+    print("| state | updates | connections | refused/reset/non-2xx | blackout median ms | "
+          "blackout max ms | total median ms | every increment kept |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for size in args.sizes:
+        r = asyncio.run(run_size(size, args.updates))
+        print(f"| {human(size)} | {r['updates']} | {r['connections']} | {r['failed']} | "
+              f"{r['blackout_median']:.1f} | {r['blackout_max']:.1f} | "
+              f"{r['total_median']:.0f} | {'yes' if r['state_kept'] else 'NO'} |", flush=True)
+        if r["errors"]:
+            print(f"  errors: {r['errors']}")
+
+
+if __name__ == "__main__":
+    main()
