@@ -43,21 +43,24 @@ def run(
     health: Annotated[str | None, typer.Option(help="Readiness by this URL answering 200 "
                                                     "(else sd_notify READY=1).")] = None,
     state_dir: StateDir = None,
+    ready_timeout: Annotated[float, typer.Option(min=0.1, max=86400, help="Seconds for the "
+                                                 "workload to be ready.")] = 30.0,
     detach: Annotated[bool, typer.Option(help="Run the supervisor in the background.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a workload under a live supervisor that holds its listening sockets."""
     directory = client.state_dir(name, state_dir)
     config = LiveConfig(name, tuple(listen), str(Path(home).resolve()), tuple(command),
-                        str(directory), health)
+                        str(directory), health, ready_timeout=ready_timeout)
     client.check_config(config)
     if not detach:
         client.run(config)
         return
-    argv = ["--name", name, "--home", config.home, "--state-dir", str(directory)]
+    argv = ["--name", name, "--home", config.home, "--state-dir", str(directory),
+            "--ready-timeout", str(ready_timeout)]
     argv += [x for a in listen for x in ("--listen", a)]
     argv += ["--health", health] if health else []
-    status = client.detach([*argv, "--", *command], directory)
+    status = client.detach([*argv, "--", *command], directory, timeout=ready_timeout + 5)
     _show_status(status, json_out)
 
 
@@ -174,9 +177,12 @@ def stop(name: NameArg, state_dir: StateDir = None) -> None:
     """Stop the workload and its supervisor."""
     directory = client.state_dir(name, state_dir)
     client.ask(directory, {"op": "stop"})
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while (directory / "control.sock").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
+    if (directory / "control.sock").exists():
+        raise ZdtError(f"{name}: the supervisor is still up after 60 s; see "
+                       f"{directory / 'supervisor.log'}")
     out.print(f"{name} stopped", highlight=False)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -42,7 +44,7 @@ class Live:
         self.url = f"http://127.0.0.1:{self.port}/"
         self.state = str(base / "sd")
         for version in ("v1", "v2"):
-            (base / version).mkdir()
+            (base / version).mkdir(exist_ok=True)
             (base / version / "VERSION").write_text(version + "\n")
         started = zdt("live", "run", "--name", "web", "--listen", f"127.0.0.1:{self.port}",
                       "--home", str(base / "v1"), "--state-dir", self.state, "--detach",
@@ -227,3 +229,93 @@ def test_a_bad_data_file_changes_nothing(live: Live) -> None:
     assert bad.returncode == 2
     assert "liveupdate.data:3: general.ready_timeout" in bad.stderr and ":4:" in bad.stderr
     assert json.loads(live("status", "web", "--json").stdout) == json.loads(before)
+
+
+def running_in(base: Path) -> set[int]:
+    """Live processes whose working directory is under base: this test's workloads."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if cwd.startswith(str(base)) and "zombie" not in status:
+            found.add(int(entry.name))
+    return found
+
+
+async def test_an_idle_client_cannot_freeze_the_original_after_a_timeout(live: Live) -> None:
+    idle = socket.create_connection(("127.0.0.1", live.port))   # connects, says nothing
+    try:
+        before = await live.get()
+        failed = await asyncio.to_thread(live, "update", "web", "--home-dir",
+                                         str(live.base / "v2"), "--checkpoint-timeout", "0.5")
+        assert failed.returncode == 1 and "did not checkpoint" in failed.stderr
+        # the original resumes once the idle client times out (5 s): queued, not refused
+        after = json.loads((await http.get(live.url, timeout=15)).body)
+        assert (after["pid"], after["version"]) == (before["pid"], "v1")
+    finally:
+        idle.close()
+
+
+async def test_a_checkpointing_surrogate_after_a_plain_original_is_told_to_go(
+        short_dir: Path) -> None:
+    (short_dir / "v1").mkdir()
+    (short_dir / "v1" / "NO_CHECKPOINT").write_text("")
+    w = Live(short_dir)          # v1 exists already: Live adds only VERSION files
+    try:
+        done, _ = await under_load(w, "update", "web", "--home-dir", str(w.base / "v2"),
+                                   "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["mode"] == "overlap"
+        assert (await w.get())["version"] == "v2"
+    finally:
+        w("stop", "web")
+
+
+async def test_the_original_dying_mid_update_leaves_the_surrogate_serving(live: Live) -> None:
+    (live.base / "v1" / "SLOW_CHECKPOINT").write_text("3")
+    original = (await live.get())["pid"]
+    update = asyncio.create_task(asyncio.to_thread(
+        live, "update", "web", "--home-dir", str(live.base / "v2"), "--checkpoint-timeout",
+        "10"))
+    await asyncio.sleep(1.0)                      # the original is in its slow checkpoint
+    os.kill(original, signal.SIGKILL)
+    failed = await update
+    assert failed.returncode == 1 and "took over" in failed.stderr, failed.stderr
+    served = await live.get()
+    assert served["version"] == "v2" and served["pid"] != original
+    assert json.loads(live("status", "web", "--json").stdout)["home"].endswith("/v2")
+
+
+async def test_stop_during_an_update_leaves_no_process_behind(live: Live) -> None:
+    (live.base / "v1" / "SLOW_CHECKPOINT").write_text("1")
+    update = asyncio.create_task(asyncio.to_thread(
+        live, "update", "web", "--home-dir", str(live.base / "v2")))
+    await asyncio.sleep(0.5)
+    assert len(running_in(live.base)) == 2         # the original and its surrogate
+    stopped = await asyncio.to_thread(live, "stop", "web")
+    await update
+    assert stopped.returncode == 0, stopped.stderr
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(
+            ("127.0.0.1", live.port), timeout=1):
+        pass
+    assert running_in(live.base) == set()
+
+
+def test_a_workload_never_ready_at_run_is_not_left_on_the_port(short_dir: Path) -> None:
+    (short_dir / "home").mkdir()
+    (short_dir / "home" / "NEVER_READY").write_text("")
+    port = free_port()
+    started = zdt("live", "run", "--name", "web", "--listen", f"127.0.0.1:{port}", "--home",
+                  str(short_dir / "home"), "--state-dir", str(short_dir / "sd"),
+                  "--ready-timeout", "1", "--detach", "--", sys.executable, "-m",
+                  "zdt.samples.counter")
+    assert started.returncode == 1 and "not ready" in started.stderr, started.stderr
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(
+            ("127.0.0.1", port), timeout=1):
+        pass
+    assert running_in(short_dir) == set()

@@ -30,6 +30,8 @@ _pause: Callable[[], bytes] | None = None
 _resume: Callable[[], None] | None = None
 _restored: bytes | None = None
 _channel: Channel | None = None
+_state_lock = threading.Lock()
+_pending: dict[str, bool] = {"pausing": False, "resume": False}
 
 
 def listeners() -> list[socket.socket]:
@@ -71,7 +73,7 @@ def ready(restore: Callable[[bytes], None] | None = None) -> bytes | None:
                 try:
                     restore(payload)
                 except Exception as exc:
-                    _channel.send("FAILED", f"restore: {type(exc).__name__}: {exc}")
+                    _channel.send("FAILED", "restore", f"{type(exc).__name__}: {exc}")
                     raise
         _channel.send("ACCEPTING", time.monotonic_ns())
     threading.Thread(target=_serve, name="zdt-live", daemon=True).start()
@@ -79,7 +81,9 @@ def ready(restore: Callable[[bytes], None] | None = None) -> bytes | None:
 
 
 def _serve() -> None:
-    """Answer the supervisor's CHECKPOINT / RESUME for the rest of the process's life."""
+    """Answer the supervisor for the rest of the process's life. A checkpoint runs in its
+    own thread, so a RESUME (the supervisor gave up waiting) is read even while `pause`
+    still waits for requests in flight; the workload then resumes as soon as it returns."""
     assert _channel is not None
     while True:
         try:
@@ -88,15 +92,37 @@ def _serve() -> None:
             return
         if words[0] == "CHECKPOINT" and _pause is not None:
             seq = words[1] if len(words) > 1 else "0"
-            stopped = time.monotonic_ns()
-            try:
-                state = _pause()
-            except Exception as exc:  # the supervisor must hear of it, not wait forever
-                _channel.send("FAILED", f"{type(exc).__name__}: {exc}")
-                continue
-            _channel.send("STATE", len(state), stopped, seq, payload=state)
+            with _state_lock:
+                _pending["resume"] = False
+            threading.Thread(target=_checkpoint, args=(seq,), name="zdt-live-checkpoint",
+                             daemon=True).start()
         elif words[0] == "RESUME" and _resume is not None:
-            _resume()
+            with _state_lock:
+                pausing = _pending.get("pausing", False)
+                _pending["resume"] = pausing
+            if not pausing:
+                _resume()
+
+
+def _checkpoint(seq: str) -> None:
+    assert _channel is not None and _pause is not None
+    with _state_lock:
+        _pending["pausing"] = True
+    stopped = time.monotonic_ns()
+    try:
+        state = _pause()
+    except Exception as exc:  # the supervisor must hear of it, not wait forever
+        _channel.send("FAILED", seq, f"{type(exc).__name__}: {exc}")
+        state = None
+    with _state_lock:
+        _pending["pausing"] = False
+        called_off = _pending["resume"]
+        _pending["resume"] = False
+    if called_off:
+        if _resume is not None:
+            _resume()        # the supervisor gave up on this checkpoint: serve on
+    elif state is not None:
+        _channel.send("STATE", len(state), stopped, seq, payload=state)
 
 
 def _notify(message: str) -> None:

@@ -92,9 +92,15 @@ def _answers(directory: Path) -> bool:
         return False
 
 
-def ask(directory: Path, request: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:
-    """Send one request to the supervisor; its result, or its error as a ZdtError."""
-    answer = asyncio.run(_exchange(directory / "control.sock", request, timeout))
+def ask(directory: Path, request: dict[str, Any], timeout: float | None = None
+        ) -> dict[str, Any]:
+    """Send one request to the supervisor; its result, or its error as a ZdtError. An
+    update has no timeout here: the supervisor bounds each of its steps itself."""
+    try:
+        answer = asyncio.run(_exchange(directory / "control.sock", request, timeout))
+    except TimeoutError:
+        raise ZdtError(f"{directory / 'control.sock'}: no answer within {timeout:g} s; is "
+                       "the supervisor stuck? see supervisor.log beside it") from None
     if "error" in answer:
         error = ZdtError(answer["error"])
         error.exit_code = int(answer.get("exit", 1))
@@ -103,7 +109,8 @@ def ask(directory: Path, request: dict[str, Any], timeout: float = 600.0) -> dic
     return result
 
 
-async def _exchange(path: Path, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def _exchange(path: Path, request: dict[str, Any], timeout: float | None
+                    ) -> dict[str, Any]:
     try:
         reader, writer = await asyncio.open_unix_connection(str(path))
     except (FileNotFoundError, ConnectionRefusedError) as exc:

@@ -51,7 +51,19 @@ class Workload:
         self.writer: asyncio.StreamWriter | None = None
 
     async def open_channel(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(sock=self.channel)
+        self.reader, self.writer = await asyncio.open_connection(sock=self.channel,
+                                                                 limit=1 << 20)
+        self.inbox: asyncio.Queue[tuple[list[str], bytes] | None] = asyncio.Queue()
+        self._reading = asyncio.ensure_future(self._read_all())
+
+    async def _read_all(self) -> None:
+        """Read whole messages, always: a caller that gives up waiting never leaves a
+        message half-read, and a late answer is drained (the sender never blocks on it)."""
+        try:
+            while True:
+                self.inbox.put_nowait(await self._read_one())
+        except (EOFError, asyncio.IncompleteReadError, OSError, ValueError):
+            self.inbox.put_nowait(None)
 
     @property
     def alive(self) -> bool:
@@ -111,6 +123,14 @@ class Workload:
         await self.writer.drain()
 
     async def receive(self) -> tuple[list[str], bytes]:
+        """The next whole message; EOFError once the channel is closed."""
+        message = await self.inbox.get()
+        if message is None:
+            self.inbox.put_nowait(None)      # closed for every later reader too
+            raise EOFError(f"workload pid {self.pid} closed its channel")
+        return message
+
+    async def _read_one(self) -> tuple[list[str], bytes]:
         assert self.reader is not None
         line = (await self.reader.readline()).decode(errors="replace")
         if not line:

@@ -73,6 +73,8 @@ class Supervisor:
         self.sockets = [_listen(a) for a in config.listen]
         self.snapshot = Snapshot(config.home)
         self.current: Workload | None = None
+        self.workloads: set[Workload] = set()     # every process started, until it exits
+        self.note: str | None = None
         self.busy = asyncio.Lock()
         self.done = asyncio.Event()
         self.journal = Journal(self.dir, time.time)
@@ -80,9 +82,29 @@ class Supervisor:
     # -- life --------------------------------------------------------------------------
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.done.set)
+        try:
+            await self._start()
+            await self._serve()
+        finally:
+            await self._shutdown()
+
+    async def _start(self) -> None:
         self.current = await self._spawn(self.config.home, "original")
-        await self._wait_ready(self.current, self.config.ready_timeout)
+        ready = asyncio.ensure_future(self._wait_ready(self.current, self.config.ready_timeout,
+                                                       by_health=True))
+        stop = asyncio.ensure_future(self.done.wait())
+        await asyncio.wait([ready, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not ready.done():
+            ready.cancel()
+            raise ZdtError(f"{self.config.name}: stopped before the workload was ready")
+        ready.result()
         self._save()
+
+    async def _serve(self) -> None:
         path = self.dir / "control.sock"
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -91,14 +113,10 @@ class Supervisor:
             server = await asyncio.start_unix_server(self._client, path=str(path))
         finally:
             os.umask(old)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.done.set)
         async with server:
             watch = asyncio.create_task(self._watch())
             await self.done.wait()
             watch.cancel()
-        await self._shutdown()
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
@@ -114,23 +132,32 @@ class Supervisor:
             await asyncio.sleep(0.05)
 
     async def _shutdown(self) -> None:
-        if self.current is not None and self.current.alive:
-            await self.current.retire(self.config.stop_timeout)
+        """Let an update under way end (its own timeouts bound it), then retire every
+        process started: none may be left holding the port without a supervisor."""
+        async with self.busy:
+            await asyncio.gather(*(w.retire(self.config.stop_timeout)
+                                   for w in list(self.workloads) if w.alive))
         for s in self.sockets:
             s.close()
         self.journal.close()
 
     async def _spawn(self, home: str, role: str) -> Workload:
         names = [a.replace(":", "_") for a in self.config.listen]
-        return await process.spawn(list(self.config.command), home=home, role=role,
-                                   sockets=self.sockets, names=names, run_dir=self.dir,
-                                   log=self.dir / "workload.log", extra_env={})
+        w = await process.spawn(list(self.config.command), home=home, role=role,
+                                sockets=self.sockets, names=names, run_dir=self.dir,
+                                log=self.dir / "workload.log", extra_env={})
+        self.workloads.add(w)
+        w.exited.add_done_callback(lambda _: self.workloads.discard(w))
+        return w
 
-    async def _wait_ready(self, w: Workload, timeout: float) -> None:
+    async def _wait_ready(self, w: Workload, timeout: float, by_health: bool = False) -> None:
+        """sd_notify READY=1; for the first process, or its health URL answering 200 (a
+        surrogate's health cannot be told apart: the same port still reaches the original)."""
         async def health() -> None:
-            while self.config.health:
+            while self.config.health and by_health:
                 with contextlib.suppress(OSError, TimeoutError, ValueError):
                     if (await http.get(self.config.health, timeout=1.0)).status == 200:
+                        w.notice.ready = True
                         return
                 await asyncio.sleep(0.02)
             await asyncio.Event().wait()
@@ -212,11 +239,11 @@ class Supervisor:
         began = time.monotonic()
         try:
             facts = await self._handoff(wid, home, timeouts)
-        except (ZdtError, OSError, EOFError, asyncio.IncompleteReadError) as exc:
-            self.journal.set_state(wid, "reverted", str(exc))
-            raise StepError(f"live {kind} of {self.config.name} failed, the original (pid "
-                            f"{self.current.pid if self.current else '?'}) keeps serving on "
-                            f"{self.snapshot.home}: {exc}") from exc
+        except Exception as exc:       # whatever went wrong, the journal and caller hear it
+            reason = str(exc) or type(exc).__name__
+            self.journal.set_state(wid, "reverted", reason)
+            raise StepError(f"live {kind} of {self.config.name} failed: {reason}; "
+                            f"{self._who_serves()}") from exc
         facts.update(id=wid, kind=kind, total_ms=round((time.monotonic() - began) * 1000, 3),
                      home=home, previous_home=self.snapshot.home)
         self.snapshot = Snapshot(home, self.snapshot.home, facts,
@@ -225,6 +252,13 @@ class Supervisor:
         self.journal.event(wid, "facts", "measured", data=facts)
         self.journal.set_state(wid, "succeeded")
         return facts
+
+    def _who_serves(self) -> str:
+        w = self.current
+        note, self.note = self.note, None
+        if w is None or not w.alive:
+            return "no workload process is left: `zdt live stop` and run it again"
+        return note or f"the original (pid {w.pid}) keeps serving from {w.home}"
 
     async def _handoff(self, wid: str, home: str, t: dict[str, float]) -> dict[str, Any]:
         original = self.current
@@ -239,16 +273,33 @@ class Supervisor:
                 facts = await self._checkpoint(original, surrogate, t, step)
             else:
                 step("checkpoint", "overlap: no checkpoint support, both accept a moment")
+                if surrogate.notice.checkpoint:
+                    await surrogate.send("GO")     # it waits for a state that will not come
                 facts = {"mode": "overlap", "blackout_ms": 0.0, "state_bytes": 0}
         except BaseException:
-            await surrogate.retire(0.5)
+            await self._fall_back(original, surrogate)
             raise
         step("retire")
-        clean = await original.retire(t["stop_timeout"])
         self.current = surrogate
+        clean = await original.retire(t["stop_timeout"])
         step(None)
         return {**facts, "original_pid": original.pid, "surrogate_pid": surrogate.pid,
                 "original_exited_cleanly": clean}
+
+    async def _fall_back(self, original: Workload, surrogate: Workload) -> None:
+        """A failed handoff: the original serves on. Only if it died meanwhile does a
+        ready surrogate take over (without the state) rather than leave the port unserved."""
+        if original.alive or not (surrogate.alive and surrogate.notice.ready):
+            await surrogate.retire(0.5)
+            return
+        with contextlib.suppress(OSError):
+            await surrogate.send("GO")
+        self.current = surrogate
+        self.snapshot = Snapshot(surrogate.home, self.snapshot.home, self.snapshot.last,
+                                 self.snapshot.history)
+        self._save()
+        self.note = (f"the original died: the surrogate (pid {surrogate.pid}) took over from "
+                     f"{surrogate.home}, without the state")
 
     async def _checkpoint(self, original: Workload, surrogate: Workload,
                           t: dict[str, float], step: _Steps) -> dict[str, Any]:
@@ -258,23 +309,28 @@ class Supervisor:
         try:
             words, state = await asyncio.wait_for(_state(original, seq),
                                                   t["checkpoint_timeout"])
+            stopped = int(words[2])
         except TimeoutError:
-            await original.send("RESUME")
+            await _resume(original)
             raise StepError(f"the original (pid {original.pid}) did not checkpoint within "
                             f"{t['checkpoint_timeout']:g} s") from None
         except BaseException:
-            await original.send("RESUME")
+            await _resume(original)
             raise
-        stopped = int(words[2])
-        step("restore")
         try:
-            await surrogate.send("RESTORE", len(state), payload=state)
-            answer = await asyncio.wait_for(_first(surrogate), t["ready_timeout"])
+            async with asyncio.timeout(t["ready_timeout"]):
+                await surrogate.send("RESTORE", len(state), payload=state)
+                answer = await _first(surrogate)
             if answer[0] != "ACCEPTING":
                 raise StepError(f"the surrogate answered {' '.join(answer)!r} to RESTORE")
+        except TimeoutError:
+            await _resume(original)
+            raise StepError(f"the surrogate (pid {surrogate.pid}) did not restore the state "
+                            f"within {t['ready_timeout']:g} s") from None
         except BaseException:
-            await original.send("RESUME")
+            await _resume(original)
             raise
+        step("restore")        # journaled after the blackout, not inside it
         return {"mode": "checkpoint", "state_bytes": len(state),
                 "blackout_ms": round((int(answer[1]) - stopped) / 1e6, 3)}
 
@@ -284,28 +340,43 @@ class Supervisor:
         os.replace(tmp, self.dir / "state.json")
 
 
+async def _resume(original: Workload) -> None:
+    if original.alive:
+        with contextlib.suppress(OSError):
+            await original.send("RESUME")
+
+
 async def _state(w: Workload, seq: int) -> tuple[list[str], bytes]:
     """The answer to CHECKPOINT seq, skipping late answers to called-off checkpoints."""
     while True:
         words, payload = await w.receive()
-        if words[0] == "STATE" and len(words) > 3 and words[3] != str(seq):
+        if words[0] in ("STATE", "FAILED") and _seq_of(words) not in (None, str(seq)):
             continue
-        if words[0] != "STATE":
+        if words[0] != "STATE" or len(words) < 3:
             raise StepError(f"the original answered {' '.join(words)!r} to CHECKPOINT")
         return words, payload
+
+
+def _seq_of(words: list[str]) -> str | None:
+    if words[0] == "STATE":
+        return words[3] if len(words) > 3 else None
+    return words[1] if len(words) > 1 else None
 
 
 async def _first(w: Workload) -> list[str]:
     """The surrogate's next message, or an error as soon as it dies."""
     receive = asyncio.ensure_future(w.receive())
     died = asyncio.ensure_future(asyncio.shield(w.exited))
-    done, _ = await asyncio.wait([receive, died], return_when=asyncio.FIRST_COMPLETED)
+    try:
+        done, _ = await asyncio.wait([receive, died], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (receive, died):
+            if not task.done():
+                task.cancel()
     if receive in done and receive.exception() is None:
-        died.cancel()
         return receive.result()[0]
-    receive.cancel()
     with contextlib.suppress(TimeoutError):   # a closed channel: its exit status tells why
-        await asyncio.wait_for(died, 2.0)
+        await asyncio.wait_for(asyncio.shield(w.exited), 2.0)
     if w.alive:
         raise StepError(f"the surrogate (pid {w.pid}) closed its channel while restoring")
     raise StepError(f"the surrogate (pid {w.pid}) exited with {w.exited.result()} "

@@ -14,6 +14,7 @@ seen it (so nothing is accepted after the state is taken) and until the requests
 are done, then returns the state. A failed handoff opens the gate again.
 
 Test switches, files in the home: NEVER_READY (never tells zdt it is ready),
+NO_CHECKPOINT (like --no-checkpoint),
 CRASH_ON_RESTORE (exits 3 when handed a state), SLOW_CHECKPOINT (seconds a checkpoint
 takes, read from the home the process runs from).
 """
@@ -50,6 +51,7 @@ class Counter:
         self.in_flight = 0
         self.idle = threading.Condition(self.lock)
         self.stopping = False
+        self.serving = False
         # a byte on this pair wakes the accept loop at once, so a checkpoint does not wait
         # out a select timeout: that wait would be blackout
         self.wake_r, self.wake_w = socket.socketpair()
@@ -76,8 +78,10 @@ class Counter:
             return self.state()
 
     def resume(self) -> None:
-        self.paused.clear()
+        # gate first: the loop must not see a closed gate between these two lines and
+        # raise `paused` again, or the next pause would not wait for the loop
         self.gate.set()
+        self.paused.clear()
 
     def serve(self, socks: list[socket.socket]) -> None:
         for s in socks:
@@ -101,10 +105,12 @@ class Counter:
                 with self.lock:
                     self.in_flight += 1
                 threading.Thread(target=self._handle, args=(conn, addr), daemon=True).start()
+        self.paused.set()          # a checkpoint waiting on the loop is not left hanging
 
     def _handle(self, conn: socket.socket, addr: Any) -> None:
         try:
-            conn.setblocking(True)
+            # a client that connects and says nothing must not hold a checkpoint forever
+            conn.settimeout(5.0)
             Handler(conn, addr, self)
         except OSError:
             pass
@@ -114,10 +120,15 @@ class Counter:
                 self.in_flight -= 1
                 self.idle.notify_all()
 
-    def drain(self) -> None:
-        """On SIGTERM: stop accepting, wait for the requests in flight."""
+    def stop(self) -> None:
+        """SIGTERM: the accept loop ends; main() then waits for the requests in flight
+        (not here: a signal handler must not wait on a lock the main thread may hold)."""
+        if not self.serving:
+            os._exit(0)          # still starting (or never ready): nothing in flight
         self.stopping = True
         self.wake_w.send(b"!")
+
+    def drain(self) -> None:
         with self.idle:
             self.idle.wait_for(lambda: self.in_flight == 0, timeout=30)
 
@@ -182,14 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     if not socks:
         s = socket.create_server(("127.0.0.1", args.port), reuse_port=False, backlog=512)
         socks = [s]
-    if not args.no_checkpoint:
+    if not (args.no_checkpoint or (home / "NO_CHECKPOINT").exists()):
         live.on_checkpoint(counter.pause, counter.resume)
-    signal.signal(signal.SIGTERM, lambda *_: counter.drain())
+    signal.signal(signal.SIGTERM, lambda *_: counter.stop())
     if (home / "NEVER_READY").exists():
         time.sleep(3600)
         return 1
     live.ready(counter.restore)
+    counter.serving = True
     counter.serve(socks)
+    counter.drain()
     return 0
 
 
