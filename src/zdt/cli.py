@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from zdt import report
@@ -94,7 +95,7 @@ def status(
         table.add_row(str(st["index"]), st["node"], st["name"], ",".join(st["servers"]),
                       st["state"], str(st["attempts"]),
                       "" if st["duration"] is None else f"{st['duration']:.3f}",
-                      (st["error"] or "")[:60])
+                      escape((st["error"] or "")[:60]))
     out.print(table)
 
 

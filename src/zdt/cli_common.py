@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from zdt import report
@@ -35,7 +36,9 @@ def handled(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ZdtError as exc:
-            err.print(f"[bold red]zdt:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            # escaped: messages name fields like `[runtime]`, which are not markup
+            err.print(f"[bold red]zdt:[/] {escape(str(exc))}", highlight=False, markup=True,
+                      soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
     return cast(F, wrapper)
 
@@ -69,7 +72,7 @@ def print_summary(s: dict[str, Any]) -> None:
                   + (", a rollback to an older release" if change.get("rollback") else ""),
                   highlight=False)
     if s["error"]:
-        out.print(f"  {s['error']}", style="red", highlight=False)
+        out.print(f"  {escape(s['error'])}", style="red", highlight=False)
     if s["nodes"]:
         table = Table("node", "servers", "wall s", "out of rotation s", "zdt overhead ms")
         for v in s["nodes"]:

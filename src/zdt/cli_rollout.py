@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from zdt.cli_common import DomainOpt, JsonOpt, err, finish, handled, out, print_json
@@ -117,7 +118,32 @@ def home(
     _go(ctx, _domain(ctx, domain), request, dry_run, json_out)
 
 
-for command, function in (("restart", restart), ("home", home)):
+def runtime(
+    ctx: typer.Context,
+    runtime_home: Annotated[str, typer.Option(help="The new runtime's path, the same on "
+                                                   "every node.")],
+    domain: DomainOpt = Path("domain.toml"),
+    targets: Targets = "domain",
+    shutdown_timeout: ShutdownTimeout = None,
+    retries: Retries = 2,
+    retry_delay: RetryDelay = 1.0,
+    delay_between_nodes: Delay = 0.0,
+    auto_revert: AutoRevert = True,
+    allow_downtime: AllowDowntime = False,
+    pause_after: PauseAfter = None,
+    health_timeout: HealthTimeout = 30.0,
+    dry_run: DryRun = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Point every targeted node's scripts at a new runtime (WebLogic's Java home)."""
+    request = RolloutRequest(tuple(targets.split(",")), shutdown_timeout, retries, retry_delay,
+                             delay_between_nodes, auto_revert, allow_downtime, kind="runtime",
+                             pause_after=pause_after, health_timeout=health_timeout,
+                             runtime_home=runtime_home)
+    _go(ctx, _domain(ctx, domain), request, dry_run, json_out)
+
+
+for command, function in (("restart", restart), ("home", home), ("runtime", runtime)):
     for group in (rollout_app, preview_app, preview_rollout):
         group.command(command)(handled(function))
 
@@ -159,8 +185,12 @@ def _print_preview(r: dict[str, Any]) -> None:
                   title_justify="left")
     for c in r["preconditions"]:
         table.add_row(c["node"] or "", c["server"] or "", c["name"],
-                      "[green]ok[/]" if c["ok"] else "[red]no[/]", c["detail"])
+                      "[green]ok[/]" if c["ok"] else "[red]no[/]", escape(c["detail"]))
     out.print(table)
+    for node, lines in (r.get("runtime_changes") or {}).items():
+        for c in lines:
+            out.print(f"  {node}: {c['path']}:{c['line']}: {c['before'].strip()}  →  "
+                      f"{c['after'].strip()}", highlight=False)
     plan = Table("node", "servers", "steps", title="plan", title_justify="left")
     for visit in r["plan"]:
         plan.add_row(visit["node"], ", ".join(visit["servers"]), " → ".join(visit["steps"]))

@@ -154,6 +154,30 @@ class LoadBalancerConfig(_Model):
     backend: Name = "app"
 
 
+class Runtime(_Model):
+    """The runtime (WebLogic's Java home) the home's scripts point at: a runtime rollout
+    rewrites every reference to it in the scripts these globs select."""
+
+    home: str                            # the runtime in use, the same path on every node
+    variable: Name = "JAVA_HOME"
+    scripts: tuple[str, ...] = ("bin/*.sh",)   # globs relative to the domain's home
+    domain_dir: str | None = None        # a node dir with more scripts (WebLogic's domain)
+    domain_scripts: tuple[str, ...] = ()  # globs relative to domain_dir
+
+    @field_validator("home", "domain_dir")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        return None if v is None else _node_path(v)
+
+    @field_validator("scripts", "domain_scripts")
+    @classmethod
+    def _relative(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for glob in v:
+            if not glob or glob.startswith("/") or ".." in glob.split("/"):
+                raise ValueError(f"{glob!r}: a glob relative to its dir, without '..'")
+        return v
+
+
 class Domain(_Model):
     """A whole domain. Paths in it are absolute (resolved against the file's directory)."""
 
@@ -164,6 +188,7 @@ class Domain(_Model):
     services: Services = Services()
     lb: LoadBalancerConfig
     hooks: Hooks = Hooks()
+    runtime: Runtime | None = None
     source: str = Field(default="", exclude=True)
 
     def node(self, name: str) -> Node:

@@ -25,13 +25,16 @@ VISIT_STEPS = {
     "home": ("hook:each-node", "extract", "drain", "stop", "hook:offline-before-update",
              "backup", "switch", "hook:offline-after-update", "start", "health",
              "hook:after-server-start", "ready"),
+    "runtime": ("hook:each-node", "drain", "stop", "hook:offline-before-update", "rewrite",
+                "hook:offline-after-update", "start", "health", "hook:after-server-start",
+                "ready"),
 }
 RESTART_STEPS = tuple(s for s in VISIT_STEPS["restart"] if not s.startswith("hook:"))
 LB_STEPS = frozenset({"drain", "ready"})
 # Changes to the node's home reach every server on the node, targeted or not: a visit of
 # such a workflow drains and stops them all (an untargeted one would run on, unchecked,
 # from a home swapped under it).
-NODE_WIDE = frozenset({"home"})
+NODE_WIDE = frozenset({"home", "runtime"})
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from zdt.errors import PreconditionError, ZdtError
 from zdt.journal import Journal
 from zdt.plan import Plan
 from zdt.report import node_visits
-from zdt.steps import Context, each, nodefs
+from zdt.steps import Context, each, nodefs, runtime
 
 if TYPE_CHECKING:
     from zdt.archive import Manifest
@@ -65,6 +65,8 @@ async def _node(ctx: Context, node: str, manifest: Manifest | None) -> list[Chec
     except ZdtError as exc:
         return [Check("reachable", False, str(exc), node)]
     checks = [Check("reachable", True, node=node)]
+    if ctx.runtime_home is not None:
+        checks += await _runtime(ctx, t, node)
     if manifest is None:
         return checks
     home = ctx.domain.domain.home
@@ -96,6 +98,39 @@ async def _same_filesystem(t: Any, node: str, home: str, backups: str) -> Check:
     return Check("backup dir on the home's filesystem", same,
                  backups if same else f"{backups} is on another filesystem than {parent}: "
                  "choose a dir on the same one", node)
+
+
+async def _runtime(ctx: Context, t: Any, node: str) -> list[Check]:
+    assert ctx.runtime_home is not None
+    kind = await nodefs.kind(t, ctx.runtime_home)
+    checks = [Check("runtime home present", kind in ("dir", "link"),
+                    ctx.runtime_home if kind in ("dir", "link") else
+                    f"{ctx.runtime_home} is {kind}: install it at the same path on every node",
+                    node)]
+    try:
+        found = await runtime.scripts(ctx, t)
+        old = runtime.current(ctx, found, node)
+        files = {c.path for c in runtime.changes(found, old, ctx.runtime_home)}
+        checks.append(Check("scripts to rewrite", True, f"{len(files)} file(s) name {old}",
+                            node))
+    except ZdtError as exc:
+        checks.append(Check("scripts agree", False, str(exc), node))
+    return checks
+
+
+async def runtime_changes(ctx: Context, plan: Plan) -> dict[str, list[dict[str, Any]]]:
+    """Per node, every line a runtime rollout would change: file, line, before, after."""
+    assert ctx.runtime_home is not None
+    out: dict[str, list[dict[str, Any]]] = {}
+    for node in dict.fromkeys(plan.nodes):
+        t = ctx.transport(node)
+        found = await runtime.scripts(ctx, t)
+        try:
+            old = runtime.current(ctx, found, node)
+        except ZdtError:
+            continue
+        out[node] = [asdict(c) for c in runtime.changes(found, old, ctx.runtime_home)]
+    return out
 
 
 def disk_needed(ctx: Context, manifest: Manifest) -> int:

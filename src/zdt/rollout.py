@@ -25,7 +25,7 @@ from zdt.journal import DomainLock, Journal, StepRecord, WorkflowRecord
 from zdt.steps import Context, HomeChange, Options, catalog, hooks
 from zdt.waiting import REAL_TIME, Timing
 
-KINDS = ("restart", "home")
+KINDS = ("restart", "home", "runtime")
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
 
@@ -48,6 +48,7 @@ class RolloutRequest:
     pause_after: int | None = None
     health_timeout: float = 30.0
     start_timeout: float = 30.0
+    runtime_home: str | None = None
 
     def options(self) -> Options:
         return Options(shutdown_timeout=self.timeout, start_timeout=self.start_timeout,
@@ -72,6 +73,11 @@ class RolloutRequest:
             raise ConfigError(f"unknown rollout kind {self.kind!r} (known: {', '.join(KINDS)})")
         if self.kind == "home" and not self.archive:
             raise ConfigError("--archive: a home rollout needs the archive of the patched home")
+        if self.kind == "runtime" and (
+                not self.runtime_home or not self.runtime_home.startswith("/")
+                or ".." in self.runtime_home.split("/")):
+            raise ConfigError(f"--runtime-home {self.runtime_home!r}: give the new runtime's "
+                              "absolute path (the same on every node), without '..'")
         if self.backup_dir is not None and (
                 not self.backup_dir.startswith("/") or ".." in self.backup_dir.split("/")
                 or self.backup_dir.rstrip("/") == ""):
@@ -116,6 +122,9 @@ def prepare(domain_path: Path, request: RolloutRequest) -> Prepared:
         manifest = archives.verify(Path(request.archive))
         change = HomeChange(str(Path(request.archive).resolve()), manifest.sha256,
                             manifest.version, request.backup_dir, request.rollback)
+    if request.kind == "runtime" and domain.runtime is None:
+        raise ConfigError(f"{domain.source}: a runtime rollout needs a [runtime] section (the "
+                          "runtime in use and the globs of the scripts that name it)")
     if request.backup_dir is not None:
         home, backups = domain.domain.home, request.backup_dir.rstrip("/")
         if backups == home or backups.startswith(home + "/"):
@@ -168,9 +177,11 @@ class Runner:
         adapters = adapter_factory.build(p.domain)
         ctx = Context(p.domain, adapters.services, adapters.lb,
                       request.options(), self.timing,
-                      adapters.transports, "preview", p.change)
+                      adapters.transports, "preview", p.change, request.runtime_home)
         try:
             checks = await preview.preconditions(ctx, p.plan, p.manifest)
+            rewrites = (await preview.runtime_changes(ctx, p.plan)
+                        if request.runtime_home else None)
         finally:
             await adapters.close()
         journal = None
@@ -191,7 +202,7 @@ class Runner:
                     "path": request.archive, "sha256": p.manifest.sha256,
                     "version": p.manifest.version, "size": p.manifest.size,
                     "unpacked": p.manifest.unpacked, "rollback": request.rollback},
-                "preconditions": preview.as_dict(checks),
+                "preconditions": preview.as_dict(checks), "runtime_changes": rewrites,
                 "ok": all(c.ok for c in checks),
                 "plan": _plan_dict(p.plan), "estimates": estimates}
 
@@ -244,7 +255,7 @@ class Runner:
         adapters = adapter_factory.build(domain)
         ctx = Context(domain, adapters.services, adapters.lb,
                       request.options(), self.timing,
-                      adapters.transports, wid, change)
+                      adapters.transports, wid, change, request.runtime_home)
         policy = Policy(retries=request.retries, retry_delay=request.retry_delay,
                         auto_revert=request.auto_revert,
                         delay_between_nodes=request.delay_between_nodes,

@@ -1,6 +1,6 @@
 """Run a rollout and kill -9 this very process once a chosen step reaches a chosen state.
 
-    python crash_rollout.py DOMAIN ARCHIVE NODE STEP STATE
+    python crash_rollout.py DOMAIN ARCHIVE|runtime:PATH NODE STEP STATE
 
 The workflow id is printed first (flushed), so the test can resume or revert it. The kill
 comes from the engine's observer, right after the journal committed that state: the
@@ -28,8 +28,12 @@ def main() -> None:
         if (record.node, record.name, now) == (node, step, state):
             os.kill(os.getpid(), signal.SIGKILL)
 
-    request = RolloutRequest(("cluster1",), shutdown_timeout=10, kind="home", archive=archive,
-                             retry_delay=0.1)
+    if archive.startswith("runtime:"):         # "runtime:/opt/runtime-2": a runtime rollout
+        request = RolloutRequest(("cluster1",), shutdown_timeout=10, kind="runtime",
+                                 runtime_home=archive.removeprefix("runtime:"), retry_delay=0.1)
+    else:
+        request = RolloutRequest(("cluster1",), shutdown_timeout=10, kind="home",
+                                 archive=archive, retry_delay=0.1)
     runner = Runner(Path(domain), ids=lambda: wid, observer=kill_at)
     asyncio.run(runner.rollout(request))
     sys.exit(3)   # not reached when the kill point is hit

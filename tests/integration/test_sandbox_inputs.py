@@ -65,7 +65,8 @@ def test_archives_are_reported_and_verify(linked: dict[str, Any]) -> None:
 def test_the_v1_home_is_a_small_installation(linked: dict[str, Any]) -> None:
     home = Path(linked["nodes"][0]["home"])
     files = sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
-    assert files == ["README", "VERSION", "bin/app-version", "lib/app.conf"]
+    assert files == ["README", "VERSION", "bin/app-version", "bin/setenv.sh", "lib/app.conf",
+                     "lib/runtime.conf"]
     assert stat.S_IMODE((home / "bin" / "app-version").stat().st_mode) == 0o755
     assert stat.S_IMODE((home / "README").stat().st_mode) == 0o644
     assert 1000 < sum((home / f).stat().st_size for f in files) < 20_000

@@ -96,3 +96,12 @@ def test_status_of_unknown_workflow(domain_file: Path) -> None:
     result = runner.invoke(app, ["status", "nope", "-d", str(domain_file)])
     assert result.exit_code == 2
     assert "no workflow 'nope'" in result.output
+
+
+def test_messages_keep_their_brackets(domain_file: Path) -> None:
+    """A field like `[runtime]` in a message is text, not console markup."""
+    result = runner.invoke(app, ["rollout", "runtime", "-d", str(domain_file), "--targets",
+                                 "web", "--runtime-home", "/opt/rt2"])
+    assert result.exit_code == 2
+    assert "needs a [runtime] section" in result.output
+    assert not (domain_file.parent / "state").exists()

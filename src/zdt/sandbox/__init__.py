@@ -321,6 +321,7 @@ def _report(layout: Layout, pids: dict, archives: dict[str, Path]) -> dict:
                    "servers": [server(s) for s in layout.servers if s.node == node]}
                   for node in layout.nodes],
         "home_link": layout.home_link,
+        "runtime_home": inputs.RUNTIMES[1],
         "archives": {name: str(path) for name, path in archives.items()},
         "pids": pids,
     }

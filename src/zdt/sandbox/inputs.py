@@ -72,6 +72,15 @@ here=$(dirname -- "$0")
 exec cat -- "$here/../VERSION"
 """
 
+RUNTIMES = ("/opt/runtime-1", "/opt/runtime-2")   # node paths; the first is in use
+SETENV = f"""\
+#!/bin/sh
+# The runtime the service runs with; `zdt rollout runtime` rewrites it.
+JAVA_HOME={RUNTIMES[0]}
+export JAVA_HOME
+"""
+RUNTIME_CONF = f"runtime = {RUNTIMES[0]}\nheap = 256m\n"
+
 APP_CONF = """\
 # Settings of the sample application. Paths are relative to the home.
 
@@ -113,7 +122,9 @@ def write_home(home: Path, version: str, *, broken: bool = False) -> None:
         "VERSION": (f"{version}\n", FILE_MODE),
         "README": (README, FILE_MODE),
         "bin/app-version": (APP_VERSION_SCRIPT, EXEC_MODE),
+        "bin/setenv.sh": (SETENV, EXEC_MODE),
         "lib/app.conf": (APP_CONF, FILE_MODE),
+        "lib/runtime.conf": (RUNTIME_CONF, FILE_MODE),
     }
     if broken:
         files["BROKEN"] = (BROKEN, FILE_MODE)

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from zdt.sandbox.inputs import write_home
+from zdt.sandbox.inputs import RUNTIMES, write_home
 
 HOME = "/srv/app/home"                   # the home, as a node path (same on every node)
 RELEASES = "/srv/app/releases"           # with home_link: HOME -> releases/<version>
@@ -129,6 +129,12 @@ def write_installation(layout: Layout, node: str) -> None:
         home.symlink_to(home_link_target())
     else:
         write_home(home, VERSION)
+    for number, runtime in enumerate(RUNTIMES, 1):
+        path = layout.on_node(node, runtime)
+        if path.exists():
+            shutil.rmtree(path)
+        (path / "bin").mkdir(parents=True)
+        (path / "release").write_text(f"runtime {number}\n")
 
 
 def domain_toml(layout: Layout) -> str:
@@ -140,7 +146,9 @@ def domain_toml(layout: Layout) -> str:
     out += ["", "[services]", 'kind = "supervisor"', f"socket = {q(SUPERVISOR_SOCKET)}",
             'program = "{server}"',
             "", "[lb]", 'kind = "haproxy"', 'socket = "haproxy/admin.sock"',
-            f"backend = {q(BACKEND)}"]
+            f"backend = {q(BACKEND)}",
+            "", "[runtime]", f"home = {q(RUNTIMES[0])}", 'variable = "JAVA_HOME"',
+            'scripts = ["bin/*.sh", "lib/*.conf"]']
     for node in layout.nodes:
         out += ["", "[[nodes]]", f"name = {q(node)}", 'address = "local"',
                 f"root = {q(f'nodes/{node}')}"]

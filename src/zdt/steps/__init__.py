@@ -105,6 +105,7 @@ class Context:
     transports: Mapping[str, Transport] = field(default_factory=dict)
     workflow: str = ""
     change: HomeChange | None = None
+    runtime_home: str | None = None     # a runtime rollout's new runtime (node path)
 
     def servers(self, names: tuple[str, ...]) -> list[Server]:
         return [self.domain.server(n) for n in names]

@@ -1,0 +1,162 @@
+"""The runtime step (WebLogic's Java home update): on a stopped node, every script the
+domain selects that refers to the runtime in use is rewritten to the new one.
+
+The runtime in use on a node is what the scripts assign to the variable (JAVA_HOME by
+default): they must agree, and with no assignment the domain's `[runtime] home` is taken.
+Each file is backed up beside itself (FILE.zdt-runtime-<workflow>, same bytes, mode and
+times) before it is written; the revert moves every backup back. A file that is not
+UTF-8 text, or holds a NUL byte, is never touched.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+import re
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from zdt.errors import PreconditionError, StepError
+from zdt.plan import StepSpec
+from zdt.steps import Context, StepClass, home, nodefs
+from zdt.transport import Transport
+
+BACKUP_TAG = ".zdt-runtime-"
+
+
+@dataclass(frozen=True)
+class Script:
+    path: str            # node path
+    text: str
+
+
+@dataclass(frozen=True)
+class LineChange:
+    path: str
+    line: int
+    before: str
+    after: str
+
+
+def _matches(relative: str, glob: str) -> bool:
+    """A glob per path segment: `bin/*.sh` selects bin/start.sh, not bin/sub/start.sh."""
+    parts, pattern = relative.split("/"), glob.split("/")
+    return len(parts) == len(pattern) and all(
+        fnmatch.fnmatchcase(p, g) for p, g in zip(parts, pattern, strict=True))
+
+
+async def scripts(ctx: Context, t: Transport) -> list[Script]:
+    """The text files the domain's globs select on this node (backups left out)."""
+    runtime = ctx.domain.runtime
+    if runtime is None:
+        return []
+    places = [(ctx.domain.domain.home, runtime.scripts)]
+    if runtime.domain_dir:
+        places.append((runtime.domain_dir, runtime.domain_scripts))
+    found = []
+    for base, globs in places:
+        root = t.path(base).rstrip("/") + "/"
+        r = await t.run(["find", root, "-type", "f"], check=False, timeout=60)
+        for line in sorted(r.stdout.splitlines()):
+            relative = line.removeprefix(root)
+            if BACKUP_TAG in relative or not any(_matches(relative, g) for g in globs):
+                continue
+            text = await _text(t, posixpath.join(base, relative))
+            if text is not None:
+                found.append(Script(posixpath.join(base, relative), text))
+    return found
+
+
+async def _text(t: Transport, path: str) -> str | None:
+    r = await t.run(["cat", t.path(path)], check=False, timeout=60)
+    text = r.stdout
+    if r.returncode != 0 or "\x00" in text or "\ufffd" in text:
+        return None           # unreadable, binary, or not UTF-8: never touched
+    return text
+
+
+def current(ctx: Context, found: list[Script], node: str) -> str:
+    """The runtime in use on the node, from the scripts' assignments to the variable."""
+    assert ctx.domain.runtime is not None
+    variable = re.escape(ctx.domain.runtime.variable)
+    pattern = re.compile(rf"^\s*(?:export\s+)?{variable}=[\"']?([^\"'\s;]+)", re.M)
+    values = {m.group(1) for s in found for m in pattern.finditer(s.text)}
+    if len(values) > 1:
+        raise PreconditionError(f"{node}: the scripts set {ctx.domain.runtime.variable} to "
+                                f"different runtimes ({', '.join(sorted(values))}); make them "
+                                "agree first")
+    return values.pop() if values else ctx.domain.runtime.home
+
+
+def changes(found: list[Script], old: str, new: str) -> list[LineChange]:
+    """Every line that would change, for preview."""
+    out = []
+    for s in found:
+        for number, line in enumerate(s.text.splitlines(), 1):
+            if old in line and old != new:
+                out.append(LineChange(s.path, number, line, line.replace(old, new)))
+    return out
+
+
+class Rewrite:
+    def __init__(self, ctx: Context, spec: StepSpec) -> None:
+        if ctx.runtime_home is None:
+            raise StepError("a runtime step without a new runtime home", retryable=False)
+        self.ctx, self.spec, self.new = ctx, spec, ctx.runtime_home
+        self.t = ctx.transport(spec.node)
+
+    def _backup(self, path: str) -> str:
+        return path + BACKUP_TAG + self.ctx.workflow
+
+    async def check(self) -> bool:
+        found = await scripts(self.ctx, self.t)
+        old = current(self.ctx, found, self.spec.node)
+        return old == self.new or not any(old in s.text for s in found)
+
+    async def execute(self) -> dict[str, Any] | None:
+        found = await scripts(self.ctx, self.t)
+        old = current(self.ctx, found, self.spec.node)
+        written = []
+        for s in found:
+            if old == self.new or old not in s.text:
+                continue
+            backup = self._backup(s.path)
+            if await nodefs.kind(self.t, backup) == "missing":
+                await self.t.run(["cp", "-p", self.t.path(s.path), self.t.path(backup)],
+                                 timeout=60)
+            await _write(self.t, s.path, s.text.replace(old, self.new))
+            written.append(s.path)
+        return {"from": old, "to": self.new, "files": written}
+
+    async def revert(self) -> dict[str, Any] | None:
+        runtime = self.ctx.domain.runtime
+        assert runtime is not None
+        restored = []
+        for base in filter(None, (self.ctx.domain.domain.home, runtime.domain_dir)):
+            root = self.t.path(base).rstrip("/") + "/"
+            r = await self.t.run(["find", root, "-type", "f", "-name",
+                                  "*" + BACKUP_TAG + self.ctx.workflow], check=False, timeout=60)
+            for backup in sorted(r.stdout.splitlines()):
+                original = backup.removesuffix(BACKUP_TAG + self.ctx.workflow)
+                await self.t.run(["mv", "-T", backup, original], timeout=60)
+                restored.append(posixpath.join(base, original.removeprefix(root)))
+        return {"restored": restored} if restored else None
+
+
+async def _write(t: Transport, path: str, text: str) -> None:
+    """Replace a file's content atomically, keeping its mode."""
+    mode = (await t.run(["stat", "-c", "%a", t.path(path)], timeout=30)).stdout.strip()
+    with tempfile.NamedTemporaryFile("w", delete=False, encoding="utf-8") as f:
+        f.write(text)
+    try:
+        await t.put(f.name, path)
+    finally:
+        os.unlink(f.name)
+    await t.run(["chmod", mode, t.path(path)], timeout=30)
+
+
+STEPS: dict[str, StepClass] = {
+    "drain": home.Drain, "stop": home.Stop, "rewrite": Rewrite, "start": home.Start,
+    "health": home.Health, "ready": home.Ready}
