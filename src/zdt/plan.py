@@ -28,13 +28,19 @@ VISIT_STEPS = {
     "runtime": ("hook:each-node", "drain", "stop", "hook:offline-before-update", "rewrite",
                 "hook:offline-after-update", "start", "health", "hook:after-server-start",
                 "ready"),
+    # home and runtime in one visit: the node is out of rotation once, not twice
+    "update": ("hook:each-node", "extract", "drain", "stop", "hook:offline-before-update",
+               "backup", "switch", "rewrite", "hook:offline-after-update", "start", "health",
+               "hook:after-server-start", "ready"),
 }
+# The steps each part of a combined update brings; a part not asked for is left out.
+PARTS = {"home": frozenset({"extract", "backup", "switch"}), "runtime": frozenset({"rewrite"})}
 RESTART_STEPS = tuple(s for s in VISIT_STEPS["restart"] if not s.startswith("hook:"))
 LB_STEPS = frozenset({"drain", "ready"})
 # Changes to the node's home reach every server on the node, targeted or not: a visit of
 # such a workflow drains and stops them all (an untargeted one would run on, unchecked,
 # from a home swapped under it).
-NODE_WIDE = frozenset({"home", "runtime"})
+NODE_WIDE = frozenset({"home", "runtime", "update"})
 
 
 @dataclass(frozen=True)
@@ -118,8 +124,12 @@ def home(domain: Domain, targets: Iterable[str], *, allow_downtime: bool = False
 
 
 def build(kind: str, domain: Domain, targets: Iterable[str], *,
-          allow_downtime: bool = False) -> Plan:
-    """Targets → the steps of every node visit, in order (see the module docstring)."""
+          allow_downtime: bool = False, parts: Iterable[str] = ()) -> Plan:
+    """Targets → the steps of every node visit, in order (see the module docstring). For a
+    combined update, `parts` names what it changes ("home", "runtime")."""
+    omit: frozenset[str] = frozenset()
+    if kind == "update":
+        omit = frozenset().union(*(steps for part, steps in PARTS.items() if part not in parts))
     targets = tuple(t.strip() for t in targets if t.strip())
     servers = resolve_targets(domain, targets)
     if kind in NODE_WIDE:
@@ -136,7 +146,7 @@ def build(kind: str, domain: Domain, targets: Iterable[str], *,
         in_lb = tuple(s.name for s in group if s.lb)
         every = tuple(s.name for s in group)
         for name in names:
-            if name.startswith("hook:") and not domain.hooks.at(name[5:]):
+            if name in omit or (name.startswith("hook:") and not domain.hooks.at(name[5:])):
                 continue
             members = in_lb if name in LB_STEPS else every
             if members:

@@ -25,7 +25,7 @@ from zdt.journal import DomainLock, Journal, StepRecord, WorkflowRecord
 from zdt.steps import Context, HomeChange, Options, catalog, hooks
 from zdt.waiting import REAL_TIME, Timing
 
-KINDS = ("restart", "home", "runtime")
+KINDS = ("restart", "home", "runtime", "update")
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
 
@@ -73,7 +73,9 @@ class RolloutRequest:
             raise ConfigError(f"unknown rollout kind {self.kind!r} (known: {', '.join(KINDS)})")
         if self.kind == "home" and not self.archive:
             raise ConfigError("--archive: a home rollout needs the archive of the patched home")
-        if self.kind == "runtime" and (
+        if self.kind == "update" and not (self.archive or self.runtime_home):
+            raise ConfigError("an update needs at least one of --archive and --runtime-home")
+        if (self.kind == "runtime" or self.runtime_home is not None) and (
                 not self.runtime_home or not self.runtime_home.startswith("/")
                 or ".." in self.runtime_home.split("/")):
             raise ConfigError(f"--runtime-home {self.runtime_home!r}: give the new runtime's "
@@ -117,12 +119,11 @@ def prepare(domain_path: Path, request: RolloutRequest) -> Prepared:
     request.validate()
     domain = domain_model.load(domain_path)
     change, manifest = None, None
-    if request.kind == "home":
-        assert request.archive is not None
+    if request.kind in ("home", "update") and request.archive:
         manifest = archives.verify(Path(request.archive))
         change = HomeChange(str(Path(request.archive).resolve()), manifest.sha256,
                             manifest.version, request.backup_dir, request.rollback)
-    if request.kind == "runtime" and domain.runtime is None:
+    if request.runtime_home and domain.runtime is None:
         raise ConfigError(f"{domain.source}: a runtime rollout needs a [runtime] section (the "
                           "runtime in use and the globs of the scripts that name it)")
     if request.backup_dir is not None:
@@ -130,8 +131,10 @@ def prepare(domain_path: Path, request: RolloutRequest) -> Prepared:
         if backups == home or backups.startswith(home + "/"):
             raise ConfigError(f"--backup-dir {request.backup_dir}: inside the home {home}; "
                               "a backup must live beside it")
+    parts = [p for p, given in (("home", request.archive), ("runtime", request.runtime_home))
+             if given]
     plan = planner.build(request.kind, domain, request.targets,
-                         allow_downtime=request.allow_downtime)
+                         allow_downtime=request.allow_downtime, parts=parts)
     return Prepared(domain, plan, request, change, manifest)
 
 
@@ -301,12 +304,13 @@ def _plan_dict(plan: planner.Plan) -> list[dict[str, Any]]:
 def _refuse_if_superseded(journal_path: Path, wf: WorkflowRecord) -> None:
     """Going back from a home that later workflows moved on from would strand them: their
     backups name the home this one put in place. Revert those first, newest first."""
-    if wf.kind != "home":
+    changing = ("home", "runtime", "update")
+    if wf.kind not in changing:
         return
     journal = open_journal(journal_path)
     try:
-        later = [w for w in journal.history() if w.kind == "home" and w.created > wf.created
-                 and w.state != "reverted"]
+        later = [w for w in journal.history() if w.kind in changing
+                 and w.created > wf.created and w.state != "reverted"]
     finally:
         journal.close()
     if later:

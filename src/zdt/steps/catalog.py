@@ -11,8 +11,8 @@ from zdt.steps.hooks import Hook
 def build(kind: str, ctx: Context, spec: StepSpec) -> Step:
     if spec.name.startswith("hook:"):
         return Hook(ctx, spec)
-    library = {"restart": restart.STEPS, "home": home.STEPS,
-               "runtime": runtime.STEPS}.get(kind, {})
+    library = {"restart": restart.STEPS, "home": home.STEPS, "runtime": runtime.STEPS,
+               "update": {**home.STEPS, **runtime.STEPS}}.get(kind, {})
     if spec.name not in library:
         raise StepError(f"no step {spec.name!r} in a {kind} workflow", retryable=False)
     return library[spec.name](ctx, spec)
