@@ -45,6 +45,28 @@ async def one_round(info: dict[str, Any], runner: Runner, n: int) -> list[str]:
     return [row(f"home v1→v2 #{n}", up, estimate), row(f"revert #{n}", back, None)]
 
 
+async def combined_against_separate(info: dict[str, Any], runner: Runner) -> list[str]:
+    """Home then runtime as two rollouts, against both in one: out of rotation per node."""
+    home = RolloutRequest(("domain",), 10.0, kind="home", archive=info["archives"]["v2"])
+    runtime = RolloutRequest(("domain",), 10.0, kind="runtime",
+                             runtime_home=info["runtime_home"])
+    both = RolloutRequest(("domain",), 10.0, kind="update", archive=info["archives"]["v2"],
+                          runtime_home=info["runtime_home"])
+    first = await measured(info, lambda: runner.rollout(home))
+    second = await measured(info, lambda: runner.rollout(runtime))
+    for r in (second, first):
+        await runner.revert(r["wid"])
+    combined = await measured(info, lambda: runner.rollout(both))
+    await runner.revert(combined["wid"])
+    separate = {**second, "state": "succeeded", "requests": first["requests"] +
+                second["requests"], "failed": first["failed"] + second["failed"],
+                "wall": first["wall"] + second["wall"],
+                "out": [a + b for a, b in zip(first["out"], second["out"], strict=True)],
+                "overhead": first["overhead"] + second["overhead"]}
+    return [row("home + runtime, 2 rollouts", separate, None),
+            row("home + runtime, combined", combined, None)]
+
+
 async def _revert(runner: Runner, wid: str) -> str:
     await runner.revert(wid)
     return wid
@@ -62,6 +84,7 @@ def bench(nodes: int, per_node: int, runs: int) -> list[str]:
                                 archive=info["archives"]["broken"], health_timeout=1.0)
         r = asyncio.run(measured(info, lambda: runner.rollout(broken)))
         rows.append(row("broken → auto-revert", r, None))
+        rows += asyncio.run(combined_against_separate(info, runner))
     finally:
         sandbox.down(base / "sb")
         shutil.rmtree(base, ignore_errors=True)
