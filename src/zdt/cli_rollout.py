@@ -143,10 +143,36 @@ def runtime(
     _go(ctx, _domain(ctx, domain), request, dry_run, json_out)
 
 
+def apps(
+    ctx: typer.Context,
+    apps_json: Annotated[Path, typer.Option("--apps", help="The apps.json spec.")],
+    domain: DomainOpt = Path("domain.toml"),
+    targets: Targets = "domain",
+    shutdown_timeout: ShutdownTimeout = None,
+    retries: Retries = 2,
+    retry_delay: RetryDelay = 1.0,
+    delay_between_nodes: Delay = 0.0,
+    auto_revert: AutoRevert = True,
+    allow_downtime: AllowDowntime = False,
+    pause_after: PauseAfter = None,
+    health_timeout: HealthTimeout = 30.0,
+    dry_run: DryRun = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Move new application versions into place (stage, nostage, external_stage)."""
+    request = RolloutRequest(tuple(targets.split(",")), shutdown_timeout, retries, retry_delay,
+                             delay_between_nodes, auto_revert, allow_downtime, kind="apps",
+                             pause_after=pause_after, health_timeout=health_timeout,
+                             apps=str(apps_json))
+    _go(ctx, _domain(ctx, domain), request, dry_run, json_out)
+
+
 def update(
     ctx: typer.Context,
     archive: Annotated[Path | None, typer.Option(help="A patched home's archive.")] = None,
     runtime_home: Annotated[str | None, typer.Option(help="A new runtime's path.")] = None,
+    apps_json: Annotated[Path | None, typer.Option("--apps", help="An apps.json spec.")]
+    = None,
     domain: DomainOpt = Path("domain.toml"),
     targets: Targets = "domain",
     backup_dir: Annotated[str | None, typer.Option(
@@ -164,17 +190,18 @@ def update(
     dry_run: DryRun = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Home and runtime in one workflow: each node is out of rotation once."""
+    """Home, runtime and applications in one workflow: each node is out of rotation once."""
     request = RolloutRequest(tuple(targets.split(",")), shutdown_timeout, retries, retry_delay,
                              delay_between_nodes, auto_revert, allow_downtime, kind="update",
                              archive=str(archive) if archive else None, backup_dir=backup_dir,
                              rollback=rollback, pause_after=pause_after,
-                             health_timeout=health_timeout, runtime_home=runtime_home)
+                             health_timeout=health_timeout, runtime_home=runtime_home,
+                             apps=str(apps_json) if apps_json else None)
     _go(ctx, _domain(ctx, domain), request, dry_run, json_out)
 
 
 for command, function in (("restart", restart), ("home", home), ("runtime", runtime),
-                          ("update", update)):
+                          ("apps", apps), ("update", update)):
     for group in (rollout_app, preview_app, preview_rollout):
         group.command(command)(handled(function))
 

@@ -178,6 +178,21 @@ class Runtime(_Model):
         return v
 
 
+class Application(_Model):
+    """An application deployed on the domain (WebLogic's stage / nostage / external_stage):
+    one directory at `location` on every node of the servers it is deployed to."""
+
+    name: Name
+    location: str
+    mode: Literal["stage", "nostage", "external_stage"] = "stage"
+    servers: tuple[Name, ...] = ()      # empty: every server of the domain
+
+    @field_validator("location")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        return _node_path(v)
+
+
 class Domain(_Model):
     """A whole domain. Paths in it are absolute (resolved against the file's directory)."""
 
@@ -189,6 +204,7 @@ class Domain(_Model):
     lb: LoadBalancerConfig
     hooks: Hooks = Hooks()
     runtime: Runtime | None = None
+    applications: tuple[Application, ...] = ()
     source: str = Field(default="", exclude=True)
 
     def node(self, name: str) -> Node:
@@ -282,6 +298,12 @@ def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:
             yield (f"clusters[{i}].name",
                    f"{c.name!r} is also a server name; targets would be ambiguous")
     yield from _templates(d)
+    yield from _duplicates("applications", [a.name for a in d.applications])
+    for i, a in enumerate(d.applications):
+        for j, member in enumerate(a.servers):
+            if member not in servers:
+                yield (f"applications[{i}].servers[{j}]",
+                       f"unknown server {member!r} (known: {_names(servers)})")
     admin = d.domain.admin
     if admin is not None:
         if admin not in servers:

@@ -28,19 +28,24 @@ VISIT_STEPS = {
     "runtime": ("hook:each-node", "drain", "stop", "hook:offline-before-update", "rewrite",
                 "hook:offline-after-update", "start", "health", "hook:after-server-start",
                 "ready"),
-    # home and runtime in one visit: the node is out of rotation once, not twice
-    "update": ("hook:each-node", "extract", "drain", "stop", "hook:offline-before-update",
-               "backup", "switch", "rewrite", "hook:offline-after-update", "start", "health",
-               "hook:after-server-start", "ready"),
+    "apps": ("hook:each-node", "stage", "drain", "stop", "hook:offline-before-update",
+             "apps", "hook:offline-after-update", "start", "health", "hook:after-server-start",
+             "ready"),
+    # home, runtime and apps in one visit: the node is out of rotation once, not three times
+    "update": ("hook:each-node", "extract", "stage", "drain", "stop",
+               "hook:offline-before-update", "backup", "switch", "rewrite", "apps",
+               "hook:offline-after-update", "start", "health", "hook:after-server-start",
+               "ready"),
 }
 # The steps each part of a combined update brings; a part not asked for is left out.
-PARTS = {"home": frozenset({"extract", "backup", "switch"}), "runtime": frozenset({"rewrite"})}
+PARTS = {"home": frozenset({"extract", "backup", "switch"}), "runtime": frozenset({"rewrite"}),
+         "apps": frozenset({"stage", "apps"})}
 RESTART_STEPS = tuple(s for s in VISIT_STEPS["restart"] if not s.startswith("hook:"))
 LB_STEPS = frozenset({"drain", "ready"})
 # Changes to the node's home reach every server on the node, targeted or not: a visit of
 # such a workflow drains and stops them all (an untargeted one would run on, unchecked,
 # from a home swapped under it).
-NODE_WIDE = frozenset({"home", "runtime", "update"})
+NODE_WIDE = frozenset({"home", "runtime", "apps", "update"})
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,8 @@ async def _node(ctx: Context, node: str, manifest: Manifest | None) -> list[Chec
     checks = [Check("reachable", True, node=node)]
     if ctx.runtime_home is not None:
         checks += await _runtime(ctx, t, node)
+    for app in (a for a in ctx.apps if node in a.nodes):
+        checks += await _app(t, node, app)
     if manifest is None:
         return checks
     home = ctx.domain.domain.home
@@ -98,6 +100,25 @@ async def _same_filesystem(t: Any, node: str, home: str, backups: str) -> Check:
     return Check("backup dir on the home's filesystem", same,
                  backups if same else f"{backups} is on another filesystem than {parent}: "
                  "choose a dir on the same one", node)
+
+
+async def _app(t: Any, node: str, app: Any) -> list[Check]:
+    """The deployed directory is there, the backup location is free, and (nostage,
+    external_stage) the patched directory is already on the node."""
+    kinds = {p: await nodefs.kind(t, p) for p in (app.location, app.backup_location)}
+    checks = [Check(f"application {app.name} deployed", kinds[app.location] == "dir",
+                    f"application {app.name}: deployed at {app.location}, which is "
+                    f"{kinds[app.location]}", node),
+              Check(f"application {app.name} backup location free",
+                    kinds[app.backup_location] == "missing",
+                    f"application {app.name}: backup location {app.backup_location} is "
+                    f"{kinds[app.backup_location]} (it must not exist yet)", node)]
+    if app.mode != "stage":
+        patched = await nodefs.kind(t, app.patched_location)
+        checks.append(Check(f"application {app.name} patched version placed", patched == "dir",
+                            f"{app.patched_location} is {patched} ({app.mode}: it must be on "
+                            "every node before the rollout)", node))
+    return checks
 
 
 async def _runtime(ctx: Context, t: Any, node: str) -> list[Check]:

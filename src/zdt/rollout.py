@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from zdt import adapters as adapter_factory
+from zdt import apps as apps_spec
 from zdt import archive as archives
 from zdt import domain as domain_model
 from zdt import plan as planner
 from zdt import preview
+from zdt.apps import AppChange
 from zdt.domain import Domain
 from zdt.engine import Engine, Observer, Policy
 from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError, ZdtError
@@ -25,7 +27,7 @@ from zdt.journal import DomainLock, Journal, StepRecord, WorkflowRecord
 from zdt.steps import Context, HomeChange, Options, catalog, hooks
 from zdt.waiting import REAL_TIME, Timing
 
-KINDS = ("restart", "home", "runtime", "update")
+KINDS = ("restart", "home", "runtime", "apps", "update")
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
 
@@ -49,6 +51,7 @@ class RolloutRequest:
     health_timeout: float = 30.0
     start_timeout: float = 30.0
     runtime_home: str | None = None
+    apps: str | None = None              # the apps.json of an apps rollout (local path)
 
     def options(self) -> Options:
         return Options(shutdown_timeout=self.timeout, start_timeout=self.start_timeout,
@@ -73,8 +76,14 @@ class RolloutRequest:
             raise ConfigError(f"unknown rollout kind {self.kind!r} (known: {', '.join(KINDS)})")
         if self.kind == "home" and not self.archive:
             raise ConfigError("--archive: a home rollout needs the archive of the patched home")
-        if self.kind == "update" and not (self.archive or self.runtime_home):
-            raise ConfigError("an update needs at least one of --archive and --runtime-home")
+        if self.kind == "update" and not (self.archive or self.runtime_home or self.apps):
+            raise ConfigError("an update needs at least one of --archive, --runtime-home and "
+                              "--apps")
+        if self.kind == "apps" and not self.apps:
+            raise ConfigError("--apps: an apps rollout needs the apps.json spec")
+        if self.rollback and self.apps:
+            raise ConfigError("--rollback cannot be combined with an application update: "
+                              "roll the applications back with their own apps.json")
         if (self.kind == "runtime" or self.runtime_home is not None) and (
                 not self.runtime_home or not self.runtime_home.startswith("/")
                 or ".." in self.runtime_home.split("/")):
@@ -92,7 +101,7 @@ class RolloutRequest:
 
     @classmethod
     def from_journal(cls, data: dict[str, Any]) -> RolloutRequest:
-        fields = {k: v for k, v in data.items() if k != "change"}
+        fields = {k: v for k, v in data.items() if k not in ("change", "app_changes")}
         return cls(**{**fields, "targets": tuple(data["targets"])})
 
 
@@ -113,6 +122,7 @@ class Prepared:
     request: RolloutRequest
     change: HomeChange | None
     manifest: archives.Manifest | None
+    apps: tuple[AppChange, ...] = ()
 
 
 def prepare(domain_path: Path, request: RolloutRequest) -> Prepared:
@@ -131,11 +141,12 @@ def prepare(domain_path: Path, request: RolloutRequest) -> Prepared:
         if backups == home or backups.startswith(home + "/"):
             raise ConfigError(f"--backup-dir {request.backup_dir}: inside the home {home}; "
                               "a backup must live beside it")
-    parts = [p for p, given in (("home", request.archive), ("runtime", request.runtime_home))
-             if given]
+    app_changes = apps_spec.load(Path(request.apps), domain) if request.apps else ()
+    parts = [p for p, given in (("home", request.archive), ("runtime", request.runtime_home),
+                                ("apps", request.apps)) if given]
     plan = planner.build(request.kind, domain, request.targets,
                          allow_downtime=request.allow_downtime, parts=parts)
-    return Prepared(domain, plan, request, change, manifest)
+    return Prepared(domain, plan, request, change, manifest, app_changes)
 
 
 @dataclass
@@ -165,7 +176,7 @@ class Runner:
             journal = Journal(p.domain.state_dir, self.clock)
             try:
                 _refuse_if_held(journal)
-                await self._run(p.domain, journal, request, wid, "run", p.change, p)
+                await self._run(p.domain, journal, request, wid, "run", p.change, p, p.apps)
             finally:
                 journal.close()
         finally:
@@ -180,7 +191,7 @@ class Runner:
         adapters = adapter_factory.build(p.domain)
         ctx = Context(p.domain, adapters.services, adapters.lb,
                       request.options(), self.timing,
-                      adapters.transports, "preview", p.change, request.runtime_home)
+                      adapters.transports, "preview", p.change, request.runtime_home, p.apps)
         try:
             checks = await preview.preconditions(ctx, p.plan, p.manifest)
             rewrites = (await preview.runtime_changes(ctx, p.plan)
@@ -229,6 +240,8 @@ class Runner:
             journal.close()
         request = RolloutRequest.from_journal(wf.request)
         change = HomeChange(**wf.request["change"]) if wf.request.get("change") else None
+        app_changes = tuple(AppChange(**{**a, "nodes": tuple(a["nodes"])})
+                            for a in wf.request.get("app_changes") or ())
         if action == "revert":
             _refuse_if_superseded(journal_path=self.domain_path, wf=wf)
         lock = DomainLock(domain.state_dir)
@@ -246,7 +259,8 @@ class Runner:
                 if action == "resume" and any(e["kind"] == "pause" for e in
                                               journal.events(wid)):
                     request = replace(request, pause_after=None)   # the canary was seen
-                return await self._run(domain, journal, request, wid, action, change)
+                return await self._run(domain, journal, request, wid, action, change,
+                                       None, app_changes)
             finally:
                 journal.close()
         finally:
@@ -254,11 +268,12 @@ class Runner:
 
     async def _run(self, domain: Domain, journal: Journal, request: RolloutRequest,
                    wid: str, action: str, change: HomeChange | None,
-                   prepared: Prepared | None = None) -> str:
+                   prepared: Prepared | None = None,
+                   app_changes: tuple[AppChange, ...] = ()) -> str:
         adapters = adapter_factory.build(domain)
         ctx = Context(domain, adapters.services, adapters.lb,
                       request.options(), self.timing,
-                      adapters.transports, wid, change, request.runtime_home)
+                      adapters.transports, wid, change, request.runtime_home, app_changes)
         policy = Policy(retries=request.retries, retry_delay=request.retry_delay,
                         auto_revert=request.auto_revert,
                         delay_between_nodes=request.delay_between_nodes,
@@ -268,7 +283,8 @@ class Runner:
         try:
             if prepared is not None:  # a new workflow: check the live domain, then record it
                 await preview.require(ctx, prepared.plan, prepared.manifest)
-                recorded = {**asdict(request), "change": asdict(change) if change else None}
+                recorded = {**asdict(request), "change": asdict(change) if change else None,
+                            "app_changes": [asdict(a) for a in app_changes]}
                 journal.create(wid, request.kind, domain.source, recorded, prepared.plan.steps)
             if action == "revert":
                 state = await engine.revert(wid)
@@ -304,7 +320,7 @@ def _plan_dict(plan: planner.Plan) -> list[dict[str, Any]]:
 def _refuse_if_superseded(journal_path: Path, wf: WorkflowRecord) -> None:
     """Going back from a home that later workflows moved on from would strand them: their
     backups name the home this one put in place. Revert those first, newest first."""
-    changing = ("home", "runtime", "update")
+    changing = ("home", "runtime", "apps", "update")
     if wf.kind not in changing:
         return
     journal = open_journal(journal_path)

@@ -1,6 +1,6 @@
 """Run a rollout and kill -9 this very process once a chosen step reaches a chosen state.
 
-    python crash_rollout.py DOMAIN ARCHIVE|runtime:PATH|update:ARCHIVE:PATH NODE STEP STATE
+    python crash_rollout.py DOMAIN ARCHIVE|runtime:PATH|update:ARCHIVE:PATH:APPS NODE STEP STATE
 
 The workflow id is printed first (flushed), so the test can resume or revert it. The kill
 comes from the engine's observer, right after the journal committed that state: the
@@ -28,10 +28,11 @@ def main() -> None:
         if (record.node, record.name, now) == (node, step, state):
             os.kill(os.getpid(), signal.SIGKILL)
 
-    if archive.startswith("update:"):          # "update:ARCHIVE:RUNTIME": a combined update
-        _, tarball, runtime = archive.split(":")
+    if archive.startswith("update:"):   # "update:ARCHIVE:RUNTIME:APPS": a combined update
+        _, tarball, runtime, apps = archive.split(":")
         request = RolloutRequest(("domain",), shutdown_timeout=10, kind="update",
-                                 archive=tarball, runtime_home=runtime, retry_delay=0.1)
+                                 archive=tarball, runtime_home=runtime, apps=apps,
+                                 retry_delay=0.1)
     elif archive.startswith("runtime:"):       # "runtime:/opt/runtime-2": a runtime rollout
         request = RolloutRequest(("cluster1",), shutdown_timeout=10, kind="runtime",
                                  runtime_home=archive.removeprefix("runtime:"), retry_delay=0.1)

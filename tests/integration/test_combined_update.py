@@ -34,14 +34,15 @@ def zdt(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=120)
 
 
-def state(sb: dict[str, Any]) -> set[tuple[str, str]]:
-    """(version, JAVA_HOME line) of every node's home."""
+def state(sb: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """(version, JAVA_HOME line, app version) of every node."""
     out = set()
     for n in sb["nodes"]:
         home = Path(n["home"])
         java = next(line for line in (home / "bin/setenv.sh").read_text().splitlines()
                     if line.startswith("JAVA_HOME="))
-        out.add(((home / "VERSION").read_text().strip(), java))
+        app = (Path(n["root"]) / "srv/app/apps/shop/APP_VERSION").read_text().strip()
+        out.add(((home / "VERSION").read_text().strip(), java, app))
     return out
 
 
@@ -64,30 +65,32 @@ async def test_one_drain_per_node_then_revert(sb: dict[str, Any]) -> None:
     drains = Counter(s["node"] for s in report["steps"] if s["name"] == "drain")
     assert drains == {"node1": 1, "node2": 1, "node3": 1}
     assert {s["name"] for s in report["steps"]} >= {"extract", "switch", "rewrite"}
-    assert state(sb) == {("v2", "JAVA_HOME=/opt/runtime-2")}
+    assert state(sb) == {("v2", "JAVA_HOME=/opt/runtime-2", "1")}
     versions = {json.loads((await http.get(sb["lb_url"])).body)["version"] for _ in range(8)}
     assert versions == {"v2"}
     back = await under_load(sb, "revert", report["id"], "-d", sb["domain"], "--json")
     assert back.returncode == 0, back.stderr
-    assert state(sb) == {("v1", "JAVA_HOME=/opt/runtime-1")}
+    assert state(sb) == {("v1", "JAVA_HOME=/opt/runtime-1", "1")}
 
 
 @pytest.mark.parametrize("then", ["resume", "revert"])
-async def test_kill_9_mid_way_then_resume_or_revert(sb: dict[str, Any], then: str) -> None:
-    target = f"update:{sb['archives']['v2']}:{sb['runtime_home']}"
-    crashed = subprocess.run([*CRASH, sb["domain"], target, "node2", "rewrite", "done"],
+@pytest.mark.parametrize("step", ["rewrite", "apps"])
+async def test_kill_9_mid_way_then_resume_or_revert(sb: dict[str, Any], then: str,
+                                                    step: str) -> None:
+    target = f"update:{sb['archives']['v2']}:{sb['runtime_home']}:{sb['apps']}"
+    crashed = subprocess.run([*CRASH, sb["domain"], target, "node2", step, "done"],
                              capture_output=True, text=True, timeout=120)
     assert crashed.returncode == -9, crashed.stderr
     wid = crashed.stdout.split()[0]
     result = await under_load(sb, then, wid, "-d", sb["domain"], "--json")
     assert result.returncode == 0, result.stderr
-    want = ("v2", "JAVA_HOME=/opt/runtime-2") if then == "resume" else \
-        ("v1", "JAVA_HOME=/opt/runtime-1")
+    want = ("v2", "JAVA_HOME=/opt/runtime-2", "2") if then == "resume" else \
+        ("v1", "JAVA_HOME=/opt/runtime-1", "1")
     assert state(sb) == {want}
 
 
 @pytest.mark.parametrize(("args", "code", "words"), [
-    ([], 2, "at least one of --archive and --runtime-home"),
+    ([], 2, "at least one of --archive, --runtime-home and --apps"),
     (["--runtime-home", "rel/path"], 2, "--runtime-home"),
     (["--runtime-home", "/opt/none"], 3, "/opt/none is missing"),
     (["--archive", "/nonexistent.tar.gz"], 2, "/nonexistent.tar.gz"),

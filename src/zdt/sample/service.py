@@ -180,6 +180,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m zdt.sample.service", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--home", required=True, type=Path, help="the installation directory")
+    p.add_argument("--app", type=Path, help="a deployed application's directory: its "
+                   "APP_VERSION is reported, and its BROKEN fails the health check")
     p.add_argument("--port", required=True, type=int)
     p.add_argument("--server", required=True, help="this server's name")
     p.add_argument("--node", required=True, help="the node it runs on")
@@ -200,8 +202,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
         return 1
     broken = (args.home / "BROKEN").exists()
-    identity = {"version": version, "server": args.server, "node": args.node,
-                "pid": os.getpid()}
+    identity: dict[str, object] = {"version": version, "server": args.server,
+                                   "node": args.node, "pid": os.getpid()}
+    if args.app is not None:
+        try:
+            identity["app_version"] = (args.app / "APP_VERSION").read_text().strip()
+        except OSError:
+            identity["app_version"] = None
+        broken = broken or (args.app / "BROKEN").exists()
     server = SampleServer((args.host, args.port), identity, broken=broken)
     print(f"{args.server} {version} listening on http://{args.host}:{args.port}/ "
           f"pid {os.getpid()}"

@@ -322,6 +322,7 @@ def _report(layout: Layout, pids: dict, archives: dict[str, Path]) -> dict:
                   for node in layout.nodes],
         "home_link": layout.home_link,
         "runtime_home": inputs.RUNTIMES[1],
+        "apps": str(layout.dir / "inputs" / "apps.json"),
         "archives": {name: str(path) for name, path in archives.items()},
         "pids": pids,
     }

@@ -20,6 +20,7 @@ The inputs, built in D/inputs/ from the same layout as the v1 home:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -73,6 +74,8 @@ exec cat -- "$here/../VERSION"
 """
 
 RUNTIMES = ("/opt/runtime-1", "/opt/runtime-2")   # node paths; the first is in use
+APP = "/srv/app/apps/shop"           # node path of the deployed application "shop"
+APP_BACKUP = "/srv/app/apps/shop.bak"
 SETENV = f"""\
 #!/bin/sh
 # The runtime the service runs with; `zdt rollout runtime` rewrites it.
@@ -136,6 +139,26 @@ def write_home(home: Path, version: str, *, broken: bool = False) -> None:
         os.chmod(d, EXEC_MODE)
 
 
+def write_app(path: Path, version: str, *, broken: bool = False) -> None:
+    """A deployed application: what the sample service reports as `app_version`."""
+    path.mkdir(parents=True)
+    (path / "APP_VERSION").write_text(version + "\n")
+    (path / "index.html").write_text(f"<h1>shop {version}</h1>\n")
+    if broken:
+        (path / "BROKEN").write_text("this release of the app fails its health check\n")
+
+
+def write_apps_spec(d: Path) -> Path:
+    """D/inputs/apps.json: the app "shop" version 2, staged from D/inputs/apps/shop-2."""
+    write_app(d / "apps" / "shop-2", "2")
+    write_app(d / "apps" / "shop-broken", "broken", broken=True)
+    spec = d / "apps.json"
+    spec.write_text(json.dumps({"applications": [{
+        "name": "shop", "patched_location": str(d / "apps" / "shop-2"),
+        "backup_location": APP_BACKUP, "mode": "stage"}]}, indent=1) + "\n")
+    return spec
+
+
 def build(d: Path) -> dict[str, Path]:
     """Build D/inputs afresh: every input home and its archive; return the archives."""
     inputs = d / "inputs"
@@ -150,4 +173,5 @@ def build(d: Path) -> dict[str, Path]:
         write_home(home, name, broken=broken)
         archives[name] = inputs / f"{name}.tar.gz"
         archive.create(home, archives[name])
+    write_apps_spec(inputs)
     return archives

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from zdt.sandbox.inputs import RUNTIMES, write_home
+from zdt.sandbox.inputs import APP, RUNTIMES, write_app, write_home
 
 HOME = "/srv/app/home"                   # the home, as a node path (same on every node)
 RELEASES = "/srv/app/releases"           # with home_link: HOME -> releases/<version>
@@ -129,6 +129,7 @@ def write_installation(layout: Layout, node: str) -> None:
         home.symlink_to(home_link_target())
     else:
         write_home(home, VERSION)
+    write_app(layout.on_node(node, APP), "1")
     for number, runtime in enumerate(RUNTIMES, 1):
         path = layout.on_node(node, runtime)
         if path.exists():
@@ -148,7 +149,8 @@ def domain_toml(layout: Layout) -> str:
             "", "[lb]", 'kind = "haproxy"', 'socket = "haproxy/admin.sock"',
             f"backend = {q(BACKEND)}",
             "", "[runtime]", f"home = {q(RUNTIMES[0])}", 'variable = "JAVA_HOME"',
-            'scripts = ["bin/*.sh", "lib/*.conf"]']
+            'scripts = ["bin/*.sh", "lib/*.conf"]',
+            "", "[[applications]]", 'name = "shop"', f"location = {q(APP)}", 'mode = "stage"']
     for node in layout.nodes:
         out += ["", "[[nodes]]", f"name = {q(node)}", 'address = "local"',
                 f"root = {q(f'nodes/{node}')}"]
@@ -188,7 +190,8 @@ def supervisord_conf(layout: Layout, node: str) -> str:
 def _program(layout: Layout, s: SandboxServer) -> list[str]:
     argv = [sys.executable, "-m", "zdt.sample.service",
             "--home", str(layout.on_node(s.node, HOME)), "--port", str(s.port),
-            "--server", s.name, "--node", s.node, "--host", "127.0.0.1"]
+            "--server", s.name, "--node", s.node, "--host", "127.0.0.1",
+            "--app", str(layout.on_node(s.node, APP))]
     log = layout.root(s.node) / "var" / "log"
     return [
         f"[program:{s.name}]", f"command = {_ini(shlex.join(argv))}",

@@ -106,6 +106,7 @@ class Context:
     workflow: str = ""
     change: HomeChange | None = None
     runtime_home: str | None = None     # a runtime rollout's new runtime (node path)
+    apps: tuple[Any, ...] = ()          # an apps rollout's AppChange entries
 
     def servers(self, names: tuple[str, ...]) -> list[Server]:
         return [self.domain.server(n) for n in names]

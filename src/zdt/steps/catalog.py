@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from zdt.errors import StepError
 from zdt.plan import StepSpec
-from zdt.steps import Context, Step, home, restart, runtime
+from zdt.steps import Context, Step, apps, home, restart, runtime
 from zdt.steps.hooks import Hook
 
 
@@ -12,7 +12,7 @@ def build(kind: str, ctx: Context, spec: StepSpec) -> Step:
     if spec.name.startswith("hook:"):
         return Hook(ctx, spec)
     library = {"restart": restart.STEPS, "home": home.STEPS, "runtime": runtime.STEPS,
-               "update": {**home.STEPS, **runtime.STEPS}}.get(kind, {})
+               "apps": apps.STEPS, "update": apps.ALL}.get(kind, {})
     if spec.name not in library:
         raise StepError(f"no step {spec.name!r} in a {kind} workflow", retryable=False)
     return library[spec.name](ctx, spec)

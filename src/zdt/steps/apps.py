@@ -1,0 +1,133 @@
+"""The application steps: `stage` copies a staged application to the node before the
+drain; `apps` (offline) moves the deployed directory to its backup location and the
+patched one into place; the revert moves them back, last first.
+
+Two renames per application, each checked before it is done, so a crash between them is
+finished (resume) or undone (revert) from what the node shows: the deployed location, the
+backup location and the patched source, each present or not.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tarfile
+import tempfile
+from typing import Any
+
+from zdt.apps import AppChange
+from zdt.errors import StepError
+from zdt.plan import StepSpec
+from zdt.steps import Context, StepClass, home, nodefs, runtime
+from zdt.transport import Transport
+
+STAGED = ".zdt-staged"
+
+
+class _AppsStep:
+    def __init__(self, ctx: Context, spec: StepSpec) -> None:
+        self.ctx, self.spec = ctx, spec
+        self.t: Transport = ctx.transport(spec.node)
+        self.apps = [a for a in ctx.apps if spec.node in a.nodes]
+
+    def source(self, app: AppChange) -> str:
+        """Where the new version is on the node just before it moves into place."""
+        if app.mode == "stage":
+            return f"{app.location}.zdt-new-{self.ctx.workflow}"
+        return app.patched_location
+
+
+class Stage(_AppsStep):
+    async def check(self) -> bool:
+        for app in (a for a in self.apps if a.mode == "stage"):
+            staged = await nodefs.kind(self.t, posixpath.join(self.source(app), STAGED))
+            moved = await nodefs.kind(self.t, app.backup_location) == "dir"
+            if staged == "missing" and not moved:
+                return False
+        return True
+
+    async def execute(self) -> dict[str, Any] | None:
+        copied = []
+        for app in (a for a in self.apps if a.mode == "stage"):
+            await _copy_dir(self.t, app.patched_location, self.source(app),
+                            self.ctx.options.command_timeout)
+            copied.append(app.name)
+        return {"staged": copied}
+
+    async def revert(self) -> dict[str, Any] | None:
+        for app in (a for a in self.apps if a.mode == "stage"):
+            await nodefs.remove(self.t, self.source(app))
+        return None
+
+
+class Swap(_AppsStep):
+    async def check(self) -> bool:
+        for app in self.apps:
+            kinds = await self._kinds(app)
+            if kinds != ("dir", "dir", "missing"):
+                return False
+        return True
+
+    async def _kinds(self, app: AppChange) -> tuple[str, str, str]:
+        return (await nodefs.kind(self.t, app.location),
+                await nodefs.kind(self.t, app.backup_location),
+                await nodefs.kind(self.t, self.source(app)))
+
+    async def execute(self) -> dict[str, Any] | None:
+        for app in self.apps:
+            location, backup, source = await self._kinds(app)
+            if (location, backup, source) == ("dir", "dir", "missing"):
+                continue                                  # done before a crash
+            if location == "dir" and backup == "missing" and source == "dir":
+                await nodefs.move(self.t, app.location, app.backup_location)
+                location = "missing"
+            if location == "missing" and source == "dir":
+                await nodefs.move(self.t, self.source(app), app.location)
+                continue
+            raise StepError(f"{self.t.node}: application {app.name}: deployed {app.location} "
+                            f"is {location}, backup {app.backup_location} is {backup}, new "
+                            f"version {self.source(app)} is {source}: cannot move it into "
+                            "place", retryable=False)
+        return {"applications": [a.name for a in self.apps]}
+
+    async def revert(self) -> dict[str, Any] | None:
+        restored = []
+        for app in reversed(self.apps):
+            location, backup, source = await self._kinds(app)
+            if backup != "dir":
+                continue                                  # never moved: nothing to undo
+            if location == "dir":
+                if source != "missing":
+                    raise StepError(f"{self.t.node}: application {app.name}: both "
+                                    f"{app.location} and {self.source(app)} exist; move one "
+                                    "aside by hand, then revert again", retryable=False)
+                await nodefs.move(self.t, app.location, self.source(app))
+            await nodefs.move(self.t, app.backup_location, app.location)
+            restored.append(app.name)
+        return {"restored": restored} if restored else None
+
+
+async def _copy_dir(t: Transport, local: str, remote: str, timeout: float) -> None:
+    """A local directory to a node path, as a tar copied and unpacked there; the marker
+    written last says the copy is whole."""
+    with tempfile.NamedTemporaryFile(suffix=".tar", delete=False) as f:
+        bundle = f.name
+    try:
+        with tarfile.open(bundle, "w") as tar:
+            tar.add(local, arcname=".")
+        scratch = remote + ".tar"
+        await nodefs.remove(t, remote)
+        await nodefs.mkdir(t, remote)
+        await t.put(bundle, scratch)
+        await t.run(["tar", "-xf", t.path(scratch), "-C", t.path(remote), "--no-same-owner"],
+                    timeout=timeout)
+        await nodefs.remove(t, scratch)
+        await nodefs.write_text(t, posixpath.join(remote, STAGED), "staged\n")
+    finally:
+        os.unlink(bundle)
+
+
+STEPS: dict[str, StepClass] = {
+    "stage": Stage, "drain": home.Drain, "stop": home.Stop, "apps": Swap,
+    "start": home.Start, "health": home.Health, "ready": home.Ready}
+ALL: dict[str, StepClass] = {**home.STEPS, **runtime.STEPS, **STEPS}
