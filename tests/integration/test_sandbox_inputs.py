@@ -138,7 +138,7 @@ def test_up_again_builds_a_fresh_installation(short_dir: Path) -> None:
     info = sandbox.up(d, nodes=1, servers_per_node=1, admin=False)
     try:
         assert home.is_dir() and not home.is_symlink()
-        assert sorted(p.name for p in home.parent.iterdir()) == ["home"]
+        assert sorted(p.name for p in home.parent.iterdir()) == ["apps", "home"]
         assert not (home / "FAIL_STARTS").exists()
         assert sorted(p.name for p in (d / "inputs").iterdir()) == [
             "broken", "broken.tar.gz", "broken.tar.gz.json", "v2", "v2.tar.gz",
