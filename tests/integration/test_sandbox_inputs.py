@@ -141,8 +141,8 @@ def test_up_again_builds_a_fresh_installation(short_dir: Path) -> None:
         assert sorted(p.name for p in home.parent.iterdir()) == ["apps", "home"]
         assert not (home / "FAIL_STARTS").exists()
         assert sorted(p.name for p in (d / "inputs").iterdir()) == [
-            "broken", "broken.tar.gz", "broken.tar.gz.json", "v2", "v2.tar.gz",
-            "v2.tar.gz.json"]
+            "apps", "apps.json", "broken", "broken.tar.gz", "broken.tar.gz.json", "v2",
+            "v2.tar.gz", "v2.tar.gz.json"]
         assert get(info["nodes"][0]["servers"][0]["url"])[2]["version"] == "v1"
         assert server_homes(d) == {get(info["nodes"][0]["servers"][0]["url"])[2]["pid"]:
                                    str(home)}
