@@ -76,13 +76,17 @@ def restart(
     allow_downtime: AllowDowntime = False,
     pause_after: PauseAfter = None,
     health_timeout: HealthTimeout = 30.0,
+    partitions: Annotated[str | None, typer.Option(
+        help="Restart only these partitions of the targeted servers, comma-separated.")]
+    = None,
     dry_run: DryRun = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Restart every targeted server, one node at a time, behind the load balancer."""
     request = RolloutRequest(tuple(targets.split(",")), shutdown_timeout, retries, retry_delay,
                              delay_between_nodes, auto_revert, allow_downtime,
-                             pause_after=pause_after, health_timeout=health_timeout)
+                             pause_after=pause_after, health_timeout=health_timeout,
+                             partitions=tuple(p for p in (partitions or "").split(",") if p))
     _go(ctx, _domain(ctx, domain), request, dry_run, json_out)
 
 

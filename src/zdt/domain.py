@@ -112,6 +112,11 @@ class Server(_Model):
     lb_name: Name | None = None
     health_url: str | None = None
     partitions: tuple[Name, ...] = ()
+    # A partition (an independently restartable unit of a server, e.g. a supervisord
+    # group) is declared as a server of its own: its process, port and LB entry.
+    partition_of: Name | None = None
+    partition: Name | None = None
+    program: str | None = None           # the manager's name for it (default: [services])
 
     @field_validator("health_url")
     @classmethod
@@ -304,6 +309,7 @@ def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:
             if member not in servers:
                 yield (f"applications[{i}].servers[{j}]",
                        f"unknown server {member!r} (known: {_names(servers)})")
+    yield from _partitions(d)
     admin = d.domain.admin
     if admin is not None:
         if admin not in servers:
@@ -311,6 +317,25 @@ def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:
         for i, c in enumerate(d.clusters):
             if admin in c.servers:
                 yield "domain.admin", f"the admin server {admin!r} is also in clusters[{i}]"
+
+
+def _partitions(d: Domain) -> Iterable[tuple[str, str]]:
+    by_name = {s.name: s for s in d.servers}
+    for i, s in enumerate(d.servers):
+        if (s.partition_of is None) != (s.partition is None):
+            yield (f"servers[{i}].partition",
+                   "give both partition_of (the server) and partition (its name), or neither")
+            continue
+        if s.partition_of is None:
+            continue
+        parent = by_name.get(s.partition_of)
+        if parent is None or parent.node != s.node or parent.partition_of is not None:
+            yield (f"servers[{i}].partition_of",
+                   f"{s.partition_of!r} is not a server on {s.node!r} (partitions do not nest)")
+        elif parent.partitions and s.partition not in parent.partitions:
+            yield (f"servers[{i}].partition",
+                   f"{s.partition!r} is not one of {parent.name}'s partitions "
+                   f"({', '.join(parent.partitions)})")
 
 
 def _templates(d: Domain) -> Iterable[tuple[str, str]]:

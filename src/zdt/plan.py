@@ -120,8 +120,25 @@ def check_spread(domain: Domain, servers: list[Server],
                 "take traffic: add servers on other nodes or pass --allow-downtime")
 
 
-def restart(domain: Domain, targets: Iterable[str], *, allow_downtime: bool = False) -> Plan:
-    return build("restart", domain, targets, allow_downtime=allow_downtime)
+def restart(domain: Domain, targets: Iterable[str], *, allow_downtime: bool = False,
+            partitions: Iterable[str] = ()) -> Plan:
+    return build("restart", domain, targets, allow_downtime=allow_downtime,
+                 partitions=partitions)
+
+
+def partition_servers(domain: Domain, servers: list[Server], names: Iterable[str]
+                      ) -> list[Server]:
+    """The partitions named, of the targeted servers: what a partition restart touches."""
+    wanted = {n.strip() for n in names if n.strip()}
+    targeted = {s.name for s in servers}
+    chosen = [s for s in domain.servers
+              if s.partition in wanted and s.partition_of in targeted]
+    missing = wanted - {s.partition for s in chosen}
+    if missing:
+        known = sorted({s.partition for s in domain.servers if s.partition} - {None})
+        raise ConfigError(f"--partitions: no partition {', '.join(sorted(missing))} on the "
+                          f"targeted servers (known: {', '.join(map(str, known)) or 'none'})")
+    return chosen
 
 
 def home(domain: Domain, targets: Iterable[str], *, allow_downtime: bool = False) -> Plan:
@@ -129,7 +146,8 @@ def home(domain: Domain, targets: Iterable[str], *, allow_downtime: bool = False
 
 
 def build(kind: str, domain: Domain, targets: Iterable[str], *,
-          allow_downtime: bool = False, parts: Iterable[str] = ()) -> Plan:
+          allow_downtime: bool = False, parts: Iterable[str] = (),
+          partitions: Iterable[str] = ()) -> Plan:
     """Targets → the steps of every node visit, in order (see the module docstring). For a
     combined update, `parts` names what it changes ("home", "runtime")."""
     omit: frozenset[str] = frozenset()
@@ -137,6 +155,11 @@ def build(kind: str, domain: Domain, targets: Iterable[str], *,
         omit = frozenset().union(*(steps for part, steps in PARTS.items() if part not in parts))
     targets = tuple(t.strip() for t in targets if t.strip())
     servers = resolve_targets(domain, targets)
+    partitions = tuple(partitions)
+    if partitions:
+        if kind != "restart":
+            raise ConfigError("--partitions goes with a restart only")
+        servers = partition_servers(domain, servers, partitions)
     if kind in NODE_WIDE:
         servers = _whole_nodes(domain, servers)
     groups = _node_groups(domain, servers, kind in NODE_WIDE)

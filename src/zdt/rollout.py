@@ -52,6 +52,7 @@ class RolloutRequest:
     start_timeout: float = 30.0
     runtime_home: str | None = None
     apps: str | None = None              # the apps.json of an apps rollout (local path)
+    partitions: tuple[str, ...] = ()     # a restart of these partitions only
 
     def options(self) -> Options:
         return Options(shutdown_timeout=self.timeout, start_timeout=self.start_timeout,
@@ -102,7 +103,8 @@ class RolloutRequest:
     @classmethod
     def from_journal(cls, data: dict[str, Any]) -> RolloutRequest:
         fields = {k: v for k, v in data.items() if k not in ("change", "app_changes")}
-        return cls(**{**fields, "targets": tuple(data["targets"])})
+        return cls(**{**fields, "targets": tuple(data["targets"]),
+                      "partitions": tuple(data.get("partitions") or ())})
 
 
 RestartRequest = RolloutRequest     # a restart is the request's default kind
@@ -145,7 +147,8 @@ def prepare(domain_path: Path, request: RolloutRequest) -> Prepared:
     parts = [p for p, given in (("home", request.archive), ("runtime", request.runtime_home),
                                 ("apps", request.apps)) if given]
     plan = planner.build(request.kind, domain, request.targets,
-                         allow_downtime=request.allow_downtime, parts=parts)
+                         allow_downtime=request.allow_downtime, parts=parts,
+                         partitions=request.partitions)
     return Prepared(domain, plan, request, change, manifest, app_changes)
 
 

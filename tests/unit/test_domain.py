@@ -70,6 +70,13 @@ BAD = [
     ("empty-cluster", lambda t: edit(t, '["s4"]', '[]'), "clusters[1].servers", 56,
      "at least 1 item"),
     ("no-servers", lambda t: t.split("[[servers]]")[0], "servers", None, "required"),
+    ("partition-without-name", lambda t: edit(t, 'port = 8004\n',
+                                              'port = 8004\npartition_of = "s3"\n'),
+     "servers[4].partition", 45, "give both"),
+    ("partition-of-other-node", lambda t: edit(t, 'port = 8004\n',
+                                               'port = 8004\npartition_of = "s1"\n'
+                                               'partition = "p1"\n'),
+     "servers[4].partition_of", 49, "not a server on 'node3'"),
     ("cluster-named-like-server", lambda t: edit(t, 'name = "batch"', 'name = "s4"'),
      "clusters[1].name", 55, "also a server name"),
 ]

@@ -173,3 +173,50 @@ def test_hooks_become_steps_where_named(tmp_path: Path, sample_toml: str) -> Non
     assert [s.name for s in restart.steps] == [
         "hook:before-update", "hook:each-node", "drain", "stop", "hook:offline-after-update",
         "start", "health", "ready", "hook:after-update"]
+
+
+PARTS = SAMPLE_PARTS = """
+[[servers]]
+name = "s1-p1"
+node = "node1"
+port = 9101
+partition_of = "s1"
+partition = "p1"
+
+[[servers]]
+name = "s2-p1"
+node = "node2"
+port = 9102
+partition_of = "s2"
+partition = "p1"
+
+[[servers]]
+name = "s2-p2"
+node = "node2"
+port = 9103
+partition_of = "s2"
+partition = "p2"
+"""
+
+
+@pytest.mark.parametrize(("targets", "partitions", "expected"), [
+    (["web"], ["p1"], [("node1", ("s1-p1",)), ("node2", ("s2-p1",))]),
+    (["web"], ["p2"], [("node2", ("s2-p2",))]),
+    (["s2"], ["p1", "p2"], [("node2", ("s2-p1", "s2-p2"))]),
+])
+def test_partition_restart_plans(tmp_path: Path, sample_toml: str, targets: list[str],
+                                 partitions: list[str],
+                                 expected: list[tuple[str, tuple[str, ...]]]) -> None:
+    path = tmp_path / "domain.toml"
+    path.write_text(sample_toml + PARTS)
+    p = plan.restart(dm.load(path), targets, partitions=partitions, allow_downtime=True)
+    assert [(s.node, s.servers) for s in p.steps if s.name == "stop"] == expected
+
+
+def test_a_partition_the_targets_lack(tmp_path: Path, sample_toml: str) -> None:
+    path = tmp_path / "domain.toml"
+    path.write_text(sample_toml + PARTS)
+    with pytest.raises(ConfigError, match="--partitions: no partition p2"):
+        plan.restart(dm.load(path), ["s1"], partitions=["p2"])
+    with pytest.raises(ConfigError, match="with a restart only"):
+        plan.build("home", dm.load(path), ["s1"], partitions=["p1"])

@@ -78,7 +78,7 @@ def info(dir: str | Path) -> dict:
 
 
 def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
-       admin: bool = True, home_link: bool = False) -> dict:
+       admin: bool = True, home_link: bool = False, partitions: tuple[str, ...] = ()) -> dict:
     """Build and start a sandbox in `dir`; return (and write to D/sandbox.json) its info.
 
     Every node gets a fresh v1 home at /srv/app/home; with `home_link` that path is a
@@ -92,7 +92,7 @@ def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
         raise ConfigError(f"a sandbox needs at least 1 node and 1 server per node "
                           f"(got nodes={nodes}, servers_per_node={servers_per_node})")
     layout = Layout.plan(Path(dir).resolve(), nodes, servers_per_node, admin=admin,
-                         home_link=home_link)
+                         home_link=home_link, partitions=tuple(partitions))
     _check_paths(layout)
     _refuse_running(layout.dir)
     haproxy = _haproxy_binary()
@@ -304,7 +304,7 @@ def _polls(timeout: float) -> Iterator[None]:
 def _report(layout: Layout, pids: dict, archives: dict[str, Path]) -> dict:
     def server(s: SandboxServer) -> dict:
         return {"name": s.name, "port": s.port, "url": f"http://127.0.0.1:{s.port}/",
-                "lb": s.lb}
+                "lb": s.lb, "partition": s.partition}
 
     return {
         "dir": str(layout.dir),

@@ -32,6 +32,8 @@ class SandboxServer:
     node: str
     port: int
     lb: bool
+    partition_of: str | None = None      # a partition: a process of its own, in a
+    partition: str | None = None         # supervisord group named after the partition
 
 
 @dataclass(frozen=True)
@@ -45,13 +47,16 @@ class Layout:
 
     @classmethod
     def plan(cls, d: Path, nodes: int, per_node: int, *, admin: bool,
-             home_link: bool = False) -> Layout:
+             home_link: bool = False, partitions: tuple[str, ...] = ()) -> Layout:
         names = tuple(f"node{i}" for i in range(1, nodes + 1))
-        specs = [(ADMIN, names[0], False)] if admin else []
-        specs += [(f"{n}-s{j}", n, True) for n in names for j in range(1, per_node + 1)]
+        specs: list[tuple[str, str, bool, str | None, str | None]] = \
+            [(ADMIN, names[0], False, None, None)] if admin else []
+        mains = [(f"{n}-s{j}", n) for n in names for j in range(1, per_node + 1)]
+        specs += [(name, n, True, None, None) for name, n in mains]
+        specs += [(f"{name}-{p}", n, True, name, p) for name, n in mains for p in partitions]
         lb_port, *ports = free_ports(1 + len(specs))
-        servers = tuple(SandboxServer(name, node, port, lb)
-                        for (name, node, lb), port in zip(specs, ports, strict=True))
+        servers = tuple(SandboxServer(name, node, port, lb, of, part)
+                        for (name, node, lb, of, part), port in zip(specs, ports, strict=True))
         return cls(d, names, servers, lb_port, ADMIN if admin else None, home_link)
 
     @property
@@ -158,7 +163,13 @@ def domain_toml(layout: Layout) -> str:
         out += ["", "[[servers]]", f"name = {q(s.name)}", f"node = {q(s.node)}",
                 f"port = {s.port}", f"lb = {'true' if s.lb else 'false'}",
                 f"health_url = {q(f'http://127.0.0.1:{s.port}/health')}"]
-    members = ", ".join(q(s.name) for s in layout.servers if s.lb)
+        if s.partition:
+            out += [f"partition_of = {q(s.partition_of)}", f"partition = {q(s.partition)}",
+                    f"program = {q(f'{s.partition}:{s.name}')}"]
+        mine = [p.partition for p in layout.servers if p.partition_of == s.name]
+        if mine:
+            out.append(f"partitions = [{', '.join(q(p) for p in mine)}]")
+    members = ", ".join(q(s.name) for s in layout.servers if s.lb and not s.partition)
     out += ["", "[[clusters]]", f"name = {q(CLUSTER)}", f"servers = [{members}]", ""]
     return "\n".join(out)
 
@@ -181,9 +192,14 @@ def supervisord_conf(layout: Layout, node: str) -> str:
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
         "", "[supervisorctl]", f"serverurl = unix://{_ini(layout.supervisor_socket(node))}",
     ]
+    groups: dict[str, list[str]] = {}
     for s in layout.servers:
         if s.node == node:
             out += ["", *_program(layout, s)]
+            if s.partition:
+                groups.setdefault(s.partition, []).append(s.name)
+    for group, members in groups.items():
+        out += ["", f"[group:{group}]", f"programs = {','.join(members)}"]
     return "\n".join(out) + "\n"
 
 

@@ -52,6 +52,10 @@ class SupervisorManager:
         self._program = program
 
     def program(self, server: Server) -> str:
+        """supervisord's name for the process: the server's own `program` (a partition in
+        a group is "GROUP:PROGRAM"), else the domain's template."""
+        if server.program:
+            return server.program
         return self._program.format(server=server.name, node=server.node)
 
     async def start(self, server: Server) -> None:
