@@ -46,25 +46,27 @@ async def one_round(info: dict[str, Any], runner: Runner, n: int) -> list[str]:
 
 
 async def combined_against_separate(info: dict[str, Any], runner: Runner) -> list[str]:
-    """Home then runtime as two rollouts, against both in one: out of rotation per node."""
-    home = RolloutRequest(("domain",), 10.0, kind="home", archive=info["archives"]["v2"])
-    runtime = RolloutRequest(("domain",), 10.0, kind="runtime",
-                             runtime_home=info["runtime_home"])
-    both = RolloutRequest(("domain",), 10.0, kind="update", archive=info["archives"]["v2"],
-                          runtime_home=info["runtime_home"])
-    first = await measured(info, lambda: runner.rollout(home))
-    second = await measured(info, lambda: runner.rollout(runtime))
-    for r in (second, first):
+    """Home, runtime and apps as three rollouts, against all three in one combined update:
+    each node's total time out of rotation."""
+    base = {"targets": ("domain",), "shutdown_timeout": 10.0}
+    parts = [RolloutRequest(**base, kind="home", archive=info["archives"]["v2"]),
+             RolloutRequest(**base, kind="runtime", runtime_home=info["runtime_home"]),
+             RolloutRequest(**base, kind="apps", apps=info["apps"])]
+    both = RolloutRequest(**base, kind="update", archive=info["archives"]["v2"],
+                          runtime_home=info["runtime_home"], apps=info["apps"])
+    runs = []
+    for request in parts:
+        runs.append(await measured(info, lambda r=request: runner.rollout(r)))
+    for r in reversed(runs):
         await runner.revert(r["wid"])
     combined = await measured(info, lambda: runner.rollout(both))
     await runner.revert(combined["wid"])
-    separate = {**second, "state": "succeeded", "requests": first["requests"] +
-                second["requests"], "failed": first["failed"] + second["failed"],
-                "wall": first["wall"] + second["wall"],
-                "out": [a + b for a, b in zip(first["out"], second["out"], strict=True)],
-                "overhead": first["overhead"] + second["overhead"]}
-    return [row("home + runtime, 2 rollouts", separate, None),
-            row("home + runtime, combined", combined, None)]
+    separate = {"state": "succeeded", "requests": sum(r["requests"] for r in runs),
+                "failed": sum(r["failed"] for r in runs), "wall": sum(r["wall"] for r in runs),
+                "out": [sum(t) for t in zip(*(r["out"] for r in runs), strict=True)],
+                "overhead": [o for r in runs for o in r["overhead"]]}
+    return [row("home + runtime + apps, 3 rollouts", separate, None),
+            row("home + runtime + apps, combined", combined, None)]
 
 
 async def _revert(runner: Runner, wid: str) -> str:
