@@ -47,6 +47,7 @@ class Workload:
         loop.add_reader(self._pidfd, self._reap)
         loop.add_reader(notify.fileno(), self._on_notify)
         self.channel = channel
+        self.channel_closed = False
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -63,6 +64,7 @@ class Workload:
             while True:
                 self.inbox.put_nowait(await self._read_one())
         except (EOFError, asyncio.IncompleteReadError, OSError, ValueError):
+            self.channel_closed = True
             self.inbox.put_nowait(None)
 
     @property

@@ -289,6 +289,10 @@ class Supervisor:
     async def _fall_back(self, original: Workload, surrogate: Workload) -> None:
         """A failed handoff: the original serves on. Only if it died meanwhile does a
         ready surrogate take over (without the state) rather than leave the port unserved."""
+        if original.alive and original.channel_closed:
+            # its channel closed first: its exit is on the way (the pidfd tells a moment later)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(original.exited), 2.0)
         if original.alive or not (surrogate.alive and surrogate.notice.ready):
             await surrogate.retire(0.5)
             return
