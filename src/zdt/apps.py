@@ -57,6 +57,11 @@ def _entries(raw: Any, domain: Domain, problems: list[str]) -> list[AppChange]:
         return []
     deployed = {a.name: a for a in domain.applications}
     seen: set[str] = set()
+    backups = [e.get("backup_location") for e in raw["applications"] if isinstance(e, dict)]
+    for i, b in enumerate(backups):
+        if b is not None and backups.index(b) != i:
+            problems.append(f"applications[{i}].backup_location: {b} is also "
+                            f"applications[{backups.index(b)}]'s")
     out = []
     for i, entry in enumerate(raw["applications"]):
         where = f"applications[{i}]"
@@ -74,6 +79,11 @@ def _entries(raw: Any, domain: Domain, problems: list[str]) -> list[AppChange]:
         if change is not None:
             out.append(change)
     return out
+
+
+def _overlap(a: str, b: str) -> bool:
+    a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
 
 
 def _entry(entry: dict[str, Any], where: str, deployed: dict[str, Any], seen: set[str],
@@ -99,8 +109,20 @@ def _entry(entry: dict[str, Any], where: str, deployed: dict[str, Any], seen: se
     if mode == "stage" and patched.startswith("/") and not Path(patched).is_dir():
         problems.append(f"{where}.patched_location: {patched} is not a directory here "
                         "(a staged application is copied from this machine)")
-    if backup.rstrip("/") == app.location or patched.rstrip("/") == app.location:
-        problems.append(f"{where}: a location may not be the deployed one ({app.location})")
+    for key, value in (("backup_location", backup), ("patched_location", patched)):
+        if _overlap(value, app.location) and not (key == "patched_location" and
+                                                  mode == "stage"):
+            problems.append(f"{where}.{key}: {value} and the deployed location "
+                            f"{app.location} lie inside one another")
+    if backup and _overlap(backup, domain.domain.home):
+        problems.append(f"{where}.backup_location: {backup} lies in the home "
+                        f"{domain.domain.home}, which a home rollout replaces")
+    partition = entry.get("partition")
+    partitions = {s.partition for s in domain.servers if s.partition}
+    if partition is not None and (not isinstance(partition, str)
+                                  or partition not in partitions):
+        problems.append(f"{where}.partition: {partition!r} is not a partition of the domain "
+                        f"(known: {', '.join(sorted(partitions)) or 'none'})")
     servers = app.servers or tuple(s.name for s in domain.servers)
     nodes = tuple(dict.fromkeys(domain.server(s).node for s in servers))
     return AppChange(name, app.location, patched, backup, mode, nodes)

@@ -310,6 +310,7 @@ def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:
                 yield (f"applications[{i}].servers[{j}]",
                        f"unknown server {member!r} (known: {_names(servers)})")
     yield from _partitions(d)
+    yield from _programs(d)
     admin = d.domain.admin
     if admin is not None:
         if admin not in servers:
@@ -336,6 +337,29 @@ def _partitions(d: Domain) -> Iterable[tuple[str, str]]:
             yield (f"servers[{i}].partition",
                    f"{s.partition!r} is not one of {parent.name}'s partitions "
                    f"({', '.join(parent.partitions)})")
+
+
+def _programs(d: Domain) -> Iterable[tuple[str, str]]:
+    """Two servers of a node with one process name would stop each other."""
+    seen: dict[tuple[str, str], str] = {}
+    for i, s in enumerate(d.servers):
+        try:
+            name = s.program or d.services.program.format(server=s.name, node=s.node)
+        except (KeyError, IndexError, ValueError):
+            continue                       # reported by _templates
+        if (s.node, name) in seen:
+            yield (f"servers[{i}].program",
+                   f"{name!r} on {s.node} is already the process of {seen[(s.node, name)]!r}")
+        seen.setdefault((s.node, name), s.name)
+    pairs: dict[tuple[str, str], str] = {}
+    for i, s in enumerate(d.servers):
+        if s.partition_of and s.partition:
+            key = (s.partition_of, s.partition)
+            if key in pairs:
+                yield (f"servers[{i}].partition",
+                       f"{s.partition_of} has partition {s.partition!r} twice "
+                       f"(also {pairs[key]!r})")
+            pairs.setdefault(key, s.name)
 
 
 def _templates(d: Domain) -> Iterable[tuple[str, str]]:

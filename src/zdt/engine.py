@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from zdt.errors import StepError
+from zdt.errors import StepError, ZdtError
 from zdt.journal import Journal, StepRecord
 from zdt.plan import StepSpec
 from zdt.steps import Step
@@ -119,6 +119,8 @@ class Engine:
                 facts = await self._once(record, backward)
             except StepError as exc:
                 error, retryable = str(exc), exc.retryable
+            except ZdtError as exc:       # bad input or an unmet precondition: trying again
+                error, retryable = str(exc), False   # changes nothing
             except Exception as exc:
                 error, retryable = f"{type(exc).__name__}: {exc}", True
             else:

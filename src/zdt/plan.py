@@ -111,6 +111,12 @@ def check_spread(domain: Domain, servers: list[Server],
             raise PreconditionError(
                 f"cluster {cluster.name!r} lives on the single node {nodes.pop()!r}: it cannot "
                 "be updated without downtime; spread it over two nodes or pass --allow-downtime")
+    for part in sorted({s.partition for s in servers if s.partition}):
+        nodes = {s.node for s in domain.servers if s.partition == part}
+        if len(nodes) < 2:
+            raise PreconditionError(
+                f"partition {part!r} lives on the single node {nodes.pop()!r}: restarting it "
+                "cannot be done without downtime; pass --allow-downtime")
     behind_lb = {s.name for s in domain.servers if s.lb}
     for node, group in groups:
         out = {s.name for s in group if s.lb}

@@ -77,6 +77,9 @@ BAD = [
                                                'port = 8004\npartition_of = "s1"\n'
                                                'partition = "p1"\n'),
      "servers[4].partition_of", 49, "not a server on 'node3'"),
+    ("same-process-twice", lambda t: edit(t, 'port = 8004\n',
+                                          'port = 8004\nprogram = "s3"\n'),
+     "servers[4].program", 49, "already the process of 's3'"),
     ("cluster-named-like-server", lambda t: edit(t, 'name = "batch"', 'name = "s4"'),
      "clusters[1].name", 55, "also a server name"),
 ]

@@ -220,3 +220,10 @@ def test_a_partition_the_targets_lack(tmp_path: Path, sample_toml: str) -> None:
         plan.restart(dm.load(path), ["s1"], partitions=["p2"])
     with pytest.raises(ConfigError, match="with a restart only"):
         plan.build("home", dm.load(path), ["s1"], partitions=["p1"])
+
+
+def test_a_partition_on_a_single_node_is_refused(tmp_path: Path, sample_toml: str) -> None:
+    path = tmp_path / "domain.toml"
+    path.write_text(sample_toml + PARTS)
+    with pytest.raises(PreconditionError, match="partition 'p2' lives on the single node"):
+        plan.restart(dm.load(path), ["s2"], partitions=["p2"])

@@ -61,7 +61,8 @@ async def scripts(ctx: Context, t: Transport) -> list[Script]:
         r = await t.run(["find", root, "-type", "f"], check=False, timeout=60)
         for line in sorted(r.stdout.splitlines()):
             relative = line.removeprefix(root)
-            if BACKUP_TAG in relative or not any(_matches(relative, g) for g in globs):
+            if BACKUP_TAG in relative or relative.endswith(".zdt-new") or \
+                    not any(_matches(relative, g) for g in globs):
                 continue
             text = await _text(t, posixpath.join(base, relative))
             if text is not None:
@@ -90,13 +91,27 @@ def current(ctx: Context, found: list[Script], node: str) -> str:
     return values.pop() if values else ctx.domain.runtime.home
 
 
+def _path_pattern(old: str) -> re.Pattern[str]:
+    """The runtime path as a whole path: /opt/runtime-1 in /opt/runtime-1/bin, not in
+    /opt/runtime-10."""
+    return re.compile(re.escape(old.rstrip("/")) + r"(?=[/\"'\s:;=)}]|$)", re.M)
+
+
+def names(text: str, old: str) -> bool:
+    return bool(_path_pattern(old).search(text))
+
+
+def rewritten(text: str, old: str, new: str) -> str:
+    return _path_pattern(old).sub(new.rstrip("/").replace("\\", "\\\\"), text)
+
+
 def changes(found: list[Script], old: str, new: str) -> list[LineChange]:
     """Every line that would change, for preview."""
     out = []
     for s in found:
         for number, line in enumerate(s.text.splitlines(), 1):
-            if old in line and old != new:
-                out.append(LineChange(s.path, number, line, line.replace(old, new)))
+            if old != new and names(line, old):
+                out.append(LineChange(s.path, number, line, rewritten(line, old, new)))
     return out
 
 
@@ -110,23 +125,38 @@ class Rewrite:
     def _backup(self, path: str) -> str:
         return path + BACKUP_TAG + self.ctx.workflow
 
+    async def _old(self, found: list[Script]) -> str:
+        """The runtime this workflow moves away from: read from its own backups when it
+        began here already (a crash or a retry between two files), else from the scripts."""
+        backups = []
+        for s in found:
+            if await nodefs.kind(self.t, self._backup(s.path)) == "file":
+                text = await _text(self.t, self._backup(s.path))
+                if text is not None:
+                    backups.append(Script(s.path, text))
+        return current(self.ctx, backups or found, self.spec.node)
+
     async def check(self) -> bool:
         found = await scripts(self.ctx, self.t)
-        old = current(self.ctx, found, self.spec.node)
-        return old == self.new or not any(old in s.text for s in found)
+        old = await self._old(found)
+        return old == self.new or not any(names(s.text, old) for s in found)
 
     async def execute(self) -> dict[str, Any] | None:
         found = await scripts(self.ctx, self.t)
-        old = current(self.ctx, found, self.spec.node)
+        old = await self._old(found)
         written = []
         for s in found:
-            if old == self.new or old not in s.text:
+            if old == self.new or not names(s.text, old):
                 continue
             backup = self._backup(s.path)
             if await nodefs.kind(self.t, backup) == "missing":
-                await self.t.run(["cp", "-p", self.t.path(s.path), self.t.path(backup)],
+                # copied under another name first: a cut-short copy is never taken for one
+                partial = backup + ".partial"
+                await self.t.run(["cp", "-p", self.t.path(s.path), self.t.path(partial)],
                                  timeout=60)
-            await _write(self.t, s.path, s.text.replace(old, self.new))
+                await self.t.run(["mv", "-T", self.t.path(partial), self.t.path(backup)],
+                                 timeout=60)
+            await _write(self.t, s.path, rewritten(s.text, old, self.new))
             written.append(s.path)
         return {"from": old, "to": self.new, "files": written}
 
@@ -146,15 +176,18 @@ class Rewrite:
 
 
 async def _write(t: Transport, path: str, text: str) -> None:
-    """Replace a file's content atomically, keeping its mode."""
-    mode = (await t.run(["stat", "-c", "%a", t.path(path)], timeout=30)).stdout.strip()
+    """Replace a file's content atomically, mode and owner kept: the new content is put
+    beside it, given the old file's mode and owner, then renamed over it."""
+    fresh = path + ".zdt-new"
     with tempfile.NamedTemporaryFile("w", delete=False, encoding="utf-8") as f:
         f.write(text)
     try:
-        await t.put(f.name, path)
+        await t.put(f.name, fresh)
     finally:
         os.unlink(f.name)
-    await t.run(["chmod", mode, t.path(path)], timeout=30)
+    await t.run(["chmod", "--reference", t.path(path), t.path(fresh)], timeout=30)
+    await t.run(["chown", "--reference", t.path(path), t.path(fresh)], check=False, timeout=30)
+    await t.run(["mv", "-T", t.path(fresh), t.path(path)], timeout=30)
 
 
 STEPS: dict[str, StepClass] = {
