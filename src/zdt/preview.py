@@ -130,6 +130,9 @@ async def _runtime(ctx: Context, t: Any, node: str) -> list[Check]:
                     node)]
     try:
         found = await runtime.scripts(ctx, t)
+        if ctx.change is not None:     # a combined update rewrites the new home's scripts
+            found = runtime.archived_scripts(ctx, ctx.change.archive) + [
+                s for s in found if not s.path.startswith(ctx.domain.domain.home + "/")]
         old = runtime.current(ctx, found, node)
         files = {c.path for c in runtime.changes(found, old, ctx.runtime_home)}
         checks.append(Check("scripts to rewrite", True, f"{len(files)} file(s) name {old}",

@@ -14,6 +14,7 @@ import fnmatch
 import os
 import posixpath
 import re
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,27 @@ async def scripts(ctx: Context, t: Transport) -> list[Script]:
             text = await _text(t, posixpath.join(base, relative))
             if text is not None:
                 found.append(Script(posixpath.join(base, relative), text))
+    return found
+
+
+def archived_scripts(ctx: Context, archive: str) -> list[Script]:
+    """The scripts the globs select in a home archive (what a combined update's rewrite
+    will meet after the switch), for preview."""
+    runtime = ctx.domain.runtime
+    assert runtime is not None
+    found = []
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            if not member.isreg() or not any(_matches(member.name, g) for g in runtime.scripts):
+                continue
+            data = tar.extractfile(member)
+            raw = data.read() if data else b""
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if "\x00" not in text:
+                found.append(Script(posixpath.join(ctx.domain.domain.home, member.name), text))
     return found
 
 
