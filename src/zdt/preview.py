@@ -92,12 +92,13 @@ async def _device(t: Any, path: str) -> str | None:
         path = path.rsplit("/", 1)[0] or "/"
 
 
-async def _same_filesystem(t: Any, node: str, home: str, backups: str) -> Check:
+async def _same_filesystem(t: Any, node: str, home: str, backups: str,
+                           what: str = "backup dir on the home's filesystem") -> Check:
     """A backup is a rename of the home: atomic only on the home's own filesystem (across
     filesystems `mv` copies then deletes, and a crash in between would split the home)."""
     parent = home.rsplit("/", 1)[0] or "/"
     same = await _device(t, parent) == await _device(t, backups)
-    return Check("backup dir on the home's filesystem", same,
+    return Check(what, same,
                  backups if same else f"{backups} is on another filesystem than {parent}: "
                  "choose a dir on the same one", node)
 
@@ -118,6 +119,11 @@ async def _app(t: Any, node: str, app: Any) -> list[Check]:
         checks.append(Check(f"application {app.name} patched version placed", patched == "dir",
                             f"{app.patched_location} is {patched} ({app.mode}: it must be on "
                             "every node before the rollout)", node))
+    # the moves are renames, atomic only within one filesystem
+    others = [app.backup_location] + ([app.patched_location] if app.mode != "stage" else [])
+    for other in others:
+        checks.append(await _same_filesystem(t, node, app.location, other,
+                                             f"application {app.name}: {other} beside it"))
     return checks
 
 
