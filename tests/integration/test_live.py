@@ -231,6 +231,14 @@ def test_a_bad_data_file_changes_nothing(live: Live) -> None:
     assert json.loads(live("status", "web", "--json").stdout) == json.loads(before)
 
 
+def _steps_running(journal: Path) -> bytes:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT name FROM steps WHERE state = 'running'").fetchall()
+    return b" ".join(r[0].encode() for r in rows)
+
+
 def running_in(base: Path) -> set[int]:
     """Live processes whose working directory is under base: this test's workloads."""
     found = set()
@@ -277,12 +285,16 @@ async def test_a_checkpointing_surrogate_after_a_plain_original_is_told_to_go(
 
 
 async def test_the_original_dying_mid_update_leaves_the_surrogate_serving(live: Live) -> None:
-    (live.base / "v1" / "SLOW_CHECKPOINT").write_text("3")
+    (live.base / "v1" / "SLOW_CHECKPOINT").write_text("5")
     original = (await live.get())["pid"]
     update = asyncio.create_task(asyncio.to_thread(
         live, "update", "web", "--home-dir", str(live.base / "v2"), "--checkpoint-timeout",
-        "10"))
-    await asyncio.sleep(1.0)                      # the original is in its slow checkpoint
+        "20"))
+    journal = Path(live.state) / "journal.db"
+    for _ in range(200):          # until the checkpoint is under way (the journal says so)
+        if journal.exists() and b"checkpoint" in _steps_running(journal):
+            break
+        await asyncio.sleep(0.05)
     os.kill(original, signal.SIGKILL)
     failed = await update
     assert failed.returncode == 1 and "took over" in failed.stderr, failed.stderr
@@ -292,11 +304,14 @@ async def test_the_original_dying_mid_update_leaves_the_surrogate_serving(live: 
 
 
 async def test_stop_during_an_update_leaves_no_process_behind(live: Live) -> None:
-    (live.base / "v1" / "SLOW_CHECKPOINT").write_text("1")
+    (live.base / "v1" / "SLOW_CHECKPOINT").write_text("3")
     update = asyncio.create_task(asyncio.to_thread(
         live, "update", "web", "--home-dir", str(live.base / "v2")))
-    await asyncio.sleep(0.5)
-    assert len(running_in(live.base)) == 2         # the original and its surrogate
+    for _ in range(200):                           # until the surrogate runs (≤ 10 s)
+        if len(running_in(live.base)) == 2:        # the original and its surrogate
+            break
+        await asyncio.sleep(0.05)
+    assert len(running_in(live.base)) == 2
     stopped = await asyncio.to_thread(live, "stop", "web")
     await update
     assert stopped.returncode == 0, stopped.stderr
