@@ -143,13 +143,13 @@ BAD: list[tuple[str, Any, int, str]] = [
     ("backup is the deployed dir", [{"name": "shop", "mode": "stage",
                                      "patched_location": "PATCHED",
                                      "backup_location": "/srv/app/apps/shop"}], 2,
-     "may not be the deployed one"),
+     "lie inside one another"),
     ("listed twice", [{"name": "shop", "mode": "stage", "patched_location": "PATCHED",
                        "backup_location": "/a"}] * 2, 2, "listed twice"),
     ("backup location taken", [{"name": "shop", "mode": "stage",
                                 "patched_location": "PATCHED",
-                                "backup_location": "/srv/app/apps"}], 3,
-     "backup location /srv/app/apps is dir (it must not exist yet)"),
+                                "backup_location": "/opt/runtime-1"}], 3,
+     "backup location /opt/runtime-1 is dir (it must not exist yet)"),
 ]
 
 
