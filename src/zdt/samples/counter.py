@@ -138,6 +138,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def __init__(self, conn: socket.socket, addr: Any, counter: Counter) -> None:
         self.counter = counter
+        # no socketserver here (the accept loop is ours): the handler never reads .server
         super().__init__(conn, addr, None)  # type: ignore[arg-type]
 
     def do_GET(self) -> None:
