@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 from zdt.domain import Domain
 from zdt.lb import LoadBalancer
+from zdt.lb.command import CommandLB
 from zdt.lb.haproxy import HAProxy
 from zdt.services import ServiceManager
+from zdt.services.command import CommandManager
 from zdt.services.supervisor import SupervisorManager
+from zdt.services.systemd import SystemdManager
 from zdt.transport import Transport
 from zdt.transport.local import LocalTransport
 
@@ -27,8 +30,18 @@ class Adapters:
 def build(domain: Domain) -> Adapters:
     transports: dict[str, Transport] = {
         n.name: LocalTransport(n.name, n.root) for n in domain.nodes}
-    services = SupervisorManager(
-        domain, lambda node: transports[node].path(domain.services.socket),
-        domain.services.program)
-    lb = HAProxy(domain.lb.socket, domain.lb.backend)
+    services: ServiceManager
+    if domain.services.kind == "systemd":
+        services = SystemdManager(domain, transports)
+    elif domain.services.kind == "command":
+        services = CommandManager(domain, transports)
+    else:
+        services = SupervisorManager(
+            domain, lambda node: transports[node].path(domain.services.socket),
+            domain.services.program)
+    lb: LoadBalancer
+    if domain.lb.kind == "command":
+        lb = CommandLB(domain, LocalTransport("load balancer"))
+    else:
+        lb = HAProxy(domain.lb.socket, domain.lb.backend)
     return Adapters(transports, services, lb)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from zdt.errors import ConfigError
@@ -147,16 +147,69 @@ class Cluster(_Model):
     servers: tuple[Name, ...] = Field(min_length=1)
 
 
+PLACEHOLDERS = ("server", "node", "home")
+
+
+def _argv_template(v: tuple[str, ...]) -> tuple[str, ...]:
+    """A command as argv items, each with {server}/{node}/{home} placeholders at most."""
+    for item in v:
+        try:
+            item.format(**{p: "" for p in PLACEHOLDERS})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"{item!r}: only {{server}}, {{node}} and {{home}} may be "
+                             f"filled in ({exc})") from None
+    return v
+
+
 class Services(_Model):
-    kind: Literal["supervisor"] = "supervisor"
-    socket: str = "/run/supervisor.sock"
-    program: str = "{server}"
+    """How servers are started and stopped: supervisord's XML-RPC, systemd units, or the
+    operator's own commands (argv templates, each item filled in on its own)."""
+
+    kind: Literal["supervisor", "systemd", "command"] = "supervisor"
+    socket: str = "/run/supervisor.sock"   # supervisor
+    program: str = "{server}"              # supervisor
+    unit: str = "{server}.service"         # systemd
+    sudo: bool = False                     # systemd, command: prefix commands with sudo -n
+    start: tuple[str, ...] = ()            # command
+    stop: tuple[str, ...] = ()             # command
+    status: tuple[str, ...] = ()           # command: exit 0 = running (a pid on stdout)
+
+    @field_validator("start", "stop", "status")
+    @classmethod
+    def _templates(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _argv_template(v)
+
+    @model_validator(mode="after")
+    def _commands_given(self) -> Services:
+        if self.kind == "command" and not (self.start and self.stop and self.status):
+            raise ValueError("kind = \"command\" needs start, stop and status commands")
+        return self
 
 
 class LoadBalancerConfig(_Model):
-    kind: Literal["haproxy"] = "haproxy"
-    socket: str
+    """HAProxy's Runtime API, or the operator's commands (a cloud LB CLI, an F5 script):
+    drain, ready and state argv templates; state prints JSON {"admin", "status",
+    "sessions", "queued"}."""
+
+    kind: Literal["haproxy", "command"] = "haproxy"
+    socket: str = ""
     backend: Name = "app"
+    drain: tuple[str, ...] = ()
+    ready: tuple[str, ...] = ()
+    state: tuple[str, ...] = ()
+
+    @field_validator("drain", "ready", "state")
+    @classmethod
+    def _templates(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _argv_template(v)
+
+    @model_validator(mode="after")
+    def _kind_complete(self) -> LoadBalancerConfig:
+        if self.kind == "haproxy" and not self.socket:
+            raise ValueError("kind = \"haproxy\" needs socket (the Runtime API socket)")
+        if self.kind == "command" and not (self.drain and self.ready and self.state):
+            raise ValueError("kind = \"command\" needs drain, ready and state commands")
+        return self
 
 
 class Runtime(_Model):
@@ -270,7 +323,7 @@ def _resolve_paths(raw: dict, base: Path) -> None:
     if isinstance(section, dict) and isinstance(section.get("state_dir"), str):
         section["state_dir"] = str(base / section["state_dir"])
     lb = raw.get("lb")
-    if isinstance(lb, dict) and isinstance(lb.get("socket"), str):
+    if isinstance(lb, dict) and isinstance(lb.get("socket"), str) and lb["socket"]:
         lb["socket"] = str(base / lb["socket"])
     for node in raw.get("nodes") or ():
         if isinstance(node, dict) and isinstance(node.get("root"), str):

@@ -1,0 +1,188 @@
+"""The systemd manager against a recording transport (systemd cannot run here); the
+command manager and the command load balancer for real, with shell scripts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zdt import domain as dm
+from zdt.errors import AdapterError, ConfigError
+from zdt.lb.command import CommandLB
+from zdt.services.command import CommandManager
+from zdt.services.systemd import SystemdManager
+from zdt.transport import Result
+from zdt.transport.local import LocalTransport
+from zdt.waiting import Timing
+
+HOSTILE_HOME = "/srv/my app/it's $(rm -rf ~); `id`"
+
+
+def domain_with(tmp_path: Path, services: str, lb: str = 'socket = "lb.sock"',
+                home: str = "/srv/app/home") -> dm.Domain:
+    path = tmp_path / "domain.toml"
+    path.write_text(f"""
+[domain]
+name = "d"
+home = {json.dumps(home)}
+state_dir = "state"
+
+[services]
+{services}
+
+[lb]
+{lb}
+
+[[nodes]]
+name = "node1"
+
+[[servers]]
+name = "web1"
+node = "node1"
+port = 9001
+""")
+    return dm.load(path)
+
+
+class Recorder:
+    """A transport that records argv and answers from a script of outputs."""
+
+    node = "node1"
+
+    def __init__(self, answers: list[str]) -> None:
+        self.calls: list[list[str]] = []
+        self.answers = answers
+
+    async def run(self, argv: list[str], *, check: bool = True,
+                  timeout: float | None = 60.0) -> Result:
+        self.calls.append(argv)
+        out = self.answers.pop(0) if argv[-2:-1] != ["--no-block"] and self.answers else ""
+        return Result(tuple(argv), 0, out, "")
+
+    async def put(self, local: str, remote: str) -> None:
+        raise AssertionError("not used")
+
+    def path(self, remote: str) -> str:
+        return remote
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, s: float) -> None:
+        self.now += s
+
+
+SHOW = "ActiveState={}\nSubState={}\nMainPID={}\nExecMainStatus={}\n"
+
+
+async def test_systemd_commands(tmp_path: Path) -> None:
+    d = domain_with(tmp_path, 'kind = "systemd"\nunit = "app@{server}.service"\nsudo = true')
+    rec = Recorder([SHOW.format("active", "running", 42, 0)])
+    clock = Clock()
+    m = SystemdManager(d, {"node1": rec}, Timing(clock=clock, sleep=clock.sleep))
+    server = d.server("web1")
+    state = await m.state(server)
+    assert (state.running, state.pid, state.state) == (True, 42, "RUNNING")
+    await m.start(server)
+    assert rec.calls[-1] == ["sudo", "-n", "systemctl", "start", "--no-block",
+                             "app@web1.service"]
+    rec.answers = [SHOW.format("deactivating", "stop-sigterm", 42, 0)] * 50 + \
+        [SHOW.format("inactive", "dead", 0, 0)]
+    assert await m.stop(server, timeout=0.5) is False          # killed at the timeout
+    assert ["sudo", "-n", "systemctl", "kill", "--signal=SIGKILL", "app@web1.service"] in \
+        rec.calls
+    rec.answers = [SHOW.format("failed", "failed", 0, 3)]
+    st = await m.state(server)
+    assert (st.state, st.exit_status, st.down) == ("FATAL", 3, True)
+
+
+SCRIPT = """#!/bin/sh
+# $1: action, $2: server, $3: home (one argument, whatever it holds)
+dir=$(dirname "$0")
+printf '%s\\n' "$3" > "$dir/home-seen"
+case "$1" in
+  start) echo 4242 > "$dir/$2.pid" ;;
+  stop) rm -f "$dir/$2.pid" ;;
+  status) [ -f "$dir/$2.pid" ] && cat "$dir/$2.pid" ;;
+esac
+"""
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "svc"
+    path.write_text(SCRIPT)
+    path.chmod(0o755)
+    return path
+
+
+async def test_command_manager_with_real_scripts(tmp_path: Path, script: Path) -> None:
+    services = "\n".join([
+        'kind = "command"',
+        f'start = [{json.dumps(str(script))}, "start", "{{server}}", "{{home}}"]',
+        f'stop = [{json.dumps(str(script))}, "stop", "{{server}}", "{{home}}"]',
+        f'status = [{json.dumps(str(script))}, "status", "{{server}}", "{{home}}"]'])
+    d = domain_with(tmp_path, services, home=HOSTILE_HOME)
+    m = CommandManager(d, {"node1": LocalTransport("node1")})
+    server = d.server("web1")
+    assert (await m.state(server)).down
+    await m.start(server)
+    st = await m.state(server)
+    assert (st.running, st.pid) == (True, 4242)
+    assert (tmp_path / "home-seen").read_text() == HOSTILE_HOME + "\n"   # one argv item
+    assert await m.stop(server, 5.0) is True
+    assert not (await m.state(server)).running
+
+
+LB_SCRIPT = """#!/bin/sh
+dir=$(dirname "$0")
+case "$1" in
+  drain|ready) echo "$1" > "$dir/$2.admin" ;;
+  state) admin=$(cat "$dir/$2.admin" 2>/dev/null || echo ready)
+         echo "{\\"admin\\": \\"$admin\\", \\"status\\": \\"UP\\", \\"sessions\\": 0}" ;;
+  broken) echo "not json" ;;
+esac
+"""
+
+
+async def test_command_lb_with_real_scripts(tmp_path: Path) -> None:
+    lb_script = tmp_path / "lb"
+    lb_script.write_text(LB_SCRIPT)
+    lb_script.chmod(0o755)
+    q = json.dumps(str(lb_script))
+    lb = "\n".join(['kind = "command"', f'drain = [{q}, "drain", "{{server}}"]',
+                    f'ready = [{q}, "ready", "{{server}}"]',
+                    f'state = [{q}, "state", "{{server}}"]'])
+    d = domain_with(tmp_path, 'kind = "supervisor"', lb)
+    balancer = CommandLB(d, LocalTransport("lb"))
+    server = d.server("web1")
+    assert (await balancer.state(server)).in_rotation
+    await balancer.drain(server)
+    assert (await balancer.state(server)).admin == "drain"
+    await balancer.ready(server)
+    assert (await balancer.state(server)).in_rotation
+    broken = CommandLB(domain_with(tmp_path, 'kind = "supervisor"', lb.replace(
+        '"state", "{server}"', '"broken", "{server}"')), LocalTransport("lb"))
+    with pytest.raises(AdapterError, match="not the JSON object"):
+        await broken.state(server)
+
+
+@pytest.mark.parametrize(("services", "lb", "words"), [
+    ('kind = "command"\nstart = ["x"]', 'socket = "s"', "needs start, stop and status"),
+    ('kind = "command"\nstart = ["x {user}"]\nstop = ["y"]\nstatus = ["z"]', 'socket = "s"',
+     "only {server}, {node} and {home}"),
+    ('kind = "upstart"', 'socket = "s"', "services.kind"),
+    ('kind = "systemd"', 'kind = "haproxy"', "needs socket"),
+    ('kind = "systemd"', 'kind = "command"\ndrain = ["d"]', "needs drain, ready and state"),
+])
+def test_bad_manager_and_lb_config(tmp_path: Path, services: str, lb: str,
+                                   words: str) -> None:
+    with pytest.raises(ConfigError, match=words.replace("{", r"\{").replace("}", r"\}")):
+        domain_with(tmp_path, services, lb)
