@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,3 +44,11 @@ def running_sandbox(base: Path, nodes: int = 3, servers_per_node: int = 1,
         yield info
     finally:
         sandbox.down(base / "sb")
+
+
+ZDT = [sys.executable, "-m", "zdt.cli"]
+
+
+def zdt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the `zdt` command as an operator would; its exit code, stdout and stderr."""
+    return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=timeout)

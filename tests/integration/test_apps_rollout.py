@@ -6,20 +6,18 @@ import asyncio
 import hashlib
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import running_sandbox
+from conftest import running_sandbox, zdt
 from zdt import http
 from zdt.load import Load
 
 pytestmark = pytest.mark.integration
 
-ZDT = [sys.executable, "-m", "zdt.cli"]
 
 
 @pytest.fixture
@@ -27,9 +25,6 @@ def sb(short_dir: Path) -> Iterator[dict[str, Any]]:
     with running_sandbox(short_dir, admin=False) as info:
         yield info
 
-
-def zdt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=120)
 
 
 def tree(sb: dict[str, Any]) -> dict[str, str]:

@@ -14,13 +14,12 @@ from typing import Any
 
 import pytest
 
-from conftest import running_sandbox
+from conftest import running_sandbox, zdt
 from zdt import http
 from zdt.load import Load
 
 pytestmark = pytest.mark.integration
 
-ZDT = [sys.executable, "-m", "zdt.cli"]
 CRASH = [sys.executable, str(Path(__file__).with_name("crash_rollout.py"))]
 
 
@@ -29,9 +28,6 @@ def sb(short_dir: Path) -> Iterator[dict[str, Any]]:
     with running_sandbox(short_dir, 3, 2) as info:
         yield info
 
-
-def zdt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=120)
 
 
 def state(sb: dict[str, Any]) -> set[tuple[str, str, str]]:

@@ -9,7 +9,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +16,13 @@ from typing import Any
 
 import pytest
 
+from conftest import zdt
 from hostile_archives import HOSTILE, Members, Mutate, build
 from zdt import http, sandbox
 from zdt.load import Load
 
 pytestmark = pytest.mark.integration
 
-ZDT = [sys.executable, "-m", "zdt.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +35,6 @@ def sb() -> Iterator[dict[str, Any]]:
         sandbox.down(base / "sb")
         shutil.rmtree(base, ignore_errors=True)
 
-
-def zdt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=120)
 
 
 def digest_tree(sb: dict[str, Any]) -> str:

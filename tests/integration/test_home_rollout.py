@@ -15,14 +15,13 @@ from typing import Any
 
 import pytest
 
-from conftest import running_sandbox
+from conftest import running_sandbox, zdt
 from zdt import http
 from zdt.lb.haproxy import HAProxy
 from zdt.load import Load
 
 pytestmark = pytest.mark.integration
 
-ZDT = [sys.executable, "-m", "zdt.cli"]
 CRASH = [sys.executable, str(Path(__file__).with_name("crash_rollout.py"))]
 
 
@@ -37,9 +36,6 @@ def sb_link(short_dir: Path) -> Iterator[dict[str, Any]]:
     with running_sandbox(short_dir, admin=False, home_link=True) as info:
         yield info
 
-
-def zdt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=120)
 
 
 def rollout(sb: dict[str, Any], archive: str, *extra: str) -> subprocess.CompletedProcess[str]:

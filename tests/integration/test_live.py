@@ -18,17 +18,14 @@ from typing import Any
 
 import pytest
 
+from conftest import zdt
 from zdt import http
 from zdt.journal import DomainLock
 from zdt.load import Load
 
 pytestmark = pytest.mark.integration
 
-ZDT = [sys.executable, "-m", "zdt.cli"]
 
-
-def zdt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=120)
 
 
 def free_port() -> int:

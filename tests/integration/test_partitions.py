@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import running_sandbox
+from conftest import running_sandbox, zdt
 from zdt import http
 from zdt.load import Load
 
 pytestmark = pytest.mark.integration
 
-ZDT = [sys.executable, "-m", "zdt.cli"]
 
 
 @pytest.fixture
@@ -27,9 +24,6 @@ def sb(short_dir: Path) -> Iterator[dict[str, Any]]:
     with running_sandbox(short_dir, admin=False, partitions=("p1", "p2")) as info:
         yield info
 
-
-def zdt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=120)
 
 
 async def pids(sb: dict[str, Any]) -> dict[str, int]:

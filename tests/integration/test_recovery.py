@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import running_sandbox
+from conftest import ZDT, running_sandbox, zdt
 from zdt import domain as dm
 from zdt.journal import Journal, StepRecord
 from zdt.lb.haproxy import HAProxy
@@ -24,7 +23,6 @@ from zdt.load import Load
 
 pytestmark = pytest.mark.integration
 
-ZDT = [sys.executable, "-m", "zdt.cli"]
 
 
 @pytest.fixture
@@ -32,9 +30,6 @@ def sb(short_dir: Path) -> Iterator[dict[str, Any]]:
     with running_sandbox(short_dir, admin=False) as info:
         yield info
 
-
-def zdt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:

@@ -13,12 +13,11 @@ from typing import Any
 
 import pytest
 
-from conftest import running_sandbox
+from conftest import running_sandbox, zdt
 from zdt.load import Load
 
 pytestmark = pytest.mark.integration
 
-ZDT = [sys.executable, "-m", "zdt.cli"]
 CRASH = [sys.executable, str(Path(__file__).with_name("crash_rollout.py"))]
 
 
@@ -27,9 +26,6 @@ def sb(short_dir: Path) -> Iterator[dict[str, Any]]:
     with running_sandbox(short_dir, admin=False) as info:
         yield info
 
-
-def zdt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=120)
 
 
 def runtime_args(sb: dict[str, Any], *extra: str) -> list[str]:
