@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from zdt import sandbox
+from zdt.load import Load
 
 
 @pytest.fixture
@@ -52,3 +54,16 @@ ZDT = [sys.executable, "-m", "zdt.cli"]
 def zdt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the `zdt` command as an operator would; its exit code, stdout and stderr."""
     return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+async def zdt_under_load(url: str, *argv: str, workers: int = 3
+                         ) -> subprocess.CompletedProcess[str]:
+    """`zdt ARGV` while clients keep sending requests to url: not one may fail, and
+    enough must have been sent for that to mean something."""
+    async with Load(url, concurrency=workers, rate_per_worker=40) as load:
+        await asyncio.sleep(0.2)
+        result = await asyncio.to_thread(zdt, *argv)
+        await asyncio.sleep(0.2)
+    assert load.stats.failed == 0, load.stats.errors
+    assert load.stats.requests > 30, load.stats.as_dict()
+    return result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import subprocess
@@ -12,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from conftest import running_sandbox, zdt
+from conftest import running_sandbox, zdt, zdt_under_load
 from zdt import http
-from zdt.load import Load
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +40,7 @@ async def app_versions(sb: dict[str, Any]) -> set[str]:
 
 
 async def under_load(sb: dict[str, Any], *argv: str) -> subprocess.CompletedProcess[str]:
-    async with Load(sb["lb_url"], concurrency=3, rate_per_worker=40) as load:
-        await asyncio.sleep(0.2)
-        result = await asyncio.to_thread(zdt, *argv)
-        await asyncio.sleep(0.2)
-    assert load.stats.failed == 0, load.stats.errors
-    return result
+    return await zdt_under_load(sb["lb_url"], *argv, workers=3)
 
 
 def apps_args(sb: dict[str, Any], spec: str | Path, *extra: str) -> list[str]:

@@ -3,7 +3,6 @@ each node is drained exactly once; revert, and kill -9 mid-way then resume or re
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -14,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from conftest import running_sandbox, zdt
+from conftest import running_sandbox, zdt, zdt_under_load
 from zdt import http
-from zdt.load import Load
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +41,7 @@ def state(sb: dict[str, Any]) -> set[tuple[str, str, str]]:
 
 
 async def under_load(sb: dict[str, Any], *argv: str) -> subprocess.CompletedProcess[str]:
-    async with Load(sb["lb_url"], concurrency=4, rate_per_worker=40) as load:
-        await asyncio.sleep(0.2)
-        result = await asyncio.to_thread(zdt, *argv)
-        await asyncio.sleep(0.2)
-    assert load.stats.failed == 0, load.stats.errors
-    assert load.stats.requests > 50
-    return result
+    return await zdt_under_load(sb["lb_url"], *argv, workers=4)
 
 
 async def test_one_drain_per_node_then_revert(sb: dict[str, Any]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import subprocess
@@ -13,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import running_sandbox, zdt
-from zdt.load import Load
+from conftest import running_sandbox, zdt, zdt_under_load
 
 pytestmark = pytest.mark.integration
 
@@ -52,12 +50,7 @@ def setenv(sb: dict[str, Any]) -> set[str]:
 
 
 async def under_load(sb: dict[str, Any], *argv: str) -> subprocess.CompletedProcess[str]:
-    async with Load(sb["lb_url"], concurrency=3, rate_per_worker=40) as load:
-        await asyncio.sleep(0.2)
-        result = await asyncio.to_thread(zdt, *argv)
-        await asyncio.sleep(0.2)
-    assert load.stats.failed == 0, load.stats.errors
-    return result
+    return await zdt_under_load(sb["lb_url"], *argv, workers=3)
 
 
 async def test_runtime_rollout_then_revert_restores_every_byte(sb: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,30 +311,16 @@ class Supervisor:
         step("checkpoint")
         seq = time.monotonic_ns()
         await original.send("CHECKPOINT", seq)
-        try:
-            words, state = await asyncio.wait_for(_state(original, seq),
-                                                  t["checkpoint_timeout"])
+        async with _or_resume(original, t["checkpoint_timeout"],
+                              f"the original (pid {original.pid}) did not checkpoint"):
+            words, state = await _state(original, seq)
             stopped = int(words[2])
-        except TimeoutError:
-            await _resume(original)
-            raise StepError(f"the original (pid {original.pid}) did not checkpoint within "
-                            f"{t['checkpoint_timeout']:g} s") from None
-        except BaseException:
-            await _resume(original)
-            raise
-        try:
-            async with asyncio.timeout(t["ready_timeout"]):
-                await surrogate.send("RESTORE", len(state), payload=state)
-                answer = await _first(surrogate)
+        async with _or_resume(original, t["ready_timeout"],
+                              f"the surrogate (pid {surrogate.pid}) did not restore the state"):
+            await surrogate.send("RESTORE", len(state), payload=state)
+            answer = await _first(surrogate)
             if answer[0] != "ACCEPTING":
                 raise StepError(f"the surrogate answered {' '.join(answer)!r} to RESTORE")
-        except TimeoutError:
-            await _resume(original)
-            raise StepError(f"the surrogate (pid {surrogate.pid}) did not restore the state "
-                            f"within {t['ready_timeout']:g} s") from None
-        except BaseException:
-            await _resume(original)
-            raise
         step("restore")        # journaled after the blackout, not inside it
         return {"mode": "checkpoint", "state_bytes": len(state),
                 "blackout_ms": round((int(answer[1]) - stopped) / 1e6, 3)}
@@ -342,6 +329,21 @@ class Supervisor:
         tmp = self.dir / "state.json.tmp"
         tmp.write_text(json.dumps(asdict(self.snapshot), indent=1))
         os.replace(tmp, self.dir / "state.json")
+
+
+@contextlib.asynccontextmanager
+async def _or_resume(original: Workload, timeout: float, late: str) -> AsyncIterator[None]:
+    """A handoff step under a deadline: if it fails or runs late, the original (paused
+    for the checkpoint) is told to accept again before the error goes up."""
+    try:
+        async with asyncio.timeout(timeout):
+            yield
+    except TimeoutError:
+        await _resume(original)
+        raise StepError(f"{late} within {timeout:g} s") from None
+    except BaseException:
+        await _resume(original)
+        raise
 
 
 async def _resume(original: Workload) -> None:
