@@ -10,11 +10,20 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from zdt.errors import ConfigError
@@ -90,17 +99,73 @@ class Hooks(_Model):
         return tuple(getattr(self, phase.replace("-", "_")))
 
 
+@dataclass(frozen=True)
+class SSHAddress:
+    """`ssh://[user@]host[:port]`; host may be an alias of ~/.ssh/config, and user and
+    port left out are taken from there (or the login name and 22)."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    @classmethod
+    def parse(cls, address: str) -> SSHAddress:
+        parts = urlsplit(address)
+        if parts.scheme != "ssh" or not parts.hostname:
+            raise ValueError(f"{address!r}: not 'local' nor ssh://[user@]host[:port]")
+        if parts.path not in ("", "/") or parts.query or parts.fragment or parts.password:
+            raise ValueError(f"{address!r}: no path, query or password in an ssh:// address "
+                             "(keys and users go in ~/.ssh/config or [ssh])")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{address!r}: bad port") from None
+        user = parts.username
+        if user is not None and not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*", user):
+            raise ValueError(f"{address!r}: bad user name {user!r}")
+        host = parts.hostname
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]+", host) or host.startswith("-"):
+            raise ValueError(f"{address!r}: bad host name {host!r}")
+        return cls(host, user, port)
+
+    def __str__(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"{user}{self.host}{port}"
+
+
 class Node(_Model):
     name: Name
     address: str = "local"
-    root: str | None = None
+    root: str | None = None             # local nodes: the dir that is the node's "/"
 
     @field_validator("address")
     @classmethod
     def _known_address(cls, v: str) -> str:
         if v != "local":
-            raise ValueError("only 'local' is supported by this version of zdt")
+            SSHAddress.parse(v)
         return v
+
+    @field_validator("root")
+    @classmethod
+    def _root_is_local(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("address", "local") != "local":
+            raise ValueError("root is for local nodes only (an ssh:// node has its own '/')")
+        return v
+
+    @property
+    def ssh(self) -> SSHAddress | None:
+        return None if self.address == "local" else SSHAddress.parse(self.address)
+
+
+class SSH(_Model):
+    """How ssh:// nodes are reached. Paths are on this machine, relative to the domain
+    file; left out, OpenSSH's own files are used (~/.ssh/known_hosts, ~/.ssh/config)."""
+
+    known_hosts: str | None = None
+    identity: str | None = None          # a private key file (else ~/.ssh/config's, agent)
+    config: str | None = None            # an ssh_config file
+    connect_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
 
 
 class Server(_Model):
@@ -263,6 +328,7 @@ class Domain(_Model):
     hooks: Hooks = Hooks()
     runtime: Runtime | None = None
     applications: tuple[Application, ...] = ()
+    ssh: SSH = SSH()
     source: str = Field(default="", exclude=True)
 
     def node(self, name: str) -> Node:
@@ -328,6 +394,11 @@ def _resolve_paths(raw: dict, base: Path) -> None:
     for node in raw.get("nodes") or ():
         if isinstance(node, dict) and isinstance(node.get("root"), str):
             node["root"] = str(base / node["root"])
+    ssh = raw.get("ssh")
+    if isinstance(ssh, dict):
+        for key in ("known_hosts", "identity", "config"):
+            if isinstance(ssh.get(key), str) and ssh[key]:
+                ssh[key] = str(base / Path(ssh[key]).expanduser())
 
 
 def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:

@@ -19,10 +19,17 @@ from zdt.services.supervisor import SupervisorManager
 pytestmark = pytest.mark.integration
 
 
+def sockets_of(info: dict[str, Any]) -> Any:
+    sockets = {n["name"]: n["supervisor_socket"] for n in info["nodes"]}
+
+    async def socket_for(node: str) -> str:
+        return sockets[node]
+    return socket_for
+
+
 def manager_of(info: dict[str, Any]) -> tuple[SupervisorManager, dm.Domain]:
     domain = dm.load(info["domain"])
-    sockets = {n["name"]: n["supervisor_socket"] for n in info["nodes"]}
-    return SupervisorManager(domain, sockets.__getitem__, domain.services.program), domain
+    return SupervisorManager(domain, sockets_of(info), domain.services.program), domain
 
 
 async def until(probe: Any, done: Any, what: str, timeout: float = 5.0) -> Any:
@@ -116,12 +123,13 @@ async def test_stop_kills_a_server_that_outlives_the_timeout(
 async def test_errors_name_the_node_server_and_socket(small_sandbox: dict[str, Any]) -> None:
     domain = dm.load(small_sandbox["domain"])
     server = domain.server("node1-s1")
-    sockets = {n["name"]: n["supervisor_socket"] for n in small_sandbox["nodes"]}
-    wrong_program = SupervisorManager(domain, sockets.__getitem__, "app-{server}")
+    wrong_program = SupervisorManager(domain, sockets_of(small_sandbox), "app-{server}")
     with pytest.raises(AdapterError, match="no program named 'app-node1-s1'") as err:
         await wrong_program.state(server)
     assert not err.value.retryable
-    nowhere = SupervisorManager(domain, lambda node: f"/tmp/no-such-dir/{node}.sock")
+    async def nowhere_socket(node: str) -> str:
+        return f"/tmp/no-such-dir/{node}.sock"
+    nowhere = SupervisorManager(domain, nowhere_socket)
     with pytest.raises(AdapterError, match=r"node 'node1'.*'node1-s1'.*/tmp/no-such-dir/"
                                            r"node1\.sock.*zdt sandbox up"):
         await nowhere.start(server)

@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import signal
+import socketserver
 import sys
 import threading
 import time
@@ -57,6 +58,14 @@ class SampleServer(ThreadingHTTPServer):
         self.broken = broken
         self.sessions: dict[str, int] = {}
         self.sessions_lock = threading.Lock()
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind asks DNS for the host's name (socket.getfqdn), which on a
+        # host without a resolver (an isolated sandbox node) waits ~10 s for a timeout.
+        # The name only fills SERVER_NAME for CGI; the address does as well.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # HAProxy's health checks reset the connection as soon as they have the status

@@ -43,6 +43,7 @@ from zdt import domain as domain_model
 from zdt.errors import ConfigError, PreconditionError, ZdtError
 from zdt.lb.haproxy import parse_stat
 from zdt.sandbox import inputs
+from zdt.sandbox import isolated as isolation
 from zdt.sandbox.layout import (
     BACKEND,
     CLUSTER,
@@ -78,12 +79,16 @@ def info(dir: str | Path) -> dict:
 
 
 def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
-       admin: bool = True, home_link: bool = False, partitions: tuple[str, ...] = ()) -> dict:
+       admin: bool = True, home_link: bool = False, partitions: tuple[str, ...] = (),
+       isolated: bool = False) -> dict:
     """Build and start a sandbox in `dir`; return (and write to D/sandbox.json) its info.
 
     Every node gets a fresh v1 home at /srv/app/home; with `home_link` that path is a
     relative symlink to /srv/app/releases/v1 (the servers are started through the link).
     D/inputs gets the v2 and broken homes and their archives ("archives" in the info).
+
+    With `isolated` (root), every node is a network namespace of its own with an sshd,
+    reached over SSH (see zdt.sandbox.isolated); the domain has ssh:// addresses.
 
     Returns once every server answers /health and HAProxy reports every LB server UP.
     On any failure, whatever was started is stopped again before the error is raised.
@@ -91,25 +96,35 @@ def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
     if nodes < 1 or servers_per_node < 1:
         raise ConfigError(f"a sandbox needs at least 1 node and 1 server per node "
                           f"(got nodes={nodes}, servers_per_node={servers_per_node})")
+    net = None
+    if isolated:
+        isolation.require()
+        _refuse_running(Path(dir).resolve())
+        net = isolation.plan(nodes)
     layout = Layout.plan(Path(dir).resolve(), nodes, servers_per_node, admin=admin,
-                         home_link=home_link, partitions=tuple(partitions))
+                         home_link=home_link, partitions=tuple(partitions),
+                         addresses=net.addresses if net else ())
     _check_paths(layout)
     _refuse_running(layout.dir)
     haproxy = _haproxy_binary()
     # A report left by an earlier sandbox here would describe processes that are gone.
     (layout.dir / "sandbox.json").unlink(missing_ok=True)
     write_files(layout)
+    if net is not None:
+        isolation.write_ssh(layout)
     domain_model.load(layout.domain)  # the file is zdt's input: it must load as written
     try:
+        if net is not None:
+            isolation.create(layout.dir, net)
         # The inputs are built while the processes start: that is mostly waiting.
         with ThreadPoolExecutor(max_workers=1) as pool:
             building = pool.submit(inputs.build, layout.dir)
-            pids = _start(layout, haproxy)  # if this fails, the pool still waits for
+            pids = _start(layout, haproxy, net)  # if this fails, the pool still waits for
             archives = building.result()    # the build before `down` below
     except BaseException:
         down(layout.dir)
         raise
-    report = _report(layout, pids, archives)
+    report = _report(layout, pids, archives, net)
     _write_json(layout.dir / "sandbox.json", report)
     return report
 
@@ -132,6 +147,7 @@ def down(dir: str | Path) -> dict:
                        f"with `ps -o pid,stat,cmd -p PID`")
     for pidfile in (d / "haproxy" / "haproxy.pid", *d.glob("nodes/*/run/supervisord.pid")):
         pidfile.unlink(missing_ok=True)  # every process named in them is gone now
+    isolation.destroy(d)   # no process is left in the namespaces: they can go
     return {"dir": str(d),
             "stopped": [p.summary() for p in procs if p not in left],
             "killed": [p.summary() for p in left]}
@@ -156,6 +172,11 @@ def _check_paths(layout: Layout) -> None:
                 f"{layout.dir}: too long for a sandbox: the Unix socket {path} would be "
                 f"{len(os.fsencode(path))} bytes, the limit is {MAX_SOCKET_PATH}; use a "
                 f"shorter --dir (e.g. under /tmp)")
+    if layout.isolated and any(str(layout.dir).startswith(f"/{m}/") or
+                               str(layout.dir) == f"/{m}" for m in isolation.MOUNTS):
+        raise ConfigError(f"{layout.dir}: an isolated sandbox cannot live under "
+                          f"{', '.join('/' + m for m in isolation.MOUNTS)}: the nodes have "
+                          f"their own dirs there; choose e.g. a dir under /tmp")
     bad = set(str(layout.dir)) & set(" \t\n\"'%#;$\\")
     if bad:
         raise ConfigError(f"{layout.dir}: the sandbox directory may not contain any of "
@@ -179,11 +200,14 @@ def _haproxy_binary() -> str:
     return found
 
 
-def _start(layout: Layout, haproxy: str) -> dict:
+def _start(layout: Layout, haproxy: str, net: isolation.Network | None) -> dict:
     # Nodes are independent: starting their supervisords side by side saves ~0.1 s each.
     with ThreadPoolExecutor(max_workers=len(layout.nodes)) as pool:
-        pids = list(pool.map(lambda node: _start_supervisord(layout, node), layout.nodes))
+        pids = list(pool.map(lambda node: _start_supervisord(layout, node, net),
+                             layout.nodes))
     _wait_healthy(layout)
+    for address in layout.addresses:
+        isolation.wait_sshd(address, READY_TIMEOUT)
     cfg = layout.dir / "haproxy" / "haproxy.cfg"
     pidfile = layout.dir / "haproxy" / "haproxy.pid"
     _spawn_daemon([haproxy, "-D", "-p", str(pidfile), "-f", str(cfg)],
@@ -193,11 +217,13 @@ def _start(layout: Layout, haproxy: str) -> dict:
     return {"supervisord": dict(zip(layout.nodes, pids, strict=True)), "haproxy": haproxy_pids}
 
 
-def _start_supervisord(layout: Layout, node: str) -> int:
+def _start_supervisord(layout: Layout, node: str, net: isolation.Network | None) -> int:
     root = layout.root(node)
     conf = root / "etc" / "supervisord.conf"
-    _spawn_daemon([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
-                  root / "var" / "log" / "supervisord.out", f"supervisord of {node}")
+    argv = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
+    if net is not None:
+        argv = isolation.node_argv(layout, net, node, argv)
+    _spawn_daemon(argv, root / "var" / "log" / "supervisord.out", f"supervisord of {node}")
     pid = _wait_pidfile(root / "run" / "supervisord.pid")[0]
     # Ask it something: this proves the socket works, and the request wakes its main
     # loop, which otherwise spawns the autostart programs only after its first 1 s poll.
@@ -242,7 +268,8 @@ def _wait_pidfile(pidfile: Path) -> list[int]:
 def _wait_healthy(layout: Layout) -> None:
     waiting = list(layout.servers)
     for _ in _polls(READY_TIMEOUT):
-        waiting = [s for s in waiting if not _answers(f"http://127.0.0.1:{s.port}/health")]
+        waiting = [s for s in waiting
+                   if not _answers(f"http://{layout.host(s.node)}:{s.port}/health")]
         if not waiting:
             return
     logs = {s.name: layout.root(s.node) / "var" / "log" / f"{s.name}.err.log" for s in waiting}
@@ -301,9 +328,11 @@ def _polls(timeout: float) -> Iterator[None]:
         delay = min(delay * 1.5, 0.1)
 
 
-def _report(layout: Layout, pids: dict, archives: dict[str, Path]) -> dict:
+def _report(layout: Layout, pids: dict, archives: dict[str, Path],
+            net: isolation.Network | None) -> dict:
     def server(s: SandboxServer) -> dict:
-        return {"name": s.name, "port": s.port, "url": f"http://127.0.0.1:{s.port}/",
+        return {"name": s.name, "port": s.port,
+                "url": f"http://{layout.host(s.node)}:{s.port}/",
                 "lb": s.lb, "partition": s.partition}
 
     return {
@@ -318,6 +347,8 @@ def _report(layout: Layout, pids: dict, archives: dict[str, Path]) -> dict:
                    "root": str(layout.root(node)),
                    "home": str(layout.on_node(node, HOME)),
                    "supervisor_socket": str(layout.on_node(node, SUPERVISOR_SOCKET)),
+                   "address": layout.host(node),
+                   "namespace": net.namespaces[layout.nodes.index(node)] if net else None,
                    "servers": [server(s) for s in layout.servers if s.node == node]}
                   for node in layout.nodes],
         "home_link": layout.home_link,
@@ -325,6 +356,9 @@ def _report(layout: Layout, pids: dict, archives: dict[str, Path]) -> dict:
         "apps": str(layout.dir / "inputs" / "apps.json"),
         "archives": {name: str(path) for name, path in archives.items()},
         "pids": pids,
+        "isolated": net is not None,
+        "ssh": {"known_hosts": str(layout.dir / "ssh" / "known_hosts"),
+                "identity": str(layout.dir / "ssh" / "id_ed25519")} if net else None,
     }
 
 

@@ -44,20 +44,46 @@ class Layout:
     lb_port: int
     admin: str | None
     home_link: bool = False   # HOME is a relative symlink to RELEASES/<version>
+    # Isolated: every node is a network namespace with this address (its servers listen
+    # there, its sshd too) and sees its own root's srv/, opt/ and run/ at /srv, /opt, /run.
+    addresses: tuple[str, ...] = ()
 
     @classmethod
     def plan(cls, d: Path, nodes: int, per_node: int, *, admin: bool,
-             home_link: bool = False, partitions: tuple[str, ...] = ()) -> Layout:
+             home_link: bool = False, partitions: tuple[str, ...] = (),
+             addresses: tuple[str, ...] = ()) -> Layout:
         names = tuple(f"node{i}" for i in range(1, nodes + 1))
         specs: list[tuple[str, str, bool, str | None, str | None]] = \
             [(ADMIN, names[0], False, None, None)] if admin else []
         mains = [(f"{n}-s{j}", n) for n in names for j in range(1, per_node + 1)]
         specs += [(name, n, True, None, None) for name, n in mains]
         specs += [(f"{name}-{p}", n, True, name, p) for name, n in mains for p in partitions]
-        lb_port, *ports = free_ports(1 + len(specs))
+        if addresses:   # hosts of their own: the same ports on every node
+            lb_port = free_ports(1)[0]
+            taken: dict[str, int] = {}
+            ports = []
+            for _, node, *_rest in specs:
+                taken[node] = taken.get(node, 0) + 1
+                ports.append(8000 + taken[node])
+        else:
+            lb_port, *ports = free_ports(1 + len(specs))
         servers = tuple(SandboxServer(name, node, port, lb, of, part)
                         for (name, node, lb, of, part), port in zip(specs, ports, strict=True))
-        return cls(d, names, servers, lb_port, ADMIN if admin else None, home_link)
+        return cls(d, names, servers, lb_port, ADMIN if admin else None, home_link,
+                   tuple(addresses))
+
+    @property
+    def isolated(self) -> bool:
+        return bool(self.addresses)
+
+    def host(self, node: str) -> str:
+        """The address the node's servers listen on, as the LB and health checks see it."""
+        return self.addresses[self.nodes.index(node)] if self.isolated else "127.0.0.1"
+
+    def node_path(self, node: str, path: str) -> str:
+        """A node path as the node's own processes see it: the path itself on an isolated
+        node (its private mounts put it there), else where it lives on this machine."""
+        return path if self.isolated else str(self.on_node(node, path))
 
     @property
     def domain(self) -> Path:
@@ -156,13 +182,20 @@ def domain_toml(layout: Layout) -> str:
             "", "[runtime]", f"home = {q(RUNTIMES[0])}", 'variable = "JAVA_HOME"',
             'scripts = ["bin/*.sh", "lib/*.conf"]',
             "", "[[applications]]", 'name = "shop"', f"location = {q(APP)}", 'mode = "stage"']
+    if layout.isolated:
+        out += ["", "[ssh]", 'known_hosts = "ssh/known_hosts"', 'identity = "ssh/id_ed25519"']
     for node in layout.nodes:
-        out += ["", "[[nodes]]", f"name = {q(node)}", 'address = "local"',
-                f"root = {q(f'nodes/{node}')}"]
+        if layout.isolated:
+            out += ["", "[[nodes]]", f"name = {q(node)}",
+                    f"address = {q(f'ssh://root@{layout.host(node)}')}"]
+        else:
+            out += ["", "[[nodes]]", f"name = {q(node)}", 'address = "local"',
+                    f"root = {q(f'nodes/{node}')}"]
     for s in layout.servers:
+        host = layout.host(s.node)
         out += ["", "[[servers]]", f"name = {q(s.name)}", f"node = {q(s.node)}",
-                f"port = {s.port}", f"lb = {'true' if s.lb else 'false'}",
-                f"health_url = {q(f'http://127.0.0.1:{s.port}/health')}"]
+                f"host = {q(host)}", f"port = {s.port}", f"lb = {'true' if s.lb else 'false'}",
+                f"health_url = {q(f'http://{host}:{s.port}/health')}"]
         if s.partition:
             out += [f"partition_of = {q(s.partition_of)}", f"partition = {q(s.partition)}",
                     f"program = {q(f'{s.partition}:{s.name}')}"]
@@ -192,6 +225,8 @@ def supervisord_conf(layout: Layout, node: str) -> str:
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
         "", "[supervisorctl]", f"serverurl = unix://{_ini(layout.supervisor_socket(node))}",
     ]
+    if layout.isolated:
+        out += ["", *_sshd_program(layout, node)]
     groups: dict[str, list[str]] = {}
     for s in layout.servers:
         if s.node == node:
@@ -205,9 +240,9 @@ def supervisord_conf(layout: Layout, node: str) -> str:
 
 def _program(layout: Layout, s: SandboxServer) -> list[str]:
     argv = [sys.executable, "-m", "zdt.sample.service",
-            "--home", str(layout.on_node(s.node, HOME)), "--port", str(s.port),
-            "--server", s.name, "--node", s.node, "--host", "127.0.0.1",
-            "--app", str(layout.on_node(s.node, APP))]
+            "--home", layout.node_path(s.node, HOME), "--port", str(s.port),
+            "--server", s.name, "--node", s.node, "--host", layout.host(s.node),
+            "--app", layout.node_path(s.node, APP)]
     log = layout.root(s.node) / "var" / "log"
     return [
         f"[program:{s.name}]", f"command = {_ini(shlex.join(argv))}",
@@ -223,6 +258,38 @@ def _program(layout: Layout, s: SandboxServer) -> list[str]:
     ]
 
 
+def _sshd_program(layout: Layout, node: str) -> list[str]:
+    """The node's sshd, run by its supervisord: so it lives in the node's namespaces."""
+    conf = layout.root(node) / "etc" / "ssh" / "sshd_config"
+    log = layout.root(node) / "var" / "log"
+    argv = ["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)]
+    return ["[program:sshd]", f"command = {_ini(shlex.join(argv))}",
+            "autostart = true", "autorestart = false", "startsecs = 0", "startretries = 0",
+            "stopsignal = TERM", "stopwaitsecs = 5",
+            f"stdout_logfile = {_ini(log / 'sshd.log')}", "redirect_stderr = true"]
+
+
+def sshd_config(layout: Layout, node: str) -> str:
+    root = layout.root(node)
+    return "\n".join([
+        f"# sshd of isolated sandbox node {node}, written by `zdt sandbox up --isolated`",
+        f"ListenAddress {layout.host(node)}", "Port 22",
+        f"HostKey {root / 'etc' / 'ssh' / 'ssh_host_ed25519_key'}",
+        f"PidFile {root / 'run' / 'sshd.pid'}",
+        f"AuthorizedKeysFile {layout.dir / 'ssh' / 'authorized_keys'}",
+        "PermitRootLogin prohibit-password", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "UsePAM no",
+        # the sandbox dir is wherever the operator put it: its modes are not sshd's business
+        "StrictModes no",
+        "AllowStreamLocalForwarding yes", "MaxSessions 64", "MaxStartups 64",
+        "Subsystem sftp internal-sftp", ""])
+
+
+def haproxy_servers(layout: Layout) -> list[str]:
+    return [f"    server {s.name} {layout.host(s.node)}:{s.port}"
+            for s in layout.servers if s.lb]
+
+
 def _environment() -> str:
     env = {"PYTHONUNBUFFERED": "1"}
     # Run the sample service from this very zdt, installed or not: add its import root
@@ -234,7 +301,7 @@ def _environment() -> str:
 
 
 def haproxy_cfg(layout: Layout) -> str:
-    servers = [f"    server {s.name} 127.0.0.1:{s.port}" for s in layout.servers if s.lb]
+    servers = haproxy_servers(layout)
     return "\n".join([
         "# HAProxy of the sandbox, written by `zdt sandbox up`.",
         "# No user/group/chroot and no syslog: it runs as whoever starts it.",

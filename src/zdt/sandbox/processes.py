@@ -80,15 +80,20 @@ def _verified(pidfile: Path, config: Path, what: str) -> list[Proc]:
 
 
 def _children(parents: set[int]) -> list[Proc]:
-    if not parents:
-        return []
-    children = []
+    """Every live descendant (servers, an isolated node's sshd and its sessions)."""
+    stats = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             stat = _stat(int(entry))
-            if stat is not None and stat[1] in parents and stat[0] != "Z":
-                children.append(Proc(int(entry), stat[2], "server"))
-    return children
+            if stat is not None and stat[0] != "Z":
+                stats[int(entry)] = stat
+    found: list[Proc] = []
+    seen = set(parents)
+    while parents:
+        parents = {pid for pid, stat in stats.items() if stat[1] in parents} - seen
+        seen |= parents
+        found += [Proc(pid, stats[pid][2], "server") for pid in sorted(parents)]
+    return found
 
 
 def _stat(pid: int) -> tuple[str, int, int] | None:

@@ -11,7 +11,7 @@ import asyncio
 import http.client
 import time
 import xmlrpc.client
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from supervisor.xmlrpc import Faults, SupervisorTransport
@@ -41,11 +41,12 @@ def call(socket_path: str, method: str, *args: object) -> Any:
 class SupervisorManager:
     """Start, stop and inspect servers through each node's supervisord.
 
-    `socket_for_node(node)` gives the local path of that node's supervisord socket;
+    `socket_for_node(node)` gives a local path that reaches that node's supervisord
+    socket (the socket itself, or an SSH forward of it);
     `program` is the supervisord program name, formatted with `server` and `node`.
     """
 
-    def __init__(self, domain: Domain, socket_for_node: Callable[[str], str],
+    def __init__(self, domain: Domain, socket_for_node: Callable[[str], Awaitable[str]],
                  program: str = "{server}") -> None:
         self.domain = domain
         self._socket_for_node = socket_for_node
@@ -88,8 +89,7 @@ class SupervisorManager:
         if not await self._wait_stopped(server, time.monotonic() + KILL_WAIT):
             raise AdapterError(
                 f"server {server.name!r} on node {server.node!r} is still running "
-                f"{KILL_WAIT:.0f} s after SIGKILL (supervisord socket "
-                f"{self._socket_for_node(server.node)}); check the process on the node")
+                f"{KILL_WAIT:.0f} s after SIGKILL; check the process on the node")
         return False
 
     async def _wait_stopped(self, server: Server, deadline: float) -> bool:
@@ -140,7 +140,7 @@ class SupervisorManager:
     async def _call(self, server: Server, method: str, *args: object,
                     allow: tuple[int, ...] = ()) -> Any:
         """Call supervisord on the server's node; the Faults in `allow` are returned."""
-        path = self._socket_for_node(server.node)
+        path = await self._socket_for_node(server.node)
         try:
             return await asyncio.wait_for(asyncio.to_thread(call, path, method, *args),
                                           CALL_TIMEOUT)

@@ -34,3 +34,12 @@ class Transport(Protocol):
         """A node path as it must appear in the argv of commands run through this transport
         (the sandbox's node root prepended locally; the path unchanged over SSH)."""
         ...
+
+    async def unix_socket(self, remote: str) -> str:
+        """A path on this machine that connects to the node's Unix socket `remote`
+        (the socket itself locally; a forward over SSH)."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection, if any."""
+        ...

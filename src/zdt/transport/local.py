@@ -59,6 +59,12 @@ class LocalTransport:
         target = Path(self.path(remote))
         await asyncio.to_thread(_copy_atomically, Path(local), target)
 
+    async def unix_socket(self, remote: str) -> str:
+        return self.path(remote)
+
+    async def close(self) -> None:
+        """Nothing to release: every command is its own process."""
+
 
 async def _collect(stream: asyncio.StreamReader | None, sink: bytearray) -> None:
     """Read a pipe to its end; what was read stays in sink even if this is cancelled."""

@@ -1,0 +1,178 @@
+"""Hosts of their own for the sandbox (`zdt sandbox up --isolated`, root only).
+
+Each node is a network namespace with an address from 198.18.0.0/15 (set aside for
+network testing, RFC 2544) on a bridge in the root namespace, where HAProxy runs. The
+node's supervisord is started in its namespace and in a mount namespace of its own where
+the node's root dirs `srv/`, `opt/` and `run/` are bound onto /srv, /opt and /run: so the
+home is /srv/app/home on every node, with different contents, as on separate machines.
+The node's sshd runs under that supervisord, so an SSH session sees what the servers see.
+
+What was made is written to D/network.json before it is made, so `down` removes it all
+(namespaces, the bridge and its links) even after a crash half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from zdt.errors import PreconditionError, ZdtError
+from zdt.sandbox.layout import Layout, sshd_config
+
+MOUNTS = ("srv", "opt", "run")
+# The one shell script here: binds the node's dirs, then becomes the command ("$@").
+# No value is formatted into it; the root and the command arrive as arguments.
+BIND_AND_EXEC = 'root=$1; shift; for d in srv opt run; do ' \
+                'mount --bind "$root/$d" "/$d" || exit 1; done; exec "$@"'
+TOOLS = ("ip", "unshare", "ssh-keygen", "/usr/sbin/sshd", "mount")
+COMMAND_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Network:
+    subnet: int                    # the third byte: 198.18.<subnet>.0/24
+    bridge: str
+    namespaces: tuple[str, ...]    # one per node, in node order
+    links: tuple[str, ...]         # the root-namespace end of each node's veth pair
+
+    @property
+    def gateway(self) -> str:
+        return f"198.18.{self.subnet}.1"
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(f"198.18.{self.subnet}.{10 + i}" for i in range(len(self.namespaces)))
+
+
+def require() -> None:
+    if os.geteuid() != 0:
+        raise PreconditionError("--isolated needs root (it makes network namespaces, a "
+                                "bridge and mounts); run it as root, or leave --isolated out")
+    missing = [t for t in TOOLS if shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") is None]
+    if missing:
+        raise PreconditionError(f"--isolated needs {', '.join(missing)} (Debian: `apt-get "
+                                f"install iproute2 util-linux openssh-server openssh-client`)")
+
+
+def plan(nodes: int) -> Network:
+    """A subnet, bridge and namespace names that nothing on this machine uses yet."""
+    used = _ip(["-o", "-4", "addr", "show"]).stdout
+    links = _ip(["-o", "link", "show"]).stdout
+    spaces = set(_ip(["netns", "list"]).stdout.split())
+    for subnet in range(1, 255):
+        bridge = f"zdtbr{subnet}"
+        names = tuple(f"zdt{subnet}-node{i}" for i in range(1, nodes + 1))
+        if f" 198.18.{subnet}." in used or f" {bridge}:" in links or spaces & set(names):
+            continue
+        return Network(subnet, bridge, names,
+                       tuple(f"zdt{subnet}v{i}" for i in range(1, nodes + 1)))
+    raise PreconditionError("no free /24 left in 198.18.0.0/16 for an isolated sandbox; "
+                            "bring some down with `zdt sandbox down`")
+
+
+def create(d: Path, net: Network) -> None:
+    """Record, then make: the bridge, and per node a namespace with a veth into it."""
+    _record(d, net)
+    _ip(["link", "add", net.bridge, "type", "bridge"])
+    _ip(["addr", "add", f"{net.gateway}/24", "dev", net.bridge])
+    _ip(["link", "set", net.bridge, "up"])
+    for ns, link, address in zip(net.namespaces, net.links, net.addresses, strict=True):
+        _ip(["netns", "add", ns])
+        _ip(["link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        _ip(["link", "set", link, "master", net.bridge])
+        _ip(["link", "set", link, "up"])
+        for argv in (["addr", "add", f"{address}/24", "dev", "eth0"],
+                     ["link", "set", "eth0", "up"], ["link", "set", "lo", "up"],
+                     ["route", "add", "default", "via", net.gateway]):
+            _ip(["-n", ns, *argv])
+
+
+def destroy(d: Path) -> None:
+    """Remove what D/network.json names; what is already gone is skipped."""
+    path = d / "network.json"
+    if not path.exists():
+        return
+    raw = json.loads(path.read_text())
+    net = Network(raw["subnet"], raw["bridge"], tuple(raw["namespaces"]), tuple(raw["links"]))
+    spaces = set(_ip(["netns", "list"]).stdout.split())
+    for ns in net.namespaces:
+        if ns in spaces:   # deleting it deletes the veth pair, both ends
+            _ip(["netns", "delete", ns])
+    if _ip(["link", "show", net.bridge], check=False).returncode == 0:
+        _ip(["link", "delete", net.bridge])
+    path.unlink()
+
+
+def node_argv(layout: Layout, net: Network, node: str, argv: list[str]) -> list[str]:
+    """argv run in the node's namespaces, with its own /srv, /opt and /run."""
+    ns = net.namespaces[layout.nodes.index(node)]
+    return ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
+            "/bin/sh", "-c", BIND_AND_EXEC, "sh", str(layout.root(node)), *argv]
+
+
+def write_ssh(layout: Layout) -> None:
+    """A client key, a host key per node, known_hosts and authorized_keys, sshd configs."""
+    for mount in MOUNTS:   # the mount points, on this machine
+        Path("/", mount).mkdir(exist_ok=True)
+    keys = layout.dir / "ssh"
+    keys.mkdir(mode=0o700, exist_ok=True)
+    client = keys / "id_ed25519"
+    _keygen(client, "zdt sandbox")
+    (keys / "authorized_keys").write_text(client.with_suffix(".pub").read_text())
+    known = []
+    for node in layout.nodes:
+        etc = layout.root(node) / "etc" / "ssh"
+        etc.mkdir(parents=True, exist_ok=True)
+        host_key = etc / "ssh_host_ed25519_key"
+        _keygen(host_key, f"zdt sandbox {node}")
+        algorithm, data = host_key.with_suffix(".pub").read_text().split()[:2]
+        known.append(f"{layout.host(node)} {algorithm} {data}\n")
+        (etc / "sshd_config").write_text(sshd_config(layout, node))
+        # sshd's privilege separation dir, under the node's own /run
+        (layout.root(node) / "run" / "sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
+        for mount in MOUNTS:
+            (layout.root(node) / mount).mkdir(exist_ok=True)
+    (keys / "known_hosts").write_text("".join(known))
+
+
+def wait_sshd(address: str, timeout: float) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((address, 22), timeout=1.0) as s:
+                if s.recv(4).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise ZdtError(f"sshd at {address}:22 does not answer after {timeout:.0f} s; "
+                           f"see the node's var/log/sshd.log")
+        time.sleep(0.05)
+
+
+def _keygen(path: Path, comment: str) -> None:
+    for old in (path, path.with_suffix(".pub")):
+        old.unlink(missing_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
+                    "-f", str(path)], check=True, capture_output=True, timeout=COMMAND_TIMEOUT)
+
+
+def _record(d: Path, net: Network) -> None:
+    tmp = d / "network.json.tmp"
+    tmp.write_text(json.dumps(asdict(net), indent=2) + "\n")
+    tmp.replace(d / "network.json")
+
+
+def _ip(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(["ip", *argv], capture_output=True, text=True,
+                          timeout=COMMAND_TIMEOUT, check=False)
+    if check and done.returncode != 0:
+        raise ZdtError(f"`ip {' '.join(argv)}` failed: {done.stderr.strip()}")
+    return done

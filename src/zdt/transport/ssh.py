@@ -1,0 +1,272 @@
+"""The SSH transport: one asyncssh connection per node, reused for the whole workflow.
+
+A command crosses as `shlex.join(argv)`, which the node's POSIX login shell splits back
+into exactly argv: no value is ever formatted into a shell string. Host keys are checked
+against a known_hosts file; a key seen for the first time is added only when the operator
+says so (`--accept-new-host-keys`, OpenSSH's `accept-new`), and a changed key is always
+refused. A lost connection is opened again by the next command, so a step retried after
+sshd comes back goes through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from zdt.domain import Domain, SSHAddress
+from zdt.errors import AdapterError, CommandError, PreconditionError
+from zdt.transport import Result
+
+UPLOAD_TIMEOUT = 600.0   # s; a put of a large archive on a slow link
+
+
+class HostKeyError(PreconditionError):
+    """A node's host key is unknown or changed: nothing is sent to it (not retried)."""
+
+
+class AuthError(PreconditionError):
+    """The node refused every key offered (not retried: a retry offers the same keys)."""
+
+
+@dataclass(frozen=True)
+class SSHOptions:
+    known_hosts: Path = field(default_factory=lambda: Path("~/.ssh/known_hosts").expanduser())
+    identity: Path | None = None
+    config: Path | None = None
+    connect_timeout: float = 10.0
+    accept_new: bool = False
+
+    @classmethod
+    def of(cls, domain: Domain, accept_new: bool = False) -> SSHOptions:
+        s = domain.ssh
+        default = cls()
+        return cls(Path(s.known_hosts) if s.known_hosts else default.known_hosts,
+                   Path(s.identity) if s.identity else None,
+                   Path(s.config) if s.config else None, s.connect_timeout, accept_new)
+
+
+class _Client(asyncssh.SSHClient):
+    """Decides on a host key that is not in known_hosts (asyncssh asks only for those)."""
+
+    def __init__(self, options: SSHOptions, verdict: dict[str, str]) -> None:
+        self._options = options
+        self._verdict = verdict
+
+    def validate_host_public_key(self, host: str, addr: str, port: int,
+                                 key: asyncssh.SSHKey) -> bool:
+        fingerprint = key.get_fingerprint()
+        if _known_keys(self._options.known_hosts, host, addr, port):
+            self._verdict["changed"] = fingerprint
+            return False
+        if not self._options.accept_new:
+            self._verdict["unknown"] = fingerprint
+            return False
+        _append_known_host(self._options.known_hosts, host, port, key)
+        self._verdict["added"] = fingerprint
+        return True
+
+
+class SSHTransport:
+    """A node reached over SSH; its paths are its own (`path` changes nothing)."""
+
+    def __init__(self, node: str, address: SSHAddress, options: SSHOptions,
+                 gate: asyncio.Semaphore | None = None) -> None:
+        self.node = node
+        self.address = address
+        self.options = options
+        self.round_trips = 0          # commands and uploads sent (a bench figure)
+        self._gate = gate or asyncio.Semaphore(64)
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._opening: asyncio.Lock | None = None
+        self._forwards: dict[str, str] = {}
+        self._sockets_dir: str | None = None
+
+    def path(self, remote: str) -> str:
+        return remote
+
+    async def run(self, argv: list[str], *, check: bool = True,
+                  timeout: float | None = 60.0) -> Result:
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise TypeError("argv must be a non-empty list of strings")
+        async with self._gate:
+            conn = await self.connection()
+            self.round_trips += 1
+            try:
+                done = await conn.run(shlex.join(argv), check=False, timeout=timeout,
+                                      encoding="utf-8", errors="replace")
+            except asyncssh.TimeoutError as exc:
+                result = Result(tuple(argv), -9, str(exc.stdout or ""), str(exc.stderr or ""))
+                raise CommandError(f"{self.node}: {argv[0]} timed out after {timeout:g} s",
+                                   result) from None
+            except (asyncssh.Error, OSError) as exc:
+                self._lost()
+                raise AdapterError(f"{self.node}: the connection to {self.address} broke "
+                                   f"while running {argv[0]}: {_why(exc)}") from exc
+        status = done.exit_status if done.exit_status is not None else 255
+        result = Result(tuple(argv), status, str(done.stdout or ""), str(done.stderr or ""))
+        if check and status != 0:
+            raise CommandError(f"{self.node}: {shlex.join(argv)[:300]} exited {status}: "
+                               f"{result.stderr.strip()[-300:]}", result)
+        return result
+
+    async def put(self, local: str, remote: str) -> None:
+        """Upload to a temp file beside `remote`, check its sha256 on the node, rename."""
+        digest = await asyncio.to_thread(_sha256, Path(local))
+        parent, name = os.path.split(remote)
+        tmp = os.path.join(parent, f".{name}.zdt-put")
+        await self.run(["mkdir", "-p", parent or "/"])
+        async with self._gate:
+            conn = await self.connection()
+            self.round_trips += 1
+            try:
+                async with asyncio.timeout(UPLOAD_TIMEOUT), conn.start_sftp_client() as sftp:
+                    await sftp.put(local, tmp, preserve=False)
+            except (asyncssh.Error, OSError, TimeoutError) as exc:
+                self._lost()
+                raise AdapterError(f"{self.node}: cannot upload {local} to {tmp}: "
+                                   f"{_why(exc)}") from exc
+        got = (await self.run(["sha256sum", tmp])).stdout.split()[:1]
+        if got != [digest]:
+            await self.run(["rm", "-f", tmp], check=False)
+            raise AdapterError(f"{self.node}: {remote}: the upload's sha256 is {got[:1]}, "
+                               f"not {digest}; the copy was removed, try again")
+        mode = oct(Path(local).stat().st_mode & 0o777)[2:]
+        await self.run(["chmod", mode, tmp])
+        await self.run(["mv", "-f", tmp, remote])
+
+    async def unix_socket(self, remote: str) -> str:
+        """A local socket path that reaches the node's Unix socket `remote` (forwarded)."""
+        conn = await self.connection()
+        if remote not in self._forwards:
+            if self._sockets_dir is None:
+                self._sockets_dir = tempfile.mkdtemp(prefix="zdt-ssh-")
+            local = os.path.join(self._sockets_dir, f"{len(self._forwards)}.sock")
+            try:
+                await conn.forward_local_path(local, remote)
+            except (asyncssh.Error, OSError) as exc:
+                raise AdapterError(f"{self.node}: cannot forward {remote}: {_why(exc)}") from exc
+            self._forwards[remote] = local
+        return self._forwards[remote]
+
+    async def connection(self) -> asyncssh.SSHClientConnection:
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._conn is None or self._conn.is_closed():
+                self._lost()
+                self._conn = await self._connect()
+            return self._conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            with contextlib.suppress(Exception):
+                await conn.wait_closed()
+        self._lost()
+        if self._sockets_dir is not None:
+            shutil.rmtree(self._sockets_dir, ignore_errors=True)
+            self._sockets_dir = None
+
+    def _lost(self) -> None:
+        """Forget a connection that broke; its forwards went with it."""
+        if self._conn is not None and not self._conn.is_closed():
+            return
+        self._conn = None
+        if self._sockets_dir is not None:
+            for local in self._forwards.values():
+                with contextlib.suppress(OSError):
+                    os.unlink(local)
+        self._forwards.clear()
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        o, a = self.options, self.address
+        verdict: dict[str, str] = {}
+        kwargs: dict[str, Any] = {
+            "known_hosts": str(o.known_hosts) if o.known_hosts.is_file() else b"",
+            "connect_timeout": o.connect_timeout,
+            "client_factory": lambda: _Client(o, verdict),
+        }
+        if a.port:
+            kwargs["port"] = a.port
+        if a.user:
+            kwargs["username"] = a.user
+        if o.identity:
+            kwargs["client_keys"] = [str(o.identity)]
+        if o.config:
+            kwargs["config"] = [str(o.config)]
+        try:
+            return await asyncssh.connect(a.host, **kwargs)
+        except asyncssh.HostKeyNotVerifiable:
+            raise self._host_key_error(verdict) from None
+        except asyncssh.PermissionDenied as exc:
+            raise AuthError(f"{self.node}: {a} refused every key offered ({exc.reason}); "
+                            f"check the user and the identity file ([ssh] identity, "
+                            f"~/.ssh/config) and the node's authorized_keys") from None
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            raise AdapterError(f"{self.node}: cannot reach {a}: {_why(exc)}; check that "
+                               f"the host is up and sshd listens there") from exc
+
+    def _host_key_error(self, verdict: dict[str, str]) -> HostKeyError:
+        kh, a = self.options.known_hosts, self.address
+        if "changed" in verdict:
+            return HostKeyError(
+                f"{self.node}: the host key of {a} CHANGED (now {verdict['changed']}), "
+                f"it does not match {kh}: someone may be in the middle, or the host was "
+                f"reinstalled; if you know it was, remove the old key with "
+                f"`ssh-keygen -R {_known_name(a.host, a.port)} -f {kh}`; nothing was sent")
+        return HostKeyError(
+            f"{self.node}: the host key of {a} is unknown ({verdict.get('unknown', '?')}, "
+            f"not in {kh}); check it and add it to {kh}, or pass --accept-new-host-keys to "
+            f"add first-seen keys; nothing was sent")
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, asyncssh.DisconnectError | asyncssh.ChannelOpenError):
+        return exc.reason or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _known_name(host: str, port: int | None) -> str:
+    return host if port in (None, 22) else f"[{host}]:{port}"
+
+
+def _known_keys(known_hosts: Path, host: str, addr: str, port: int) -> list[Any]:
+    """The keys known_hosts trusts for this host (any algorithm)."""
+    if not known_hosts.is_file():
+        return []
+    try:
+        found = asyncssh.read_known_hosts(str(known_hosts)).match(host, addr, port)
+    except (OSError, ValueError, asyncssh.Error):
+        return []
+    return list(found[0])
+
+
+def _append_known_host(known_hosts: Path, host: str, port: int, key: asyncssh.SSHKey) -> None:
+    known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    algorithm, data = key.export_public_key("openssh").decode().split()[:2]
+    fd = os.open(known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as f:
+        f.write(f"{_known_name(host, port)} {algorithm} {data}\n")
