@@ -15,7 +15,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from zdt import report
-from zdt.cli_common import DomainOpt, JsonOpt, finish, handled, out, print_json, print_summary
+from zdt.adapters import Connect
+from zdt.cli_common import (
+    AcceptNew,
+    DomainOpt,
+    JsonOpt,
+    Parallel,
+    finish,
+    handled,
+    out,
+    print_json,
+    print_summary,
+)
 from zdt.cli_live import live_app, stale
 from zdt.cli_rollout import archive_app, preview_app, rollout_app
 from zdt.errors import NotFoundError
@@ -38,19 +49,19 @@ WidArg = Annotated[str, typer.Argument(metavar="ID", help="A workflow id (see `z
 
 @app.command()
 @handled
-def resume(wid: WidArg, domain: DomainOpt = Path("domain.toml"), json_out: JsonOpt = False
-           ) -> None:
+def resume(wid: WidArg, domain: DomainOpt = Path("domain.toml"), json_out: JsonOpt = False,
+           accept_new_host_keys: AcceptNew = False, parallel: Parallel = 8) -> None:
     """Go on with a failed, stopped or interrupted workflow from its first step not done."""
-    asyncio.run(Runner(domain).resume(wid))
+    asyncio.run(Runner(domain, connect=Connect(accept_new_host_keys, parallel)).resume(wid))
     finish(domain, wid, json_out)
 
 
 @app.command()
 @handled
-def revert(wid: WidArg, domain: DomainOpt = Path("domain.toml"), json_out: JsonOpt = False
-           ) -> None:
+def revert(wid: WidArg, domain: DomainOpt = Path("domain.toml"), json_out: JsonOpt = False,
+           accept_new_host_keys: AcceptNew = False, parallel: Parallel = 8) -> None:
     """Revert a workflow's completed steps, last first (also one that succeeded)."""
-    asyncio.run(Runner(domain).revert(wid))
+    asyncio.run(Runner(domain, connect=Connect(accept_new_host_keys, parallel)).revert(wid))
     finish(domain, wid, json_out, revert=True)
 
 
@@ -137,12 +148,15 @@ def sandbox_up(
     dir: Annotated[Path, typer.Option("--dir", help="Where the sandbox lives.")],
     nodes: Annotated[int, typer.Option(min=2, max=16)] = 3,
     servers_per_node: Annotated[int, typer.Option(min=1, max=8)] = 2,
+    isolated: Annotated[bool, typer.Option(
+        "--isolated", help="Root: every node a network namespace of its own with sshd and "
+        "private /srv, /opt, /run, reached over SSH.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Start a local domain: a supervisord per node, sample service v1, HAProxy in front."""
     from zdt import sandbox
 
-    info = sandbox.up(dir, nodes, servers_per_node)
+    info = sandbox.up(dir, nodes, servers_per_node, isolated=isolated)
     if json_out:
         print_json(info)
         return

@@ -27,6 +27,11 @@ EXIT_FOR_STATE = {"succeeded": 0, "reverted": 1, "failed": 1, "stopped": 5}
 DomainOpt = Annotated[Path, typer.Option("--domain", "-d", envvar="ZDT_DOMAIN",
                                          help="The domain file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")]
+AcceptNew = Annotated[bool, typer.Option(
+    "--accept-new-host-keys", help="Add the host key of an ssh:// node seen for the first "
+    "time to known_hosts (OpenSSH's accept-new); a changed key is always refused.")]
+Parallel = Annotated[int, typer.Option(min=1, max=256, help="Nodes worked on at once where "
+                                       "the plan allows (checks, staging).")]
 
 
 def handled(fn: F) -> F:

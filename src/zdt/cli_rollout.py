@@ -14,7 +14,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from zdt.cli_common import DomainOpt, JsonOpt, err, finish, handled, out, print_json
+from zdt.adapters import Connect
+from zdt.cli_common import (
+    AcceptNew,
+    DomainOpt,
+    JsonOpt,
+    Parallel,
+    err,
+    finish,
+    handled,
+    out,
+    print_json,
+)
 from zdt.display import Progress
 from zdt.rollout import RolloutRequest, Runner
 
@@ -81,13 +92,16 @@ def restart(
     = None,
     dry_run: DryRun = False,
     json_out: JsonOpt = False,
+    accept_new_host_keys: AcceptNew = False,
+    parallel: Parallel = 8,
 ) -> None:
     """Restart every targeted server, one node at a time, behind the load balancer."""
     request = RolloutRequest(tuple(targets.split(",")), shutdown_timeout, retries, retry_delay,
                              delay_between_nodes, auto_revert, allow_downtime,
                              pause_after=pause_after, health_timeout=health_timeout,
                              partitions=tuple(p for p in (partitions or "").split(",") if p))
-    _go(ctx, _domain(ctx, domain), request, dry_run, json_out)
+    _go(ctx, _domain(ctx, domain), request, dry_run, json_out,
+        Connect(accept_new_host_keys, parallel))
 
 
 def home(
@@ -112,6 +126,8 @@ def home(
     health_timeout: HealthTimeout = 30.0,
     dry_run: DryRun = False,
     json_out: JsonOpt = False,
+    accept_new_host_keys: AcceptNew = False,
+    parallel: Parallel = 8,
 ) -> None:
     """Move every targeted node onto the patched home in ARCHIVE, one node at a time."""
     request = RolloutRequest(tuple(targets.split(",")), shutdown_timeout, retries, retry_delay,
@@ -119,7 +135,8 @@ def home(
                              archive=str(archive), backup_dir=backup_dir, rollback=rollback,
                              session_compatible=session_compatible, pause_after=pause_after,
                              health_timeout=health_timeout)
-    _go(ctx, _domain(ctx, domain), request, dry_run, json_out)
+    _go(ctx, _domain(ctx, domain), request, dry_run, json_out,
+        Connect(accept_new_host_keys, parallel))
 
 
 def runtime(
@@ -138,13 +155,16 @@ def runtime(
     health_timeout: HealthTimeout = 30.0,
     dry_run: DryRun = False,
     json_out: JsonOpt = False,
+    accept_new_host_keys: AcceptNew = False,
+    parallel: Parallel = 8,
 ) -> None:
     """Point every targeted node's scripts at a new runtime (WebLogic's Java home)."""
     request = RolloutRequest(tuple(targets.split(",")), shutdown_timeout, retries, retry_delay,
                              delay_between_nodes, auto_revert, allow_downtime, kind="runtime",
                              pause_after=pause_after, health_timeout=health_timeout,
                              runtime_home=runtime_home)
-    _go(ctx, _domain(ctx, domain), request, dry_run, json_out)
+    _go(ctx, _domain(ctx, domain), request, dry_run, json_out,
+        Connect(accept_new_host_keys, parallel))
 
 
 def apps(
@@ -162,13 +182,16 @@ def apps(
     health_timeout: HealthTimeout = 30.0,
     dry_run: DryRun = False,
     json_out: JsonOpt = False,
+    accept_new_host_keys: AcceptNew = False,
+    parallel: Parallel = 8,
 ) -> None:
     """Move new application versions into place (stage, nostage, external_stage)."""
     request = RolloutRequest(tuple(targets.split(",")), shutdown_timeout, retries, retry_delay,
                              delay_between_nodes, auto_revert, allow_downtime, kind="apps",
                              pause_after=pause_after, health_timeout=health_timeout,
                              apps=str(apps_json))
-    _go(ctx, _domain(ctx, domain), request, dry_run, json_out)
+    _go(ctx, _domain(ctx, domain), request, dry_run, json_out,
+        Connect(accept_new_host_keys, parallel))
 
 
 def update(
@@ -193,6 +216,8 @@ def update(
     health_timeout: HealthTimeout = 30.0,
     dry_run: DryRun = False,
     json_out: JsonOpt = False,
+    accept_new_host_keys: AcceptNew = False,
+    parallel: Parallel = 8,
 ) -> None:
     """Home, runtime and applications in one workflow: each node is out of rotation once."""
     request = RolloutRequest(tuple(targets.split(",")), shutdown_timeout, retries, retry_delay,
@@ -201,7 +226,8 @@ def update(
                              rollback=rollback, pause_after=pause_after,
                              health_timeout=health_timeout, runtime_home=runtime_home,
                              apps=str(apps_json) if apps_json else None)
-    _go(ctx, _domain(ctx, domain), request, dry_run, json_out)
+    _go(ctx, _domain(ctx, domain), request, dry_run, json_out,
+        Connect(accept_new_host_keys, parallel))
 
 
 for command, function in (("restart", restart), ("home", home), ("runtime", runtime),
@@ -211,8 +237,8 @@ for command, function in (("restart", restart), ("home", home), ("runtime", runt
 
 
 def _go(ctx: typer.Context, domain: Path, request: RolloutRequest, dry_run: bool,
-        json_out: bool) -> None:
-    runner = Runner(domain)
+        json_out: bool, connect: Connect) -> None:
+    runner = Runner(domain, connect=connect)
     if dry_run or _previewing(ctx):
         _show_preview(asyncio.run(runner.preview(request)), json_out)
         return
@@ -294,7 +320,8 @@ def archive_create(
 def archive_distribute(
     archive_path: Annotated[Path, typer.Argument(metavar="ARCHIVE.tar.gz")],
     domain: DomainOpt = Path("domain.toml"),
-    parallel: Annotated[int, typer.Option(min=1, max=256)] = 8,
+    parallel: Parallel = 8,
+    accept_new_host_keys: AcceptNew = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Copy a verified archive to every node's staging dir (skipping nodes that hold it)."""
@@ -302,8 +329,15 @@ def archive_distribute(
     from zdt import domain as domain_model
 
     d = domain_model.load(domain)
-    transports = adapters.build(d).transports
-    result = asyncio.run(staging.distribute(d, archive_path, transports, parallel=parallel))
+
+    async def run() -> dict[str, str]:
+        transports = adapters.transports(d, Connect(accept_new_host_keys, parallel))
+        try:
+            return await staging.distribute(d, archive_path, transports, parallel=parallel)
+        finally:
+            for t in transports.values():
+                await t.close()
+    result = asyncio.run(run())
     if json_out:
         print_json({"archive": str(archive_path), "nodes": result})
     else:

@@ -45,7 +45,21 @@ async def preconditions(ctx: Context, plan: Plan, manifest: Manifest | None = No
                                                             for x in s.servers)]
     checks += [c for found in await each(_server(ctx, s) for s in targeted) for c in found]
     checks += await _others_serving(ctx, plan)
-    return checks
+    return checks + _same_home(checks)
+
+
+def _same_home(checks: list[Check]) -> list[Check]:
+    """The home is the same kind of thing (a dir, or a link to a release) on every node:
+    the steps that switch it are chosen once for the whole domain."""
+    kinds = {c.node: c.ok and c.detail.endswith(" (link)") for c in checks
+             if c.name == "home present"}
+    if len(set(kinds.values())) <= 1:
+        return []
+    links = sorted(str(n) for n, link in kinds.items() if link)
+    dirs = sorted(str(n) for n, link in kinds.items() if not link)
+    return [Check("same home on every node", False,
+                  f"the home is a symlink on {', '.join(links)} but a directory on "
+                  f"{', '.join(dirs)}; make the nodes alike first")]
 
 
 async def require(ctx: Context, plan: Plan, manifest: Manifest | None = None) -> None:
@@ -65,6 +79,11 @@ async def _node(ctx: Context, node: str, manifest: Manifest | None) -> list[Chec
     except ZdtError as exc:
         return [Check("reachable", False, str(exc), node)]
     checks = [Check("reachable", True, node=node)]
+    if ctx.domain.services.sudo and ctx.domain.services.kind != "supervisor":
+        r = await t.run(["sudo", "-n", "true"], check=False, timeout=30)
+        checks.append(Check("sudo", r.returncode == 0, "sudo -n works" if r.returncode == 0
+                            else f"`sudo -n true` failed ({r.stderr.strip()[-200:]}); the "
+                            f"[services] commands need sudo without a password", node))
     if ctx.runtime_home is not None:
         checks += await _runtime(ctx, t, node)
     for app in (a for a in ctx.apps if node in a.nodes):
@@ -74,7 +93,8 @@ async def _node(ctx: Context, node: str, manifest: Manifest | None) -> list[Chec
     home = ctx.domain.domain.home
     kind = await nodefs.kind(t, home)
     checks.append(Check("home present", kind in ("dir", "link"),
-                        f"{home} is {kind}" if kind not in ("dir", "link") else home, node))
+                        f"{home} ({kind})" if kind in ("dir", "link") else f"{home} is {kind}",
+                        node))
     checks.append(await _disk(ctx, t, node, manifest))
     if ctx.change is not None and ctx.change.backup_dir:
         checks.append(await _same_filesystem(t, node, home, ctx.change.backup_dir))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,7 @@ class Runner:
     ids: Callable[[], str] = new_id
     timing: Timing = REAL_TIME
     observer: Observer | None = None
+    connect: adapter_factory.Connect = field(default_factory=adapter_factory.Connect)
 
     def prepare(self, request: RolloutRequest) -> Prepared:
         return prepare(self.domain_path, request)
@@ -191,7 +192,7 @@ class Runner:
     async def preview(self, request: RolloutRequest) -> dict[str, Any]:
         """Validate, check the preconditions, plan and estimate; change nothing."""
         p = self.prepare(request)
-        adapters = adapter_factory.build(p.domain)
+        adapters = adapter_factory.build(p.domain, self.connect)
         ctx = Context(p.domain, adapters.services, adapters.lb,
                       request.options(), self.timing,
                       adapters.transports, "preview", p.change, request.runtime_home, p.apps)
@@ -273,7 +274,7 @@ class Runner:
                    wid: str, action: str, change: HomeChange | None,
                    prepared: Prepared | None = None,
                    app_changes: tuple[AppChange, ...] = ()) -> str:
-        adapters = adapter_factory.build(domain)
+        adapters = adapter_factory.build(domain, self.connect)
         ctx = Context(domain, adapters.services, adapters.lb,
                       request.options(), self.timing,
                       adapters.transports, wid, change, request.runtime_home, app_changes)

@@ -234,8 +234,8 @@ class SSHTransport:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, asyncssh.DisconnectError | asyncssh.ChannelOpenError):
         return exc.reason or type(exc).__name__
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+    if isinstance(exc, OSError) and (exc.errno or exc.strerror):
+        return os.strerror(exc.errno).lower() if exc.errno else str(exc.strerror)
     if isinstance(exc, TimeoutError):
         return "timed out"
     return str(exc) or type(exc).__name__

@@ -1,0 +1,280 @@
+"""Rollouts over SSH on the isolated sandbox: every node a network namespace with its own
+address, sshd, supervisord and private /srv, /opt and /run, HAProxy in front of them.
+
+Needs root (namespaces, mounts) and OpenSSH's sshd; `.ci/run` runs as root and installs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ZDT, running_sandbox, zdt, zdt_under_load
+from zdt import adapters, http
+from zdt import domain as dm
+from zdt.load import Load
+from zdt.rollout import open_journal
+from zdt.sandbox.isolated import wait_sshd
+from zdt.sandbox.processes import Proc, _stat, wait_gone
+from zdt.sandbox.processes import _children as descendants
+from zdt.services.supervisor import call as supervisor_call
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists(),
+                       reason="needs root (network namespaces, mounts) and OpenSSH's sshd"),
+]
+
+
+@pytest.fixture
+def isb(short_dir: Path) -> Iterator[dict[str, Any]]:
+    with running_sandbox(short_dir, 3, 1, admin=False, isolated=True) as info:
+        yield info
+
+
+async def on_nodes(info: dict[str, Any], argv: list[str]) -> dict[str, str]:
+    """argv's stdout on every node, run over SSH as zdt runs it: what the node sees."""
+    ts = adapters.transports(dm.load(info["domain"]))
+    try:
+        return {n: (await t.run(argv)).stdout.strip() for n, t in ts.items()}
+    finally:
+        for t in ts.values():
+            await t.close()
+
+
+async def served(info: dict[str, Any], n: int = 9) -> set[str]:
+    return {json.loads((await http.get(info["lb_url"])).body)["version"] for _ in range(n)}
+
+
+def home(info: dict[str, Any], *extra: str) -> list[str]:
+    return ["rollout", "home", "-d", info["domain"], "--archive", info["archives"]["v2"],
+            "--shutdown-timeout", "10", "--json", *extra]
+
+
+def failed_checks(r: subprocess.CompletedProcess[str]) -> set[tuple[str, str]]:
+    return {(c["node"], c["name"]) for c in json.loads(r.stdout)["preconditions"]
+            if not c["ok"]}
+
+
+def node(info: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(n for n in info["nodes"] if n["name"] == name)
+
+
+def sshd_pid(info: dict[str, Any], name: str) -> int:
+    sock = node(info, name)["supervisor_socket"]
+    return int(supervisor_call(sock, "getProcessInfo", "sshd")["pid"])
+
+
+def kill_sshd(info: dict[str, Any], name: str) -> None:
+    """SIGKILL the node's sshd and every session it forked: the node is unreachable."""
+    pid = sshd_pid(info, name)
+    stat = _stat(pid)
+    assert stat is not None
+    procs = [Proc(pid, stat[2], "sshd"), *descendants({pid})]
+    for p in procs:
+        p.signal(signal.SIGKILL)
+    assert wait_gone(procs, 5.0) == []
+
+
+def start_sshd(info: dict[str, Any], name: str) -> None:
+    supervisor_call(node(info, name)["supervisor_socket"], "startProcess", "sshd", False)
+    wait_sshd(node(info, name)["address"], 10.0)
+
+
+def wait_step(info: dict[str, Any], done: Any, timeout: float = 60.0) -> None:
+    """Poll the journal until `done(steps)` holds for the workflow running now."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (info["dir"] and Path(info["dir"], "state", "journal.db").exists()):
+            journal = open_journal(Path(info["domain"]))
+            try:
+                holder = journal.holder()
+                if holder is not None and done(journal.steps(holder.id)):
+                    return
+            finally:
+                journal.close()
+        time.sleep(0.02)
+    raise AssertionError("the workflow never reached the awaited step")
+
+
+async def test_home_rollout_and_revert_over_ssh(isb: dict[str, Any]) -> None:
+    assert await on_nodes(isb, ["cat", "/srv/app/home/VERSION"]) == dict.fromkeys(
+        ("node1", "node2", "node3"), "v1")
+    result = await zdt_under_load(isb["lb_url"], *home(isb))
+    assert result.returncode == 0, result.stderr
+    wid = json.loads(result.stdout)["id"]
+    # the same path on every node, each node's own private copy of it
+    assert await on_nodes(isb, ["cat", "/srv/app/home/VERSION"]) == dict.fromkeys(
+        ("node1", "node2", "node3"), "v2")
+    assert {(Path(n["home"]) / "VERSION").read_text().strip() for n in isb["nodes"]} == {"v2"}
+    assert await served(isb) == {"v2"}
+    reverted = await zdt_under_load(isb["lb_url"], "revert", wid, "-d", isb["domain"], "--json")
+    assert reverted.returncode == 0, reverted.stderr
+    assert json.loads(reverted.stdout)["state"] == "reverted"
+    assert await on_nodes(isb, ["cat", "/srv/app/home/VERSION"]) == dict.fromkeys(
+        ("node1", "node2", "node3"), "v1")
+    assert await served(isb) == {"v1"}
+
+
+async def test_broken_release_over_ssh_is_reverted(isb: dict[str, Any]) -> None:
+    argv = home(isb)
+    argv[argv.index(isb["archives"]["v2"])] = isb["archives"]["broken"]
+    result = await zdt_under_load(isb["lb_url"], *argv, "--health-timeout", "3",
+                                  "--retries", "0")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["state"] == "reverted"
+    assert await on_nodes(isb, ["cat", "/srv/app/home/VERSION"]) == dict.fromkeys(
+        ("node1", "node2", "node3"), "v1")
+    assert await served(isb) == {"v1"}
+
+
+async def test_combined_update_over_ssh(isb: dict[str, Any]) -> None:
+    result = await zdt_under_load(
+        isb["lb_url"], "rollout", "update", "-d", isb["domain"], "--archive",
+        isb["archives"]["v2"], "--runtime-home", isb["runtime_home"], "--apps", isb["apps"],
+        "--shutdown-timeout", "10", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    drains = [s for s in report["steps"] if s["name"] == "drain"]
+    assert [s["node"] for s in drains] == ["node1", "node2", "node3"]   # once per node
+    assert set((await on_nodes(isb, ["cat", "/srv/app/home/VERSION"])).values()) == {"v2"}
+    scripts = await on_nodes(isb, ["grep", "-rh", "JAVA_HOME=", "/srv/app/home/bin"])
+    assert all(isb["runtime_home"] in text for text in scripts.values()), scripts
+    replies = [json.loads((await http.get(isb["lb_url"])).body) for _ in range(6)]
+    assert {(r["version"], r["app_version"]) for r in replies} == {("v2", "2")}
+
+
+async def test_sshd_killed_mid_rollout_then_revert(isb: dict[str, Any]) -> None:
+    """node2's sshd dies as node1's visit ends: node2's step fails after its retries, the
+    automatic revert cannot reach node2 and says so; with sshd back, `zdt revert` ends
+    it. The LB keeps serving throughout."""
+    async with Load(isb["lb_url"], concurrency=3, rate_per_worker=40) as load:
+        proc = subprocess.Popen([*ZDT, *home(isb, "--retries", "1", "--retry-delay", "0.3")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        await asyncio.to_thread(wait_step, isb, lambda steps: any(
+            s.node == "node1" and s.name == "start" and s.state == "done" for s in steps))
+        kill_sshd(isb, "node2")
+        out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+        assert proc.returncode == 1, err
+        report = json.loads(out)
+        assert report["state"] == "revert-failed", report
+        assert "node2" in report["error"] and "zdt revert" in report["error"]
+        failed = [s for s in report["steps"] if s["node"] == "node2" and s["error"]]
+        # tried and retried once, then its revert likewise
+        assert failed and failed[0]["attempts"] == 4
+        assert "cannot reach root@" in failed[0]["error"], failed
+        assert "connection refused" in failed[0]["error"], failed
+        start_sshd(isb, "node2")
+        again = await asyncio.to_thread(zdt, "revert", report["id"], "-d", isb["domain"],
+                                        "--json")
+        assert json.loads(again.stdout)["state"] == "reverted", again.stderr
+    assert load.stats.failed == 0, load.stats.errors
+    assert load.stats.requests > 30
+    assert set((await on_nodes(isb, ["cat", "/srv/app/home/VERSION"])).values()) == {"v1"}
+    assert await served(isb) == {"v1"}
+
+
+async def test_sshd_back_during_retries_the_rollout_goes_on(isb: dict[str, Any]) -> None:
+    """The connection is opened again by the next attempt: sshd restarted while node2's
+    step is being retried lets the same workflow finish."""
+    async with Load(isb["lb_url"], concurrency=3, rate_per_worker=40) as load:
+        proc = subprocess.Popen([*ZDT, *home(isb, "--retries", "10", "--retry-delay", "0.3")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        await asyncio.to_thread(wait_step, isb, lambda steps: any(
+            s.node == "node1" and s.name == "start" and s.state == "done" for s in steps))
+        kill_sshd(isb, "node2")
+        await asyncio.to_thread(wait_step, isb, lambda steps: any(
+            s.node == "node2" and s.attempts >= 2 for s in steps))
+        start_sshd(isb, "node2")
+        out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["state"] == "succeeded"
+    assert load.stats.failed == 0, load.stats.errors
+    assert set((await on_nodes(isb, ["cat", "/srv/app/home/VERSION"])).values()) == {"v2"}
+
+
+def test_host_keys_are_verified(isb: dict[str, Any], tmp_path: Path) -> None:
+    """A changed key is refused, also with --accept-new-host-keys; an unknown one is
+    refused unless that flag is given, which adds exactly the node's real key."""
+    known = Path(isb["ssh"]["known_hosts"])
+    lines = known.read_text().splitlines(keepends=True)
+    before = {n["name"]: (Path(n["home"]) / "VERSION").read_text() for n in isb["nodes"]}
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
+                   check=True)
+    addr2, addr3 = node(isb, "node2")["address"], node(isb, "node3")["address"]
+    forged = other.with_suffix(".pub").read_text().split()[:2]
+    known.write_text(lines[0] + f"{addr2} {' '.join(forged)}\n" + lines[2])
+    for extra in ((), ("--accept-new-host-keys",)):
+        r = zdt(*home(isb, *extra))
+        assert r.returncode == 3, r.stderr
+        assert "node2" in r.stderr and "CHANGED" in r.stderr and "ssh-keygen -R" in r.stderr
+    known.write_text(lines[0] + lines[1])                       # node3 never seen
+    r = zdt("preview", "-d", isb["domain"], "home", "--archive", isb["archives"]["v2"],
+            "--json")
+    assert r.returncode == 3
+    assert ("node3", "reachable") in failed_checks(r)
+    assert "is unknown" in r.stdout and "--accept-new-host-keys" in r.stdout
+    assert known.read_text() == lines[0] + lines[1]
+    r = zdt("preview", "-d", isb["domain"], "home", "--archive", isb["archives"]["v2"],
+            "--accept-new-host-keys")
+    assert r.returncode == 0, r.stderr
+    real = (Path(node(isb, "node3")["root"]) / "etc/ssh/ssh_host_ed25519_key.pub").read_text()
+    assert known.read_text() == lines[0] + lines[1] + f"{addr3} {' '.join(real.split()[:2])}\n"
+    assert {n["name"]: (Path(n["home"]) / "VERSION").read_text()
+            for n in isb["nodes"]} == before
+    journal = open_journal(Path(isb["domain"]))
+    try:
+        assert journal.history() == []          # no workflow was recorded
+    finally:
+        journal.close()
+
+
+def test_unreachable_node_and_refused_key(isb: dict[str, Any], tmp_path: Path) -> None:
+    text = Path(isb["domain"]).read_text()
+    addr3 = node(isb, "node3")["address"]
+    nowhere = Path(isb["dir"], "nowhere.toml")
+    nowhere.write_text(text.replace(f"ssh://root@{addr3}", "ssh://root@198.18.255.254")
+                       .replace("[ssh]\n", "[ssh]\nconnect_timeout = 2\n"))
+    r = zdt("preview", "-d", str(nowhere), "restart", "--json")
+    assert r.returncode == 3
+    assert ("node3", "reachable") in failed_checks(r)
+    assert {n for n, _ in failed_checks(r)} == {"node3"}
+    assert "cannot reach root@198.18.255.254" in r.stdout
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)],
+                   check=True)
+    wrong_key = Path(isb["dir"], "wrong-key.toml")
+    wrong_key.write_text(text.replace('identity = "ssh/id_ed25519"',
+                                      f"identity = {json.dumps(str(stranger))}"))
+    r = zdt("preview", "-d", str(wrong_key), "restart", "--json")
+    assert r.returncode == 3
+    assert {(n, "reachable") for n in ("node1", "node2", "node3")} <= failed_checks(r)
+    assert "refused every key" in r.stdout
+
+
+def test_sandbox_down_leaves_nothing(short_dir: Path) -> None:
+    info = json.loads(subprocess.run(
+        [*ZDT, "sandbox", "up", "--dir", str(short_dir / "sb"), "--nodes", "2",
+         "--isolated", "--json"], capture_output=True, text=True, check=True).stdout)
+    net = json.loads(Path(info["dir"], "network.json").read_text())
+    spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert all(ns in spaces for ns in net["namespaces"])
+    pids = [info["pids"]["supervisord"][n] for n in ("node1", "node2")]
+    r = zdt("sandbox", "down", "--dir", str(short_dir / "sb"))
+    assert r.returncode == 0, r.stderr
+    spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not any(ns in spaces for ns in net["namespaces"])
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    assert all(f" {name}" not in links for name in [net["bridge"], *net["links"]])
+    assert all(_stat(pid) is None or _stat(pid)[0] == "Z" for pid in pids)
+    assert not Path(info["dir"], "network.json").exists()
