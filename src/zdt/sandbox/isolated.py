@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -26,9 +27,15 @@ from zdt.sandbox.layout import Layout, sshd_config
 
 MOUNTS = ("srv", "opt", "run")
 # The one shell script here: binds the node's dirs, then becomes the command ("$@").
-# No value is formatted into it; the root and the command arrive as arguments.
-BIND_AND_EXEC = 'root=$1; shift; for d in srv opt run; do ' \
-                'mount --bind "$root/$d" "/$d" || exit 1; done; exec "$@"'
+# No value is formatted into it; the root, the rc file and the command are arguments.
+# The node gets an rc file of its own too: bash sources ~/.bashrc for every SSH command,
+# and this machine's (pyenv, cargo…) would cost each command ~80 ms of process spawns
+# that a fresh host does not have.
+BIND_AND_EXEC = 'root=$1; rc=$2; shift 2; for d in srv opt run; do ' \
+                'mount --bind "$root/$d" "/$d" || exit 1; done; ' \
+                'if [ -f "$rc" ]; then mount --bind "$root/etc/bashrc" "$rc" || exit 1; fi; ' \
+                'exec "$@"'
+USER = "root"                  # who the sandbox's SSH sessions log in as
 TOOLS = ("ip", "unshare", "ssh-keygen", "/usr/sbin/sshd", "mount")
 COMMAND_TIMEOUT = 30.0
 
@@ -112,7 +119,8 @@ def node_argv(layout: Layout, net: Network, node: str, argv: list[str]) -> list[
     """argv run in the node's namespaces, with its own /srv, /opt and /run."""
     ns = net.namespaces[layout.nodes.index(node)]
     return ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
-            "/bin/sh", "-c", BIND_AND_EXEC, "sh", str(layout.root(node)), *argv]
+            "/bin/sh", "-c", BIND_AND_EXEC, "sh", str(layout.root(node)),
+            os.path.join(pwd.getpwnam(USER).pw_dir, ".bashrc"), *argv]
 
 
 def write_ssh(layout: Layout) -> None:
@@ -133,6 +141,8 @@ def write_ssh(layout: Layout) -> None:
         algorithm, data = host_key.with_suffix(".pub").read_text().split()[:2]
         known.append(f"{layout.host(node)} {algorithm} {data}\n")
         (etc / "sshd_config").write_text(sshd_config(layout, node))
+        (etc.parent / "bashrc").write_text(
+            f"# {USER}'s ~/.bashrc on sandbox node {node}: a fresh host's, empty\n")
         # sshd's privilege separation dir, under the node's own /run
         (layout.root(node) / "run" / "sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
         for mount in MOUNTS:
