@@ -6,10 +6,16 @@ export PATH := $(PATH):/usr/sbin:/sbin
 .PHONY: deps demo test unit integration lint bench
 
 deps:
-	@command -v haproxy >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq haproxy; }
-	@$(PYTHON) -c "import zdt, supervisor, typer, rich, pydantic, pytest, pytest_asyncio, mypy" \
-	  2>/dev/null || $(PYTHON) -m pip install -q -e '.[test]'
+	@missing=""; \
+	  [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	  [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	  [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	  command -v ssh-keygen >/dev/null 2>&1 || missing="$$missing openssh-client"; \
+	  command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	  [ -z "$$missing" ] || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; }
+	@$(PYTHON) -c "import zdt, supervisor, typer, rich, pydantic, asyncssh, pytest, \
+	  pytest_asyncio, mypy, hypothesis" 2>/dev/null || $(PYTHON) -m pip install -q -e '.[test]'
 
 demo: deps
 	$(PYTHON) -m zdt.cli demo

@@ -9,6 +9,7 @@ from zdt.domain import Domain, Node
 from zdt.lb import LoadBalancer
 from zdt.lb.command import CommandLB
 from zdt.lb.haproxy import HAProxy
+from zdt.lb.nginx import NginxLB
 from zdt.services import ServiceManager
 from zdt.services.command import CommandManager
 from zdt.services.supervisor import SupervisorManager
@@ -69,6 +70,8 @@ def build(domain: Domain, connect: Connect = Connect()) -> Adapters:
     lb: LoadBalancer
     if domain.lb.kind == "command":
         lb = CommandLB(domain, LocalTransport("load balancer"))
+    elif domain.lb.kind == "nginx":
+        lb = NginxLB(domain, LocalTransport("load balancer"))
     else:
         lb = HAProxy(domain.lb.socket, domain.lb.backend)
     return Adapters(ts, services, lb)

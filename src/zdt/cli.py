@@ -151,12 +151,17 @@ def sandbox_up(
     isolated: Annotated[bool, typer.Option(
         "--isolated", help="Root: every node a network namespace of its own with sshd and "
         "private /srv, /opt, /run, reached over SSH.")] = False,
+    lb: Annotated[str, typer.Option(
+        "--lb", help="The load balancer in front: haproxy or nginx.")] = "haproxy",
     json_out: JsonOpt = False,
 ) -> None:
     """Start a local domain: a supervisord per node, sample service v1, HAProxy in front."""
     from zdt import sandbox
+    from zdt.errors import ConfigError
 
-    info = sandbox.up(dir, nodes, servers_per_node, isolated=isolated)
+    if lb not in ("haproxy", "nginx"):
+        raise ConfigError(f"--lb {lb}: the sandbox has haproxy or nginx")
+    info = sandbox.up(dir, nodes, servers_per_node, isolated=isolated, lb=lb)
     if json_out:
         print_json(info)
         return

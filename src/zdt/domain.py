@@ -252,13 +252,18 @@ class Services(_Model):
 
 
 class LoadBalancerConfig(_Model):
-    """HAProxy's Runtime API, or the operator's commands (a cloud LB CLI, an F5 script):
-    drain, ready and state argv templates; state prints JSON {"admin", "status",
-    "sessions", "queued"}."""
+    """HAProxy's Runtime API; nginx on this machine, through an upstream file zdt owns and
+    a graceful reload; or the operator's commands (a cloud LB CLI, an F5 script): drain,
+    ready and state argv templates; state prints JSON {"admin", "status", "sessions",
+    "queued"}."""
 
-    kind: Literal["haproxy", "command"] = "haproxy"
+    kind: Literal["haproxy", "nginx", "command"] = "haproxy"
     socket: str = ""
     backend: Name = "app"
+    upstream_file: str = ""              # nginx: the `upstream` block zdt rewrites
+    pid_file: str = ""                   # nginx: its master's pid (the reload is a SIGHUP)
+    config: str = ""                     # nginx: nginx.conf, tested (`nginx -t`) first
+    binary: str = "nginx"                # nginx
     drain: tuple[str, ...] = ()
     ready: tuple[str, ...] = ()
     state: tuple[str, ...] = ()
@@ -274,6 +279,9 @@ class LoadBalancerConfig(_Model):
             raise ValueError("kind = \"haproxy\" needs socket (the Runtime API socket)")
         if self.kind == "command" and not (self.drain and self.ready and self.state):
             raise ValueError("kind = \"command\" needs drain, ready and state commands")
+        if self.kind == "nginx" and not (self.upstream_file and self.pid_file):
+            raise ValueError("kind = \"nginx\" needs upstream_file (the file with the "
+                             "upstream block zdt rewrites) and pid_file (nginx's pid)")
         return self
 
 
@@ -389,8 +397,10 @@ def _resolve_paths(raw: dict, base: Path) -> None:
     if isinstance(section, dict) and isinstance(section.get("state_dir"), str):
         section["state_dir"] = str(base / section["state_dir"])
     lb = raw.get("lb")
-    if isinstance(lb, dict) and isinstance(lb.get("socket"), str) and lb["socket"]:
-        lb["socket"] = str(base / lb["socket"])
+    if isinstance(lb, dict):
+        for key in ("socket", "upstream_file", "pid_file", "config"):
+            if isinstance(lb.get(key), str) and lb[key]:
+                lb[key] = str(base / lb[key])
     for node in raw.get("nodes") or ():
         if isinstance(node, dict) and isinstance(node.get("root"), str):
             node["root"] = str(base / node["root"])

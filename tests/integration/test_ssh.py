@@ -278,3 +278,15 @@ def test_sandbox_down_leaves_nothing(short_dir: Path) -> None:
     assert all(f" {name}" not in links for name in [net["bridge"], *net["links"]])
     assert all(_stat(pid) is None or _stat(pid)[0] == "Z" for pid in pids)
     assert not Path(info["dir"], "network.json").exists()
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/nginx").exists(), reason="needs nginx")
+async def test_home_rollout_over_ssh_behind_nginx(short_dir: Path) -> None:
+    with running_sandbox(short_dir, 3, 1, admin=False, isolated=True, lb="nginx") as info:
+        upstream = Path(info["nginx_upstream"]).read_text()
+        assert "198.18." in upstream               # nginx reaches the nodes' own addresses
+        result = await zdt_under_load(info["lb_url"], *home(info))
+        assert result.returncode == 0, result.stderr
+        assert set((await on_nodes(info, ["cat", "/srv/app/home/VERSION"])).values()) == {"v2"}
+        assert await served(info) == {"v2"}
+        assert Path(info["nginx_upstream"]).read_text() == upstream

@@ -77,6 +77,8 @@ BAD = [
                                           'name = "node3"\naddress = "ssh://web3"\n'
                                           'root = "nodes/node3"\n'),
      "nodes[2].root", 24, "root is for local nodes only"),
+    ("nginx-without-files", lambda t: edit(t, 'kind = "haproxy"', 'kind = "nginx"'),
+     "lb", None, "needs upstream_file"),
     ("ssh-timeout", lambda t: t + '\n[ssh]\nconnect_timeout = 0\n',
      "ssh.connect_timeout", None, "greater than 0"),
     ("ssh-unknown-key", lambda t: t + '\n[ssh]\nstrict = false\n',

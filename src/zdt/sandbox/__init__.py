@@ -80,7 +80,7 @@ def info(dir: str | Path) -> dict:
 
 def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
        admin: bool = True, home_link: bool = False, partitions: tuple[str, ...] = (),
-       isolated: bool = False) -> dict:
+       isolated: bool = False, lb: str = "haproxy") -> dict:
     """Build and start a sandbox in `dir`; return (and write to D/sandbox.json) its info.
 
     Every node gets a fresh v1 home at /srv/app/home; with `home_link` that path is a
@@ -103,10 +103,10 @@ def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
         net = isolation.plan(nodes)
     layout = Layout.plan(Path(dir).resolve(), nodes, servers_per_node, admin=admin,
                          home_link=home_link, partitions=tuple(partitions),
-                         addresses=net.addresses if net else ())
+                         addresses=net.addresses if net else (), lb=lb)
     _check_paths(layout)
     _refuse_running(layout.dir)
-    haproxy = _haproxy_binary()
+    haproxy = _nginx_binary() if lb == "nginx" else _haproxy_binary()
     # A report left by an earlier sandbox here would describe processes that are gone.
     (layout.dir / "sandbox.json").unlink(missing_ok=True)
     write_files(layout)
@@ -145,7 +145,8 @@ def down(dir: str | Path) -> dict:
     if stuck:
         raise ZdtError(f"{d}: still running after SIGKILL: {_describe(stuck)}; check them "
                        f"with `ps -o pid,stat,cmd -p PID`")
-    for pidfile in (d / "haproxy" / "haproxy.pid", *d.glob("nodes/*/run/supervisord.pid")):
+    for pidfile in (d / "haproxy" / "haproxy.pid", d / "nginx" / "nginx.pid",
+                    *d.glob("nodes/*/run/supervisord.pid")):
         pidfile.unlink(missing_ok=True)  # every process named in them is gone now
     isolation.destroy(d)   # no process is left in the namespaces: they can go
     return {"dir": str(d),
@@ -200,6 +201,14 @@ def _haproxy_binary() -> str:
     return found
 
 
+def _nginx_binary() -> str:
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        raise PreconditionError("nginx is not installed (Debian/Ubuntu: `apt-get install "
+                                "nginx`); `--lb nginx` needs it")
+    return found
+
+
 def _start(layout: Layout, haproxy: str, net: isolation.Network | None) -> dict:
     # Nodes are independent: starting their supervisords side by side saves ~0.1 s each.
     with ThreadPoolExecutor(max_workers=len(layout.nodes)) as pool:
@@ -208,13 +217,28 @@ def _start(layout: Layout, haproxy: str, net: isolation.Network | None) -> dict:
     _wait_healthy(layout)
     for address in layout.addresses:
         isolation.wait_sshd(address, READY_TIMEOUT)
+    supervisords = dict(zip(layout.nodes, pids, strict=True))
+    if layout.lb == "nginx":
+        conf = layout.dir / "nginx" / "nginx.conf"
+        _spawn_daemon([haproxy, "-e", str(layout.dir / "nginx" / "error.log"), "-c", str(conf)],
+                      layout.dir / "nginx" / "nginx.out", "nginx")
+        nginx = _wait_pidfile(layout.dir / "nginx" / "nginx.pid")
+        _wait_answers(f"http://127.0.0.1:{layout.lb_port}/health", "nginx")
+        return {"supervisord": supervisords, "nginx": nginx}
     cfg = layout.dir / "haproxy" / "haproxy.cfg"
     pidfile = layout.dir / "haproxy" / "haproxy.pid"
     _spawn_daemon([haproxy, "-D", "-p", str(pidfile), "-f", str(cfg)],
                   layout.dir / "haproxy" / "haproxy.out", "haproxy")
     haproxy_pids = _wait_pidfile(pidfile)
     _wait_lb_up(layout)
-    return {"supervisord": dict(zip(layout.nodes, pids, strict=True)), "haproxy": haproxy_pids}
+    return {"supervisord": supervisords, "haproxy": haproxy_pids}
+
+
+def _wait_answers(url: str, what: str) -> None:
+    for _ in _polls(READY_TIMEOUT):
+        if _answers(url):
+            return
+    raise ZdtError(f"{what} does not answer {url} after {READY_TIMEOUT:.0f} s")
 
 
 def _start_supervisord(layout: Layout, node: str, net: isolation.Network | None) -> int:
@@ -339,7 +363,10 @@ def _report(layout: Layout, pids: dict, archives: dict[str, Path],
         "dir": str(layout.dir),
         "domain": str(layout.domain),
         "lb_url": f"http://127.0.0.1:{layout.lb_port}/",
-        "haproxy_socket": str(layout.haproxy_socket),
+        "lb": layout.lb,
+        "haproxy_socket": str(layout.haproxy_socket) if layout.lb == "haproxy" else None,
+        "nginx_upstream": str(layout.dir / "nginx" / "upstream.conf")
+        if layout.lb == "nginx" else None,
         "backend": BACKEND,
         "admin": layout.admin,
         "clusters": {CLUSTER: [s.name for s in layout.servers if s.lb]},

@@ -24,6 +24,7 @@ BACKEND = "app"
 CLUSTER = "cluster1"
 ADMIN = "admin"
 VERSION = "v1"
+NGINX = "/usr/sbin/nginx"
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,12 @@ class Layout:
     # Isolated: every node is a network namespace with this address (its servers listen
     # there, its sshd too) and sees its own root's srv/, opt/ and run/ at /srv, /opt, /run.
     addresses: tuple[str, ...] = ()
+    lb: str = "haproxy"       # or "nginx"
 
     @classmethod
     def plan(cls, d: Path, nodes: int, per_node: int, *, admin: bool,
              home_link: bool = False, partitions: tuple[str, ...] = (),
-             addresses: tuple[str, ...] = ()) -> Layout:
+             addresses: tuple[str, ...] = (), lb: str = "haproxy") -> Layout:
         names = tuple(f"node{i}" for i in range(1, nodes + 1))
         specs: list[tuple[str, str, bool, str | None, str | None]] = \
             [(ADMIN, names[0], False, None, None)] if admin else []
@@ -70,7 +72,7 @@ class Layout:
         servers = tuple(SandboxServer(name, node, port, lb, of, part)
                         for (name, node, lb, of, part), port in zip(specs, ports, strict=True))
         return cls(d, names, servers, lb_port, ADMIN if admin else None, home_link,
-                   tuple(addresses))
+                   tuple(addresses), lb)
 
     @property
     def isolated(self) -> bool:
@@ -136,8 +138,13 @@ def write_files(layout: Layout) -> None:
         write_installation(layout, node)
         conf = layout.root(node) / "etc" / "supervisord.conf"
         conf.write_text(supervisord_conf(layout, node))
-    (layout.dir / "haproxy").mkdir(parents=True, exist_ok=True)
-    (layout.dir / "haproxy" / "haproxy.cfg").write_text(haproxy_cfg(layout))
+    if layout.lb == "nginx":
+        (layout.dir / "nginx" / "tmp").mkdir(parents=True, exist_ok=True)
+        (layout.dir / "nginx" / "nginx.conf").write_text(nginx_conf(layout))
+        (layout.dir / "nginx" / "upstream.conf").write_text(nginx_upstream(layout))
+    else:
+        (layout.dir / "haproxy").mkdir(parents=True, exist_ok=True)
+        (layout.dir / "haproxy" / "haproxy.cfg").write_text(haproxy_cfg(layout))
     (layout.dir / "state").mkdir(exist_ok=True)
     layout.domain.write_text(domain_toml(layout))
 
@@ -177,8 +184,7 @@ def domain_toml(layout: Layout) -> str:
         out.append(f"admin = {q(layout.admin)}")
     out += ["", "[services]", 'kind = "supervisor"', f"socket = {q(SUPERVISOR_SOCKET)}",
             'program = "{server}"',
-            "", "[lb]", 'kind = "haproxy"', 'socket = "haproxy/admin.sock"',
-            f"backend = {q(BACKEND)}",
+            "", "[lb]", *_lb_section(layout),
             "", "[runtime]", f"home = {q(RUNTIMES[0])}", 'variable = "JAVA_HOME"',
             'scripts = ["bin/*.sh", "lib/*.conf"]',
             "", "[[applications]]", 'name = "shop"', f"location = {q(APP)}", 'mode = "stage"']
@@ -205,6 +211,15 @@ def domain_toml(layout: Layout) -> str:
     members = ", ".join(q(s.name) for s in layout.servers if s.lb and not s.partition)
     out += ["", "[[clusters]]", f"name = {q(CLUSTER)}", f"servers = [{members}]", ""]
     return "\n".join(out)
+
+
+def _lb_section(layout: Layout) -> list[str]:
+    if layout.lb == "nginx":
+        return ['kind = "nginx"', f"backend = {json.dumps(BACKEND)}",
+                'upstream_file = "nginx/upstream.conf"', 'pid_file = "nginx/nginx.pid"',
+                'config = "nginx/nginx.conf"', f"binary = {json.dumps(NGINX)}"]
+    return ['kind = "haproxy"', 'socket = "haproxy/admin.sock"',
+            f"backend = {json.dumps(BACKEND)}"]
 
 
 def supervisord_conf(layout: Layout, node: str) -> str:
@@ -329,6 +344,29 @@ def haproxy_cfg(layout: Layout) -> str:
         *servers,
         "",
     ])
+
+
+def nginx_conf(layout: Layout) -> str:
+    d = layout.dir / "nginx"
+    temp = [f"    {kind}_temp_path {d / 'tmp' / kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
+    return "\n".join([
+        "# nginx of the sandbox, written by `zdt sandbox up --lb nginx`.",
+        "worker_processes 2;", f"pid {d / 'nginx.pid'};", f"error_log {d / 'error.log'};",
+        "events { worker_connections 512; }", "http {", "    access_log off;", *temp,
+        f"    include {d / 'upstream.conf'};",
+        "    server {", f"        listen 127.0.0.1:{layout.lb_port};",
+        "        location / {", f"            proxy_pass http://{BACKEND};",
+        "            # A request that fails must be seen failing: no next upstream.",
+        "            proxy_next_upstream off;", "        }", "    }", "}", ""])
+
+
+def nginx_upstream(layout: Layout) -> str:
+    """The file zdt owns: one line per server, its name in the comment."""
+    lines = [f"    server {layout.host(s.node)}:{s.port};  # {s.name}"
+             for s in layout.servers if s.lb]
+    return "\n".join(["# Rewritten by zdt: a server marked `down` is out of rotation.",
+                      f"upstream {BACKEND} {{", *lines, "}", ""])
 
 
 def _ini(value: object) -> str:

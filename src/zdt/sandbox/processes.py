@@ -12,7 +12,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -43,8 +43,10 @@ def started_processes(d: Path) -> list[Proc]:
         conf = pidfile.parent.parent / "etc" / "supervisord.conf"
         found += _verified(pidfile, conf, "supervisord")
     found += _verified(d / "haproxy" / "haproxy.pid", d / "haproxy" / "haproxy.cfg", "haproxy")
+    nginx = _verified(d / "nginx" / "nginx.pid", d / "nginx" / "nginx.conf", "nginx")
     parents = {p.pid for p in found if p.what == "supervisord"}
-    return found + _children(parents)
+    workers = [replace(p, what="nginx worker") for p in _children({p.pid for p in nginx})]
+    return found + nginx + _children(parents) + workers
 
 
 def wait_gone(procs: list[Proc], timeout: float,

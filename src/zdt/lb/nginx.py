@@ -1,0 +1,198 @@
+"""nginx as the load balancer, on this machine: zdt owns one file, the upstream block
+that nginx.conf includes, one line per server, its LB name in a trailing comment:
+
+    upstream app {
+        server 198.18.1.10:8001;  # node1-s1
+        server 198.18.1.11:8001 down;  # node2-s1
+    }
+
+A drain marks the server's line `down` and reloads nginx (SIGHUP to the master): new
+workers start with the new file, the old ones finish the requests they hold and exit.
+Until every old worker is gone, one of them may still send a request on a kept-alive
+client connection to the drained server; so a server counts as drained only when no
+worker is "shutting down" and no connection from this machine to it is established.
+Open-source nginx has no active health checks: its status is "no check".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+from zdt.domain import Domain, Server
+from zdt.errors import AdapterError
+from zdt.lb import LbState
+from zdt.transport import Transport
+
+RELOAD_TIMEOUT = 10.0    # s; for the master to start the new workers after a SIGHUP
+LINE = re.compile(r"^(?P<lead>\s*server\s+(?P<address>\S+?))(?P<down>\s+down)?\s*;"
+                  r"\s*#\s*(?P<name>\S+)\s*$")
+
+
+class NginxLB:
+    def __init__(self, domain: Domain, transport: Transport) -> None:
+        cfg = domain.lb
+        self.upstream = Path(cfg.upstream_file)
+        self.pid_file = Path(cfg.pid_file)
+        self.config = cfg.config
+        self.binary = cfg.binary
+        self.transport = transport         # this machine: `nginx -t` runs through it
+        self._lock = asyncio.Lock()
+
+    async def drain(self, server: Server) -> None:
+        await self._set(server, down=True)
+
+    async def ready(self, server: Server) -> None:
+        await self._set(server, down=False)
+
+    async def state(self, server: Server) -> LbState:
+        down = self._lines()[1].get(server.backend_name)
+        if down is None:
+            raise self._missing(server)
+        master = self._master()
+        status = "no check" if master is not None else "DOWN"
+        busy = _shutting_down(master) if master is not None else 0
+        busy += _established(server.host, server.port)
+        return LbState("drain" if down else "ready", status, busy, 0)
+
+    async def close(self) -> None:
+        """Nothing held."""
+
+    async def _set(self, server: Server, *, down: bool) -> None:
+        async with self._lock:
+            text, marks = self._lines()
+            if server.backend_name not in marks:
+                raise self._missing(server)
+            if marks[server.backend_name] == down:
+                return                      # already so: no reload needed
+            before = self.upstream.read_bytes()
+            _write_atomically(self.upstream, _mark(text, server.backend_name, down))
+            try:
+                await self._reload()
+            except AdapterError:
+                _write_atomically(self.upstream, before.decode())  # as nginx still has it
+                raise
+
+    async def _reload(self) -> None:
+        if self.config:
+            result = await self.transport.run([self.binary, "-t", "-q", "-c", self.config],
+                                              check=False, timeout=30)
+            if result.returncode != 0:
+                raise AdapterError(f"nginx refuses its config after zdt's change to "
+                                   f"{self.upstream}: {result.stderr.strip()[-300:]}",
+                                   retryable=False)
+        master = self._master()
+        if master is None:
+            raise AdapterError(f"nginx is not running (no live master in {self.pid_file}); "
+                               "start it, then run the command again")
+        old = set(_workers(master))
+        os.kill(master, signal.SIGHUP)
+        deadline = time.monotonic() + RELOAD_TIMEOUT
+        delay = 0.005
+        # Done when new workers run and every old one stopped accepting: it is gone, or
+        # "shutting down" (counted by `state` until it exits). Before the master's QUIT
+        # reaches it, an old worker still takes connections with the old file.
+        while not (set(_workers(master)) - old) or \
+                any(_accepting(pid) for pid in old & set(_workers(master))):
+            if time.monotonic() > deadline:
+                raise AdapterError(f"nginx (master {master}) did not replace its workers "
+                                   f"within {RELOAD_TIMEOUT:g} s of a reload; see its "
+                                   f"error log")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _lines(self) -> tuple[str, dict[str, bool]]:
+        try:
+            text = self.upstream.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise AdapterError(f"cannot read nginx's upstream file {self.upstream}: "
+                               f"{exc.strerror}", retryable=False) from exc
+        marks = {}
+        for line in text.splitlines():
+            m = LINE.match(line)
+            if m:
+                marks[m["name"]] = m["down"] is not None
+        return text, marks
+
+    def _missing(self, server: Server) -> AdapterError:
+        return AdapterError(f"{self.upstream}: no line `server ADDRESS;  # "
+                            f"{server.backend_name}` for server {server.name!r}; zdt marks "
+                            f"servers down by that comment", retryable=False)
+
+    def _master(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if "nginx: master" in _cmdline(pid) else None
+
+
+def _mark(text: str, name: str, down: bool) -> str:
+    out = []
+    for line in text.splitlines(keepends=True):
+        m = LINE.match(line.rstrip("\n"))
+        if m and m["name"] == name:
+            line = f"{m['lead']}{' down' if down else ''};  # {name}\n"
+        out.append(line)
+    return "".join(out)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.zdt-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, path.stat().st_mode & 0o777)
+    os.replace(tmp, path)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return ""
+
+
+def _workers(master: int) -> list[int]:
+    """The master's children that are workers (not the cache manager or loader)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == master and fields[0] != "Z" and \
+                "worker process" in _cmdline(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def _accepting(pid: int) -> bool:
+    title = _cmdline(pid)
+    return "worker process" in title and "is shutting down" not in title
+
+
+def _shutting_down(master: int) -> int:
+    return sum(1 for pid in _workers(master) if "is shutting down" in _cmdline(pid))
+
+
+def _established(host: str, port: int) -> int:
+    """Connections from this machine to host:port that are ESTABLISHED (IPv4)."""
+    try:
+        packed = bytes(int(x) for x in host.split("."))
+    except ValueError:
+        return 0
+    if len(packed) != 4:
+        return 0
+    want = f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return 0
+    return sum(1 for line in lines if line.split()[2] == want and line.split()[3] == "01")

@@ -1,0 +1,102 @@
+"""nginx as the load balancer, for real: zdt marks servers `down` in the upstream file it
+owns and reloads nginx; under load through nginx (no next upstream) nothing may fail."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import running_sandbox, zdt, zdt_under_load
+from zdt import domain as dm
+from zdt import http
+from zdt.errors import AdapterError
+from zdt.lb.nginx import NginxLB
+from zdt.transport.local import LocalTransport
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not Path("/usr/sbin/nginx").exists(),
+                       reason="needs nginx (`.ci/run` installs it)"),
+]
+
+
+@pytest.fixture
+def nsb(short_dir: Path) -> Iterator[dict[str, Any]]:
+    with running_sandbox(short_dir, 3, 1, admin=False, lb="nginx") as info:
+        yield info
+
+
+def digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def workers(info: dict[str, Any]) -> set[int]:
+    master = int(Path(info["dir"], "nginx", "nginx.pid").read_text())
+    found = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        stat = Path(f"/proc/{entry}/stat").read_text()
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == master:
+            found.add(int(entry))
+    return found
+
+
+async def test_restart_home_and_revert_through_nginx(nsb: dict[str, Any]) -> None:
+    upstream = nsb["nginx_upstream"]
+    before, first_workers = digest(upstream), workers(nsb)
+    r = await zdt_under_load(nsb["lb_url"], "rollout", "restart", "-d", nsb["domain"],
+                             "--json")
+    assert r.returncode == 0, r.stderr
+    assert digest(upstream) == before                 # every server back, byte for byte
+    assert not workers(nsb) & first_workers           # nginx really reloaded
+    r = await zdt_under_load(nsb["lb_url"], "rollout", "home", "-d", nsb["domain"],
+                             "--archive", nsb["archives"]["v2"], "--json")
+    assert r.returncode == 0, r.stderr
+    wid = json.loads(r.stdout)["id"]
+    replies = {json.loads((await http.get(nsb["lb_url"])).body)["version"] for _ in range(6)}
+    assert replies == {"v2"}
+    r = await zdt_under_load(nsb["lb_url"], "revert", wid, "-d", nsb["domain"], "--json")
+    assert json.loads(r.stdout)["state"] == "reverted", r.stderr
+    assert digest(upstream) == before
+
+
+async def test_nginx_errors_leave_the_file_as_nginx_has_it(nsb: dict[str, Any]) -> None:
+    domain = dm.load(nsb["domain"])
+    upstream = Path(nsb["nginx_upstream"])
+    lb = NginxLB(domain, LocalTransport("load balancer"))
+    server = domain.server("node2-s1")
+    original = upstream.read_text()
+    # a config nginx refuses: the change is undone, nothing reloaded, not retried
+    conf = Path(nsb["dir"], "nginx", "nginx.conf")
+    good = conf.read_text()
+    conf.write_text(good.replace("worker_processes 2;", "worker_processes two;"))
+    with pytest.raises(AdapterError, match="nginx refuses its config") as err:
+        await lb.drain(server)
+    assert not err.value.retryable
+    assert upstream.read_text() == original
+    conf.write_text(good)
+    # a server the file does not name
+    upstream.write_text(original.replace("# node2-s1", "# someone-else"))
+    with pytest.raises(AdapterError, match="no line `server ADDRESS;  # node2-s1`"):
+        await lb.state(server)
+    upstream.write_text(original)
+    # no nginx behind the pid file: said so, the file as it was
+    gone = domain.model_copy(update={"lb": domain.lb.model_copy(
+        update={"pid_file": str(Path(nsb["dir"], "nginx", "no.pid"))})})
+    with pytest.raises(AdapterError, match="nginx is not running"):
+        await NginxLB(gone, LocalTransport("load balancer")).drain(server)
+    assert upstream.read_text() == original
+    # and the real one drains and readies it, with nothing else changed
+    await lb.drain(server)
+    assert (await lb.state(server)).admin == "drain"
+    assert upstream.read_text() == original.replace("  # node2-s1", " down;  # node2-s1"
+                                                    ).replace("; down;", " down;")
+    await lb.ready(server)
+    assert upstream.read_text() == original
+    r = zdt("preview", "-d", nsb["domain"], "restart", "--json")
+    assert r.returncode == 0, r.stdout

@@ -1,0 +1,83 @@
+"""A property of the SSH transport, checked against a real sshd and the node's real shell:
+whatever an argv holds (spaces, quotes, `;`, `$()`, backticks, newlines, globs), the
+process on the node receives exactly those arguments, and a command template of the
+domain filled with hostile values stays one argument per item."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import running_sandbox
+from zdt import adapters
+from zdt import domain as dm
+from zdt.services.commands import fill
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists(),
+                       reason="needs root (network namespaces, mounts) and OpenSSH's sshd"),
+]
+
+HOSTILE = st.sampled_from([" ", "'", '"', ";", "$(", ")", "`", "\n", "\t", "*", "?", "&",
+                           "|", ">", "<", "\\", "#", "~", "-", "--", "$HOME", "!", "{", "}"])
+# Any text but NUL (which no argv item can hold), rich in what a shell would act on.
+ITEM = st.lists(st.one_of(HOSTILE, st.text(st.characters(blacklist_characters="\0",
+                                                          blacklist_categories=("Cs",)),
+                                           max_size=8)),
+                max_size=6).map("".join)
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[tuple[asyncio.AbstractEventLoop, Any, dm.Domain]]:
+    base = Path(tempfile.mkdtemp(prefix="zdt-", dir="/tmp"))
+    loop = asyncio.new_event_loop()
+    try:
+        with running_sandbox(base, 1, 1, admin=False, isolated=True) as info:
+            domain = dm.load(info["domain"])
+            transport = adapters.transports(domain)["node1"]
+            try:
+                yield loop, transport, domain
+            finally:
+                loop.run_until_complete(transport.close())
+    finally:
+        loop.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def received(loop: asyncio.AbstractEventLoop, transport: Any, items: list[str]) -> list[str]:
+    """The arguments the node's printf got, each ended by a NUL."""
+    result = loop.run_until_complete(transport.run(["printf", "%s\\0", *items]))
+    return result.stdout.split("\0")[:-1]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(st.lists(ITEM, min_size=1, max_size=5))
+def test_argv_reaches_the_node_unchanged(node: Any, items: list[str]) -> None:
+    loop, transport, _ = node
+    assert received(loop, transport, items) == items
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(home=ITEM.filter(lambda h: ".." not in h.split("/")), wrap=ITEM)
+def test_template_placeholders_stay_one_argument(node: Any, home: str, wrap: str) -> None:
+    loop, transport, domain = node
+    hostile = domain.model_copy(update={"domain": domain.domain.model_copy(
+        update={"home": "/" + home})})
+    server = domain.servers[0]
+    template = ("{home}", f"{wrap.replace('{', '{{').replace('}', '}}')}{{server}}",
+                "{node}{home}")
+    argv = fill(template, hostile, server)
+    assert argv == ["/" + home, f"{wrap}{server.name}", f"{server.node}/{home}"]
+    assert received(loop, transport, argv) == argv
