@@ -37,3 +37,4 @@ bench: deps
 	$(PYTHON) -m bench.rolling_restart
 	$(PYTHON) -m bench.home_rollout
 	$(PYTHON) -m bench.live_update
+	$(PYTHON) -m bench.ssh_rollout
