@@ -290,3 +290,24 @@ async def test_home_rollout_over_ssh_behind_nginx(short_dir: Path) -> None:
         assert set((await on_nodes(info, ["cat", "/srv/app/home/VERSION"])).values()) == {"v2"}
         assert await served(info) == {"v2"}
         assert Path(info["nginx_upstream"]).read_text() == upstream
+
+
+def test_ssh_config_aliases_users_ports_and_keys(isb: dict[str, Any]) -> None:
+    """Nodes named by ~/.ssh/config-style aliases: host name, user, port and identity
+    file all come from the config file; host keys are still checked by address."""
+    d = Path(isb["dir"])
+    config = d / "ssh" / "config"
+    config.write_text("".join(
+        f"Host web{i}\n    HostName {n['address']}\n    User root\n    Port 22\n"
+        f"    IdentityFile {isb['ssh']['identity']}\n" for i, n in enumerate(isb["nodes"], 1)))
+    text = Path(isb["domain"]).read_text().replace(
+        'identity = "ssh/id_ed25519"', 'config = "ssh/config"')
+    for i, n in enumerate(isb["nodes"], 1):
+        text = text.replace(f"ssh://root@{n['address']}", f"ssh://web{i}")
+    aliased = d / "aliased.toml"
+    aliased.write_text(text)
+    r = zdt("preview", "-d", str(aliased), "restart", "--json")
+    assert r.returncode == 0, r.stdout
+    r = zdt("rollout", "restart", "-d", str(aliased), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["state"] == "succeeded"
