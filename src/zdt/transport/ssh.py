@@ -28,6 +28,7 @@ from zdt.errors import AdapterError, CommandError, PreconditionError
 from zdt.transport import Result
 
 UPLOAD_TIMEOUT = 600.0   # s; a put of a large archive on a slow link
+KEEPALIVE = 5.0          # s between keepalives once the connection is idle
 
 
 class HostKeyError(PreconditionError):
@@ -195,6 +196,9 @@ class SSHTransport:
         kwargs: dict[str, Any] = {
             "known_hosts": str(o.known_hosts) if o.known_hosts.is_file() else b"",
             "connect_timeout": o.connect_timeout,
+            # a peer gone without a word (a cut link, a frozen host) is noticed in ~15 s,
+            # not at the end of each command's own timeout
+            "keepalive_interval": KEEPALIVE, "keepalive_count_max": 3,
             "client_factory": lambda: _Client(o, verdict),
         }
         if a.port:
