@@ -194,12 +194,19 @@ def demo(
     dir: Annotated[Path | None, typer.Option("--dir", help="Keep the sandbox here "
                                              "(default: a temporary dir).")] = None,
     nodes: Annotated[int, typer.Option(min=2, max=16)] = 3,
+    isolated: Annotated[bool, typer.Option(
+        "--isolated", help="Root: every node a network namespace reached over SSH.")] = False,
+    lb: Annotated[str, typer.Option("--lb", help="haproxy or nginx.")] = "haproxy",
     json_out: JsonOpt = False,
 ) -> None:
     """Sandbox up, steady HTTP load through the LB, rolling restart, report, sandbox down."""
     from zdt import demo as demo_module
+    from zdt.errors import ConfigError
 
-    result = demo_module.run(dir, nodes, console=None if json_out else out)
+    if lb not in ("haproxy", "nginx"):
+        raise ConfigError(f"--lb {lb}: the sandbox has haproxy or nginx")
+    result = demo_module.run(dir, nodes, console=None if json_out else out,
+                             isolated=isolated, lb=lb)
     if json_out:
         print_json(result)
     ok = result["failed_requests"] == 0 and \

@@ -26,13 +26,15 @@ from zdt.rollout import RolloutRequest, Runner
 WARMUP = 1.0     # seconds of load before and after the rollout, so both edges are covered
 
 
-def run(dir: Path | None, nodes: int = 3, console: Console | None = None) -> dict[str, Any]:
+def run(dir: Path | None, nodes: int = 3, console: Console | None = None, *,
+        isolated: bool = False, lb: str = "haproxy") -> dict[str, Any]:
     base = dir or Path(tempfile.mkdtemp(prefix="zdt-demo-", dir="/tmp"))
     say = console.print if console else (lambda *a, **k: None)
+    where = "each node a network namespace reached over SSH, " if isolated else ""
     say(f"[bold]zdt demo[/]: {nodes} nodes × 2 servers of the sample service v1, supervisord "
-        f"per node, HAProxy in front ({base}); a rolling restart, then the home rollout "
-        "v1 → v2, under steady load")
-    info = sandbox.up(base, nodes, 2)
+        f"per node, {where}{'nginx' if lb == 'nginx' else 'HAProxy'} in front ({base}); a "
+        "rolling restart, then the home rollout v1 → v2, under steady load")
+    info = sandbox.up(base, nodes, 2, isolated=isolated, lb=lb)
     try:
         result = asyncio.run(_rollout_under_load(info, console))
     finally:
