@@ -75,10 +75,12 @@ async def test_nginx_errors_leave_the_file_as_nginx_has_it(nsb: dict[str, Any]) 
     conf = Path(nsb["dir"], "nginx", "nginx.conf")
     good = conf.read_text()
     conf.write_text(good.replace("worker_processes 2;", "worker_processes two;"))
+    running = workers(nsb)
     with pytest.raises(AdapterError, match="nginx refuses its config") as err:
         await lb.drain(server)
     assert not err.value.retryable
     assert upstream.read_text() == original
+    assert workers(nsb) == running                    # no reload happened
     conf.write_text(good)
     # a server the file does not name
     upstream.write_text(original.replace("# node2-s1", "# someone-else"))
@@ -90,6 +92,18 @@ async def test_nginx_errors_leave_the_file_as_nginx_has_it(nsb: dict[str, Any]) 
         update={"pid_file": str(Path(nsb["dir"], "nginx", "no.pid"))})})
     with pytest.raises(AdapterError, match="nginx is not running"):
         await NginxLB(gone, LocalTransport("load balancer")).drain(server)
+    assert upstream.read_text() == original
+    # a reload that did not finish (zdt killed between the write and the reload): the
+    # server is neither drained nor in rotation until a drain or ready reloads nginx
+    upstream.write_text(original.replace("  # node2-s1", " down;  # node2-s1"
+                                         ).replace("; down;", " down;"))
+    pending = await lb.state(server)
+    assert pending.admin == "pending" and pending.sessions > 0 and not pending.in_rotation
+    running = workers(nsb)
+    await lb.drain(server)
+    assert not workers(nsb) & running                 # the drain reloaded all the same
+    assert (await lb.state(server)).admin == "drain"
+    await lb.ready(server)
     assert upstream.read_text() == original
     # and the real one drains and readies it, with nothing else changed
     await lb.drain(server)

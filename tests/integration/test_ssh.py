@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -218,6 +219,7 @@ def test_host_keys_are_verified(isb: dict[str, Any], tmp_path: Path) -> None:
         r = zdt(*home(isb, *extra))
         assert r.returncode == 3, r.stderr
         assert "node2" in r.stderr and "CHANGED" in r.stderr and "ssh-keygen -R" in r.stderr
+        assert known.read_text() == lines[0] + f"{addr2} {' '.join(forged)}\n" + lines[2]
     known.write_text(lines[0] + lines[1])                       # node3 never seen
     r = zdt("preview", "-d", isb["domain"], "home", "--archive", isb["archives"]["v2"],
             "--json")
@@ -237,6 +239,28 @@ def test_host_keys_are_verified(isb: dict[str, Any], tmp_path: Path) -> None:
         assert journal.history() == []          # no workflow was recorded
     finally:
         journal.close()
+
+
+def test_a_known_hosts_file_not_there_yet_trusts_nothing(isb: dict[str, Any]) -> None:
+    """Not even ~/.ssh/known_hosts: only --accept-new-host-keys fills it, with the real keys."""
+    d = Path(isb["dir"])
+    fresh = d / "fresh.toml"
+    fresh.write_text(Path(isb["domain"]).read_text().replace(
+        'known_hosts = "ssh/known_hosts"', 'known_hosts = "ssh/new/known_hosts"'))
+    home_dir = d / "operator"                  # whose own known_hosts trusts every node
+    (home_dir / ".ssh").mkdir(parents=True)
+    shutil.copy(isb["ssh"]["known_hosts"], home_dir / ".ssh" / "known_hosts")
+    r = subprocess.run([*ZDT, "preview", "-d", str(fresh), "restart", "--json"],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "HOME": str(home_dir)})
+    assert r.returncode == 3
+    assert {(n, "reachable") for n in ("node1", "node2", "node3")} <= failed_checks(r)
+    assert not (d / "ssh" / "new").exists()
+    r = zdt("preview", "-d", str(fresh), "restart", "--json", "--accept-new-host-keys")
+    assert r.returncode == 0, r.stdout
+    assert sorted((d / "ssh" / "new" / "known_hosts").read_text().splitlines()) == \
+        sorted(Path(isb["ssh"]["known_hosts"]).read_text().splitlines())
+    assert (d / "ssh" / "new" / "known_hosts").stat().st_mode & 0o077 == 0
 
 
 def test_unreachable_node_and_refused_key(isb: dict[str, Any], tmp_path: Path) -> None:
@@ -293,12 +317,12 @@ async def test_home_rollout_over_ssh_behind_nginx(short_dir: Path) -> None:
 
 
 def test_ssh_config_aliases_users_ports_and_keys(isb: dict[str, Any]) -> None:
-    """Nodes named by ~/.ssh/config-style aliases: host name, user, port and identity
-    file all come from the config file; host keys are still checked by address."""
+    """Nodes named by ~/.ssh/config-style aliases: host name, user, port (the nodes' sshd
+    listens on 22 and 2222) and identity file all come from the config file."""
     d = Path(isb["dir"])
     config = d / "ssh" / "config"
     config.write_text("".join(
-        f"Host web{i}\n    HostName {n['address']}\n    User root\n    Port 22\n"
+        f"Host web{i}\n    HostName {n['address']}\n    User root\n    Port 2222\n"
         f"    IdentityFile {isb['ssh']['identity']}\n" for i, n in enumerate(isb["nodes"], 1)))
     text = Path(isb["domain"]).read_text().replace(
         'identity = "ssh/id_ed25519"', 'config = "ssh/config"')

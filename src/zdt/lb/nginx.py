@@ -17,6 +17,8 @@ Open-source nginx has no active health checks: its status is "no check".
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import os
 import re
 import signal
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 
 from zdt.domain import Domain, Server
-from zdt.errors import AdapterError
+from zdt.errors import AdapterError, StepError
 from zdt.lb import LbState
 from zdt.transport import Transport
 
@@ -37,6 +39,8 @@ class NginxLB:
     def __init__(self, domain: Domain, transport: Transport) -> None:
         cfg = domain.lb
         self.upstream = Path(cfg.upstream_file)
+        # the digest of the text nginx was last reloaded with, kept beside the file
+        self.loaded = self.upstream.with_name(f".{self.upstream.name}.zdt-loaded")
         self.pid_file = Path(cfg.pid_file)
         self.config = cfg.config
         self.binary = cfg.binary
@@ -50,37 +54,73 @@ class NginxLB:
         await self._set(server, down=False)
 
     async def state(self, server: Server) -> LbState:
-        down = self._lines()[1].get(server.backend_name)
+        text, marks = self._lines()
+        down = marks.get(server.backend_name)
         if down is None:
             raise self._missing(server)
         master = self._master()
         status = "no check" if master is not None else "DOWN"
+        if not self._is_loaded(text):
+            # written, but the reload did not finish (zdt died, or was stopped): what nginx
+            # routes is unknown, so the server is neither drained nor in rotation
+            return LbState("pending", status, 1, 0)
         busy = _shutting_down(master) if master is not None else 0
         busy += _established(server.host, server.port)
         return LbState("drain" if down else "ready", status, busy, 0)
+
+    def _is_loaded(self, text: str) -> bool:
+        """Whether nginx was reloaded with this text (no record yet: it was started with it)."""
+        try:
+            return self.loaded.read_text().strip() == _digest(text)
+        except FileNotFoundError:
+            return True
+
+    def _record_loaded(self, text: str) -> None:
+        _write_atomically(self.loaded, _digest(text) + "\n", mode=0o644)
 
     async def close(self) -> None:
         """Nothing held."""
 
     async def _set(self, server: Server, *, down: bool) -> None:
+        """Mark the server's line and reload. Also when the file already says so: an
+        earlier run may have written it and died before its reload took effect."""
         async with self._lock:
             text, marks = self._lines()
             if server.backend_name not in marks:
                 raise self._missing(server)
             if marks[server.backend_name] == down:
-                return                      # already so: no reload needed
-            before = self.upstream.read_bytes()
-            _write_atomically(self.upstream, _mark(text, server.backend_name, down))
+                await self._reload()
+                self._record_loaded(text)
+                return
+            if not self.loaded.exists():
+                self._record_loaded(text)      # what nginx was started with
+            changed = _mark(text, server.backend_name, down)
+            _write_atomically(self.upstream, changed)
             try:
                 await self._reload()
-            except AdapterError:
-                _write_atomically(self.upstream, before.decode())  # as nginx still has it
+                self._record_loaded(changed)
+            except BaseException:
+                # Whatever stopped the reload (nginx refusing, a kill not allowed, a
+                # cancel): the file goes back, and nginx is asked to read it again in case
+                # the first signal got through.
+                _write_atomically(self.upstream, text)
+                self._hup_quietly()
                 raise
+
+    def _hup_quietly(self) -> None:
+        master = self._master()
+        if master is not None:
+            with contextlib.suppress(OSError):
+                os.kill(master, signal.SIGHUP)
 
     async def _reload(self) -> None:
         if self.config:
-            result = await self.transport.run([self.binary, "-t", "-q", "-c", self.config],
-                                              check=False, timeout=30)
+            try:
+                result = await self.transport.run(
+                    [self.binary, "-t", "-q", "-c", self.config], check=False, timeout=30)
+            except StepError as exc:
+                raise AdapterError(f"cannot test nginx's config: {exc}",
+                                   retryable=False) from exc
             if result.returncode != 0:
                 raise AdapterError(f"nginx refuses its config after zdt's change to "
                                    f"{self.upstream}: {result.stderr.strip()[-300:]}",
@@ -90,7 +130,12 @@ class NginxLB:
             raise AdapterError(f"nginx is not running (no live master in {self.pid_file}); "
                                "start it, then run the command again")
         old = set(_workers(master))
-        os.kill(master, signal.SIGHUP)
+        try:
+            os.kill(master, signal.SIGHUP)
+        except OSError as exc:
+            raise AdapterError(f"cannot signal nginx's master (pid {master}) to reload: "
+                               f"{exc.strerror}; run zdt as nginx's user or root",
+                               retryable=False) from exc
         deadline = time.monotonic() + RELOAD_TIMEOUT
         delay = 0.005
         # Done when new workers run and every old one stopped accepting: it is gone, or
@@ -141,11 +186,15 @@ def _mark(text: str, name: str, down: bool) -> str:
     return "".join(out)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, text: str, mode: int | None = None) -> None:
     tmp = path.with_name(f".{path.name}.zdt-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, path.stat().st_mode & 0o777)
+    os.chmod(tmp, mode if mode is not None else path.stat().st_mode & 0o777)
     os.replace(tmp, path)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _cmdline(pid: int) -> str:

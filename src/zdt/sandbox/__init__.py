@@ -96,11 +96,19 @@ def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
     if nodes < 1 or servers_per_node < 1:
         raise ConfigError(f"a sandbox needs at least 1 node and 1 server per node "
                           f"(got nodes={nodes}, servers_per_node={servers_per_node})")
-    net = None
-    if isolated:
-        isolation.require()
-        _refuse_running(Path(dir).resolve())
+    if not isolated:
+        return _up(dir, nodes, servers_per_node, admin, home_link, partitions, None, lb)
+    isolation.require()
+    isolation.check_hidden([sys.executable, str(Path(__file__).resolve().parents[2])])
+    _refuse_running(Path(dir).resolve())
+    isolation.destroy(Path(dir).resolve())   # what a sandbox that crashed here left
+    with isolation.reserving():
         net = isolation.plan(nodes)
+        return _up(dir, nodes, servers_per_node, admin, home_link, partitions, net, lb)
+
+
+def _up(dir: str | Path, nodes: int, servers_per_node: int, admin: bool, home_link: bool,
+        partitions: tuple[str, ...], net: isolation.Network | None, lb: str) -> dict:
     layout = Layout.plan(Path(dir).resolve(), nodes, servers_per_node, admin=admin,
                          home_link=home_link, partitions=tuple(partitions),
                          addresses=net.addresses if net else (), lb=lb)

@@ -13,13 +13,16 @@ What was made is written to D/network.json before it is made, so `down` removes 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pwd
 import shutil
 import socket
 import subprocess
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from zdt.errors import PreconditionError, ZdtError
@@ -38,6 +41,7 @@ BIND_AND_EXEC = 'root=$1; rc=$2; shift 2; for d in srv opt run; do ' \
 USER = "root"                  # who the sandbox's SSH sessions log in as
 TOOLS = ("ip", "unshare", "ssh-keygen", "/usr/sbin/sshd", "mount")
 COMMAND_TIMEOUT = 30.0
+LOCK = "/run/zdt-sandbox-network.lock"
 
 
 @dataclass(frozen=True)
@@ -82,15 +86,36 @@ def plan(nodes: int) -> Network:
                             "bring some down with `zdt sandbox down`")
 
 
+@contextlib.contextmanager
+def reserving() -> Iterator[None]:
+    """One sandbox at a time chooses and makes its network on this machine: two would
+    otherwise pick the same free subnet, and the loser's cleanup would remove the
+    winner's bridge."""
+    with open(LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def create(d: Path, net: Network) -> None:
-    """Record, then make: the bridge, and per node a namespace with a veth into it."""
-    _record(d, net)
+    """Make the bridge, and per node a namespace with a veth into it; each thing is
+    recorded in D/network.json as soon as it exists, and only then."""
+    made = Network(net.subnet, "", (), ())
+    _record(d, made)
     _ip(["link", "add", net.bridge, "type", "bridge"])
+    made = replace(made, bridge=net.bridge)
+    _record(d, made)
     _ip(["addr", "add", f"{net.gateway}/24", "dev", net.bridge])
     _ip(["link", "set", net.bridge, "up"])
     for ns, link, address in zip(net.namespaces, net.links, net.addresses, strict=True):
         _ip(["netns", "add", ns])
+        made = replace(made, namespaces=(*made.namespaces, ns))
+        _record(d, made)
         _ip(["link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        made = replace(made, links=(*made.links, link))
+        _record(d, made)
         _ip(["link", "set", link, "master", net.bridge])
         _ip(["link", "set", link, "up"])
         for argv in (["addr", "add", f"{address}/24", "dev", "eth0"],
@@ -105,14 +130,25 @@ def destroy(d: Path) -> None:
     if not path.exists():
         return
     raw = json.loads(path.read_text())
-    net = Network(raw["subnet"], raw["bridge"], tuple(raw["namespaces"]), tuple(raw["links"]))
     spaces = set(_ip(["netns", "list"]).stdout.split())
-    for ns in net.namespaces:
+    for ns in raw["namespaces"]:
         if ns in spaces:   # deleting it deletes the veth pair, both ends
             _ip(["netns", "delete", ns])
-    if _ip(["link", "show", net.bridge], check=False).returncode == 0:
-        _ip(["link", "delete", net.bridge])
+    for link in raw["links"]:   # a link whose namespace was never made
+        if _ip(["link", "show", link], check=False).returncode == 0:
+            _ip(["link", "delete", link])
+    if raw["bridge"] and _ip(["link", "show", raw["bridge"]], check=False).returncode == 0:
+        _ip(["link", "delete", raw["bridge"]])
     path.unlink()
+
+
+def check_hidden(paths: list[str]) -> None:
+    """The nodes see their own /srv, /opt and /run: what runs there must live elsewhere."""
+    for path in paths:
+        if any(path == f"/{m}" or path.startswith(f"/{m}/") for m in MOUNTS):
+            raise PreconditionError(
+                f"{path} is under {', '.join('/' + m for m in MOUNTS)}, which an isolated "
+                f"node replaces with its own: run zdt from a Python installed elsewhere")
 
 
 def node_argv(layout: Layout, net: Network, node: str, argv: list[str]) -> list[str]:

@@ -288,7 +288,8 @@ def sshd_config(layout: Layout, node: str) -> str:
     root = layout.root(node)
     return "\n".join([
         f"# sshd of isolated sandbox node {node}, written by `zdt sandbox up --isolated`",
-        f"ListenAddress {layout.host(node)}", "Port 22",
+        # 2222 too: a port other than 22 for tests of ssh_config's Port
+        f"ListenAddress {layout.host(node)}", "Port 22", "Port 2222",
         f"HostKey {root / 'etc' / 'ssh' / 'ssh_host_ed25519_key'}",
         f"PidFile {root / 'run' / 'sshd.pid'}",
         f"AuthorizedKeysFile {layout.dir / 'ssh' / 'authorized_keys'}",

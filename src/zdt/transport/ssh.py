@@ -28,6 +28,7 @@ from zdt.errors import AdapterError, CommandError, PreconditionError
 from zdt.transport import Result
 
 UPLOAD_TIMEOUT = 600.0   # s; a put of a large archive on a slow link
+KILL_AFTER = 5.0         # s; SIGKILL a command this long after its timeout's SIGTERM
 KEEPALIVE = 5.0          # s between keepalives once the connection is idle
 
 
@@ -89,6 +90,8 @@ class SSHTransport:
         self._gate = gate or asyncio.Semaphore(64)
         self._conn: asyncssh.SSHClientConnection | None = None
         self._opening: asyncio.Lock | None = None
+        self._forwarding: asyncio.Lock | None = None
+        self._forward_serial = 0
         self._forwards: dict[str, str] = {}
         self._sockets_dir: str | None = None
 
@@ -99,22 +102,30 @@ class SSHTransport:
                   timeout: float | None = 60.0) -> Result:
         if not argv or not all(isinstance(a, str) for a in argv):
             raise TypeError("argv must be a non-empty list of strings")
+        # Closing the channel at the timeout would leave the command running on the node
+        # (no pty, no SIGHUP) beside the step's retry: coreutils' timeout ends it there.
+        sent = argv if timeout is None else \
+            ["timeout", "-k", f"{KILL_AFTER:g}", f"{timeout:g}", *argv]
+        backstop = None if timeout is None else timeout + KILL_AFTER + 10
         async with self._gate:
             conn = await self.connection()
             self.round_trips += 1
             try:
-                done = await conn.run(shlex.join(argv), check=False, timeout=timeout,
+                done = await conn.run(shlex.join(sent), check=False, timeout=backstop,
                                       encoding="utf-8", errors="replace")
-            except asyncssh.TimeoutError as exc:
-                result = Result(tuple(argv), -9, str(exc.stdout or ""), str(exc.stderr or ""))
-                raise CommandError(f"{self.node}: {argv[0]} timed out after {timeout:g} s",
-                                   result) from None
-            except (asyncssh.Error, OSError) as exc:
-                self._lost()
+            except (asyncssh.Error, OSError, TimeoutError) as exc:
+                self._lost(force=isinstance(exc, TimeoutError))
                 raise AdapterError(f"{self.node}: the connection to {self.address} broke "
                                    f"while running {argv[0]}: {_why(exc)}") from exc
+        if done.exit_status is None and done.exit_signal is None:
+            self._lost(force=True)     # the channel closed with no status: the link broke
+            raise AdapterError(f"{self.node}: the connection to {self.address} broke while "
+                               f"running {argv[0]}; its outcome is unknown")
         status = done.exit_status if done.exit_status is not None else 255
         result = Result(tuple(argv), status, str(done.stdout or ""), str(done.stderr or ""))
+        if timeout is not None and status in (124, 137):
+            raise CommandError(f"{self.node}: {argv[0]} timed out after {timeout:g} s",
+                               result)
         if check and status != 0:
             raise CommandError(f"{self.node}: {shlex.join(argv)[:300]} exited {status}: "
                                f"{result.stderr.strip()[-300:]}", result)
@@ -126,6 +137,21 @@ class SSHTransport:
         parent, name = os.path.split(remote)
         tmp = os.path.join(parent, f".{name}.zdt-put")
         await self.run(["mkdir", "-p", parent or "/"])
+        try:
+            await self._upload(local, tmp)
+            got = (await self.run(["sha256sum", tmp])).stdout.split()[:1]
+            if got != [digest]:
+                raise AdapterError(f"{self.node}: {remote}: the upload's sha256 is {got[:1]}, "
+                                   f"not {digest}; the copy was removed, try again")
+            mode = oct(Path(local).stat().st_mode & 0o777)[2:]
+            await self.run(["chmod", mode, tmp])
+            await self.run(["mv", "-fT", tmp, remote])
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.run(["rm", "-f", tmp], check=False, timeout=30)
+            raise
+
+    async def _upload(self, local: str, tmp: str) -> None:
         async with self._gate:
             conn = await self.connection()
             self.round_trips += 1
@@ -136,22 +162,21 @@ class SSHTransport:
                 self._lost()
                 raise AdapterError(f"{self.node}: cannot upload {local} to {tmp}: "
                                    f"{_why(exc)}") from exc
-        got = (await self.run(["sha256sum", tmp])).stdout.split()[:1]
-        if got != [digest]:
-            await self.run(["rm", "-f", tmp], check=False)
-            raise AdapterError(f"{self.node}: {remote}: the upload's sha256 is {got[:1]}, "
-                               f"not {digest}; the copy was removed, try again")
-        mode = oct(Path(local).stat().st_mode & 0o777)[2:]
-        await self.run(["chmod", mode, tmp])
-        await self.run(["mv", "-f", tmp, remote])
 
     async def unix_socket(self, remote: str) -> str:
         """A local socket path that reaches the node's Unix socket `remote` (forwarded)."""
         conn = await self.connection()
+        if self._forwarding is None:
+            self._forwarding = asyncio.Lock()
+        async with self._forwarding:
+            return await self._forward(conn, remote)
+
+    async def _forward(self, conn: asyncssh.SSHClientConnection, remote: str) -> str:
         if remote not in self._forwards:
             if self._sockets_dir is None:
                 self._sockets_dir = tempfile.mkdtemp(prefix="zdt-ssh-")
-            local = os.path.join(self._sockets_dir, f"{len(self._forwards)}.sock")
+            self._forward_serial += 1
+            local = os.path.join(self._sockets_dir, f"{self._forward_serial}.sock")
             try:
                 await conn.forward_local_path(local, remote)
             except (asyncssh.Error, OSError) as exc:
@@ -179,10 +204,13 @@ class SSHTransport:
             shutil.rmtree(self._sockets_dir, ignore_errors=True)
             self._sockets_dir = None
 
-    def _lost(self) -> None:
-        """Forget a connection that broke; its forwards went with it."""
+    def _lost(self, force: bool = False) -> None:
+        """Forget a connection that broke (or, with force, is not to be trusted any more);
+        its forwards go with it."""
         if self._conn is not None and not self._conn.is_closed():
-            return
+            if not force:
+                return
+            self._conn.abort()
         self._conn = None
         if self._sockets_dir is not None:
             for local in self._forwards.values():
@@ -193,8 +221,14 @@ class SSHTransport:
     async def _connect(self) -> asyncssh.SSHClientConnection:
         o, a = self.options, self.address
         verdict: dict[str, str] = {}
+        if o.identity is not None and not o.identity.is_file():
+            raise PreconditionError(f"{self.node}: the identity file {o.identity} ([ssh] "
+                                    f"identity) does not exist")
         kwargs: dict[str, Any] = {
-            "known_hosts": str(o.known_hosts) if o.known_hosts.is_file() else b"",
+            # A known_hosts file not there yet trusts nothing (an empty value would make
+            # asyncssh fall back to ~/.ssh/known_hosts, another source of trust).
+            "known_hosts": str(o.known_hosts) if o.known_hosts.is_file()
+            else asyncssh.import_known_hosts(""),
             "connect_timeout": o.connect_timeout,
             # a peer gone without a word (a cut link, a frozen host) is noticed in ~15 s,
             # not at the end of each command's own timeout
@@ -217,6 +251,11 @@ class SSHTransport:
             raise AuthError(f"{self.node}: {a} refused every key offered ({exc.reason}); "
                             f"check the user and the identity file ([ssh] identity, "
                             f"~/.ssh/config) and the node's authorized_keys") from None
+        except (ValueError, asyncssh.KeyImportError) as exc:
+            raise PreconditionError(f"{self.node}: cannot use the SSH settings for {a} "
+                                    f"(known_hosts {o.known_hosts}, identity "
+                                    f"{o.identity or 'from ssh_config or the agent'}): "
+                                    f"{exc}") from exc
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             raise AdapterError(f"{self.node}: cannot reach {a}: {_why(exc)}; check that "
                                f"the host is up and sshd listens there") from exc
