@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from conftest import running_sandbox
 from zdt import adapters
 from zdt import domain as dm
+from zdt.errors import CommandError
 from zdt.services.commands import fill
 
 pytestmark = [
@@ -81,3 +82,14 @@ def test_template_placeholders_stay_one_argument(node: Any, home: str, wrap: str
     argv = fill(template, hostile, server)
     assert argv == ["/" + home, f"{wrap}{server.name}", f"{server.node}/{home}"]
     assert received(loop, transport, argv) == argv
+
+
+def test_a_timed_out_command_is_ended_on_the_node(node: Any) -> None:
+    loop, transport, _ = node
+    marker = "sleep 30.125"                  # an argv no other process has
+    with pytest.raises(CommandError, match=r"timed out after 0\.5 s"):
+        loop.run_until_complete(transport.run(marker.split(), timeout=0.5))
+    left = loop.run_until_complete(transport.run(["ps", "-eo", "args"])).stdout
+    assert marker not in left
+    # and the connection is still good for the next command
+    assert received(loop, transport, ["after"]) == ["after"]
