@@ -184,6 +184,32 @@ async def test_sshd_killed_mid_rollout_then_revert(isb: dict[str, Any]) -> None:
     assert await served(isb) == {"v1"}
 
 
+async def test_sshd_killed_without_auto_revert_waits_then_resumes(isb: dict[str, Any]
+                                                                   ) -> None:
+    """With --no-auto-revert the workflow waits in `failed`, holding the domain; once sshd
+    is back, `zdt resume` finishes it."""
+    async with Load(isb["lb_url"], concurrency=3, rate_per_worker=40) as load:
+        proc = subprocess.Popen([*ZDT, *home(isb, "--retries", "1", "--retry-delay", "0.3",
+                                             "--no-auto-revert")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        await asyncio.to_thread(wait_step, isb, lambda steps: any(
+            s.node == "node1" and s.name == "start" and s.state == "done" for s in steps))
+        kill_sshd(isb, "node2")
+        out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+        assert proc.returncode == 1, err
+        report = json.loads(out)
+        assert report["state"] == "failed"
+        assert [s["node"] for s in report["steps"] if s["state"] == "failed"] == ["node2"]
+        other = await asyncio.to_thread(zdt, *home(isb))
+        assert other.returncode == 4                          # the domain is still held
+        start_sshd(isb, "node2")
+        again = await asyncio.to_thread(zdt, "resume", report["id"], "-d", isb["domain"],
+                                        "--json")
+        assert json.loads(again.stdout)["state"] == "succeeded", again.stderr
+    assert load.stats.failed == 0, load.stats.errors
+    assert set((await on_nodes(isb, ["cat", "/srv/app/home/VERSION"])).values()) == {"v2"}
+
+
 async def test_sshd_back_during_retries_the_rollout_goes_on(isb: dict[str, Any]) -> None:
     """The connection is opened again by the next attempt: sshd restarted while node2's
     step is being retried lets the same workflow finish."""
@@ -305,7 +331,7 @@ def test_sandbox_down_leaves_nothing(short_dir: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/usr/sbin/nginx").exists(), reason="needs nginx")
-async def test_home_rollout_over_ssh_behind_nginx(short_dir: Path) -> None:
+async def test_home_rollout_revert_and_broken_over_ssh_behind_nginx(short_dir: Path) -> None:
     with running_sandbox(short_dir, 3, 1, admin=False, isolated=True, lb="nginx") as info:
         upstream = Path(info["nginx_upstream"]).read_text()
         assert "198.18." in upstream               # nginx reaches the nodes' own addresses
@@ -313,6 +339,18 @@ async def test_home_rollout_over_ssh_behind_nginx(short_dir: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert set((await on_nodes(info, ["cat", "/srv/app/home/VERSION"])).values()) == {"v2"}
         assert await served(info) == {"v2"}
+        assert Path(info["nginx_upstream"]).read_text() == upstream
+        wid = json.loads(result.stdout)["id"]
+        back = await zdt_under_load(info["lb_url"], "revert", wid, "-d", info["domain"],
+                                    "--json")
+        assert json.loads(back.stdout)["state"] == "reverted", back.stderr
+        argv = home(info)
+        argv[argv.index(info["archives"]["v2"])] = info["archives"]["broken"]
+        broken = await zdt_under_load(info["lb_url"], *argv, "--health-timeout", "2",
+                                      "--retries", "0")
+        assert json.loads(broken.stdout)["state"] == "reverted"
+        assert set((await on_nodes(info, ["cat", "/srv/app/home/VERSION"])).values()) == {"v1"}
+        assert await served(info) == {"v1"}
         assert Path(info["nginx_upstream"]).read_text() == upstream
 
 
