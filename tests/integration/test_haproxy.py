@@ -47,7 +47,7 @@ async def test_a_drained_server_gets_no_new_requests(small_sandbox: dict[str, An
     lb, domain = lb_of(small_sandbox)
     target = domain.server("node1-s2")
 
-    await lb.drain(target)
+    await lb.drain([target])
 
     state = await lb.state(target)
     assert (state.admin, state.status, state.in_rotation) == ("drain", "DRAIN", False)
@@ -55,7 +55,7 @@ async def test_a_drained_server_gets_no_new_requests(small_sandbox: dict[str, An
     assert sum(served.values()) == 20
     assert "node1-s2" not in served
 
-    await lb.ready(target)
+    await lb.ready([target])
 
     state = await lb.state(target)
     assert (state.admin, state.status, state.in_rotation) == ("ready", "UP", True)
@@ -87,12 +87,12 @@ async def test_unknown_names_and_a_missing_socket_are_clear_errors(
         await lb.state(admin)
     assert not err.value.retryable
     with pytest.raises(AdapterError, match=r"refused to set app/admin to drain: No such server"):
-        await lb.drain(admin)
+        await lb.drain([admin])
     with pytest.raises(AdapterError, match="cannot report backend 'nope'"):
         await HAProxy(domain.lb.socket, "nope").servers()
     missing = HAProxy(small_sandbox["dir"] + "/nothing.sock", "app")
     with pytest.raises(AdapterError, match=r"nothing\.sock.*does not exist.*zdt sandbox up"):
-        await missing.ready(domain.server("node1-s1"))
+        await missing.ready([domain.server("node1-s1")])
 
 
 @pytest.mark.parametrize(("bits", "admin"), [

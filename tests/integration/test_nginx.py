@@ -77,7 +77,7 @@ async def test_nginx_errors_leave_the_file_as_nginx_has_it(nsb: dict[str, Any]) 
     conf.write_text(good.replace("worker_processes 2;", "worker_processes two;"))
     running = workers(nsb)
     with pytest.raises(AdapterError, match="nginx refuses its config") as err:
-        await lb.drain(server)
+        await lb.drain([server])
     assert not err.value.retryable
     assert upstream.read_text() == original
     assert workers(nsb) == running                    # no reload happened
@@ -91,7 +91,7 @@ async def test_nginx_errors_leave_the_file_as_nginx_has_it(nsb: dict[str, Any]) 
     gone = domain.model_copy(update={"lb": domain.lb.model_copy(
         update={"pid_file": str(Path(nsb["dir"], "nginx", "no.pid"))})})
     with pytest.raises(AdapterError, match="nginx is not running"):
-        await NginxLB(gone, LocalTransport("load balancer")).drain(server)
+        await NginxLB(gone, LocalTransport("load balancer")).drain([server])
     assert upstream.read_text() == original
     # a reload that did not finish (zdt killed between the write and the reload): the
     # server is neither drained nor in rotation until a drain or ready reloads nginx
@@ -100,17 +100,17 @@ async def test_nginx_errors_leave_the_file_as_nginx_has_it(nsb: dict[str, Any]) 
     pending = await lb.state(server)
     assert pending.admin == "pending" and pending.sessions > 0 and not pending.in_rotation
     running = workers(nsb)
-    await lb.drain(server)
+    await lb.drain([server])
     assert not workers(nsb) & running                 # the drain reloaded all the same
     assert (await lb.state(server)).admin == "drain"
-    await lb.ready(server)
+    await lb.ready([server])
     assert upstream.read_text() == original
     # and the real one drains and readies it, with nothing else changed
-    await lb.drain(server)
+    await lb.drain([server])
     assert (await lb.state(server)).admin == "drain"
     assert upstream.read_text() == original.replace("  # node2-s1", " down;  # node2-s1"
                                                     ).replace("; down;", " down;")
-    await lb.ready(server)
+    await lb.ready([server])
     assert upstream.read_text() == original
     r = zdt("preview", "-d", nsb["domain"], "restart", "--json")
     assert r.returncode == 0, r.stdout

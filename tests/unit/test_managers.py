@@ -164,9 +164,9 @@ async def test_command_lb_with_real_scripts(tmp_path: Path) -> None:
     balancer = CommandLB(d, LocalTransport("lb"))
     server = d.server("web1")
     assert (await balancer.state(server)).in_rotation
-    await balancer.drain(server)
+    await balancer.drain([server])
     assert (await balancer.state(server)).admin == "drain"
-    await balancer.ready(server)
+    await balancer.ready([server])
     assert (await balancer.state(server)).in_rotation
     broken = CommandLB(domain_with(tmp_path, 'kind = "supervisor"', lb.replace(
         '"state", "{server}"', '"broken", "{server}"')), LocalTransport("lb"))

@@ -60,11 +60,11 @@ class Balancer:
             self.last[server.name] = nxt
         return self.last[server.name]
 
-    async def drain(self, server: dm.Server) -> None:
-        self.calls.append(("drain", server.name))
+    async def drain(self, servers: list[dm.Server]) -> None:
+        self.calls += [("drain", s.name) for s in servers]
 
-    async def ready(self, server: dm.Server) -> None:
-        self.calls.append(("ready", server.name))
+    async def ready(self, servers: list[dm.Server]) -> None:
+        self.calls += [("ready", s.name) for s in servers]
 
     async def close(self) -> None:
         pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,12 +30,15 @@ class LbState:
 
 
 class LoadBalancer(Protocol):
-    async def drain(self, server: Server) -> None:
-        """Send no new sessions to the server; sessions in progress go on."""
+    """Servers are taken out and put back together (one nginx reload for all the servers
+    of a node)."""
+
+    async def drain(self, servers: Sequence[Server]) -> None:
+        """Send no new sessions to the servers; sessions in progress go on."""
         ...
 
-    async def ready(self, server: Server) -> None:
-        """Put the server back in rotation (it takes traffic once its checks pass)."""
+    async def ready(self, servers: Sequence[Server]) -> None:
+        """Put the servers back in rotation (they take traffic once their checks pass)."""
         ...
 
     async def state(self, server: Server) -> LbState:

@@ -7,6 +7,7 @@ in item by item."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from zdt.domain import Domain, Server
 from zdt.errors import AdapterError
@@ -23,11 +24,13 @@ class CommandLB:
                   "home": self.domain.domain.home}
         return [item.format(**values) for item in template]
 
-    async def drain(self, server: Server) -> None:
-        await self.transport.run(self._argv(self.domain.lb.drain, server), timeout=60)
+    async def drain(self, servers: Sequence[Server]) -> None:
+        for server in servers:
+            await self.transport.run(self._argv(self.domain.lb.drain, server), timeout=60)
 
-    async def ready(self, server: Server) -> None:
-        await self.transport.run(self._argv(self.domain.lb.ready, server), timeout=60)
+    async def ready(self, servers: Sequence[Server]) -> None:
+        for server in servers:
+            await self.transport.run(self._argv(self.domain.lb.ready, server), timeout=60)
 
     async def state(self, server: Server) -> LbState:
         result = await self.transport.run(self._argv(self.domain.lb.state, server), timeout=60)

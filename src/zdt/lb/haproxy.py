@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+from collections.abc import Sequence
 
 from zdt.domain import Server
 from zdt.errors import AdapterError
@@ -83,11 +84,13 @@ class HAProxy:
         self.backend = backend
         self._gate = asyncio.Semaphore(MAX_CONNECTIONS)
 
-    async def drain(self, server: Server) -> None:
-        await self._set_state(server, "drain")
+    async def drain(self, servers: Sequence[Server]) -> None:
+        for server in servers:
+            await self._set_state(server, "drain")
 
-    async def ready(self, server: Server) -> None:
-        await self._set_state(server, "ready")
+    async def ready(self, servers: Sequence[Server]) -> None:
+        for server in servers:
+            await self._set_state(server, "ready")
 
     async def state(self, server: Server) -> LbState:
         servers = await self.servers()

@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from zdt.domain import Domain, Server
@@ -47,11 +48,11 @@ class NginxLB:
         self.transport = transport         # this machine: `nginx -t` runs through it
         self._lock = asyncio.Lock()
 
-    async def drain(self, server: Server) -> None:
-        await self._set(server, down=True)
+    async def drain(self, servers: Sequence[Server]) -> None:
+        await self._set(servers, down=True)
 
-    async def ready(self, server: Server) -> None:
-        await self._set(server, down=False)
+    async def ready(self, servers: Sequence[Server]) -> None:
+        await self._set(servers, down=False)
 
     async def state(self, server: Server) -> LbState:
         text, marks = self._lines()
@@ -81,20 +82,25 @@ class NginxLB:
     async def close(self) -> None:
         """Nothing held."""
 
-    async def _set(self, server: Server, *, down: bool) -> None:
-        """Mark the server's line and reload. Also when the file already says so: an
+    async def _set(self, servers: Sequence[Server], *, down: bool) -> None:
+        """Mark the servers' lines and reload once. Also when the file already says so: an
         earlier run may have written it and died before its reload took effect."""
+        if not servers:
+            return
         async with self._lock:
             text, marks = self._lines()
-            if server.backend_name not in marks:
-                raise self._missing(server)
-            if marks[server.backend_name] == down:
+            for server in servers:
+                if server.backend_name not in marks:
+                    raise self._missing(server)
+            changed = text
+            for server in servers:
+                changed = _mark(changed, server.backend_name, down)
+            if changed == text:
                 await self._reload()
                 self._record_loaded(text)
                 return
             if not self.loaded.exists():
                 self._record_loaded(text)      # what nginx was started with
-            changed = _mark(text, server.backend_name, down)
             _write_atomically(self.upstream, changed)
             try:
                 await self._reload()

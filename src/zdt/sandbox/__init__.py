@@ -150,13 +150,14 @@ def down(dir: str | Path) -> dict:
     for p in left:
         p.signal(signal.SIGKILL)
     stuck = wait_gone(left, KILL_TIMEOUT)
+    # The network goes in any case: a namespace outlives its name while a process is in it.
+    isolation.destroy(d)
     if stuck:
         raise ZdtError(f"{d}: still running after SIGKILL: {_describe(stuck)}; check them "
                        f"with `ps -o pid,stat,cmd -p PID`")
     for pidfile in (d / "haproxy" / "haproxy.pid", d / "nginx" / "nginx.pid",
                     *d.glob("nodes/*/run/supervisord.pid")):
         pidfile.unlink(missing_ok=True)  # every process named in them is gone now
-    isolation.destroy(d)   # no process is left in the namespaces: they can go
     return {"dir": str(d),
             "stopped": [p.summary() for p in procs if p not in left],
             "killed": [p.summary() for p in left]}

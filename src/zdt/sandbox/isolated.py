@@ -125,20 +125,26 @@ def create(d: Path, net: Network) -> None:
 
 
 def destroy(d: Path) -> None:
-    """Remove what D/network.json names; what is already gone is skipped."""
+    """Remove what D/network.json names; what is already gone is skipped, and a failure
+    to remove one thing does not keep the others (the record stays for another try)."""
     path = d / "network.json"
     if not path.exists():
         return
     raw = json.loads(path.read_text())
     spaces = set(_ip(["netns", "list"]).stdout.split())
-    for ns in raw["namespaces"]:
-        if ns in spaces:   # deleting it deletes the veth pair, both ends
-            _ip(["netns", "delete", ns])
-    for link in raw["links"]:   # a link whose namespace was never made
-        if _ip(["link", "show", link], check=False).returncode == 0:
-            _ip(["link", "delete", link])
-    if raw["bridge"] and _ip(["link", "show", raw["bridge"]], check=False).returncode == 0:
-        _ip(["link", "delete", raw["bridge"]])
+    failed = []
+    # Deleting a namespace deletes its veth pair, both ends; a link whose namespace was
+    # never made, and the bridge, are deleted by name.
+    removals = [["netns", "delete", ns] for ns in raw["namespaces"] if ns in spaces]
+    removals += [["link", "delete", name] for name in [*raw["links"], raw["bridge"]]
+                 if name and _ip(["link", "show", name], check=False).returncode == 0]
+    for argv in removals:
+        done = _ip(argv, check=False)
+        if done.returncode != 0 and "Cannot find" not in done.stderr:
+            failed.append(f"`ip {' '.join(argv)}`: {done.stderr.strip()}")
+    if failed:
+        raise ZdtError(f"{d}: could not remove all of the sandbox's network: "
+                       f"{'; '.join(failed)}; run `zdt sandbox down --dir {d}` again")
     path.unlink()
 
 

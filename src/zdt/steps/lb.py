@@ -22,8 +22,7 @@ def _nothing_left(st: LbState) -> bool:
 
 
 async def drain(ctx: Context, servers: list[Server]) -> dict[str, Any]:
-    for server in servers:
-        await ctx.lb.drain(server)
+    await ctx.lb.drain(servers)
     states = await each(_wait_drained(ctx, s) for s in servers)
     left = {s.name: st.sessions + st.queued for s, st in zip(servers, states, strict=True)
             if not _nothing_left(st)}
@@ -42,8 +41,7 @@ async def drained(ctx: Context, servers: list[Server]) -> bool:
 
 
 async def ready(ctx: Context, servers: list[Server]) -> None:
-    for server in servers:
-        await ctx.lb.ready(server)
+    await ctx.lb.ready(servers)
     results = await each(_wait_in_rotation(ctx, s) for s in servers)
     late = [f"{s.name} ({st.status})" for s, (ok, st) in zip(servers, results, strict=True)
             if not ok]
