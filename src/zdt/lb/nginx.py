@@ -96,14 +96,14 @@ class NginxLB:
             for server in servers:
                 changed = _mark(changed, server.backend_name, down)
             if changed == text:
-                await self._reload()
+                await self._reload(wait_old=down)
                 self._record_loaded(text)
                 return
             if not self.loaded.exists():
                 self._record_loaded(text)      # what nginx was started with
             _write_atomically(self.upstream, changed)
             try:
-                await self._reload()
+                await self._reload(wait_old=down)
                 self._record_loaded(changed)
             except BaseException:
                 # Whatever stopped the reload (nginx refusing, a kill not allowed, a
@@ -119,7 +119,10 @@ class NginxLB:
             with contextlib.suppress(OSError):
                 os.kill(master, signal.SIGHUP)
 
-    async def _reload(self) -> None:
+    async def _reload(self, *, wait_old: bool) -> None:
+        """SIGHUP, then wait until new workers run; with wait_old (a drain), also until
+        every old worker stopped accepting (for a ready, an old worker that still takes a
+        connection merely leaves the readied server out of it)."""
         if self.config:
             try:
                 result = await self.transport.run(
@@ -148,7 +151,7 @@ class NginxLB:
         # "shutting down" (counted by `state` until it exits). Before the master's QUIT
         # reaches it, an old worker still takes connections with the old file.
         while not (set(_workers(master)) - old) or \
-                any(_accepting(pid) for pid in old & set(_workers(master))):
+                (wait_old and any(_accepting(pid) for pid in old & set(_workers(master)))):
             if time.monotonic() > deadline:
                 raise AdapterError(f"nginx (master {master}) did not replace its workers "
                                    f"within {RELOAD_TIMEOUT:g} s of a reload; see its "
