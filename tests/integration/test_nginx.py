@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator
+from http.client import HTTPConnection, RemoteDisconnected
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -37,21 +40,69 @@ def digest(path: str) -> str:
 
 
 def workers(info: dict[str, Any]) -> set[int]:
+    """nginx's workers that take connections (not the old ones shutting down)."""
     master = int(Path(info["dir"], "nginx", "nginx.pid").read_text())
     found = set()
     for entry in filter(str.isdigit, os.listdir("/proc")):
-        stat = Path(f"/proc/{entry}/stat").read_text()
-        if int(stat[stat.rindex(")") + 2:].split()[1]) == master:
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            title = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == master and \
+                b"shutting down" not in title:
             found.add(int(entry))
     return found
+
+
+class KeptAlive:
+    """Clients that keep their connection to nginx open across requests (HTTP/1.1), as
+    browsers and most HTTP libraries do. A request on a connection the server had closed
+    gets no answer and is sent again on a new one, as those clients do; an answer of 5xx
+    (nginx could not reach the server it chose) is a failure."""
+
+    def __init__(self, url: str, clients: int = 2) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.answers, self.failures, self.reconnects = 0, [], 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client) for _ in range(clients)]
+
+    def __enter__(self) -> KeptAlive:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+
+    def _client(self) -> None:
+        conn = HTTPConnection(self.host, self.port, timeout=10)
+        while not self._stop.wait(0.005):
+            try:
+                conn.request("GET", "/")
+                reply = conn.getresponse()
+                reply.read()
+            except (RemoteDisconnected, ConnectionError):
+                conn.close()
+                self.reconnects += 1
+                continue
+            self.answers += 1
+            if reply.status >= 500:
+                self.failures.append(reply.status)
+        conn.close()
 
 
 async def test_restart_home_and_revert_through_nginx(nsb: dict[str, Any]) -> None:
     upstream = nsb["nginx_upstream"]
     before, first_workers = digest(upstream), workers(nsb)
-    r = await zdt_under_load(nsb["lb_url"], "rollout", "restart", "-d", nsb["domain"],
-                             "--json")
+    with KeptAlive(nsb["lb_url"]) as kept:
+        r = await zdt_under_load(nsb["lb_url"], "rollout", "restart", "-d", nsb["domain"],
+                                 "--json")
     assert r.returncode == 0, r.stderr
+    assert kept.failures == [] and kept.answers > 30, (kept.failures, kept.answers)
     assert digest(upstream) == before                 # every server back, byte for byte
     assert not workers(nsb) & first_workers           # nginx really reloaded
     r = await zdt_under_load(nsb["lb_url"], "rollout", "home", "-d", nsb["domain"],

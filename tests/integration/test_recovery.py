@@ -184,7 +184,7 @@ async def test_preconditions_refuse_and_change_nothing(sb: dict[str, Any]) -> No
     """A server already out of rotation: exit 3 naming it; no workflow, no pid changed."""
     haproxy = HAProxy(sb["haproxy_socket"], "app")
     server = dm.load(sb["domain"]).server("node3-s1")
-    await haproxy.drain(server)
+    await haproxy.drain([server])
     before = await all_in_rotation(sb)
     result = zdt("rollout", "restart", "-d", sb["domain"], "--targets", "cluster1")
     assert result.returncode == 3, result.stdout + result.stderr
@@ -192,7 +192,7 @@ async def test_preconditions_refuse_and_change_nothing(sb: dict[str, Any]) -> No
         result.stderr
     assert await all_in_rotation(sb) == before
     assert json.loads(zdt("history", "-d", sb["domain"], "--json").stdout) == []
-    await haproxy.ready(server)
+    await haproxy.ready([server])
 
 
 def test_resume_of_an_unknown_workflow_touches_nothing(sb: dict[str, Any]) -> None:

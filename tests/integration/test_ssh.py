@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from conftest import ZDT, running_sandbox, zdt, zdt_under_load
-from zdt import adapters, http
+from zdt import adapters, http, sandbox
 from zdt import domain as dm
 from zdt.load import Load
 from zdt.rollout import open_journal
@@ -313,21 +313,43 @@ def test_unreachable_node_and_refused_key(isb: dict[str, Any], tmp_path: Path) -
 
 
 def test_sandbox_down_leaves_nothing(short_dir: Path) -> None:
+    """Every process in the nodes' namespaces goes (a session's setsid child too), then
+    the namespaces and links; a same-named link that is not the sandbox's own stays."""
     info = json.loads(subprocess.run(
         [*ZDT, "sandbox", "up", "--dir", str(short_dir / "sb"), "--nodes", "2",
          "--isolated", "--json"], capture_output=True, text=True, check=True).stdout)
-    net = json.loads(Path(info["dir"], "network.json").read_text())
-    spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert all(ns in spaces for ns in net["namespaces"])
-    pids = [info["pids"]["supervisord"][n] for n in ("node1", "node2")]
+    try:
+        check_down_leaves_nothing(info, short_dir)
+    finally:
+        sandbox.down(short_dir / "sb")
+
+
+def check_down_leaves_nothing(info: dict[str, Any], short_dir: Path) -> None:
+    record = Path(info["dir"], "network.json").read_text()
+    net = json.loads(record)
+    asyncio.run(on_nodes(info, ["sh", "-c",             # a daemon that left its session
+                                "setsid -f sleep 300.25 </dev/null >/dev/null 2>&1"]))
+    inside = [int(p) for ns in net["namespaces"] for p in subprocess.run(
+        ["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()]
+    assert len(inside) >= 2 + 2 + 2 + 2              # supervisords, sshds, servers, sleeps
     r = zdt("sandbox", "down", "--dir", str(short_dir / "sb"))
     assert r.returncode == 0, r.stderr
+    assert [p for p in inside if _stat(p) is not None and _stat(p)[0] != "Z"] == []
     spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(ns in spaces for ns in net["namespaces"])
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     assert all(f" {name}" not in links for name in [net["bridge"], *net["links"]])
-    assert all(_stat(pid) is None or _stat(pid)[0] == "Z" for pid in pids)
     assert not Path(info["dir"], "network.json").exists()
+    # someone else's bridge under the recorded name: a stale record must not remove it
+    subprocess.run(["ip", "link", "add", net["bridge"], "type", "bridge"], check=True)
+    try:
+        Path(info["dir"], "network.json").write_text(record)
+        r = zdt("sandbox", "down", "--dir", str(short_dir / "sb"))
+        assert r.returncode == 0, r.stderr
+        assert subprocess.run(["ip", "link", "show", net["bridge"]],
+                              capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["ip", "link", "delete", net["bridge"]], check=False)
 
 
 @pytest.mark.skipif(not Path("/usr/sbin/nginx").exists(), reason="needs nginx")

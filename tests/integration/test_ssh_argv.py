@@ -93,3 +93,14 @@ def test_a_timed_out_command_is_ended_on_the_node(node: Any) -> None:
     assert marker not in left
     # and the connection is still good for the next command
     assert received(loop, transport, ["after"]) == ["after"]
+
+
+def test_a_command_deaf_to_sigterm_is_killed_on_the_node(node: Any) -> None:
+    """The second stage of the node's timeout: SIGKILL, still reported as a timeout."""
+    loop, transport, _ = node
+    marker = "sleep 30.375"
+    with pytest.raises(CommandError, match=r"timed out after 0\.5 s"):
+        loop.run_until_complete(transport.run(
+            ["sh", "-c", f"trap '' TERM; exec {marker}"], timeout=0.5))
+    left = loop.run_until_complete(transport.run(["ps", "-eo", "args"])).stdout
+    assert marker not in left

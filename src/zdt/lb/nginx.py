@@ -47,6 +47,7 @@ class NginxLB:
         self.binary = cfg.binary
         self.transport = transport         # this machine: `nginx -t` runs through it
         self._lock = asyncio.Lock()
+        self._signalled = False            # whether the reload under way sent its SIGHUP
 
     async def drain(self, servers: Sequence[Server]) -> None:
         await self._set(servers, down=True)
@@ -102,15 +103,20 @@ class NginxLB:
             if not self.loaded.exists():
                 self._record_loaded(text)      # what nginx was started with
             _write_atomically(self.upstream, changed)
+            self._signalled = False
             try:
                 await self._reload(wait_old=down)
                 self._record_loaded(changed)
             except BaseException:
                 # Whatever stopped the reload (nginx refusing, a kill not allowed, a
-                # cancel): the file goes back, and nginx is asked to read it again in case
-                # the first signal got through.
+                # cancel): the file goes back. If the signal went out, nginx may load the
+                # change yet, or the file put back, or neither: it is asked to read the
+                # file again, and until a drain or ready completes, what nginx routes is
+                # unknown (`pending`).
                 _write_atomically(self.upstream, text)
-                self._hup_quietly()
+                if self._signalled:
+                    _write_atomically(self.loaded, "unknown\n", mode=0o644)
+                    self._hup_quietly()
                 raise
 
     def _hup_quietly(self) -> None:
@@ -141,6 +147,7 @@ class NginxLB:
         old = set(_workers(master))
         try:
             os.kill(master, signal.SIGHUP)
+            self._signalled = True
         except OSError as exc:
             raise AdapterError(f"cannot signal nginx's master (pid {master}) to reload: "
                                f"{exc.strerror}; run zdt as nginx's user or root",

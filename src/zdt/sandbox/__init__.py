@@ -53,7 +53,7 @@ from zdt.sandbox.layout import (
     SandboxServer,
     write_files,
 )
-from zdt.sandbox.processes import Proc, started_processes, wait_gone
+from zdt.sandbox.processes import Proc, live_processes, started_processes, wait_gone
 from zdt.services.supervisor import call as supervisor_call
 
 READY_TIMEOUT = 15.0   # s; the sample service answers ~0.2 s after spawn, HAProxy in ~0.1 s
@@ -101,7 +101,7 @@ def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
     isolation.require()
     isolation.check_hidden([sys.executable, str(Path(__file__).resolve().parents[2])])
     _refuse_running(Path(dir).resolve())
-    isolation.destroy(Path(dir).resolve())   # what a sandbox that crashed here left
+    down(dir)   # what a sandbox that crashed here left: its network and stragglers
     with isolation.reserving():
         net = isolation.plan(nodes)
         return _up(dir, nodes, servers_per_node, admin, home_link, partitions, net, lb)
@@ -141,6 +141,11 @@ def down(dir: str | Path) -> dict:
     """Stop every process of the sandbox in `dir` by pid; safe to call any number of times."""
     d = Path(dir).resolve()
     procs = started_processes(d)
+    net = isolation.recorded(d)
+    if net is not None:   # and whatever else lives in its namespaces
+        known = {p.pid for p in procs}
+        procs += live_processes([p for p in isolation.pids_in(net) if p not in known],
+                                "process")
     # The servers get SIGTERM directly too, as supervisord would send them: supervisord
     # only notices its own SIGTERM on its next 1 s tick, but wakes at once when its
     # children's pipes close, so this makes `down` take milliseconds instead of ~2 s.

@@ -7,8 +7,10 @@ the node's root dirs `srv/`, `opt/` and `run/` are bound onto /srv, /opt and /ru
 home is /srv/app/home on every node, with different contents, as on separate machines.
 The node's sshd runs under that supervisord, so an SSH session sees what the servers see.
 
-What was made is written to D/network.json before it is made, so `down` removes it all
-(namespaces, the bridge and its links) even after a crash half-way.
+Each thing made is labelled (a link alias unique to this sandbox) and written to
+D/network.json as soon as it exists, so `down` removes it all (namespaces, the bridge and
+its links, every process inside) even after a crash half-way, and nothing of another
+sandbox that reuses the names.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import fcntl
 import json
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -50,6 +53,9 @@ class Network:
     bridge: str
     namespaces: tuple[str, ...]    # one per node, in node order
     links: tuple[str, ...]         # the root-namespace end of each node's veth pair
+    # Every link made is labelled with this (its alias): `down` removes only what bears
+    # its own label, never a later sandbox's objects that happen to have the same names.
+    label: str = ""
 
     @property
     def gateway(self) -> str:
@@ -81,7 +87,8 @@ def plan(nodes: int) -> Network:
         if f" 198.18.{subnet}." in used or f" {bridge}:" in links or spaces & set(names):
             continue
         return Network(subnet, bridge, names,
-                       tuple(f"zdt{subnet}v{i}" for i in range(1, nodes + 1)))
+                       tuple(f"zdt{subnet}v{i}" for i in range(1, nodes + 1)),
+                       f"zdt-sandbox-{secrets.token_hex(6)}")
     raise PreconditionError("no free /24 left in 198.18.0.0/16 for an isolated sandbox; "
                             "bring some down with `zdt sandbox down`")
 
@@ -101,10 +108,11 @@ def reserving() -> Iterator[None]:
 
 def create(d: Path, net: Network) -> None:
     """Make the bridge, and per node a namespace with a veth into it; each thing is
-    recorded in D/network.json as soon as it exists, and only then."""
-    made = Network(net.subnet, "", (), ())
+    labelled and recorded in D/network.json as soon as it exists."""
+    made = Network(net.subnet, "", (), (), net.label)
     _record(d, made)
     _ip(["link", "add", net.bridge, "type", "bridge"])
+    _ip(["link", "set", net.bridge, "alias", net.label])
     made = replace(made, bridge=net.bridge)
     _record(d, made)
     _ip(["addr", "add", f"{net.gateway}/24", "dev", net.bridge])
@@ -114,6 +122,8 @@ def create(d: Path, net: Network) -> None:
         made = replace(made, namespaces=(*made.namespaces, ns))
         _record(d, made)
         _ip(["link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        _ip(["link", "set", link, "alias", net.label])
+        _ip(["-n", ns, "link", "set", "eth0", "alias", net.label])
         made = replace(made, links=(*made.links, link))
         _record(d, made)
         _ip(["link", "set", link, "master", net.bridge])
@@ -124,20 +134,44 @@ def create(d: Path, net: Network) -> None:
             _ip(["-n", ns, *argv])
 
 
-def destroy(d: Path) -> None:
-    """Remove what D/network.json names; what is already gone is skipped, and a failure
-    to remove one thing does not keep the others (the record stays for another try)."""
+def recorded(d: Path) -> Network | None:
     path = d / "network.json"
     if not path.exists():
-        return
+        return None
     raw = json.loads(path.read_text())
+    return Network(raw["subnet"], raw["bridge"], tuple(raw["namespaces"]),
+                   tuple(raw["links"]), raw.get("label", ""))
+
+
+def owned_namespaces(net: Network) -> list[str]:
+    """The recorded namespaces that exist and are this sandbox's (their eth0's label)."""
     spaces = set(_ip(["netns", "list"]).stdout.split())
-    failed = []
+    return [ns for ns in net.namespaces
+            if ns in spaces and _labelled(["-n", ns], "eth0", net.label)]
+
+
+def pids_in(net: Network) -> list[int]:
+    """Every process in the sandbox's namespaces, however it got there (a daemon that
+    left its parent, a session's setsid child)."""
+    pids: list[int] = []
+    for ns in owned_namespaces(net):
+        pids += [int(x) for x in _ip(["netns", "pids", ns], check=False).stdout.split()]
+    return pids
+
+
+def destroy(d: Path) -> None:
+    """Remove what D/network.json names and bears this sandbox's label; what is already
+    gone is skipped, and a failed removal does not keep the others (the record stays for
+    another try)."""
+    net = recorded(d)
+    if net is None:
+        return
     # Deleting a namespace deletes its veth pair, both ends; a link whose namespace was
     # never made, and the bridge, are deleted by name.
-    removals = [["netns", "delete", ns] for ns in raw["namespaces"] if ns in spaces]
-    removals += [["link", "delete", name] for name in [*raw["links"], raw["bridge"]]
-                 if name and _ip(["link", "show", name], check=False).returncode == 0]
+    removals = [["netns", "delete", ns] for ns in owned_namespaces(net)]
+    removals += [["link", "delete", name] for name in [*net.links, net.bridge]
+                 if name and _labelled([], name, net.label)]
+    failed = []
     for argv in removals:
         done = _ip(argv, check=False)
         if done.returncode != 0 and "Cannot find" not in done.stderr:
@@ -145,7 +179,12 @@ def destroy(d: Path) -> None:
     if failed:
         raise ZdtError(f"{d}: could not remove all of the sandbox's network: "
                        f"{'; '.join(failed)}; run `zdt sandbox down --dir {d}` again")
-    path.unlink()
+    (d / "network.json").unlink()
+
+
+def _labelled(where: list[str], link: str, label: str) -> bool:
+    done = _ip([*where, "-d", "link", "show", "dev", link], check=False)
+    return done.returncode == 0 and bool(label) and f"alias {label}" in done.stdout
 
 
 def check_hidden(paths: list[str]) -> None:

@@ -49,6 +49,16 @@ def started_processes(d: Path) -> list[Proc]:
     return found + nginx + _children(parents) + workers
 
 
+def live_processes(pids: list[int], what: str) -> list[Proc]:
+    """The live processes among pids (found by another means than a pidfile)."""
+    found = []
+    for pid in pids:
+        stat = _stat(pid)
+        if stat is not None and stat[0] != "Z":
+            found.append(Proc(pid, stat[2], what))
+    return found
+
+
 def wait_gone(procs: list[Proc], timeout: float,
               each_poll: Callable[[], None] | None = None) -> list[Proc]:
     """Wait up to `timeout` s for the processes to exit; return those still alive.

@@ -16,7 +16,9 @@ import hashlib
 import os
 import shlex
 import shutil
+import signal
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,7 @@ class SSHTransport:
         async with self._gate:
             conn = await self.connection()
             self.round_trips += 1
+            began = time.monotonic()
             try:
                 done = await conn.run(shlex.join(sent), check=False, timeout=backstop,
                                       encoding="utf-8", errors="replace")
@@ -121,9 +124,12 @@ class SSHTransport:
             self._lost(force=True)     # the channel closed with no status: the link broke
             raise AdapterError(f"{self.node}: the connection to {self.address} broke while "
                                f"running {argv[0]}; its outcome is unknown")
-        status = done.exit_status if done.exit_status is not None else 255
+        status = _status(done.exit_status, done.exit_signal)
         result = Result(tuple(argv), status, str(done.stdout or ""), str(done.stderr or ""))
-        if timeout is not None and status in (124, 137):
+        # `timeout` exits 124 after its TERM, and dies of its own KILL (137) after -k;
+        # a command that exits so by itself, before the time is up, keeps its status.
+        if timeout is not None and status in (124, 137) and \
+                time.monotonic() - began >= timeout:
             raise CommandError(f"{self.node}: {argv[0]} timed out after {timeout:g} s",
                                result)
         if check and status != 0:
@@ -272,6 +278,18 @@ class SSHTransport:
             f"{self.node}: the host key of {a} is unknown ({verdict.get('unknown', '?')}, "
             f"not in {kh}); check it and add it to {kh}, or pass --accept-new-host-keys to "
             f"add first-seen keys; nothing was sent")
+
+
+def _status(exit_status: int | None, exit_signal: tuple[str, bool, str, str] | None) -> int:
+    """The exit status as a shell reports it: 128 + N for a process killed by signal N."""
+    if exit_status is not None and exit_status >= 0:
+        return exit_status
+    if exit_signal:
+        try:
+            return 128 + signal.Signals[f"SIG{exit_signal[0]}"].value
+        except KeyError:
+            pass
+    return 255
 
 
 def _why(exc: BaseException) -> str:
