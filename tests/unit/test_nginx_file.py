@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from zdt.lb.nginx import LINE, _mark
+from zdt.lb.nginx import LINE, _mark, _parts
 
 FILE = """# operators may comment
 upstream app {
     server 10.0.0.1:8001;  # web1-s1
     server 10.0.0.2:8001 down;  # web2-s1
-    server [2001:db8::3]:8001 weight=2;  # web3-s1
+    server [2001:db8::3]:8001 weight=2 max_fails=3;  # web3-s1
     server 10.0.0.4:8001;
+\tserver 10.0.0.5:8001 down weight=5;  # web5-s1
 }
 """
 
@@ -21,17 +22,19 @@ upstream app {
     ("    server 10.0.0.1:8001;  # web1-s1", "web1-s1", False),
     ("server 10.0.0.2:8001 down;#web2-s1", "web2-s1", True),
     ("\tserver a.example:80   down ;  #  x.y-1  ", "x.y-1", True),
+    ("    server 10.0.0.3:8001 weight=2 backup;  # web3-s1", "web3-s1", False),
+    ("    server 10.0.0.3:8001 down max_fails=1;  # web3-s1", "web3-s1", True),
 ])
 def test_lines_read(line: str, name: str, down: bool) -> None:
     m = LINE.match(line)
-    assert m is not None and m["name"] == name and (m["down"] is not None) == down
+    assert m is not None and m["name"] == name and _parts(m)[1] == down
 
 
 @pytest.mark.parametrize("line", [
     "    server 10.0.0.4:8001;",                        # no name: not zdt's to touch
-    "    server 10.0.0.3:8001 weight=2;  # web3-s1",    # parameters zdt would drop
     "    # server 10.0.0.1:8001;  # web1-s1",           # commented out
     "upstream app {  # web1-s1",
+    "    server ;  # web1-s1",                          # no address
 ])
 def test_lines_left_alone(line: str) -> None:
     assert LINE.match(line) is None
@@ -44,3 +47,11 @@ def test_marking_changes_one_line() -> None:
     assert _mark(FILE, "web2-s1", False) == FILE.replace("8001 down;  # web2-s1",
                                                          "8001;  # web2-s1")
     assert _mark(FILE, "nobody", True) == FILE
+
+
+def test_marking_keeps_parameters_and_indentation() -> None:
+    drained = _mark(FILE, "web3-s1", True)
+    assert "    server [2001:db8::3]:8001 weight=2 max_fails=3 down;  # web3-s1\n" in drained
+    assert _mark(drained, "web3-s1", False) == FILE
+    ready = _mark(FILE, "web5-s1", False)
+    assert "\tserver 10.0.0.5:8001 weight=5;  # web5-s1\n" in ready

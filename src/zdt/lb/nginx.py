@@ -32,8 +32,15 @@ from zdt.lb import LbState
 from zdt.transport import Transport
 
 RELOAD_TIMEOUT = 10.0    # s; for the master to start the new workers after a SIGHUP
-LINE = re.compile(r"^(?P<lead>\s*server\s+(?P<address>\S+?))(?P<down>\s+down)?\s*;"
-                  r"\s*#\s*(?P<name>\S+)\s*$")
+# `server ADDRESS [PARAMETER ...];  # NAME`: parameters (weight=, max_fails=, backup,
+# down) are kept, in their order; zdt adds or removes only `down`.
+LINE = re.compile(r"^(?P<indent>\s*)server\s+(?P<body>[^;#]+?)\s*;\s*#\s*(?P<name>\S+)\s*$")
+
+
+def _parts(m: re.Match[str]) -> tuple[list[str], bool]:
+    """The address and parameters but `down`, and whether `down` is there."""
+    words = m["body"].split()
+    return [w for w in words if w != "down"], "down" in words[1:]
 
 
 class NginxLB:
@@ -176,11 +183,11 @@ class NginxLB:
         for line in text.splitlines():
             m = LINE.match(line)
             if m:
-                marks[m["name"]] = m["down"] is not None
+                marks[m["name"]] = _parts(m)[1]
         return text, marks
 
     def _missing(self, server: Server) -> AdapterError:
-        return AdapterError(f"{self.upstream}: no line `server ADDRESS;  # "
+        return AdapterError(f"{self.upstream}: no line `server ADDRESS [PARAMETERS];  # "
                             f"{server.backend_name}` for server {server.name!r}; zdt marks "
                             f"servers down by that comment", retryable=False)
 
@@ -197,7 +204,8 @@ def _mark(text: str, name: str, down: bool) -> str:
     for line in text.splitlines(keepends=True):
         m = LINE.match(line.rstrip("\n"))
         if m and m["name"] == name:
-            line = f"{m['lead']}{' down' if down else ''};  # {name}\n"
+            words = _parts(m)[0] + (["down"] if down else [])
+            line = f"{m['indent']}server {' '.join(words)};  # {name}\n"
         out.append(line)
     return "".join(out)
 
