@@ -135,7 +135,7 @@ async def test_nginx_errors_leave_the_file_as_nginx_has_it(nsb: dict[str, Any]) 
     conf.write_text(good)
     # a server the file does not name
     upstream.write_text(original.replace("# node2-s1", "# someone-else"))
-    with pytest.raises(AdapterError, match="no line `server ADDRESS;  # node2-s1`"):
+    with pytest.raises(AdapterError, match=r"no line `server ADDRESS \[PARAMETERS\];  # node2-s1`"):
         await lb.state(server)
     upstream.write_text(original)
     # no nginx behind the pid file: said so, the file as it was
