@@ -25,32 +25,27 @@ from bench.common import measured
 from zdt import adapters, archive, sandbox, staging
 from zdt import domain as dm
 from zdt.rollout import RolloutRequest, Runner
+from zdt.transport.ssh import SSHTransport
 
 HEADER = ("| rollout over SSH | LB | state | requests | failed | wall s | out avg s | out max s |"
           " zdt ms/node | SSH commands/node |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
 
 
 class Counting:
-    """Keeps the transports zdt makes, to read their round-trip counters afterwards."""
+    """Builds zdt's adapters for the Runner and keeps their transports, to read their
+    round-trip counters afterwards."""
 
     def __init__(self) -> None:
-        self.made: list[dict[str, Any]] = []
-        self._original = adapters.transports
+        self.made: list[adapters.Adapters] = []
 
-    def __enter__(self) -> Counting:
-        def recording(domain: dm.Domain, connect: adapters.Connect | None = None
-                      ) -> dict[str, Any]:
-            made = self._original(domain, connect or adapters.Connect())
-            self.made.append(made)
-            return made
-        adapters.transports = recording  # type: ignore[assignment]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        adapters.transports = self._original  # type: ignore[assignment]
+    def build(self, domain: dm.Domain, connect: adapters.Connect) -> adapters.Adapters:
+        made = adapters.build(domain, connect)
+        self.made.append(made)
+        return made
 
     def take(self) -> int:
-        total = sum(t.round_trips for made in self.made for t in made.values())
+        total = sum(t.round_trips for made in self.made for t in made.transports.values()
+                    if isinstance(t, SSHTransport))
         self.made.clear()
         return total
 
@@ -63,16 +58,16 @@ def row(label: str, lb: str, r: dict[str, Any], commands: float) -> str:
 
 
 async def rollouts(info: dict[str, Any], runs: int, lb: str) -> list[str]:
-    runner = Runner(Path(info["domain"]))
+    counting = Counting()
+    runner = Runner(Path(info["domain"]), build_adapters=counting.build)
     v2 = RolloutRequest(("domain",), 10.0, kind="home", archive=info["archives"]["v2"])
     rows = []
-    with Counting() as counting:
-        for n in range(1, runs + 1):
-            up = await measured(info, lambda: runner.rollout(v2))
-            rows.append(row(f"home v1→v2 #{n}", lb, up, counting.take() / len(up["out"])))
-            back = await measured(info, lambda w=up["wid"]: _revert(runner, w))
-            back["out"], back["overhead"] = back["revert_out"], up["overhead"]
-            rows.append(row(f"revert #{n}", lb, back, counting.take() / len(back["out"])))
+    for n in range(1, runs + 1):
+        up = await measured(info, lambda: runner.rollout(v2))
+        rows.append(row(f"home v1→v2 #{n}", lb, up, counting.take() / len(up["out"])))
+        back = await measured(info, lambda w=up["wid"]: _revert(runner, w))
+        back["out"], back["overhead"] = back["revert_out"], up["overhead"]
+        rows.append(row(f"revert #{n}", lb, back, counting.take() / len(back["out"])))
     return rows
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,6 +45,13 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(live_app, name="live")
 app.command("stale")(stale)
 
+
+class SandboxLB(StrEnum):
+    haproxy = "haproxy"
+    nginx = "nginx"
+
+
+LbOpt = Annotated[SandboxLB, typer.Option("--lb", help="The load balancer in front.")]
 WidArg = Annotated[str, typer.Argument(metavar="ID", help="A workflow id (see `zdt history`).")]
 
 
@@ -151,17 +159,13 @@ def sandbox_up(
     isolated: Annotated[bool, typer.Option(
         "--isolated", help="Root: every node a network namespace of its own with sshd and "
         "private /srv, /opt, /run, reached over SSH.")] = False,
-    lb: Annotated[str, typer.Option(
-        "--lb", help="The load balancer in front: haproxy or nginx.")] = "haproxy",
+    lb: LbOpt = SandboxLB.haproxy,
     json_out: JsonOpt = False,
 ) -> None:
     """Start a local domain: a supervisord per node, sample service v1, HAProxy in front."""
     from zdt import sandbox
-    from zdt.errors import ConfigError
 
-    if lb not in ("haproxy", "nginx"):
-        raise ConfigError(f"--lb {lb}: the sandbox has haproxy or nginx")
-    info = sandbox.up(dir, nodes, servers_per_node, isolated=isolated, lb=lb)
+    info = sandbox.up(dir, nodes, servers_per_node, isolated=isolated, lb=lb.value)
     if json_out:
         print_json(info)
         return
@@ -196,17 +200,14 @@ def demo(
     nodes: Annotated[int, typer.Option(min=2, max=16)] = 3,
     isolated: Annotated[bool, typer.Option(
         "--isolated", help="Root: every node a network namespace reached over SSH.")] = False,
-    lb: Annotated[str, typer.Option("--lb", help="haproxy or nginx.")] = "haproxy",
+    lb: LbOpt = SandboxLB.haproxy,
     json_out: JsonOpt = False,
 ) -> None:
     """Sandbox up, steady HTTP load through the LB, rolling restart, report, sandbox down."""
     from zdt import demo as demo_module
-    from zdt.errors import ConfigError
 
-    if lb not in ("haproxy", "nginx"):
-        raise ConfigError(f"--lb {lb}: the sandbox has haproxy or nginx")
     result = demo_module.run(dir, nodes, console=None if json_out else out,
-                             isolated=isolated, lb=lb)
+                             isolated=isolated, lb=lb.value)
     if json_out:
         print_json(result)
     ok = result["failed_requests"] == 0 and \

@@ -45,21 +45,7 @@ async def preconditions(ctx: Context, plan: Plan, manifest: Manifest | None = No
                                                             for x in s.servers)]
     checks += [c for found in await each(_server(ctx, s) for s in targeted) for c in found]
     checks += await _others_serving(ctx, plan)
-    return checks + _same_home(checks)
-
-
-def _same_home(checks: list[Check]) -> list[Check]:
-    """The home is the same kind of thing (a dir, or a link to a release) on every node:
-    the steps that switch it are chosen once for the whole domain."""
-    kinds = {c.node: c.ok and c.detail.endswith(" (link)") for c in checks
-             if c.name == "home present"}
-    if len(set(kinds.values())) <= 1:
-        return []
-    links = sorted(str(n) for n, link in kinds.items() if link)
-    dirs = sorted(str(n) for n, link in kinds.items() if not link)
-    return [Check("same home on every node", False,
-                  f"the home is a symlink on {', '.join(links)} but a directory on "
-                  f"{', '.join(dirs)}; make the nodes alike first")]
+    return checks
 
 
 async def require(ctx: Context, plan: Plan, manifest: Manifest | None = None) -> None:

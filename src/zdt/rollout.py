@@ -162,6 +162,8 @@ class Runner:
     timing: Timing = REAL_TIME
     observer: Observer | None = None
     connect: adapter_factory.Connect = field(default_factory=adapter_factory.Connect)
+    build_adapters: Callable[[Domain, adapter_factory.Connect], adapter_factory.Adapters] = \
+        adapter_factory.build
 
     def prepare(self, request: RolloutRequest) -> Prepared:
         return prepare(self.domain_path, request)
@@ -192,7 +194,7 @@ class Runner:
     async def preview(self, request: RolloutRequest) -> dict[str, Any]:
         """Validate, check the preconditions, plan and estimate; change nothing."""
         p = self.prepare(request)
-        adapters = adapter_factory.build(p.domain, self.connect)
+        adapters = self.build_adapters(p.domain, self.connect)
         ctx = Context(p.domain, adapters.services, adapters.lb,
                       request.options(), self.timing,
                       adapters.transports, "preview", p.change, request.runtime_home, p.apps)
@@ -274,7 +276,7 @@ class Runner:
                    wid: str, action: str, change: HomeChange | None,
                    prepared: Prepared | None = None,
                    app_changes: tuple[AppChange, ...] = ()) -> str:
-        adapters = adapter_factory.build(domain, self.connect)
+        adapters = self.build_adapters(domain, self.connect)
         ctx = Context(domain, adapters.services, adapters.lb,
                       request.options(), self.timing,
                       adapters.transports, wid, change, request.runtime_home, app_changes)

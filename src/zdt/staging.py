@@ -7,7 +7,6 @@ whatever is missing on its own node.
 from __future__ import annotations
 
 import asyncio
-import posixpath
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -45,7 +44,7 @@ async def distribute(domain: Domain, archive: Path, transports: Mapping[str, Tra
 
     async def one(node: str) -> str:
         async with gate:
-            copied = [await _stage(transports[node], src, dst, sha, timeout)
+            copied = [await stage(transports[node], src, dst, sha, timeout)
                       for src, dst, sha in copies]
         return "copied" if any(copied) else "present"
 
@@ -55,12 +54,11 @@ async def distribute(domain: Domain, archive: Path, transports: Mapping[str, Tra
     return {n: r for n, r in zip(names, results, strict=True) if isinstance(r, str)}
 
 
-async def _stage(t: Transport, local: Path, remote: str, sha: str, timeout: float) -> bool:
+async def stage(t: Transport, local: Path, remote: str, sha: str,
+                timeout: float = 600.0) -> bool:
     """Make `remote` on the node hold `local`'s bytes; True when a copy was needed."""
     if await _node_sha256(t, remote, timeout) == sha:
         return False
-    # the Transport contract does not promise that put creates the parent dir
-    await t.run(["mkdir", "-p", "--", t.path(posixpath.dirname(remote))], timeout=timeout)
     try:
         async with asyncio.timeout(timeout):
             await t.put(str(local), remote)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -43,4 +43,18 @@ async def poll(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], tim
         if left <= 0:
             return False, result
         await timing.sleep(min(interval, left))
+        interval = min(interval * 1.5, MAX_POLL)
+
+
+def polls(timeout: float) -> Iterator[None]:
+    """The same rhythm for code without an event loop (the sandbox): yield, then sleep
+    10 ms, growing to 100 ms, until `timeout` s have passed."""
+    deadline = time.monotonic() + timeout
+    interval = FIRST_POLL
+    while True:
+        yield
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(interval, left))
         interval = min(interval * 1.5, MAX_POLL)

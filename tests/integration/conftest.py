@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from zdt import sandbox
+from zdt import http, sandbox
 from zdt.load import Load
 
 
@@ -49,6 +51,17 @@ def running_sandbox(base: Path, nodes: int = 3, servers_per_node: int = 1,
 
 
 ZDT = [sys.executable, "-m", "zdt.cli"]
+
+# The isolated sandbox: network namespaces and mounts need root, the nodes need sshd.
+# `.ci/run` runs as root and installs OpenSSH.
+needs_isolation = pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists(),
+    reason="needs root (network namespaces, mounts) and OpenSSH's sshd")
+
+
+async def served(info: dict[str, Any], n: int = 12) -> set[str]:
+    """The versions the LB answers with, over n requests (round-robin)."""
+    return {json.loads((await http.get(info["lb_url"])).body)["version"] for _ in range(n)}
 
 
 def zdt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

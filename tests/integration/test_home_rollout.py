@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import running_sandbox, zdt
-from zdt import http
+from conftest import running_sandbox, served, zdt
 from zdt.lb.haproxy import HAProxy
 from zdt.load import Load
 
@@ -41,11 +40,6 @@ def sb_link(short_dir: Path) -> Iterator[dict[str, Any]]:
 def rollout(sb: dict[str, Any], archive: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return zdt("rollout", "home", "-d", sb["domain"], "--targets", "cluster1", "--archive",
                sb["archives"][archive], "--shutdown-timeout", "10", "--json", *extra)
-
-
-async def served(sb: dict[str, Any], n: int = 12) -> set[str]:
-    """The versions HAProxy's backend answers with, over n requests (round-robin)."""
-    return {json.loads((await http.get(sb["lb_url"])).body)["version"] for _ in range(n)}
 
 
 def homes(sb: dict[str, Any]) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Iterator
 from http.client import HTTPConnection, RemoteDisconnected
@@ -17,7 +16,7 @@ import pytest
 
 from conftest import running_sandbox, zdt, zdt_under_load
 from zdt import domain as dm
-from zdt import http
+from zdt import http, procfs
 from zdt.errors import AdapterError
 from zdt.lb.nginx import NginxLB
 from zdt.transport.local import LocalTransport
@@ -42,17 +41,8 @@ def digest(path: str) -> str:
 def workers(info: dict[str, Any]) -> set[int]:
     """nginx's workers that take connections (not the old ones shutting down)."""
     master = int(Path(info["dir"], "nginx", "nginx.pid").read_text())
-    found = set()
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            title = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2:].split()[1]) == master and \
-                b"shutting down" not in title:
-            found.add(int(entry))
-    return found
+    return {pid for pid in procfs.children(master)
+            if "shutting down" not in procfs.cmdline(pid)}
 
 
 class KeptAlive:

@@ -19,21 +19,16 @@ from typing import Any
 
 import pytest
 
-from conftest import ZDT, running_sandbox, zdt, zdt_under_load
-from zdt import adapters, http, sandbox
+from conftest import ZDT, needs_isolation, running_sandbox, served, zdt, zdt_under_load
+from zdt import adapters, http, procfs, sandbox
 from zdt import domain as dm
 from zdt.load import Load
 from zdt.rollout import open_journal
 from zdt.sandbox.isolated import wait_sshd
-from zdt.sandbox.processes import Proc, _stat, wait_gone
-from zdt.sandbox.processes import _children as descendants
+from zdt.sandbox.processes import live_processes, wait_gone
 from zdt.services.supervisor import call as supervisor_call
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists(),
-                       reason="needs root (network namespaces, mounts) and OpenSSH's sshd"),
-]
+pytestmark = [pytest.mark.integration, needs_isolation]
 
 
 @pytest.fixture
@@ -52,8 +47,9 @@ async def on_nodes(info: dict[str, Any], argv: list[str]) -> dict[str, str]:
             await t.close()
 
 
-async def served(info: dict[str, Any], n: int = 9) -> set[str]:
-    return {json.loads((await http.get(info["lb_url"])).body)["version"] for _ in range(n)}
+async def homes(info: dict[str, Any]) -> set[str]:
+    """The versions of the homes, as each node sees its /srv/app/home."""
+    return set((await on_nodes(info, ["cat", "/srv/app/home/VERSION"])).values())
 
 
 def home(info: dict[str, Any], *extra: str) -> list[str]:
@@ -78,9 +74,8 @@ def sshd_pid(info: dict[str, Any], name: str) -> int:
 def kill_sshd(info: dict[str, Any], name: str) -> None:
     """SIGKILL the node's sshd and every session it forked: the node is unreachable."""
     pid = sshd_pid(info, name)
-    stat = _stat(pid)
-    assert stat is not None
-    procs = [Proc(pid, stat[2], "sshd"), *descendants({pid})]
+    procs = live_processes([pid, *procfs.descendants({pid})], "sshd")
+    assert procs and procs[0].pid == pid
     for p in procs:
         p.signal(signal.SIGKILL)
     assert wait_gone(procs, 5.0) == []
@@ -95,7 +90,7 @@ def wait_step(info: dict[str, Any], done: Any, timeout: float = 60.0) -> None:
     """Poll the journal until `done(steps)` holds for the workflow running now."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (info["dir"] and Path(info["dir"], "state", "journal.db").exists()):
+        if Path(info["dir"], "state", "journal.db").exists():
             journal = open_journal(Path(info["domain"]))
             try:
                 holder = journal.holder()
@@ -107,22 +102,30 @@ def wait_step(info: dict[str, Any], done: Any, timeout: float = 60.0) -> None:
     raise AssertionError("the workflow never reached the awaited step")
 
 
+def rollout_losing_node2(isb: dict[str, Any], *extra: str) -> subprocess.Popen[str]:
+    """A home rollout in the background whose node2 loses its sshd (and sessions) as
+    node1's visit ends."""
+    proc = subprocess.Popen([*ZDT, *home(isb, *extra)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_step(isb, lambda steps: any(
+        s.node == "node1" and s.name == "start" and s.state == "done" for s in steps))
+    kill_sshd(isb, "node2")
+    return proc
+
+
 async def test_home_rollout_and_revert_over_ssh(isb: dict[str, Any]) -> None:
-    assert await on_nodes(isb, ["cat", "/srv/app/home/VERSION"]) == dict.fromkeys(
-        ("node1", "node2", "node3"), "v1")
+    assert await homes(isb) == {"v1"}
     result = await zdt_under_load(isb["lb_url"], *home(isb))
     assert result.returncode == 0, result.stderr
     wid = json.loads(result.stdout)["id"]
     # the same path on every node, each node's own private copy of it
-    assert await on_nodes(isb, ["cat", "/srv/app/home/VERSION"]) == dict.fromkeys(
-        ("node1", "node2", "node3"), "v2")
+    assert await homes(isb) == {"v2"}
     assert {(Path(n["home"]) / "VERSION").read_text().strip() for n in isb["nodes"]} == {"v2"}
     assert await served(isb) == {"v2"}
     reverted = await zdt_under_load(isb["lb_url"], "revert", wid, "-d", isb["domain"], "--json")
     assert reverted.returncode == 0, reverted.stderr
     assert json.loads(reverted.stdout)["state"] == "reverted"
-    assert await on_nodes(isb, ["cat", "/srv/app/home/VERSION"]) == dict.fromkeys(
-        ("node1", "node2", "node3"), "v1")
+    assert await homes(isb) == {"v1"}
     assert await served(isb) == {"v1"}
 
 
@@ -133,8 +136,7 @@ async def test_broken_release_over_ssh_is_reverted(isb: dict[str, Any]) -> None:
                                   "--retries", "0")
     assert result.returncode == 1
     assert json.loads(result.stdout)["state"] == "reverted"
-    assert await on_nodes(isb, ["cat", "/srv/app/home/VERSION"]) == dict.fromkeys(
-        ("node1", "node2", "node3"), "v1")
+    assert await homes(isb) == {"v1"}
     assert await served(isb) == {"v1"}
 
 
@@ -147,7 +149,7 @@ async def test_combined_update_over_ssh(isb: dict[str, Any]) -> None:
     report = json.loads(result.stdout)
     drains = [s for s in report["steps"] if s["name"] == "drain"]
     assert [s["node"] for s in drains] == ["node1", "node2", "node3"]   # once per node
-    assert set((await on_nodes(isb, ["cat", "/srv/app/home/VERSION"])).values()) == {"v2"}
+    assert await homes(isb) == {"v2"}
     scripts = await on_nodes(isb, ["grep", "-rh", "JAVA_HOME=", "/srv/app/home/bin"])
     assert all(isb["runtime_home"] in text for text in scripts.values()), scripts
     replies = [json.loads((await http.get(isb["lb_url"])).body) for _ in range(6)]
@@ -159,11 +161,8 @@ async def test_sshd_killed_mid_rollout_then_revert(isb: dict[str, Any]) -> None:
     automatic revert cannot reach node2 and says so; with sshd back, `zdt revert` ends
     it. The LB keeps serving throughout."""
     async with Load(isb["lb_url"], concurrency=3, rate_per_worker=40) as load:
-        proc = subprocess.Popen([*ZDT, *home(isb, "--retries", "1", "--retry-delay", "0.3")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        await asyncio.to_thread(wait_step, isb, lambda steps: any(
-            s.node == "node1" and s.name == "start" and s.state == "done" for s in steps))
-        kill_sshd(isb, "node2")
+        proc = await asyncio.to_thread(rollout_losing_node2, isb, "--retries", "1",
+                                       "--retry-delay", "0.3")
         out, err = await asyncio.to_thread(proc.communicate, timeout=120)
         assert proc.returncode == 1, err
         report = json.loads(out)
@@ -180,7 +179,7 @@ async def test_sshd_killed_mid_rollout_then_revert(isb: dict[str, Any]) -> None:
         assert json.loads(again.stdout)["state"] == "reverted", again.stderr
     assert load.stats.failed == 0, load.stats.errors
     assert load.stats.requests > 30
-    assert set((await on_nodes(isb, ["cat", "/srv/app/home/VERSION"])).values()) == {"v1"}
+    assert await homes(isb) == {"v1"}
     assert await served(isb) == {"v1"}
 
 
@@ -189,12 +188,8 @@ async def test_sshd_killed_without_auto_revert_waits_then_resumes(isb: dict[str,
     """With --no-auto-revert the workflow waits in `failed`, holding the domain; once sshd
     is back, `zdt resume` finishes it."""
     async with Load(isb["lb_url"], concurrency=3, rate_per_worker=40) as load:
-        proc = subprocess.Popen([*ZDT, *home(isb, "--retries", "1", "--retry-delay", "0.3",
-                                             "--no-auto-revert")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        await asyncio.to_thread(wait_step, isb, lambda steps: any(
-            s.node == "node1" and s.name == "start" and s.state == "done" for s in steps))
-        kill_sshd(isb, "node2")
+        proc = await asyncio.to_thread(rollout_losing_node2, isb, "--retries", "1",
+                                       "--retry-delay", "0.3", "--no-auto-revert")
         out, err = await asyncio.to_thread(proc.communicate, timeout=120)
         assert proc.returncode == 1, err
         report = json.loads(out)
@@ -207,18 +202,15 @@ async def test_sshd_killed_without_auto_revert_waits_then_resumes(isb: dict[str,
                                         "--json")
         assert json.loads(again.stdout)["state"] == "succeeded", again.stderr
     assert load.stats.failed == 0, load.stats.errors
-    assert set((await on_nodes(isb, ["cat", "/srv/app/home/VERSION"])).values()) == {"v2"}
+    assert await homes(isb) == {"v2"}
 
 
 async def test_sshd_back_during_retries_the_rollout_goes_on(isb: dict[str, Any]) -> None:
     """The connection is opened again by the next attempt: sshd restarted while node2's
     step is being retried lets the same workflow finish."""
     async with Load(isb["lb_url"], concurrency=3, rate_per_worker=40) as load:
-        proc = subprocess.Popen([*ZDT, *home(isb, "--retries", "10", "--retry-delay", "0.3")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        await asyncio.to_thread(wait_step, isb, lambda steps: any(
-            s.node == "node1" and s.name == "start" and s.state == "done" for s in steps))
-        kill_sshd(isb, "node2")
+        proc = await asyncio.to_thread(rollout_losing_node2, isb, "--retries", "10",
+                                       "--retry-delay", "0.3")
         await asyncio.to_thread(wait_step, isb, lambda steps: any(
             s.node == "node2" and s.attempts >= 2 for s in steps))
         start_sshd(isb, "node2")
@@ -226,7 +218,7 @@ async def test_sshd_back_during_retries_the_rollout_goes_on(isb: dict[str, Any])
     assert proc.returncode == 0, err
     assert json.loads(out)["state"] == "succeeded"
     assert load.stats.failed == 0, load.stats.errors
-    assert set((await on_nodes(isb, ["cat", "/srv/app/home/VERSION"])).values()) == {"v2"}
+    assert await homes(isb) == {"v2"}
 
 
 def test_host_keys_are_verified(isb: dict[str, Any], tmp_path: Path) -> None:
@@ -334,7 +326,7 @@ def check_down_leaves_nothing(info: dict[str, Any], short_dir: Path) -> None:
     assert len(inside) >= 2 + 2 + 2 + 2              # supervisords, sshds, servers, sleeps
     r = zdt("sandbox", "down", "--dir", str(short_dir / "sb"))
     assert r.returncode == 0, r.stderr
-    assert [p for p in inside if _stat(p) is not None and _stat(p)[0] != "Z"] == []
+    assert [p for p in inside if procfs.stat(p) is not None and procfs.stat(p).state != "Z"] == []
     spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(ns in spaces for ns in net["namespaces"])
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
@@ -359,7 +351,7 @@ async def test_home_rollout_revert_and_broken_over_ssh_behind_nginx(short_dir: P
         assert "198.18." in upstream               # nginx reaches the nodes' own addresses
         result = await zdt_under_load(info["lb_url"], *home(info))
         assert result.returncode == 0, result.stderr
-        assert set((await on_nodes(info, ["cat", "/srv/app/home/VERSION"])).values()) == {"v2"}
+        assert await homes(info) == {"v2"}
         assert await served(info) == {"v2"}
         assert Path(info["nginx_upstream"]).read_text() == upstream
         wid = json.loads(result.stdout)["id"]
@@ -371,7 +363,7 @@ async def test_home_rollout_revert_and_broken_over_ssh_behind_nginx(short_dir: P
         broken = await zdt_under_load(info["lb_url"], *argv, "--health-timeout", "2",
                                       "--retries", "0")
         assert json.loads(broken.stdout)["state"] == "reverted"
-        assert set((await on_nodes(info, ["cat", "/srv/app/home/VERSION"])).values()) == {"v1"}
+        assert await homes(info) == {"v1"}
         assert await served(info) == {"v1"}
         assert Path(info["nginx_upstream"]).read_text() == upstream
 

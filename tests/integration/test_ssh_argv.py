@@ -6,7 +6,6 @@ domain filled with hostile values stays one argument per item."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,17 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import running_sandbox
+from conftest import needs_isolation, running_sandbox
 from zdt import adapters
 from zdt import domain as dm
 from zdt.errors import CommandError
 from zdt.services.commands import fill
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists(),
-                       reason="needs root (network namespaces, mounts) and OpenSSH's sshd"),
-]
+pytestmark = [pytest.mark.integration, needs_isolation]
 
 HOSTILE = st.sampled_from([" ", "'", '"', ";", "$(", ")", "`", "\n", "\t", "*", "?", "&",
                            "|", ">", "<", "\\", "#", "~", "-", "--", "$HOME", "!", "{", "}"])

@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from zdt import procfs
 from zdt.domain import Domain, Server
 from zdt.errors import AdapterError, StepError
 from zdt.lb import LbState
@@ -196,7 +197,7 @@ class NginxLB:
             pid = int(self.pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if "nginx: master" in _cmdline(pid) else None
+        return pid if "nginx: master" in procfs.cmdline(pid) else None
 
 
 def _mark(text: str, name: str, down: bool) -> str:
@@ -221,38 +222,18 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            errors="replace")
-    except OSError:
-        return ""
-
-
 def _workers(master: int) -> list[int]:
     """The master's children that are workers (not the cache manager or loader)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == master and fields[0] != "Z" and \
-                "worker process" in _cmdline(int(entry)):
-            found.append(int(entry))
-    return found
+    return [pid for pid in procfs.children(master) if "worker process" in procfs.cmdline(pid)]
 
 
 def _accepting(pid: int) -> bool:
-    title = _cmdline(pid)
+    title = procfs.cmdline(pid)
     return "worker process" in title and "is shutting down" not in title
 
 
 def _shutting_down(master: int) -> int:
-    return sum(1 for pid in _workers(master) if "is shutting down" in _cmdline(pid))
+    return sum(1 for pid in _workers(master) if "is shutting down" in procfs.cmdline(pid))
 
 
 def _established(host: str, port: int) -> int:

@@ -31,11 +31,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import xmlrpc.client
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -55,6 +53,7 @@ from zdt.sandbox.layout import (
 )
 from zdt.sandbox.processes import Proc, live_processes, started_processes, wait_gone
 from zdt.services.supervisor import call as supervisor_call
+from zdt.waiting import polls
 
 READY_TIMEOUT = 15.0   # s; the sample service answers ~0.2 s after spawn, HAProxy in ~0.1 s
 STOP_TIMEOUT = 10.0    # s; the sample service stops in milliseconds when idle
@@ -114,7 +113,7 @@ def _up(dir: str | Path, nodes: int, servers_per_node: int, admin: bool, home_li
                          addresses=net.addresses if net else (), lb=lb)
     _check_paths(layout)
     _refuse_running(layout.dir)
-    haproxy = _nginx_binary() if lb == "nginx" else _haproxy_binary()
+    lb_binary = _lb_binary(lb)
     # A report left by an earlier sandbox here would describe processes that are gone.
     (layout.dir / "sandbox.json").unlink(missing_ok=True)
     write_files(layout)
@@ -127,7 +126,7 @@ def _up(dir: str | Path, nodes: int, servers_per_node: int, admin: bool, home_li
         # The inputs are built while the processes start: that is mostly waiting.
         with ThreadPoolExecutor(max_workers=1) as pool:
             building = pool.submit(inputs.build, layout.dir)
-            pids = _start(layout, haproxy, net)  # if this fails, the pool still waits for
+            pids = _start(layout, lb_binary, net)  # if this fails, the pool still waits for
             archives = building.result()    # the build before `down` below
     except BaseException:
         down(layout.dir)
@@ -206,24 +205,17 @@ def _refuse_running(d: Path) -> None:
                           f"run `zdt sandbox down --dir {d}` first, or choose another --dir")
 
 
-def _haproxy_binary() -> str:
-    # /usr/sbin is not on a normal user's PATH on Debian, but haproxy runs fine from there.
-    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+def _lb_binary(lb: str) -> str:
+    """The LB's executable (haproxy or nginx, which are also their Debian packages)."""
+    # /usr/sbin is not on a normal user's PATH on Debian, but both run fine from there.
+    found = shutil.which(lb) or shutil.which(lb, path="/usr/sbin:/usr/local/sbin")
     if not found:
-        raise PreconditionError("haproxy is not installed (Debian/Ubuntu: "
-                                "`apt-get install haproxy`); the sandbox needs it as its LB")
+        raise PreconditionError(f"{lb} is not installed (Debian/Ubuntu: `apt-get install "
+                                f"{lb}`); the sandbox needs it as its LB")
     return found
 
 
-def _nginx_binary() -> str:
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-    if not found:
-        raise PreconditionError("nginx is not installed (Debian/Ubuntu: `apt-get install "
-                                "nginx`); `--lb nginx` needs it")
-    return found
-
-
-def _start(layout: Layout, haproxy: str, net: isolation.Network | None) -> dict:
+def _start(layout: Layout, lb_binary: str, net: isolation.Network | None) -> dict:
     # Nodes are independent: starting their supervisords side by side saves ~0.1 s each.
     with ThreadPoolExecutor(max_workers=len(layout.nodes)) as pool:
         pids = list(pool.map(lambda node: _start_supervisord(layout, node, net),
@@ -234,14 +226,14 @@ def _start(layout: Layout, haproxy: str, net: isolation.Network | None) -> dict:
     supervisords = dict(zip(layout.nodes, pids, strict=True))
     if layout.lb == "nginx":
         conf = layout.dir / "nginx" / "nginx.conf"
-        _spawn_daemon([haproxy, "-e", str(layout.dir / "nginx" / "error.log"), "-c", str(conf)],
+        _spawn_daemon([lb_binary, "-e", str(layout.dir / "nginx" / "error.log"), "-c", str(conf)],
                       layout.dir / "nginx" / "nginx.out", "nginx")
         nginx = _wait_pidfile(layout.dir / "nginx" / "nginx.pid")
         _wait_answers(f"http://127.0.0.1:{layout.lb_port}/health", "nginx")
         return {"supervisord": supervisords, "nginx": nginx}
     cfg = layout.dir / "haproxy" / "haproxy.cfg"
     pidfile = layout.dir / "haproxy" / "haproxy.pid"
-    _spawn_daemon([haproxy, "-D", "-p", str(pidfile), "-f", str(cfg)],
+    _spawn_daemon([lb_binary, "-D", "-p", str(pidfile), "-f", str(cfg)],
                   layout.dir / "haproxy" / "haproxy.out", "haproxy")
     haproxy_pids = _wait_pidfile(pidfile)
     _wait_lb_up(layout)
@@ -249,7 +241,7 @@ def _start(layout: Layout, haproxy: str, net: isolation.Network | None) -> dict:
 
 
 def _wait_answers(url: str, what: str) -> None:
-    for _ in _polls(READY_TIMEOUT):
+    for _ in polls(READY_TIMEOUT):
         if _answers(url):
             return
     raise ZdtError(f"{what} does not answer {url} after {READY_TIMEOUT:.0f} s")
@@ -266,7 +258,7 @@ def _start_supervisord(layout: Layout, node: str, net: isolation.Network | None)
     # Ask it something: this proves the socket works, and the request wakes its main
     # loop, which otherwise spawns the autostart programs only after its first 1 s poll.
     sock = str(layout.supervisor_socket(node))
-    for _ in _polls(SPAWN_TIMEOUT):
+    for _ in polls(SPAWN_TIMEOUT):
         try:
             supervisor_call(sock, "getState")
             return pid
@@ -293,7 +285,7 @@ def _spawn_daemon(argv: list[str], out: Path, what: str) -> None:
 
 def _wait_pidfile(pidfile: Path) -> list[int]:
     # A daemon's foreground part may exit before the daemon has written its pidfile.
-    for _ in _polls(SPAWN_TIMEOUT):
+    for _ in polls(SPAWN_TIMEOUT):
         try:
             pids = [int(x) for x in pidfile.read_text().split()]
         except (FileNotFoundError, ValueError):
@@ -305,7 +297,7 @@ def _wait_pidfile(pidfile: Path) -> list[int]:
 
 def _wait_healthy(layout: Layout) -> None:
     waiting = list(layout.servers)
-    for _ in _polls(READY_TIMEOUT):
+    for _ in polls(READY_TIMEOUT):
         waiting = [s for s in waiting
                    if not _answers(f"http://{layout.host(s.node)}:{s.port}/health")]
         if not waiting:
@@ -327,7 +319,7 @@ def _answers(url: str) -> bool:
 def _wait_lb_up(layout: Layout) -> None:
     wanted = {s.name for s in layout.servers if s.lb}
     status: dict[str, str] = {}
-    for _ in _polls(READY_TIMEOUT):
+    for _ in polls(READY_TIMEOUT):
         try:
             rows = parse_stat(_haproxy_command(layout.haproxy_socket, f"show stat {BACKEND} 4 -1"))
         except (OSError, ValueError):
@@ -351,19 +343,6 @@ def _haproxy_command(sock: Path, line: str, timeout: float = 2.0) -> str:
         while chunk := s.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks).decode(errors="replace")
-
-
-def _polls(timeout: float) -> Iterator[None]:
-    """Yield until `timeout` s have passed, sleeping 10 ms, then up to 100 ms, between."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        yield
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, 0.1)
 
 
 def _report(layout: Layout, pids: dict, archives: dict[str, Path],

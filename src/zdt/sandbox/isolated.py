@@ -30,6 +30,7 @@ from pathlib import Path
 
 from zdt.errors import PreconditionError, ZdtError
 from zdt.sandbox.layout import Layout, sshd_config
+from zdt.waiting import polls
 
 MOUNTS = ("srv", "opt", "run")
 # The one shell script here: binds the node's dirs, then becomes the command ("$@").
@@ -232,20 +233,15 @@ def write_ssh(layout: Layout) -> None:
 
 
 def wait_sshd(address: str, timeout: float) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
+    for _ in polls(timeout):
         try:
             with socket.create_connection((address, 22), timeout=1.0) as s:
                 if s.recv(4).startswith(b"SSH-"):
                     return
         except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise ZdtError(f"sshd at {address}:22 does not answer after {timeout:.0f} s; "
-                           f"see the node's var/log/sshd.log")
-        time.sleep(0.05)
+            continue
+    raise ZdtError(f"sshd at {address}:22 does not answer after {timeout:.0f} s; "
+                   f"see the node's var/log/sshd.log")
 
 
 def _keygen(path: Path, comment: str) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+
+from zdt import procfs
+from zdt.waiting import polls
 
 
 @dataclass(frozen=True)
@@ -23,9 +25,9 @@ class Proc:
     what: str     # "supervisord", "haproxy" or "server"
 
     def alive(self) -> bool:
-        stat = _stat(self.pid)
+        st = procfs.stat(self.pid)
         # A zombie has exited; it only waits to be reaped by its parent (often init).
-        return stat is not None and stat[2] == self.start and stat[0] != "Z"
+        return st is not None and st.start == self.start and st.state != "Z"
 
     def signal(self, signum: int) -> None:
         if self.alive():
@@ -45,18 +47,15 @@ def started_processes(d: Path) -> list[Proc]:
     found += _verified(d / "haproxy" / "haproxy.pid", d / "haproxy" / "haproxy.cfg", "haproxy")
     nginx = _verified(d / "nginx" / "nginx.pid", d / "nginx" / "nginx.conf", "nginx")
     parents = {p.pid for p in found if p.what == "supervisord"}
-    workers = [replace(p, what="nginx worker") for p in _children({p.pid for p in nginx})]
-    return found + nginx + _children(parents) + workers
+    workers = _descendants({p.pid for p in nginx}, "nginx worker")
+    return found + nginx + _descendants(parents, "server") + workers
 
 
 def live_processes(pids: list[int], what: str) -> list[Proc]:
     """The live processes among pids (found by another means than a pidfile)."""
-    found = []
-    for pid in pids:
-        stat = _stat(pid)
-        if stat is not None and stat[0] != "Z":
-            found.append(Proc(pid, stat[2], what))
-    return found
+    stats = {pid: procfs.stat(pid) for pid in pids}
+    return [Proc(pid, st.start, what) for pid, st in stats.items()
+            if st is not None and st.state != "Z"]
 
 
 def wait_gone(procs: list[Proc], timeout: float,
@@ -65,17 +64,13 @@ def wait_gone(procs: list[Proc], timeout: float,
 
     `each_poll` runs before every check while some are left (to nudge them along).
     """
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
+    for _ in polls(timeout):   # 10 ms first: an idle daemon exits in milliseconds
         left = [p for p in procs if p.alive()]
-        remaining = deadline - time.monotonic()
-        if not left or remaining <= 0:
-            return left
+        if not left:
+            return []
         if each_poll is not None:
             each_poll()
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, 0.1)  # 10 ms first: an idle daemon exits in milliseconds
+    return [p for p in procs if p.alive()]
 
 
 def _verified(pidfile: Path, config: Path, what: str) -> list[Proc]:
@@ -83,45 +78,9 @@ def _verified(pidfile: Path, config: Path, what: str) -> list[Proc]:
         pids = [int(word) for word in pidfile.read_text().split()]
     except (OSError, ValueError):
         return []
-    procs = []
-    for pid in pids:
-        stat = _stat(pid)
-        if stat is not None and stat[0] != "Z" and str(config) in _cmdline(pid):
-            procs.append(Proc(pid, stat[2], what))
-    return procs
+    return [p for p in live_processes(pids, what) if str(config) in procfs.cmdline(p.pid)]
 
 
-def _children(parents: set[int]) -> list[Proc]:
+def _descendants(parents: set[int], what: str) -> list[Proc]:
     """Every live descendant (servers, an isolated node's sshd and its sessions)."""
-    stats = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _stat(int(entry))
-            if stat is not None and stat[0] != "Z":
-                stats[int(entry)] = stat
-    found: list[Proc] = []
-    seen = set(parents)
-    while parents:
-        parents = {pid for pid, stat in stats.items() if stat[1] in parents} - seen
-        seen |= parents
-        found += [Proc(pid, stats[pid][2], "server") for pid in sorted(parents)]
-    return found
-
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, start time) of a process, or None if there is no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (field 2) is in parentheses and may itself contain spaces or ')'.
-    fields = text[text.rindex(")") + 2:].split()
-    return fields[0], int(fields[1]), int(fields[19])
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            errors="replace")
-    except OSError:
-        return ""
+    return live_processes(procfs.descendants(parents), what)

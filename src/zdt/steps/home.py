@@ -25,7 +25,7 @@ from typing import Any
 from zdt.archive import Manifest, manifest_path
 from zdt.errors import StepError
 from zdt.plan import StepSpec
-from zdt.staging import staged_path
+from zdt.staging import stage, staged_path
 from zdt.steps import Context, HomeChange, Step, StepClass, lb, nodefs, restart
 from zdt.transport import Transport
 
@@ -117,15 +117,9 @@ class Extract(_NodeStep):
                             "staged file changed? it will be staged again on retry")
 
     async def _stage(self) -> str:
-        p, t = self.paths, self.t
-        if await nodefs.sha256(t, p.staged) == self.change.sha256:
-            return "present"
-        await nodefs.mkdir(t, posixpath.dirname(p.staged))
-        await t.put(self.change.archive, p.staged)
-        if await nodefs.sha256(t, p.staged) != self.change.sha256:
-            raise StepError(f"{t.node}: {p.staged} does not have the archive's digest after "
-                            "the copy; check the node's disk")
-        return "copied"
+        copied = await stage(self.t, Path(self.change.archive), self.paths.staged,
+                             self.change.sha256)
+        return "copied" if copied else "present"
 
     async def revert(self) -> dict[str, Any] | None:
         p, t = self.paths, self.t

@@ -89,11 +89,6 @@ async def link(t: Transport, link_path: str, target: str) -> None:
     await t.run(["ln", "-sn", target, t.path(link_path)], timeout=30)
 
 
-async def sha256(t: Transport, path: str) -> str | None:
-    r = await t.run(["sha256sum", t.path(path)], check=False, timeout=TIMEOUT)
-    return r.stdout.split()[0] if r.returncode == 0 and r.stdout.strip() else None
-
-
 async def listdir(t: Transport, path: str) -> list[str]:
     r = await t.run(["ls", "-1A", t.path(path)], check=False, timeout=30)
     return r.stdout.splitlines() if r.returncode == 0 else []

@@ -27,7 +27,8 @@ class Transport(Protocol):
         ...
 
     async def put(self, local: str, remote: str) -> None:
-        """Copy a local file to a path on the node (atomically: temp file + rename)."""
+        """Copy a local file, with its mode, to a path on the node, creating the parent
+        dir; atomically (temp file + rename), so `remote` is never half a copy."""
         ...
 
     def path(self, remote: str) -> str:

@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import shlex
 import shutil
 import signal
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
+from zdt.archive import sha256_file
 from zdt.domain import Domain, SSHAddress
 from zdt.errors import AdapterError, CommandError, PreconditionError
 from zdt.transport import Result
@@ -138,35 +139,40 @@ class SSHTransport:
         return result
 
     async def put(self, local: str, remote: str) -> None:
-        """Upload to a temp file beside `remote`, check its sha256 on the node, rename."""
-        digest = await asyncio.to_thread(_sha256, Path(local))
+        """Upload to a temp file beside `remote` with its mode, check its sha256 on the
+        node, then rename it over `remote`: one SFTP session and one command."""
+        digest, _ = await asyncio.to_thread(sha256_file, Path(local))
+        mode = Path(local).stat().st_mode & 0o777
         parent, name = os.path.split(remote)
         tmp = os.path.join(parent, f".{name}.zdt-put")
-        await self.run(["mkdir", "-p", parent or "/"])
         try:
-            await self._upload(local, tmp)
+            async with self._sftp() as sftp:
+                await sftp.makedirs(parent or "/", exist_ok=True)
+                await sftp.put(local, tmp)
+                await sftp.chmod(tmp, mode)
             got = (await self.run(["sha256sum", tmp])).stdout.split()[:1]
             if got != [digest]:
                 raise AdapterError(f"{self.node}: {remote}: the upload's sha256 is {got[:1]}, "
                                    f"not {digest}; the copy was removed, try again")
-            mode = oct(Path(local).stat().st_mode & 0o777)[2:]
-            await self.run(["chmod", mode, tmp])
-            await self.run(["mv", "-fT", tmp, remote])
+            async with self._sftp() as sftp:
+                await sftp.posix_rename(tmp, remote)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.run(["rm", "-f", tmp], check=False, timeout=30)
             raise
 
-    async def _upload(self, local: str, tmp: str) -> None:
+    @contextlib.asynccontextmanager
+    async def _sftp(self) -> AsyncIterator[asyncssh.SFTPClient]:
+        """An SFTP session on the node's connection; its failures are AdapterErrors."""
         async with self._gate:
             conn = await self.connection()
             self.round_trips += 1
             try:
                 async with asyncio.timeout(UPLOAD_TIMEOUT), conn.start_sftp_client() as sftp:
-                    await sftp.put(local, tmp, preserve=False)
+                    yield sftp
             except (asyncssh.Error, OSError, TimeoutError) as exc:
                 self._lost()
-                raise AdapterError(f"{self.node}: cannot upload {local} to {tmp}: "
+                raise AdapterError(f"{self.node}: file transfer to {self.address} failed: "
                                    f"{_why(exc)}") from exc
 
     async def unix_socket(self, remote: str) -> str:
@@ -300,14 +306,6 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     return str(exc) or type(exc).__name__
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _known_name(host: str, port: int | None) -> str:
