@@ -78,7 +78,8 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(
 
         slow.settimeout(5)
         answer = b"".join(iter(lambda: slow.recv(65536), b""))
-    assert answer.startswith(b"HTTP/1.0 200 ")
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"Connection: close" in answer
     assert b'"server": "s1"' in answer
     assert proc.wait(timeout=5) == 0
     with pytest.raises(ConnectionRefusedError):
@@ -122,3 +123,68 @@ def test_a_broken_home_serves_but_fails_its_health_check(home: Path) -> None:
         proc.terminate()
         proc.communicate(timeout=5)
     assert proc.returncode == 0
+
+
+def _answers(sock: socket.socket, count: int) -> list[bytes]:
+    """Read `count` answers of the sample service (each has a Content-Length) off sock."""
+    data, answers = b"", []
+    while len(answers) < count:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if sep:
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            if len(rest) >= length:
+                answers.append(head + sep + rest[:length])
+                data = rest[length:]
+                continue
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return answers
+
+
+def test_keep_alive_serves_requests_one_after_another_and_pipelined(
+        service: tuple[subprocess.Popen[str], str]) -> None:
+    proc, url = service
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        for _ in range(3):
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            [answer] = _answers(conn, 1)
+            assert answer.startswith(b"HTTP/1.1 200 ") and b"Connection:" not in answer
+        conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        assert [a.split(b"\r\n")[0] for a in _answers(conn, 2)] == [b"HTTP/1.1 200 OK"] * 2
+        # An HTTP/1.0 client that asks for keep-alive is told it got it.
+        conn.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert b"Connection: keep-alive" in _answers(conn, 1)[0]
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert f'"pid": {proc.pid}'.encode() in _answers(conn, 1)[0]
+
+
+def test_sigterm_closes_idle_keep_alive_connections_and_answers_in_flight_with_close(
+        service: tuple[subprocess.Popen[str], str]) -> None:
+    proc, url = service
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as idle, \
+            socket.create_connection(("127.0.0.1", port), timeout=5) as busy:
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert len(_answers(idle, 1)) == 1              # served, then kept open, idle
+        busy.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert len(_answers(busy, 1)) == 1
+        busy.sendall(b"GET /slow?ms=400 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert get(url + "health")[0] == 200            # accepted later, so /slow is in flight
+        proc.send_signal(signal.SIGTERM)
+        assert idle.recv(1) == b""                      # closed by the server, not reset
+        [answer] = _answers(busy, 1)
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in answer
+        assert busy.recv(1) == b""
+    assert proc.wait(timeout=5) == 0
+
+
+def test_the_listen_backlog_holds_a_burst_of_connections(
+        service: tuple[subprocess.Popen[str], str]) -> None:
+    _, url = service
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    listening = subprocess.run(["ss", "-Hltn", "sport", "=", f":{port}"], capture_output=True,
+                               text=True, check=True).stdout.split()
+    assert listening[0] == "LISTEN" and int(listening[2]) == 1024   # Send-Q: the backlog
