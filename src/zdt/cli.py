@@ -27,6 +27,7 @@ from zdt.cli_common import (
     out,
     print_json,
     print_summary,
+    print_witness,
 )
 from zdt.cli_live import live_app, stale
 from zdt.cli_rollout import archive_app, preview_app, rollout_app
@@ -105,7 +106,7 @@ def status(
     if json_out:
         print_json(summary)
         return
-    print_summary(summary)
+    print_summary(summary, with_witness=False)
     if summary["interrupted"]:
         out.print(f"  interrupted: no zdt process runs it; `zdt resume {wid}` or "
                   f"`zdt revert {wid}` finishes it", style="yellow", highlight=False)
@@ -116,6 +117,8 @@ def status(
                       "" if st["duration"] is None else f"{st['duration']:.3f}",
                       escape((st["error"] or "")[:60]))
     out.print(table)
+    if summary["witness"] is not None:
+        print_witness(summary["witness"])
 
 
 def _status(journal: Journal, wid: str) -> dict[str, Any]:

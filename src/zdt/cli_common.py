@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from zdt import report
+from zdt import report, witness
 from zdt.errors import ZdtError
 from zdt.rollout import open_journal
 
@@ -67,7 +67,7 @@ def finish(domain: Path, wid: str, json_out: bool, *, revert: bool = False) -> N
     raise typer.Exit(0 if state == wanted else EXIT_FOR_STATE.get(state, 1))
 
 
-def print_summary(s: dict[str, Any]) -> None:
+def print_summary(s: dict[str, Any], *, with_witness: bool = True) -> None:
     colour = "green" if s["state"] == "succeeded" else "red"
     out.print(f"workflow [bold]{s['id']}[/] ({s['kind']}): [{colour}]{s['state']}[/] "
               f"in {s['duration'] or 0:.2f} s", highlight=False)
@@ -78,12 +78,37 @@ def print_summary(s: dict[str, Any]) -> None:
                   highlight=False)
     if s["error"]:
         out.print(f"  {escape(s['error'])}", style="red", highlight=False)
+    w = s.get("witness")
     if s["nodes"]:
-        table = Table("node", "servers", "wall s", "out of rotation s", "zdt overhead ms")
-        for v in s["nodes"]:
-            oor = "-" if v["out_of_rotation"] is None else f"{v['out_of_rotation']:.3f}"
-            table.add_row(v["node"], ", ".join(v["servers"]), f"{v['wall']:.3f}", oor,
-                          f"{v['overhead'] * 1000:.1f}")
-        out.print(table)
+        print_visits(s["nodes"], w)
+    if w is not None and with_witness:
+        print_witness(w)
+
+
+def print_visits(nodes: list[dict[str, Any]], w: dict[str, Any] | None) -> None:
+    """Per node visit: times, and what the LB saw while the node was out."""
+    seen = {v["group"]: v for v in (w or {}).get("visits", [])}
+    table = Table("node", "servers", "wall s", "out s", "zdt ms", "in rotation", "LB requests",
+                  "LB errors", caption="out: out of rotation; in rotation: the backend's "
+                  "servers left in rotation meanwhile; LB: what the load balancer counted "
+                  "meanwhile", caption_justify="left")
+    for v in nodes:
+        oor = "-" if v["out_of_rotation"] is None else f"{v['out_of_rotation']:.3f}"
+        lb = seen.get(v["visit"], {})
+        share = (f"{lb['in_rotation']}/{lb['backend_servers']}" if "in_rotation" in lb
+                 else "-")
+        errors = lb.get("errors")
+        table.add_row(escape(v["node"]), escape(", ".join(v["servers"])), f"{v['wall']:.3f}",
+                      oor, f"{v['overhead'] * 1000:.1f}", share,
+                      str(lb["requests"]) if "requests" in lb else "-",
+                      "-" if errors is None else
+                      (f"[red]{errors}[/]" if errors else "0"))
+    out.print(table)
+
+
+def print_witness(w: dict[str, Any]) -> None:
+    bad = "unavailable" not in w and (w["errors"] or w["retries"] or w["redispatches"])
+    colour = "red" if bad else ("yellow" if "unavailable" in w else "green")
+    out.print(f"[{colour}]{escape(witness.sentence(w))}[/]", highlight=False)
 
 

@@ -51,6 +51,9 @@ PauseAfter = Annotated[int | None, typer.Option(
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Preview only: change nothing.")]
 HealthTimeout = Annotated[float, typer.Option(help="Seconds for a started server to answer "
                                                    "its health URL with 200.")]
+FailOnLbErrors = Annotated[bool, typer.Option(
+    "--fail-on-lb-errors", help="Errors the load balancer counted while a node was out "
+    "(connection, response, 5xx, server aborts) fail that node's ready step.")]
 
 
 @preview_app.callback()
@@ -87,6 +90,7 @@ def restart(
     allow_downtime: AllowDowntime = False,
     pause_after: PauseAfter = None,
     health_timeout: HealthTimeout = 30.0,
+    fail_on_lb_errors: FailOnLbErrors = False,
     partitions: Annotated[str | None, typer.Option(
         help="Restart only these partitions of the targeted servers, comma-separated.")]
     = None,
@@ -99,6 +103,7 @@ def restart(
     request = RolloutRequest(tuple(targets.split(",")), shutdown_timeout, retries, retry_delay,
                              delay_between_nodes, auto_revert, allow_downtime,
                              pause_after=pause_after, health_timeout=health_timeout,
+                             fail_on_lb_errors=fail_on_lb_errors,
                              partitions=tuple(p for p in (partitions or "").split(",") if p))
     _go(ctx, _domain(ctx, domain), request, dry_run, json_out,
         Connect(accept_new_host_keys, parallel))
@@ -124,6 +129,7 @@ def home(
     allow_downtime: AllowDowntime = False,
     pause_after: PauseAfter = None,
     health_timeout: HealthTimeout = 30.0,
+    fail_on_lb_errors: FailOnLbErrors = False,
     dry_run: DryRun = False,
     json_out: JsonOpt = False,
     accept_new_host_keys: AcceptNew = False,
@@ -134,7 +140,8 @@ def home(
                              delay_between_nodes, auto_revert, allow_downtime, kind="home",
                              archive=str(archive), backup_dir=backup_dir, rollback=rollback,
                              session_compatible=session_compatible, pause_after=pause_after,
-                             health_timeout=health_timeout)
+                             health_timeout=health_timeout,
+                             fail_on_lb_errors=fail_on_lb_errors)
     _go(ctx, _domain(ctx, domain), request, dry_run, json_out,
         Connect(accept_new_host_keys, parallel))
 
@@ -153,6 +160,7 @@ def runtime(
     allow_downtime: AllowDowntime = False,
     pause_after: PauseAfter = None,
     health_timeout: HealthTimeout = 30.0,
+    fail_on_lb_errors: FailOnLbErrors = False,
     dry_run: DryRun = False,
     json_out: JsonOpt = False,
     accept_new_host_keys: AcceptNew = False,
@@ -162,6 +170,7 @@ def runtime(
     request = RolloutRequest(tuple(targets.split(",")), shutdown_timeout, retries, retry_delay,
                              delay_between_nodes, auto_revert, allow_downtime, kind="runtime",
                              pause_after=pause_after, health_timeout=health_timeout,
+                             fail_on_lb_errors=fail_on_lb_errors,
                              runtime_home=runtime_home)
     _go(ctx, _domain(ctx, domain), request, dry_run, json_out,
         Connect(accept_new_host_keys, parallel))
@@ -180,6 +189,7 @@ def apps(
     allow_downtime: AllowDowntime = False,
     pause_after: PauseAfter = None,
     health_timeout: HealthTimeout = 30.0,
+    fail_on_lb_errors: FailOnLbErrors = False,
     dry_run: DryRun = False,
     json_out: JsonOpt = False,
     accept_new_host_keys: AcceptNew = False,
@@ -189,6 +199,7 @@ def apps(
     request = RolloutRequest(tuple(targets.split(",")), shutdown_timeout, retries, retry_delay,
                              delay_between_nodes, auto_revert, allow_downtime, kind="apps",
                              pause_after=pause_after, health_timeout=health_timeout,
+                             fail_on_lb_errors=fail_on_lb_errors,
                              apps=str(apps_json))
     _go(ctx, _domain(ctx, domain), request, dry_run, json_out,
         Connect(accept_new_host_keys, parallel))
@@ -214,6 +225,7 @@ def update(
     allow_downtime: AllowDowntime = False,
     pause_after: PauseAfter = None,
     health_timeout: HealthTimeout = 30.0,
+    fail_on_lb_errors: FailOnLbErrors = False,
     dry_run: DryRun = False,
     json_out: JsonOpt = False,
     accept_new_host_keys: AcceptNew = False,
@@ -224,7 +236,8 @@ def update(
                              delay_between_nodes, auto_revert, allow_downtime, kind="update",
                              archive=str(archive) if archive else None, backup_dir=backup_dir,
                              rollback=rollback, pause_after=pause_after,
-                             health_timeout=health_timeout, runtime_home=runtime_home,
+                             health_timeout=health_timeout,
+                             fail_on_lb_errors=fail_on_lb_errors, runtime_home=runtime_home,
                              apps=str(apps_json) if apps_json else None)
     _go(ctx, _domain(ctx, domain), request, dry_run, json_out,
         Connect(accept_new_host_keys, parallel))

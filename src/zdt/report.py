@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from zdt import witness
 from zdt.journal import Journal, StepRecord, WorkflowRecord
 
 
@@ -31,6 +32,7 @@ def workflow(journal: Journal, wid: str) -> dict[str, Any]:
         "nodes": node_visits(steps, events),
         "facts": [{"step": e["step"], "name": e["message"], **(e["data"] or {})}
                   for e in events if e["kind"] == "facts"],
+        "witness": witness.summarize(events),
     }
 
 
@@ -68,7 +70,7 @@ def node_visits(steps: list[StepRecord], events: list[dict[str, Any]]) -> list[d
         out = _out_of_rotation(mine, forward, backward, events)
         servers = sorted({x for s in mine for x in s.servers})
         done = {e["step"] for e in events if e["kind"] == "step" and e["message"] == "done"}
-        visits.append({"node": mine[0].node, "servers": servers,
+        visits.append({"visit": group, "node": mine[0].node, "servers": servers,
                        "wall": round(end - start, 4),
                        "out_of_rotation": None if out is None else round(out, 4),
                        "overhead": round(max(0.0, end - start - inside), 4),

@@ -26,6 +26,7 @@ from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionErro
 from zdt.journal import DomainLock, Journal, StepRecord, WorkflowRecord
 from zdt.steps import Context, HomeChange, Options, catalog, hooks
 from zdt.waiting import REAL_TIME, Timing
+from zdt.witness import Witness
 
 KINDS = ("restart", "home", "runtime", "apps", "update")
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
@@ -53,6 +54,7 @@ class RolloutRequest:
     runtime_home: str | None = None
     apps: str | None = None              # the apps.json of an apps rollout (local path)
     partitions: tuple[str, ...] = ()     # a restart of these partitions only
+    fail_on_lb_errors: bool = False      # errors the LB saw during a visit fail its ready
 
     def options(self) -> Options:
         return Options(shutdown_timeout=self.timeout, start_timeout=self.start_timeout,
@@ -277,9 +279,12 @@ class Runner:
                    prepared: Prepared | None = None,
                    app_changes: tuple[AppChange, ...] = ()) -> str:
         adapters = self.build_adapters(domain, self.connect)
+        witness = Witness(adapters.lb, journal, wid, action,
+                          fail_on_errors=request.fail_on_lb_errors)
         ctx = Context(domain, adapters.services, adapters.lb,
                       request.options(), self.timing,
-                      adapters.transports, wid, change, request.runtime_home, app_changes)
+                      adapters.transports, wid, change, request.runtime_home, app_changes,
+                      witness)
         policy = Policy(retries=request.retries, retry_delay=request.retry_delay,
                         auto_revert=request.auto_revert,
                         delay_between_nodes=request.delay_between_nodes,
@@ -292,10 +297,12 @@ class Runner:
                 recorded = {**asdict(request), "change": asdict(change) if change else None,
                             "app_changes": [asdict(a) for a in app_changes]}
                 journal.create(wid, request.kind, domain.source, recorded, prepared.plan.steps)
+            await witness.mark("start")
             if action == "revert":
                 state = await engine.revert(wid)
             else:
                 state = await (engine.resume(wid) if action == "resume" else engine.run(wid))
+            await witness.mark("end")
             await _final_hooks(ctx, journal, wid, state)
             return state
         finally:

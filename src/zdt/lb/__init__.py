@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from zdt.domain import Server
@@ -29,6 +29,36 @@ class LbState:
                                           or self.status == "no check")
 
 
+@dataclass(frozen=True)
+class Counts:
+    """What the LB itself counted for a server or the backend since it started: the
+    witness of a rollout is the difference between two readings."""
+
+    requests: int = 0
+    connection_errors: int = 0    # could not connect to a server (HAProxy econ)
+    response_errors: int = 0      # a server's answer broke off or was bad (eresp)
+    http_5xx: int = 0             # 5xx answers sent to clients, the LB's own 503s included
+    retries: int = 0              # connections the LB retried (wretr): errors it hid
+    redispatches: int = 0         # requests it sent to another server (wredis)
+    client_aborts: int = 0        # transfers the client ended early (cli_abrt)
+    server_aborts: int = 0        # transfers the server ended early (srv_abrt)
+    queue_max: int = 0            # the queue's high-water mark (a maximum, not a count)
+
+
+COUNT_FIELDS = tuple(f for f in Counts.__dataclass_fields__ if f != "queue_max")
+
+
+@dataclass(frozen=True)
+class Counters:
+    """One reading of the LB's counters: the backend's, each server's (by the LB's name),
+    and which servers were in rotation at that instant."""
+
+    source: str                                  # "HAProxy backend app"
+    backend: Counts
+    servers: Mapping[str, Counts] = field(default_factory=dict)
+    in_rotation: tuple[str, ...] = ()
+
+
 class LoadBalancer(Protocol):
     """Servers are taken out and put back together (one nginx reload for all the servers
     of a node)."""
@@ -42,6 +72,10 @@ class LoadBalancer(Protocol):
         ...
 
     async def state(self, server: Server) -> LbState:
+        ...
+
+    async def counters(self) -> Counters | str:
+        """The LB's own counters now; or, when it keeps none zdt can read, why not."""
         ...
 
     async def close(self) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from zdt.domain import Domain, Server
 from zdt.errors import AdapterError
-from zdt.lb import LbState
+from zdt.lb import Counters, LbState
 from zdt.transport import Transport
 
 
@@ -42,6 +42,9 @@ class CommandLB:
             raise AdapterError(f"the LB state command for {server.name} printed "
                                f"{result.stdout.strip()[:120]!r}, not the JSON object "
                                '{"admin", "status", "sessions", "queued"}') from exc
+
+    async def counters(self) -> Counters | str:
+        return "a command load balancer reports no counters zdt can read"
 
     async def close(self) -> None:
         """Nothing held."""

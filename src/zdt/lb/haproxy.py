@@ -5,6 +5,7 @@ after answering, so the end of the answer needs no parsing. Commands used (HAPro
 
   set server <backend>/<server> state drain|ready   answers nothing on success
   show stat <backend> 4 -1                          CSV, servers of one backend (type 4)
+  show stat <backend> 6 -1                          the same and the BACKEND row (2 | 4)
   show servers state <backend>                      version line, "# " header, rows
 
 The parsers are plain functions on text so that code without an event loop (the sandbox)
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 
 from zdt.domain import Server
 from zdt.errors import AdapterError
-from zdt.lb import LbState
+from zdt.lb import Counters, Counts, LbState
 
 COMMAND_TIMEOUT = 5.0   # s; the CLI answers in microseconds unless HAProxy is wedged
 # HAProxy accepts 10 connections on a stats socket by default (`stats maxconn`) and drops
@@ -71,6 +72,45 @@ def parse_servers_state(text: str) -> dict[str, int]:
     return states
 
 
+# Counts field → `show stat` column. req_tot is counted in HTTP mode; in TCP mode stot
+# (sessions) stands in for it.
+_COLUMNS = {"requests": "req_tot", "connection_errors": "econ", "response_errors": "eresp",
+            "http_5xx": "hrsp_5xx", "retries": "wretr", "redispatches": "wredis",
+            "client_aborts": "cli_abrt", "server_aborts": "srv_abrt", "queue_max": "qmax"}
+
+
+def parse_counts(row: dict[str, str]) -> Counts:
+    values = {name: _int(row.get(column)) for name, column in _COLUMNS.items()}
+    if not row.get("req_tot"):
+        values["requests"] = _int(row.get("stot"))
+    return Counts(**values)
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
+def parse_counters(text: str, admin: dict[str, int], source: str) -> Counters:
+    """`show stat BACKEND 6 -1` and `show servers state BACKEND` → one reading."""
+    if not text.startswith("# "):
+        raise ValueError(text.strip() or "empty answer")
+    backend, servers, serving = None, {}, []
+    for row in csv.DictReader(text[2:].splitlines()):
+        name = row.get("svname")
+        if name == "BACKEND":
+            backend = parse_counts(row)
+        elif name and name != "FRONTEND":
+            servers[name] = parse_counts(row)
+            if lb_state(row, admin.get(name, 0)).in_rotation:
+                serving.append(name)
+    if backend is None:
+        raise ValueError("no BACKEND row")
+    return Counters(source, backend, servers, tuple(serving))
+
+
 def lb_state(row: dict[str, str], admin_bits: int) -> LbState:
     return LbState(admin=admin_state(admin_bits), status=row.get("status", ""),
                    sessions=int(row.get("scur") or 0), queued=int(row.get("qcur") or 0))
@@ -116,6 +156,18 @@ class HAProxy:
                 f"{self.backend!r}: {exc}; check [lb] backend in domain.toml against the "
                 f"HAProxy config", retryable=False) from exc
         return {name: lb_state(row, bits.get(name, 0)) for name, row in rows.items()}
+
+    async def counters(self) -> Counters | str:
+        stat, admin = await asyncio.gather(
+            self.command(f"show stat {self.backend} 6 -1"),
+            self.command(f"show servers state {self.backend}"))
+        try:
+            return parse_counters(stat, parse_servers_state(admin),
+                                  f"HAProxy backend {self.backend}")
+        except ValueError as exc:
+            raise AdapterError(f"HAProxy (socket {self.socket_path}) cannot report the "
+                               f"counters of backend {self.backend!r}: {exc}",
+                               retryable=False) from exc
 
     async def close(self) -> None:
         """Nothing to release: every command uses its own connection."""

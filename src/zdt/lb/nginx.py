@@ -29,7 +29,7 @@ from pathlib import Path
 from zdt import procfs
 from zdt.domain import Domain, Server
 from zdt.errors import AdapterError, StepError
-from zdt.lb import LbState
+from zdt.lb import Counters, LbState
 from zdt.transport import Transport
 
 RELOAD_TIMEOUT = 10.0    # s; for the master to start the new workers after a SIGHUP
@@ -87,6 +87,10 @@ class NginxLB:
 
     def _record_loaded(self, text: str) -> None:
         _write_atomically(self.loaded, _digest(text) + "\n", mode=0o644)
+
+    async def counters(self) -> Counters | str:
+        return ("open-source nginx keeps no per-server counters zdt can read (no "
+                "witness for this workflow)")
 
     async def close(self) -> None:
         """Nothing held."""

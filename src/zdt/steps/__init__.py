@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from zdt.domain import Domain, Server
 from zdt.errors import StepError
@@ -18,6 +18,9 @@ from zdt.plan import StepSpec
 from zdt.services import ServiceManager
 from zdt.transport import Transport
 from zdt.waiting import Timing
+
+if TYPE_CHECKING:
+    from zdt.witness import Witness
 
 T = TypeVar("T")
 
@@ -107,6 +110,7 @@ class Context:
     change: HomeChange | None = None
     runtime_home: str | None = None     # a runtime rollout's new runtime (node path)
     apps: tuple[Any, ...] = ()          # an apps rollout's AppChange entries
+    witness: Witness | None = None      # reads the LB's counters at each drain and ready
 
     def servers(self, names: tuple[str, ...]) -> list[Server]:
         return [self.domain.server(n) for n in names]

@@ -37,6 +37,9 @@ class Drain(ServersStep):
         return await lb.drained(self.ctx, self.servers)
 
     async def execute(self) -> dict[str, Any] | None:
+        if self.ctx.witness is not None:      # the visit's window opens before the drain
+            await self.ctx.witness.mark("drain", node=self.spec.node, group=self.spec.group,
+                                        out=[s.backend_name for s in self.servers])
         return await lb.drain(self.ctx, self.servers)
 
 
@@ -75,6 +78,18 @@ class Ready(ServersStep):
 
     async def execute(self) -> dict[str, Any] | None:
         await lb.ready(self.ctx, self.servers)
+        witness = self.ctx.witness
+        if witness is None:
+            return None
+        await witness.mark("ready", node=self.spec.node, group=self.spec.group)
+        visit = witness.visit(self.spec.group)
+        if witness.fail_on_errors and visit is not None and visit.get("errors"):
+            raise StepError(
+                f"{visit['node']}: the load balancer saw {visit['errors']} error(s) while the "
+                f"node was out of rotation ({visit['connection_errors']} connection, "
+                f"{visit['response_errors']} response, {visit['http_5xx']} 5xx, "
+                f"{visit['server_aborts']} aborted by a server); --fail-on-lb-errors",
+                retryable=False)
         return None
 
 

@@ -1,0 +1,124 @@
+"""The LB's witness: HAProxy's counters parsed, differences over runs and node visits."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import pytest
+
+from zdt import witness
+from zdt.lb import Counts
+from zdt.lb.haproxy import parse_counters
+
+HEADER = ("# pxname,svname,qcur,qmax,scur,stot,econ,eresp,wretr,wredis,status,hrsp_5xx,"
+          "req_tot,cli_abrt,srv_abrt,")
+
+
+def stat(*rows: str) -> str:
+    return "\n".join([HEADER, *rows, ""])
+
+
+def test_show_stat_rows_become_counts_for_the_backend_and_each_server() -> None:
+    text = stat("app,s1,0,3,1,100,2,1,0,0,UP,4,98,5,1,",
+                "app,s2,0,0,0,50,0,0,0,0,DOWN,0,50,0,0,",
+                "app,s3,0,0,0,7,0,0,0,0,UP,0,7,0,0,",
+                "app,BACKEND,0,9,1,157,2,1,0,0,UP,6,155,5,1,")
+    c = parse_counters(text, {"s3": 0x08}, "HAProxy backend app")   # s3 drained
+    assert c.backend == Counts(requests=155, connection_errors=2, response_errors=1,
+                               http_5xx=6, client_aborts=5, server_aborts=1, queue_max=9)
+    assert c.servers["s1"] == Counts(98, 2, 1, 4, 0, 0, 5, 1, 3)
+    assert c.in_rotation == ("s1",)          # s2 is DOWN, s3 drained
+
+
+def test_tcp_mode_counts_sessions_as_requests() -> None:
+    text = stat("app,s1,0,0,0,40,0,0,0,0,UP,,,0,0,", "app,BACKEND,0,0,0,40,0,0,0,0,UP,,,0,0,")
+    assert parse_counters(text, {}, "x").backend.requests == 40
+
+
+@pytest.mark.parametrize("text", ["Unknown command\n", "",
+                                  stat("app,s1,0,0,0,1,0,0,0,0,UP,0,1,0,0,")])
+def test_an_answer_without_a_backend_row_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_counters(text, {}, "x")
+
+
+def reading(requests: int, econ: int = 0, http_5xx: int = 0, *, qmax: int = 0,
+            in_rotation: tuple[str, ...] = ("s1", "s2", "s3")) -> dict[str, Any]:
+    backend = Counts(requests=requests, connection_errors=econ, http_5xx=http_5xx,
+                     queue_max=qmax)
+    per = Counts(requests=requests // 3, connection_errors=econ, http_5xx=http_5xx)
+    return {"source": "HAProxy backend app", "backend": asdict(backend),
+            "servers": {s: asdict(per) for s in ("s1", "s2", "s3")},
+            "in_rotation": list(in_rotation)}
+
+
+def event(at: str, counters: dict[str, Any] | None, *, group: int | None = None,
+          node: str | None = None, out: tuple[str, ...] = (), action: str = "run",
+          **extra: Any) -> dict[str, Any]:
+    data = {"at": at, "action": action, "group": group, "node": node, "out": list(out),
+            **extra}
+    if counters is not None:
+        data["counters"] = counters
+    return {"kind": "witness", "message": at, "data": data, "ts": 0.0, "step": None}
+
+
+def test_a_run_and_its_visits_add_up_with_the_node_out_and_the_share_in_rotation() -> None:
+    events = [event("start", reading(1000)),
+              event("drain", reading(1100), group=0, node="node1", out=("s1",)),
+              {"kind": "step", "message": "done", "data": None, "ts": 0.0, "step": 1},
+              event("ready", reading(1500, econ=2, http_5xx=2, qmax=4), group=0, node="node1"),
+              event("drain", reading(1600, 2, 2, qmax=4), group=1, node="node2", out=("s2",)),
+              event("ready", reading(1900, 2, 2, qmax=4), group=1, node="node2"),
+              event("end", reading(2000, 2, 2, qmax=4))]
+    w = witness.summarize(events)
+    assert w is not None
+    assert (w["requests"], w["connection_errors"], w["http_5xx"], w["errors"]) == (1000, 2, 2, 4)
+    assert (w["complete"], w["queue_max"], w["queue_max_rose"]) == (True, 4, True)
+    assert w["error_visits"] == ["node1"]
+    first, second = w["visits"]
+    assert (first["node"], first["requests"], first["errors"], first["in_rotation"],
+            first["backend_servers"]) == ("node1", 400, 4, 2, 3)
+    assert first["error_servers"] == {"s1": 4, "s2": 4, "s3": 4}
+    assert (second["requests"], second["errors"], second["error_servers"]) == (300, 0, {})
+    assert "1,000 requests" in witness.sentence(w)
+    assert "2 connection errors" in witness.sentence(w)
+    assert "errors while node1 was out" in witness.sentence(w)
+
+
+def test_a_crashed_run_counts_to_its_last_reading_and_a_resume_adds_its_own() -> None:
+    events = [event("start", reading(0)),
+              event("drain", reading(100), group=0, node="node1", out=("s1",)),
+              # zdt killed here: no ready, no end
+              event("start", reading(500), action="resume"),
+              event("ready", reading(600), group=0, node="node1"),
+              event("end", reading(700), action="resume")]
+    w = witness.summarize(events)
+    assert w is not None
+    assert [(r["action"], r["complete"], r["requests"]) for r in w["runs"]] == [
+        ("run", False, 100), ("resume", True, 200)]
+    assert (w["requests"], w["complete"]) == (300, False)
+    assert w["visits"][0]["requests"] == 500     # the visit spans the crash
+    assert "without its last reading" in witness.sentence(w)
+
+
+def test_counters_that_went_back_make_the_window_unknown_not_negative() -> None:
+    events = [event("start", reading(5000)), event("end", reading(10))]
+    w = witness.summarize(events)
+    assert w is not None and w["runs"][0]["reset"] is True
+    assert w["unavailable"] == "the counters were reset"
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    ({"unsupported": "open-source nginx keeps no counters"}, "open-source nginx keeps no"),
+    ({"error": "cannot reach HAProxy's admin socket"}, "cannot reach HAProxy"),
+])
+def test_an_lb_that_cannot_witness_says_so(extra: dict[str, Any], why: str) -> None:
+    events = [event("start", None, **extra), event("end", None, **extra)]
+    w = witness.summarize(events)
+    assert w is not None and why in w["unavailable"]
+    assert witness.sentence(w).startswith("no witness from the load balancer: ")
+
+
+def test_no_reading_no_witness() -> None:
+    assert witness.summarize([]) is None
