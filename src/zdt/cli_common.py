@@ -76,6 +76,8 @@ def print_summary(s: dict[str, Any], *, with_witness: bool = True) -> None:
         out.print(f"  home → {change['version']} (sha256 {change['sha256'][:16]}…)"
                   + (", a rollback to an older release" if change.get("rollback") else ""),
                   highlight=False)
+    for warning in s.get("warnings", ()):
+        out.print(f"  warning: {escape(warning)}", style="yellow", highlight=False)
     if s["error"]:
         out.print(f"  {escape(s['error'])}", style="red", highlight=False)
     w = s.get("witness")

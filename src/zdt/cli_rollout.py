@@ -285,8 +285,10 @@ def _print_preview(r: dict[str, Any]) -> None:
     table = Table("node", "server", "check", "", "detail", title="preconditions",
                   title_justify="left")
     for c in r["preconditions"]:
-        table.add_row(c["node"] or "", c["server"] or "", c["name"],
-                      "[green]ok[/]" if c["ok"] else "[red]no[/]", escape(c["detail"]))
+        verdict = ("[red]no[/]" if not c["ok"] else "[yellow]warn[/]" if c.get("warn")
+                   else "[green]ok[/]")
+        table.add_row(escape(c["node"] or ""), escape(c["server"] or ""), c["name"], verdict,
+                      escape(c["detail"]))
     out.print(table)
     for node, lines in (r.get("runtime_changes") or {}).items():
         for c in lines:

@@ -324,6 +324,15 @@ class Application(_Model):
         return _node_path(v)
 
 
+class Capacity(_Model):
+    """[capacity]: what the servers left in rotation must hold while a node is out."""
+
+    # A listen backlog below this is named by preview and at a rollout's start: when a
+    # node leaves rotation the LB opens connections to the others in a burst, and SYNs
+    # beyond the backlog are dropped (a backlog of 5 lost 0.2 % of 2,000 requests/s).
+    min_backlog: Annotated[int, Field(ge=0, le=1_000_000)] = 128
+
+
 class Domain(_Model):
     """A whole domain. Paths in it are absolute (resolved against the file's directory)."""
 
@@ -337,6 +346,7 @@ class Domain(_Model):
     runtime: Runtime | None = None
     applications: tuple[Application, ...] = ()
     ssh: SSH = SSH()
+    capacity: Capacity = Capacity()
     source: str = Field(default="", exclude=True)
 
     def node(self, name: str) -> Node:

@@ -12,6 +12,7 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from zdt import capacity
 from zdt.domain import Server
 from zdt.errors import PreconditionError, ZdtError
 from zdt.journal import Journal
@@ -30,6 +31,7 @@ class Check:
     detail: str = ""
     node: str | None = None
     server: str | None = None
+    warn: bool = False        # passed, but the operator should know (a small backlog)
 
     def line(self) -> str:
         where = "".join(f"{x}: " for x in (self.node, self.server) if x)
@@ -45,15 +47,38 @@ async def preconditions(ctx: Context, plan: Plan, manifest: Manifest | None = No
                                                             for x in s.servers)]
     checks += [c for found in await each(_server(ctx, s) for s in targeted) for c in found]
     checks += await _others_serving(ctx, plan)
+    checks += [c for found in await each(_backlogs(ctx, node, servers) for node, servers
+                                         in capacity.lb_servers(ctx.domain).items()
+                                         if node in ctx.transports) for c in found]
     return checks
 
 
-async def require(ctx: Context, plan: Plan, manifest: Manifest | None = None) -> None:
-    failed = [c for c in await preconditions(ctx, plan, manifest) if not c.ok]
+async def require(ctx: Context, plan: Plan, manifest: Manifest | None = None) -> list[Check]:
+    """Refuse (exit 3, every problem listed) unless every precondition holds; returns the
+    warnings."""
+    checks = await preconditions(ctx, plan, manifest)
+    failed = [c for c in checks if not c.ok]
     if failed:
         raise PreconditionError(
             f"{ctx.domain.source}: {len(failed)} precondition(s) not met, nothing was changed:\n"
             + "\n".join(f"  {c.line()}" for c in failed))
+    return [c for c in checks if c.warn]
+
+
+async def _backlogs(ctx: Context, node: str, servers: list[Server]) -> list[Check]:
+    """The listen backlog of each LB server on the node (the servers left in rotation
+    take a burst of new connections while another node is out)."""
+    floor = ctx.domain.capacity.min_backlog
+    try:
+        found = await capacity.backlogs(ctx.transport(node))
+    except ZdtError as exc:
+        return [Check("listen backlog", True, f"cannot read the listen backlogs: {exc}", node,
+                      warn=True)]
+    return [Check("listen backlog", True,
+                  f"{found[s.port]}" if found[s.port] >= floor
+                  else capacity.advice(s, found[s.port], floor), node, s.name,
+                  warn=found[s.port] < floor)
+            for s in servers if s.port in found]
 
 
 async def _node(ctx: Context, node: str, manifest: Manifest | None) -> list[Check]:

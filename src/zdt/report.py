@@ -32,6 +32,7 @@ def workflow(journal: Journal, wid: str) -> dict[str, Any]:
         "nodes": node_visits(steps, events),
         "facts": [{"step": e["step"], "name": e["message"], **(e["data"] or {})}
                   for e in events if e["kind"] == "facts"],
+        "warnings": [e["message"] for e in events if e["kind"] == "warning"],
         "witness": witness.summarize(events),
     }
 

@@ -293,10 +293,12 @@ class Runner:
                         policy=policy, timing=self.timing, observer=self.observer)
         try:
             if prepared is not None:  # a new workflow: check the live domain, then record it
-                await preview.require(ctx, prepared.plan, prepared.manifest)
+                warnings = await preview.require(ctx, prepared.plan, prepared.manifest)
                 recorded = {**asdict(request), "change": asdict(change) if change else None,
                             "app_changes": [asdict(a) for a in app_changes]}
                 journal.create(wid, request.kind, domain.source, recorded, prepared.plan.steps)
+                for c in warnings:
+                    journal.event(wid, "warning", c.line(), data=asdict(c))
             await witness.mark("start")
             if action == "revert":
                 state = await engine.revert(wid)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from zdt import http, sandbox
-from zdt.load import Load
+from zdt.load import Load, LoadStats
 
 
 @pytest.fixture
@@ -69,14 +69,35 @@ def zdt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=timeout)
 
 
-async def zdt_under_load(url: str, *argv: str, workers: int = 3
-                         ) -> subprocess.CompletedProcess[str]:
-    """`zdt ARGV` while clients keep sending requests to url: not one may fail, and
-    enough must have been sent for that to mean something."""
-    async with Load(url, concurrency=workers, rate_per_worker=40) as load:
+def capacity_load(url: str) -> Load:
+    """Load at the machine's capacity: 16 keep-alive clients sending without a pause, in a
+    process of their own (bounded by the with-block that runs it)."""
+    return Load(url, concurrency=16, rate_per_worker=0, keep_alive=True, process=True)
+
+
+def assert_lossless(stats: LoadStats, report: dict[str, Any] | None = None) -> None:
+    """0 failed requests as the clients saw them, enough of them to mean something, and —
+    given a workflow's report — 0 errors as the LB itself counted them."""
+    assert stats.failed == 0, stats.as_dict()
+    assert stats.requests > 300, stats.as_dict()
+    if report is None:
+        return
+    w = report["witness"]
+    assert w is not None and "unavailable" not in w, w
+    assert (w["errors"], w["retries"], w["redispatches"]) == (0, 0, 0), w
+    # the LB saw the clients' requests (and the workflow lasts less than the load)
+    assert 0 < w["requests"] <= stats.requests + 16, (w["requests"], stats.requests)
+
+
+async def zdt_under_load(url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`zdt ARGV` while clients keep sending requests to url at capacity: not one may fail,
+    and with --json, the LB's witness must show no error either."""
+    async with capacity_load(url) as load:
         await asyncio.sleep(0.2)
         result = await asyncio.to_thread(zdt, *argv)
         await asyncio.sleep(0.2)
-    assert load.stats.failed == 0, load.stats.errors
-    assert load.stats.requests > 30, load.stats.as_dict()
+    report = None
+    if "--json" in argv and result.stdout.startswith("{"):
+        report = json.loads(result.stdout)
+    assert_lossless(load.stats, report if report and "witness" in report else None)
     return result

@@ -40,7 +40,7 @@ async def app_versions(sb: dict[str, Any]) -> set[str]:
 
 
 async def under_load(sb: dict[str, Any], *argv: str) -> subprocess.CompletedProcess[str]:
-    return await zdt_under_load(sb["lb_url"], *argv, workers=3)
+    return await zdt_under_load(sb["lb_url"], *argv)
 
 
 def apps_args(sb: dict[str, Any], spec: str | Path, *extra: str) -> list[str]:

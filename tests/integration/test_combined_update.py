@@ -41,7 +41,7 @@ def state(sb: dict[str, Any]) -> set[tuple[str, str, str]]:
 
 
 async def under_load(sb: dict[str, Any], *argv: str) -> subprocess.CompletedProcess[str]:
-    return await zdt_under_load(sb["lb_url"], *argv, workers=4)
+    return await zdt_under_load(sb["lb_url"], *argv)
 
 
 async def test_one_drain_per_node_then_revert(sb: dict[str, Any]) -> None:

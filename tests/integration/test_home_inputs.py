@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from conftest import zdt
+from conftest import capacity_load, zdt
 from hostile_archives import HOSTILE, Members, Mutate, build
 from zdt import http, sandbox
-from zdt.load import Load
 
 pytestmark = pytest.mark.integration
 
@@ -169,7 +168,7 @@ def test_hooks_run_at_their_phases_and_a_failing_one_reverts(short_dir: Path) ->
 
 
 async def _under_load(info: dict[str, Any], args: list[str]) -> subprocess.CompletedProcess[str]:
-    async with Load(info["lb_url"], concurrency=2, rate_per_worker=40) as load:
+    async with capacity_load(info["lb_url"]) as load:
         result = await asyncio.to_thread(zdt, *args)
     assert load.stats.failed == 0, load.stats.errors
     versions = {json.loads((await http.get(info["lb_url"])).body)["version"] for _ in range(4)}

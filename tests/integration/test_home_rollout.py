@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import running_sandbox, served, zdt
+from conftest import capacity_load, running_sandbox, served, zdt
 from zdt.lb.haproxy import HAProxy
 from zdt.load import Load
 
@@ -77,7 +77,7 @@ async def all_ready(sb: dict[str, Any]) -> bool:
 
 
 def loads(sb: dict[str, Any]) -> tuple[Load, Load]:
-    return (Load(sb["lb_url"], concurrency=3, rate_per_worker=40),
+    return (capacity_load(sb["lb_url"]),
             Load(sb["lb_url"] + "slow?ms=200", concurrency=2, rate_per_worker=10))
 
 

@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from conftest import running_sandbox, zdt
+from conftest import capacity_load, running_sandbox, zdt
 from zdt import http
-from zdt.load import Load
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +35,7 @@ async def pids(sb: dict[str, Any]) -> dict[str, int]:
 
 async def test_only_the_named_partitions_restart(sb: dict[str, Any]) -> None:
     before = await pids(sb)
-    async with Load(sb["lb_url"], concurrency=4, rate_per_worker=40) as load:
+    async with capacity_load(sb["lb_url"]) as load:
         await asyncio.sleep(0.2)
         done = await asyncio.to_thread(zdt, "rollout", "restart", "-d", sb["domain"],
                                        "--targets", "cluster1", "--partitions", "p1", "--json")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ZDT, running_sandbox, zdt
+from conftest import ZDT, capacity_load, running_sandbox, zdt
 from zdt import domain as dm
 from zdt.journal import Journal, StepRecord
 from zdt.lb.haproxy import HAProxy
@@ -64,7 +64,7 @@ async def all_in_rotation(info: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 def both_loads(info: dict[str, Any]) -> tuple[Load, Load]:
     # steady short requests, plus 300 ms requests so that every drain has sessions to wait for
-    return (Load(info["lb_url"], concurrency=3, rate_per_worker=40),
+    return (capacity_load(info["lb_url"]),
             Load(info["lb_url"] + "slow?ms=300", concurrency=3, rate_per_worker=10))
 
 

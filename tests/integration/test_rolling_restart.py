@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 
-from conftest import running_sandbox
+from conftest import capacity_load, running_sandbox
 from zdt import domain as dm
 from zdt import http
 from zdt.journal import Journal
 from zdt.lb.haproxy import HAProxy
-from zdt.load import Load
 from zdt.rollout import RestartRequest, Runner
 
 pytestmark = pytest.mark.integration
@@ -55,7 +54,7 @@ def journal_of(info: dict[str, Any]) -> Journal:
 
 async def restart_under_load(info: dict[str, Any], request: RestartRequest
                              ) -> tuple[str, Any]:
-    async with Load(info["lb_url"], concurrency=4, rate_per_worker=40) as load:
+    async with capacity_load(info["lb_url"]) as load:
         await asyncio.sleep(0.3)
         wid = await Runner(Path(info["domain"])).restart(request)
         await asyncio.sleep(0.3)

@@ -50,7 +50,7 @@ def setenv(sb: dict[str, Any]) -> set[str]:
 
 
 async def under_load(sb: dict[str, Any], *argv: str) -> subprocess.CompletedProcess[str]:
-    return await zdt_under_load(sb["lb_url"], *argv, workers=3)
+    return await zdt_under_load(sb["lb_url"], *argv)
 
 
 async def test_runtime_rollout_then_revert_restores_every_byte(sb: dict[str, Any]) -> None:

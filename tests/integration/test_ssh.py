@@ -19,10 +19,17 @@ from typing import Any
 
 import pytest
 
-from conftest import ZDT, needs_isolation, running_sandbox, served, zdt, zdt_under_load
+from conftest import (
+    ZDT,
+    capacity_load,
+    needs_isolation,
+    running_sandbox,
+    served,
+    zdt,
+    zdt_under_load,
+)
 from zdt import adapters, http, procfs, sandbox
 from zdt import domain as dm
-from zdt.load import Load
 from zdt.rollout import open_journal
 from zdt.sandbox.isolated import wait_sshd
 from zdt.sandbox.processes import live_processes, wait_gone
@@ -160,7 +167,7 @@ async def test_sshd_killed_mid_rollout_then_revert(isb: dict[str, Any]) -> None:
     """node2's sshd dies as node1's visit ends: node2's step fails after its retries, the
     automatic revert cannot reach node2 and says so; with sshd back, `zdt revert` ends
     it. The LB keeps serving throughout."""
-    async with Load(isb["lb_url"], concurrency=3, rate_per_worker=40) as load:
+    async with capacity_load(isb["lb_url"]) as load:
         proc = await asyncio.to_thread(rollout_losing_node2, isb, "--retries", "1",
                                        "--retry-delay", "0.3")
         out, err = await asyncio.to_thread(proc.communicate, timeout=120)
@@ -187,7 +194,7 @@ async def test_sshd_killed_without_auto_revert_waits_then_resumes(isb: dict[str,
                                                                    ) -> None:
     """With --no-auto-revert the workflow waits in `failed`, holding the domain; once sshd
     is back, `zdt resume` finishes it."""
-    async with Load(isb["lb_url"], concurrency=3, rate_per_worker=40) as load:
+    async with capacity_load(isb["lb_url"]) as load:
         proc = await asyncio.to_thread(rollout_losing_node2, isb, "--retries", "1",
                                        "--retry-delay", "0.3", "--no-auto-revert")
         out, err = await asyncio.to_thread(proc.communicate, timeout=120)
@@ -208,7 +215,7 @@ async def test_sshd_killed_without_auto_revert_waits_then_resumes(isb: dict[str,
 async def test_sshd_back_during_retries_the_rollout_goes_on(isb: dict[str, Any]) -> None:
     """The connection is opened again by the next attempt: sshd restarted while node2's
     step is being retried lets the same workflow finish."""
-    async with Load(isb["lb_url"], concurrency=3, rate_per_worker=40) as load:
+    async with capacity_load(isb["lb_url"]) as load:
         proc = await asyncio.to_thread(rollout_losing_node2, isb, "--retries", "10",
                                        "--retry-delay", "0.3")
         await asyncio.to_thread(wait_step, isb, lambda steps: any(

@@ -1,4 +1,5 @@
-"""The LB's witness: HAProxy's counters parsed, differences over runs and node visits."""
+"""The LB's witness: HAProxy's counters parsed, differences over runs and node visits;
+the listen backlogs read for the capacity checks."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from zdt import witness
+from zdt import capacity, witness
 from zdt.lb import Counts
 from zdt.lb.haproxy import parse_counters
 
@@ -122,3 +123,13 @@ def test_an_lb_that_cannot_witness_says_so(extra: dict[str, Any], why: str) -> N
 
 def test_no_reading_no_witness() -> None:
     assert witness.summarize([]) is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("LISTEN 0      1024       127.0.0.1:18001      0.0.0.0:*\n", {18001: 1024}),
+    ("LISTEN 0 5 0.0.0.0:8001 0.0.0.0:*\nLISTEN 0 4096 [::]:8001 [::]:*\n", {8001: 5}),
+    ("LISTEN 3 128 *:22 *:*\n", {22: 128}),
+    ("ESTAB 0 0 127.0.0.1:5000 127.0.0.1:40000\nLISTEN x y z\n\n", {}),
+])
+def test_listen_backlogs_are_read_from_ss(text: str, expected: dict[int, int]) -> None:
+    assert capacity.parse_listeners(text) == expected

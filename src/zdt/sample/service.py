@@ -6,6 +6,7 @@ client that asks for it):
   GET /health      {"status": "ok"}, or 500 {"status": "broken"} (see HOME/BROKEN)
   GET /session     a cookie session (ZDTSESSION) with a per-session request counter
   GET /slow?ms=N   sleeps N ms, then answers like /
+  GET /fail        500 {"error": "failed as asked"}: an error for the LB to count
 
 The version is the stripped text of HOME/VERSION, read once at start: a new home only
 takes effect after a restart, exactly like a real installation.
@@ -17,6 +18,10 @@ answers 500 {"status": "broken"}. A rollout onto such a home must be reverted.
 On SIGTERM (or SIGINT) it stops accepting, closes its idle kept-alive connections,
 answers the requests in flight (with `Connection: close`) and exits 0: no request that
 reached it is cut.
+
+A home that holds a file HOME/BACKLOG with an integer listens with that backlog instead
+of 1024 (read once at start): a service that cannot take a burst of connections, for the
+capacity checks.
 
 Failure injection for tests: if HOME/FAIL_STARTS holds an integer > 0, the service
 decrements it and exits 1 before binding its port, so a start fails the way a broken
@@ -64,7 +69,9 @@ class SampleServer(ThreadingHTTPServer):
     request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], identity: dict[str, object],
-                 broken: bool = False) -> None:
+                 broken: bool = False, backlog: int | None = None) -> None:
+        if backlog is not None:
+            self.request_queue_size = backlog
         super().__init__(address, Handler)
         self.identity = identity
         self.broken = broken
@@ -156,6 +163,8 @@ class Handler(BaseHTTPRequestHandler):
             self._session()
         elif url.path == "/slow":
             self._slow(parse_qs(url.query).get("ms", ["0"])[0])
+        elif url.path == "/fail":
+            self._send(500, {"error": "failed as asked"})
         else:
             self._send(404, {"error": f"no such path: {url.path}"})
 
@@ -268,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
         return 1
     broken = (args.home / "BROKEN").exists()
+    try:
+        backlog: int | None = int((args.home / "BACKLOG").read_text())
+    except (OSError, ValueError):
+        backlog = None
     identity: dict[str, object] = {"version": version, "server": args.server,
                                    "node": args.node, "pid": os.getpid()}
     if args.app is not None:
@@ -276,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             identity["app_version"] = None
         broken = broken or (args.app / "BROKEN").exists()
-    server = SampleServer((args.host, args.port), identity, broken=broken)
+    server = SampleServer((args.host, args.port), identity, broken=broken, backlog=backlog)
     print(f"{args.server} {version} listening on http://{args.host}:{args.port}/ "
           f"pid {os.getpid()}"
           + (f" (broken: {args.home}/BROKEN exists, /health answers 500)" if broken else ""),
