@@ -206,14 +206,15 @@ def demo(
     lb: LbOpt = SandboxLB.haproxy,
     json_out: JsonOpt = False,
 ) -> None:
-    """Sandbox up, steady HTTP load through the LB, rolling restart, report, sandbox down."""
+    """Sandbox up, load at capacity through the LB, rolling restart and home rollout, the
+    clients' count beside the LB's witness, sandbox down."""
     from zdt import demo as demo_module
 
     result = demo_module.run(dir, nodes, console=None if json_out else out,
                              isolated=isolated, lb=lb.value)
     if json_out:
         print_json(result)
-    ok = result["failed_requests"] == 0 and \
+    ok = result["failed_requests"] == 0 and result["lb_errors"] == 0 and \
         all(w["state"] == "succeeded" for w in result["workflows"])
     raise typer.Exit(0 if ok else 1)
 

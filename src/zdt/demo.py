@@ -1,8 +1,10 @@
-"""`zdt demo`: a local domain, a rolling restart and a home rollout v1 → v2 under steady
-load, a report.
+"""`zdt demo`: a local domain, a rolling restart and a home rollout v1 → v2 under load at
+the machine's capacity (keep-alive clients: wrk when installed, else zdt's own generator),
+a report.
 
 What it proves: with HAProxy configured to hide nothing (no retries, no redispatch),
-every request sent through the LB during the rollout succeeds.
+every request sent through the LB during the rollouts succeeds — as the clients counted
+them, and as the LB itself counted them (its witness, per workflow).
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from zdt import domain as domain_model
-from zdt import report, sandbox
+from zdt import report, sandbox, witness
 from zdt.display import Progress
 from zdt.journal import Journal
-from zdt.load import Load
+from zdt.load import at_capacity, describe
 from zdt.rollout import RolloutRequest, Runner
 
 WARMUP = 1.0     # seconds of load before and after the rollout, so both edges are covered
@@ -33,7 +36,7 @@ def run(dir: Path | None, nodes: int = 3, console: Console | None = None, *,
     where = "each node a network namespace reached over SSH, " if isolated else ""
     say(f"[bold]zdt demo[/]: {nodes} nodes × 2 servers of the sample service v1, supervisord "
         f"per node, {where}{'nginx' if lb == 'nginx' else 'HAProxy'} in front ({base}); a "
-        "rolling restart, then the home rollout v1 → v2, under steady load")
+        "rolling restart, then the home rollout v1 → v2, under load at the machine's capacity")
     info = sandbox.up(base, nodes, 2, isolated=isolated, lb=lb)
     try:
         result = asyncio.run(_rollout_under_load(info, console))
@@ -51,10 +54,9 @@ async def _rollout_under_load(info: dict[str, Any], console: Console | None) -> 
     runner = Runner(Path(info["domain"]))
     requests = [RolloutRequest(("domain",), 10.0),
                 RolloutRequest(("domain",), 10.0, kind="home", archive=info["archives"]["v2"])]
-    load = Load(info["lb_url"], concurrency=4, rate_per_worker=50.0)
-    load.start()
+    load = at_capacity(info["lb_url"], connections=16, keep_alive=True)
     wids = []
-    try:
+    async with load:
         await asyncio.sleep(WARMUP)
         for request in requests:
             plan = runner.prepare(request).plan
@@ -65,15 +67,15 @@ async def _rollout_under_load(info: dict[str, Any], console: Console | None) -> 
             else:
                 wids.append(await runner.rollout(request))
         await asyncio.sleep(WARMUP)
-    finally:
-        stats = await load.stop()
+    stats = load.stats
     journal = Journal(domain_model.load(info["domain"]).state_dir, runner.clock)
     try:
         summaries = [report.workflow(journal, wid) for wid in wids]
     finally:
         journal.close()
-    return {"workflows": summaries, "load": stats.as_dict(), "failed_requests": stats.failed,
-            "lb_url": info["lb_url"]}
+    lb_errors = sum((w["witness"] or {}).get("errors", 0) for w in summaries)
+    return {"workflows": summaries, "load": {**stats.as_dict(), "by": describe(load)},
+            "failed_requests": stats.failed, "lb_errors": lb_errors, "lb_url": info["lb_url"]}
 
 
 def _print(console: Console, result: dict[str, Any]) -> None:
@@ -87,9 +89,15 @@ def _print(console: Console, result: dict[str, Any]) -> None:
             table.add_row(v["node"], ", ".join(v["servers"]), oor, f"{v['wall']:.3f}",
                           f"{v['overhead'] * 1000:.1f}")
         console.print(table)
+        if wf["witness"] is not None:
+            w = wf["witness"]
+            bad = "unavailable" in w or w["errors"]
+            console.print(f"[{'red' if bad else 'green'}]{escape(witness.sentence(w))}[/]",
+                          highlight=False)
     colour = "green" if load["failed"] == 0 else "red"
-    console.print(f"load through the LB: {load['requests']} requests in {load['seconds']:.1f} s "
-                  f"({load['rate']}/s), [bold {colour}]{load['failed']} failed requests[/]",
+    console.print(f"load through the LB ({load['by']}): {load['requests']:,} requests in "
+                  f"{load['seconds']:.1f} s ({load['rate']:,.0f}/s), [bold {colour}]"
+                  f"{load['failed']} failed requests[/] as the clients counted them",
                   highlight=False)
     for error, count in load["errors"].items():
         console.print(f"  {count} × {error}", style="red", highlight=False)

@@ -29,7 +29,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 
@@ -300,3 +300,37 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class Runs(Protocol):
+    """A load that runs for the length of a with-block: Load, or wrk."""
+
+    stats: LoadStats
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+def at_capacity(url: str, *, connections: int = 16, keep_alive: bool = True,
+                use_wrk: bool = True) -> Runs:
+    """Clients sending as fast as they are answered: wrk when it is installed (it needs a
+    fraction of a core for thousands of requests/s), else zdt's own generator in a
+    process of its own."""
+    from zdt import wrk
+
+    if use_wrk and wrk.available():
+        return wrk.Wrk(url, connections=connections, keep_alive=keep_alive)
+    return Load(url, concurrency=connections, rate_per_worker=0, keep_alive=keep_alive,
+                process=True)
+
+
+def describe(load: Runs) -> str:
+    """"wrk, 16 keep-alive connections": what made the load, for reports."""
+    from zdt import wrk
+
+    tool = "wrk" if isinstance(load, wrk.Wrk) else "zdt's load generator"
+    n = load.connections if isinstance(load, wrk.Wrk) else getattr(load, "concurrency", 0)
+    shape = "keep-alive connections" if getattr(load, "keep_alive", False) else \
+        "clients, a new connection per request"
+    return f"{tool}, {n} {shape}"
