@@ -9,13 +9,15 @@ deps:
 	@missing=""; \
 	  [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
 	  [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	  [ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || missing="$$missing libnginx-mod-http-lua"; \
+	  command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	  [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	  command -v ssh-keygen >/dev/null 2>&1 || missing="$$missing openssh-client"; \
 	  command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	  [ -z "$$missing" ] || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; }
 	@$(PYTHON) -c "import zdt, supervisor, typer, rich, pydantic, asyncssh, pytest, \
-	  pytest_asyncio, mypy, hypothesis" 2>/dev/null || $(PYTHON) -m pip install -q -e '.[test]'
+	  pytest_asyncio, xdist, mypy, hypothesis" 2>/dev/null || $(PYTHON) -m pip install -q -e '.[test]'
 
 demo: deps
 	$(PYTHON) -m zdt.cli demo

@@ -10,6 +10,7 @@ from zdt.lb import LoadBalancer
 from zdt.lb.command import CommandLB
 from zdt.lb.haproxy import HAProxy
 from zdt.lb.nginx import NginxLB
+from zdt.lb.nginx_lua import NginxLuaLB
 from zdt.services import ServiceManager
 from zdt.services.command import CommandManager
 from zdt.services.supervisor import SupervisorManager
@@ -70,6 +71,8 @@ def build(domain: Domain, connect: Connect = Connect()) -> Adapters:
     lb: LoadBalancer
     if domain.lb.kind == "command":
         lb = CommandLB(domain, LocalTransport("load balancer"))
+    elif domain.lb.kind == "nginx" and domain.lb.admin_socket:
+        lb = NginxLuaLB(domain)
     elif domain.lb.kind == "nginx":
         lb = NginxLB(domain, LocalTransport("load balancer"))
     else:

@@ -49,7 +49,8 @@ app.command("stale")(stale)
 
 class SandboxLB(StrEnum):
     haproxy = "haproxy"
-    nginx = "nginx"
+    nginx = "nginx"                  # zdt's Lua peer list: drains without a reload
+    nginx_reload = "nginx-reload"    # nginx without the Lua module: a reload per change
 
 
 LbOpt = Annotated[SandboxLB, typer.Option("--lb", help="The load balancer in front.")]

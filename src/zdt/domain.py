@@ -264,6 +264,9 @@ class LoadBalancerConfig(_Model):
     pid_file: str = ""                   # nginx: its master's pid (the reload is a SIGHUP)
     config: str = ""                     # nginx: nginx.conf, tested (`nginx -t`) first
     binary: str = "nginx"                # nginx
+    # nginx with zdt's Lua peer list (libnginx-mod-http-lua): its admin location's unix
+    # socket; drains then change a shared dict, with no reload
+    admin_socket: str = ""
     drain: tuple[str, ...] = ()
     ready: tuple[str, ...] = ()
     state: tuple[str, ...] = ()
@@ -279,9 +282,11 @@ class LoadBalancerConfig(_Model):
             raise ValueError("kind = \"haproxy\" needs socket (the Runtime API socket)")
         if self.kind == "command" and not (self.drain and self.ready and self.state):
             raise ValueError("kind = \"command\" needs drain, ready and state commands")
-        if self.kind == "nginx" and not (self.upstream_file and self.pid_file):
+        if self.kind == "nginx" and not (self.upstream_file and (self.pid_file
+                                                                   or self.admin_socket)):
             raise ValueError("kind = \"nginx\" needs upstream_file (the file with the "
-                             "upstream block zdt rewrites) and pid_file (nginx's pid)")
+                             "upstream block zdt rewrites) and pid_file (nginx's pid, for "
+                             "reloads) or admin_socket (zdt's Lua peer list, no reloads)")
         return self
 
 
@@ -408,7 +413,7 @@ def _resolve_paths(raw: dict, base: Path) -> None:
         section["state_dir"] = str(base / section["state_dir"])
     lb = raw.get("lb")
     if isinstance(lb, dict):
-        for key in ("socket", "upstream_file", "pid_file", "config"):
+        for key in ("socket", "upstream_file", "pid_file", "config", "admin_socket"):
             if isinstance(lb.get(key), str) and lb[key]:
                 lb[key] = str(base / lb[key])
     for node in raw.get("nodes") or ():

@@ -137,7 +137,7 @@ class Load:
 
     def __init__(self, url: str, *, concurrency: int = 4, rate_per_worker: float = 50.0,
                  timeout: float = 10.0, method: str = "GET", keep_alive: bool = False,
-                 process: bool = False) -> None:
+                 process: bool = False, nice: int = 0) -> None:
         self.url = url
         self.method = method
         self.concurrency = concurrency
@@ -146,6 +146,7 @@ class Load:
         self.timeout = timeout
         self.keep_alive = keep_alive
         self.process = process
+        self.nice = nice            # process mode: its niceness (tests let the work go first)
         self.stats = LoadStats()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -188,7 +189,8 @@ class Load:
         return self.stats
 
     async def _spawn(self) -> None:
-        argv = [sys.executable, "-m", "zdt.load", self.url, "--connections",
+        argv = ["nice", "-n", str(self.nice)] if self.nice else []
+        argv += [sys.executable, "-m", "zdt.load", self.url, "--connections",
                 str(self.concurrency), "--rate", str(self.rate_per_worker), "--timeout",
                 str(self.timeout), "--method", self.method]
         if self.keep_alive:

@@ -78,7 +78,8 @@ async def all_ready(sb: dict[str, Any]) -> bool:
 
 def loads(sb: dict[str, Any]) -> tuple[Load, Load]:
     return (capacity_load(sb["lb_url"]),
-            Load(sb["lb_url"] + "slow?ms=200", concurrency=2, rate_per_worker=10))
+            Load(sb["lb_url"] + "slow?ms=200", concurrency=2, rate_per_worker=10,
+                 process=True))
 
 
 async def under_load(sb: dict[str, Any], *commands: list[str]

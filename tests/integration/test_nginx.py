@@ -1,10 +1,15 @@
-"""nginx as the load balancer, for real: zdt marks servers `down` in the upstream file it
-owns and reloads nginx; under load through nginx (no next upstream) nothing may fail."""
+"""nginx as the load balancer, for real. With zdt's Lua peer list (`--lb nginx`) a drain
+changes a shared dict, no reload: under keep-alive load at capacity nothing may fail, and
+nginx's own counters witness it. Without the Lua module (`--lb nginx-reload`) zdt marks
+servers `down` in the upstream file it owns and reloads nginx."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from http.client import HTTPConnection, RemoteDisconnected
@@ -19,6 +24,7 @@ from zdt import domain as dm
 from zdt import http, procfs
 from zdt.errors import AdapterError
 from zdt.lb.nginx import NginxLB
+from zdt.lb.nginx_lua import NginxLuaLB
 from zdt.transport.local import LocalTransport
 
 pytestmark = [
@@ -31,6 +37,12 @@ pytestmark = [
 @pytest.fixture
 def nsb(short_dir: Path) -> Iterator[dict[str, Any]]:
     with running_sandbox(short_dir, 3, 1, admin=False, lb="nginx") as info:
+        yield info
+
+
+@pytest.fixture
+def rsb(short_dir: Path) -> Iterator[dict[str, Any]]:
+    with running_sandbox(short_dir, 3, 1, admin=False, lb="nginx-reload") as info:
         yield info
 
 
@@ -85,16 +97,16 @@ class KeptAlive:
         conn.close()
 
 
-async def test_restart_home_and_revert_through_nginx(nsb: dict[str, Any]) -> None:
+async def test_restart_home_and_revert_through_nginx_without_a_reload(
+        nsb: dict[str, Any]) -> None:
     upstream = nsb["nginx_upstream"]
     before, first_workers = digest(upstream), workers(nsb)
-    with KeptAlive(nsb["lb_url"]) as kept:
-        r = await zdt_under_load(nsb["lb_url"], "rollout", "restart", "-d", nsb["domain"],
-                                 "--json")
+    r = await zdt_under_load(nsb["lb_url"], "rollout", "restart", "-d", nsb["domain"],
+                             "--json")
     assert r.returncode == 0, r.stderr
-    assert kept.failures == [] and kept.answers > 30, (kept.failures, kept.answers)
+    w = json.loads(r.stdout)["witness"]
+    assert w["source"] == "nginx upstream app" and len(w["visits"]) == 3
     assert digest(upstream) == before                 # every server back, byte for byte
-    assert not workers(nsb) & first_workers           # nginx really reloaded
     r = await zdt_under_load(nsb["lb_url"], "rollout", "home", "-d", nsb["domain"],
                              "--archive", nsb["archives"]["v2"], "--json")
     assert r.returncode == 0, r.stderr
@@ -104,9 +116,31 @@ async def test_restart_home_and_revert_through_nginx(nsb: dict[str, Any]) -> Non
     r = await zdt_under_load(nsb["lb_url"], "revert", wid, "-d", nsb["domain"], "--json")
     assert json.loads(r.stdout)["state"] == "reverted", r.stderr
     assert digest(upstream) == before
+    assert workers(nsb) == first_workers              # not one reload: the same workers
 
 
-async def test_nginx_errors_leave_the_file_as_nginx_has_it(nsb: dict[str, Any]) -> None:
+async def test_restart_and_home_through_nginx_with_reloads(rsb: dict[str, Any]) -> None:
+    """Each drain and ready reloads nginx. Clients that reconnect when a kept-alive
+    connection closes (as browsers do) and new-connection clients see no failure; nginx
+    keeps no counters: no witness."""
+    upstream, first_workers = rsb["nginx_upstream"], workers(rsb)
+    before = digest(upstream)
+    with KeptAlive(rsb["lb_url"]) as kept:
+        r = await zdt_under_load(rsb["lb_url"], "rollout", "restart", "-d", rsb["domain"],
+                                 "--json", keep_alive=False, witness=False)
+    assert r.returncode == 0, r.stderr
+    assert kept.failures == [] and kept.answers > 30, (kept.failures, kept.answers)
+    assert json.loads(r.stdout)["witness"]["unavailable"].startswith("open-source nginx")
+    assert digest(upstream) == before
+    assert not workers(rsb) & first_workers           # nginx really reloaded
+    r = await zdt_under_load(rsb["lb_url"], "rollout", "home", "-d", rsb["domain"],
+                             "--archive", rsb["archives"]["v2"], "--json", keep_alive=False,
+                             witness=False)
+    assert r.returncode == 0, r.stderr
+
+
+async def test_nginx_errors_leave_the_file_as_nginx_has_it(rsb: dict[str, Any]) -> None:
+    nsb = rsb
     domain = dm.load(nsb["domain"])
     upstream = Path(nsb["nginx_upstream"])
     lb = NginxLB(domain, LocalTransport("load balancer"))
@@ -155,3 +189,53 @@ async def test_nginx_errors_leave_the_file_as_nginx_has_it(nsb: dict[str, Any]) 
     assert upstream.read_text() == original
     r = zdt("preview", "-d", nsb["domain"], "restart", "--json")
     assert r.returncode == 0, r.stdout
+
+
+async def test_the_lua_peer_list_is_what_nginx_routes(nsb: dict[str, Any]) -> None:
+    domain = dm.load(nsb["domain"])
+    upstream = Path(nsb["nginx_upstream"])
+    lb = NginxLuaLB(domain)
+    server = domain.server("node2-s1")
+    original = upstream.read_text()
+    # drained: nginx sends it nothing, the file says so, and a reload of nginx (by an
+    # operator) keeps it drained: the module loads the file again
+    await lb.drain([server])
+    assert (await lb.state(server)).admin == "drain"
+    assert "down;  # node2-s1" in upstream.read_text()
+    served = {json.loads((await http.get(nsb["lb_url"])).body)["server"] for _ in range(9)}
+    assert served == {"node1-s1", "node3-s1"}
+    master = int(Path(nsb["dir"], "nginx", "nginx.pid").read_text())
+    running = workers(nsb)
+    os.kill(master, signal.SIGHUP)
+    while workers(nsb) & running:
+        await asyncio.sleep(0.01)
+    assert (await lb.state(server)).admin == "drain"
+    await lb.ready([server])
+    assert upstream.read_text() == original
+    # a file written by a zdt that died before telling nginx: the state is what nginx
+    # routes (still in rotation), and the next drain brings nginx in line
+    upstream.write_text(original.replace(";  # node2-s1", " down;  # node2-s1"))
+    assert (await lb.state(server)).admin == "ready"
+    await lb.drain([server])
+    assert (await lb.state(server)).admin == "drain"
+    await lb.ready([server])
+    assert upstream.read_text() == original
+    # nginx counted every request itself, per server
+    before = await lb.counters()
+    for _ in range(6):
+        await http.get(nsb["lb_url"])
+    await http.get(nsb["lb_url"] + "fail")
+    after = await lb.counters()
+    assert not isinstance(before, str) and not isinstance(after, str)
+    assert (after.backend.requests - before.backend.requests,
+            after.backend.http_5xx - before.backend.http_5xx) == (7, 1)
+    assert sorted(after.in_rotation) == ["node1-s1", "node2-s1", "node3-s1"]
+    # a server the file does not name; an admin socket nobody answers on
+    ghost = server.model_copy(update={"name": "ghost"})
+    with pytest.raises(AdapterError, match="no line `server ADDRESS"):
+        await lb.state(ghost)
+    gone = domain.model_copy(update={"lb": domain.lb.model_copy(
+        update={"admin_socket": str(Path(nsb["dir"], "nginx", "no.sock"))})})
+    with pytest.raises(AdapterError, match="cannot reach nginx's admin socket") as err:
+        await NginxLuaLB(gone).drain([server])
+    assert err.value.retryable

@@ -65,7 +65,8 @@ async def all_in_rotation(info: dict[str, Any]) -> dict[str, tuple[str, str]]:
 def both_loads(info: dict[str, Any]) -> tuple[Load, Load]:
     # steady short requests, plus 300 ms requests so that every drain has sessions to wait for
     return (capacity_load(info["lb_url"]),
-            Load(info["lb_url"] + "slow?ms=300", concurrency=3, rate_per_worker=10))
+            Load(info["lb_url"] + "slow?ms=300", concurrency=3, rate_per_worker=10,
+                 process=True))
 
 
 async def test_slow_requests_in_flight_are_drained_not_cut(sb: dict[str, Any]) -> None:

@@ -1,11 +1,13 @@
 """The upstream file zdt owns for nginx: which lines it reads, and that marking a server
-changes that server's line and nothing else."""
+changes that server's line and nothing else; the Lua peer list's answer."""
 
 from __future__ import annotations
 
 import pytest
 
-from zdt.lb.nginx import LINE, _mark, _parts
+from zdt.lb import Counts
+from zdt.lb.nginx import LINE, _parts, mark
+from zdt.lb.nginx_lua import parse_admin
 
 FILE = """# operators may comment
 upstream app {
@@ -41,17 +43,33 @@ def test_lines_left_alone(line: str) -> None:
 
 
 def test_marking_changes_one_line() -> None:
-    drained = _mark(FILE, "web1-s1", True)
+    drained = mark(FILE, "web1-s1", True)
     assert drained == FILE.replace("8001;  # web1-s1", "8001 down;  # web1-s1")
-    assert _mark(drained, "web1-s1", False) == FILE
-    assert _mark(FILE, "web2-s1", False) == FILE.replace("8001 down;  # web2-s1",
+    assert mark(drained, "web1-s1", False) == FILE
+    assert mark(FILE, "web2-s1", False) == FILE.replace("8001 down;  # web2-s1",
                                                          "8001;  # web2-s1")
-    assert _mark(FILE, "nobody", True) == FILE
+    assert mark(FILE, "nobody", True) == FILE
 
 
 def test_marking_keeps_parameters_and_indentation() -> None:
-    drained = _mark(FILE, "web3-s1", True)
+    drained = mark(FILE, "web3-s1", True)
     assert "    server [2001:db8::3]:8001 weight=2 max_fails=3 down;  # web3-s1\n" in drained
-    assert _mark(drained, "web3-s1", False) == FILE
-    ready = _mark(FILE, "web5-s1", False)
+    assert mark(drained, "web3-s1", False) == FILE
+    ready = mark(FILE, "web5-s1", False)
     assert "\tserver 10.0.0.5:8001 weight=5;  # web5-s1\n" in ready
+
+
+def test_the_lua_modules_answer_is_read_by_name() -> None:
+    peers = parse_admin("version 3\nserver web1-s1 up active 2\nserver web2-s1 down active 0\n"
+                        "counts BACKEND requests=9 http_5xx=1 bogus=4\n"
+                        "counts web1-s1 requests=9 connection_errors=1\n")
+    assert (peers.up, peers.active) == ({"web1-s1": True, "web2-s1": False},
+                                        {"web1-s1": 2, "web2-s1": 0})
+    assert peers.counts["BACKEND"] == Counts(requests=9, http_5xx=1)
+    assert peers.counts["web1-s1"] == Counts(requests=9, connection_errors=1)
+
+
+@pytest.mark.parametrize("text", ["", "<html>404 Not Found</html>", "server a up active 1\n"])
+def test_an_answer_not_from_the_lua_module_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_admin(text)

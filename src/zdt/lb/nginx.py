@@ -86,7 +86,7 @@ class NginxLB:
             return True
 
     def _record_loaded(self, text: str) -> None:
-        _write_atomically(self.loaded, _digest(text) + "\n", mode=0o644)
+        write_atomically(self.loaded, _digest(text) + "\n", mode=0o644)
 
     async def counters(self) -> Counters | str:
         return ("open-source nginx keeps no per-server counters zdt can read (no "
@@ -107,14 +107,14 @@ class NginxLB:
                     raise self._missing(server)
             changed = text
             for server in servers:
-                changed = _mark(changed, server.backend_name, down)
+                changed = mark(changed, server.backend_name, down)
             if changed == text:
                 await self._reload(wait_old=down)
                 self._record_loaded(text)
                 return
             if not self.loaded.exists():
                 self._record_loaded(text)      # what nginx was started with
-            _write_atomically(self.upstream, changed)
+            write_atomically(self.upstream, changed)
             self._signalled = False
             try:
                 await self._reload(wait_old=down)
@@ -125,9 +125,9 @@ class NginxLB:
                 # change yet, or the file put back, or neither: it is asked to read the
                 # file again, and until a drain or ready completes, what nginx routes is
                 # unknown (`pending`).
-                _write_atomically(self.upstream, text)
+                write_atomically(self.upstream, text)
                 if self._signalled:
-                    _write_atomically(self.loaded, "unknown\n", mode=0o644)
+                    write_atomically(self.loaded, "unknown\n", mode=0o644)
                     self._hup_quietly()
                 raise
 
@@ -204,7 +204,7 @@ class NginxLB:
         return pid if "nginx: master" in procfs.cmdline(pid) else None
 
 
-def _mark(text: str, name: str, down: bool) -> str:
+def mark(text: str, name: str, down: bool) -> str:
     out = []
     for line in text.splitlines(keepends=True):
         m = LINE.match(line.rstrip("\n"))
@@ -215,7 +215,7 @@ def _mark(text: str, name: str, down: bool) -> str:
     return "".join(out)
 
 
-def _write_atomically(path: Path, text: str, mode: int | None = None) -> None:
+def write_atomically(path: Path, text: str, mode: int | None = None) -> None:
     tmp = path.with_name(f".{path.name}.zdt-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.chmod(tmp, mode if mode is not None else path.stat().st_mode & 0o777)

@@ -46,6 +46,7 @@ from zdt.sandbox.layout import (
     BACKEND,
     CLUSTER,
     HOME,
+    NGINX_MODULES,
     SUPERVISOR_SOCKET,
     Layout,
     SandboxServer,
@@ -208,10 +209,15 @@ def _refuse_running(d: Path) -> None:
 def _lb_binary(lb: str) -> str:
     """The LB's executable (haproxy or nginx, which are also their Debian packages)."""
     # /usr/sbin is not on a normal user's PATH on Debian, but both run fine from there.
-    found = shutil.which(lb) or shutil.which(lb, path="/usr/sbin:/usr/local/sbin")
+    name = "nginx" if lb.startswith("nginx") else lb
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
     if not found:
-        raise PreconditionError(f"{lb} is not installed (Debian/Ubuntu: `apt-get install "
-                                f"{lb}`); the sandbox needs it as its LB")
+        raise PreconditionError(f"{name} is not installed (Debian/Ubuntu: `apt-get install "
+                                f"{name}`); the sandbox needs it as its LB")
+    if lb == "nginx" and not (NGINX_MODULES / "ngx_http_lua_module.so").exists():
+        raise PreconditionError("--lb nginx drains through zdt's Lua peer list and needs "
+                                "nginx's Lua module (Debian/Ubuntu: `apt-get install "
+                                "libnginx-mod-http-lua`); --lb nginx-reload needs none")
     return found
 
 
@@ -224,7 +230,7 @@ def _start(layout: Layout, lb_binary: str, net: isolation.Network | None) -> dic
     for address in layout.addresses:
         isolation.wait_sshd(address, READY_TIMEOUT)
     supervisords = dict(zip(layout.nodes, pids, strict=True))
-    if layout.lb == "nginx":
+    if layout.nginx:
         conf = layout.dir / "nginx" / "nginx.conf"
         _spawn_daemon([lb_binary, "-e", str(layout.dir / "nginx" / "error.log"), "-c", str(conf)],
                       layout.dir / "nginx" / "nginx.out", "nginx")
@@ -359,7 +365,7 @@ def _report(layout: Layout, pids: dict, archives: dict[str, Path],
         "lb": layout.lb,
         "haproxy_socket": str(layout.haproxy_socket) if layout.lb == "haproxy" else None,
         "nginx_upstream": str(layout.dir / "nginx" / "upstream.conf")
-        if layout.lb == "nginx" else None,
+        if layout.nginx else None,
         "backend": BACKEND,
         "admin": layout.admin,
         "clusters": {CLUSTER: [s.name for s in layout.servers if s.lb]},

@@ -25,6 +25,7 @@ CLUSTER = "cluster1"
 ADMIN = "admin"
 VERSION = "v1"
 NGINX = "/usr/sbin/nginx"
+NGINX_MODULES = Path("/usr/lib/nginx/modules")   # Debian's libnginx-mod-* packages
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,11 @@ class Layout:
     # Isolated: every node is a network namespace with this address (its servers listen
     # there, its sshd too) and sees its own root's srv/, opt/ and run/ at /srv, /opt, /run.
     addresses: tuple[str, ...] = ()
-    lb: str = "haproxy"       # or "nginx"
+    lb: str = "haproxy"       # or "nginx" (zdt's Lua peer list), "nginx-reload"
+
+    @property
+    def nginx(self) -> bool:
+        return self.lb.startswith("nginx")
 
     @classmethod
     def plan(cls, d: Path, nodes: int, per_node: int, *, admin: bool,
@@ -138,7 +143,7 @@ def write_files(layout: Layout) -> None:
         write_installation(layout, node)
         conf = layout.root(node) / "etc" / "supervisord.conf"
         conf.write_text(supervisord_conf(layout, node))
-    if layout.lb == "nginx":
+    if layout.nginx:
         (layout.dir / "nginx" / "tmp").mkdir(parents=True, exist_ok=True)
         (layout.dir / "nginx" / "nginx.conf").write_text(nginx_conf(layout))
         (layout.dir / "nginx" / "upstream.conf").write_text(nginx_upstream(layout))
@@ -215,6 +220,9 @@ def domain_toml(layout: Layout) -> str:
 
 def _lb_section(layout: Layout) -> list[str]:
     if layout.lb == "nginx":
+        return ['kind = "nginx"', f"backend = {json.dumps(BACKEND)}",
+                'upstream_file = "nginx/upstream.conf"', 'admin_socket = "nginx/admin.sock"']
+    if layout.lb == "nginx-reload":
         return ['kind = "nginx"', f"backend = {json.dumps(BACKEND)}",
                 'upstream_file = "nginx/upstream.conf"', 'pid_file = "nginx/nginx.pid"',
                 'config = "nginx/nginx.conf"', f"binary = {json.dumps(NGINX)}"]
@@ -348,18 +356,42 @@ def haproxy_cfg(layout: Layout) -> str:
 
 
 def nginx_conf(layout: Layout) -> str:
+    """nginx in front: with zdt's Lua peer list (`--lb nginx`: drains change a shared dict,
+    no reload) or including zdt's upstream file (`--lb nginx-reload`: a reload per change)."""
     d = layout.dir / "nginx"
     temp = [f"    {kind}_temp_path {d / 'tmp' / kind};"
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
+    lua = layout.lb == "nginx"
+    modules = [f"load_module {NGINX_MODULES / m};" for m in
+               ("ndk_http_module.so", "ngx_http_lua_module.so")] if lua else []
+    if lua:
+        from zdt.lb.nginx_lua import LUA_DIR
+
+        init = f'require("zdt_nginx").init("{d / "upstream.conf"}")'
+        upstream = ["    lua_shared_dict zdt 1m;",
+                    f'    lua_package_path "{LUA_DIR}/?.lua;;";',
+                    f"    init_by_lua_block {{ {init} }}",
+                    f"    upstream {BACKEND} {{",
+                    "        server 0.0.0.1;   # never used: the Lua balancer picks the peer",
+                    '        balancer_by_lua_block { require("zdt_nginx").balance() }', "    }"]
+        counted = ['            log_by_lua_block { require("zdt_nginx").log() }']
+        admin = ["    server {", f"        listen unix:{d / 'admin.sock'};",
+                 "        client_body_buffer_size 1m;   # the upstream file, in memory",
+                 '        location /zdt/ { content_by_lua_block { require("zdt_nginx").admin() } }',
+                 "    }"]
+    else:
+        upstream, counted, admin = [f"    include {d / 'upstream.conf'};"], [], []
     return "\n".join([
-        "# nginx of the sandbox, written by `zdt sandbox up --lb nginx`.",
-        "worker_processes 2;", f"pid {d / 'nginx.pid'};", f"error_log {d / 'error.log'};",
-        "events { worker_connections 512; }", "http {", "    access_log off;", *temp,
-        f"    include {d / 'upstream.conf'};",
-        "    server {", f"        listen 127.0.0.1:{layout.lb_port};",
+        f"# nginx of the sandbox, written by `zdt sandbox up --lb {layout.lb}`.", *modules,
+        "worker_processes 2;", "worker_rlimit_nofile 8192;", f"pid {d / 'nginx.pid'};",
+        f"error_log {d / 'error.log'};",
+        # 256 keep-alive clients hold 256 connections, and as many to the servers
+        "events { worker_connections 4096; }", "http {", "    access_log off;", *temp,
+        *upstream,
+        "    server {", f"        listen 127.0.0.1:{layout.lb_port} backlog=4096;",
         "        location / {", f"            proxy_pass http://{BACKEND};",
         "            # A request that fails must be seen failing: no next upstream.",
-        "            proxy_next_upstream off;", "        }", "    }", "}", ""])
+        "            proxy_next_upstream off;", *counted, "        }", "    }", *admin, "}", ""])
 
 
 def nginx_upstream(layout: Layout) -> str:
