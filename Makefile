@@ -23,7 +23,7 @@ demo: deps
 	$(PYTHON) -m zdt.cli demo
 
 test: deps lint
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile
 
 unit:
 	$(PYTHON) -m pytest -q tests/unit
@@ -36,6 +36,7 @@ lint:
 	$(PYTHON) -m mypy src
 
 bench: deps
+	$(PYTHON) -m bench.capacity
 	$(PYTHON) -m bench.rolling_restart
 	$(PYTHON) -m bench.home_rollout
 	$(PYTHON) -m bench.live_update

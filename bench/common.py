@@ -1,4 +1,5 @@
-"""What the benchmarks share: run a workflow under steady load and read back its figures."""
+"""What the benchmarks share: run a workflow under load at the machine's capacity (16
+keep-alive clients: wrk when installed) and read back its figures."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from typing import Any
 from zdt import domain as dm
 from zdt import report
 from zdt.journal import Journal
-from zdt.load import Load
+from zdt.load import at_capacity
 
 
 async def measured(info: dict[str, Any], work: Callable[[], Awaitable[str]]) -> dict[str, Any]:
     """Run work() (which returns a workflow id) under load, 0.5 s of load on each side."""
-    async with Load(info["lb_url"], concurrency=4, rate_per_worker=50) as load:
+    async with at_capacity(info["lb_url"], connections=16, keep_alive=True) as load:
         await asyncio.sleep(0.5)
         began = time.monotonic()
         wid = await work()

@@ -1,4 +1,4 @@
-"""Benchmark: home rollouts of a real sandbox under steady load through HAProxy.
+"""Benchmark: home rollouts of a real sandbox under load at capacity through HAProxy.
 
     python -m bench.home_rollout [--nodes 3] [--servers-per-node 2] [--runs 2]
 

@@ -1,4 +1,4 @@
-"""Benchmark: rolling restarts of a real sandbox under steady load through HAProxy.
+"""Benchmark: rolling restarts of a real sandbox under load at capacity through HAProxy.
 
     python -m bench.rolling_restart [--nodes 3 5] [--servers-per-node 2] [--runs 2]
 

@@ -1,4 +1,4 @@
-"""Benchmark: home rollouts over SSH on the isolated sandbox (root), under steady load.
+"""Benchmark: home rollouts over SSH on the isolated sandbox (root), under load at capacity.
 
     python -m bench.ssh_rollout [--nodes 3] [--servers-per-node 2] [--runs 2] [--mib 64]
 
