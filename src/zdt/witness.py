@@ -17,7 +17,7 @@ an LB that keeps no counters (open-source nginx, a command LB) says so once.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from zdt.errors import ZdtError
@@ -38,6 +38,7 @@ class Witness:
     wid: str
     action: str = "run"            # run | resume | revert
     fail_on_errors: bool = False   # --fail-on-lb-errors: errors in a visit fail its ready
+    _taken: dict[tuple[str, int | None], dict[str, Any]] = field(default_factory=dict)
 
     async def mark(self, at: str, *, node: str | None = None, group: int | None = None,
                    out: Sequence[str] = ()) -> dict[str, Any]:
@@ -54,10 +55,15 @@ class Witness:
             else:
                 data["counters"] = as_data(reading)
         self.journal.event(self.wid, "witness", at, data=data)
+        self._taken[at, group] = data
         return data
 
     def visit(self, group: int) -> dict[str, Any] | None:
-        """The latest visit window of `group` (its drain to its ready), from the journal."""
+        """The latest visit window of `group` (its drain to its ready): from this run's
+        readings, or from the journal when the drain was another run's (before a crash)."""
+        begin, end = self._taken.get(("drain", group)), self._taken.get(("ready", group))
+        if begin is not None and end is not None:
+            return window(begin, end)
         return next((v for v in reversed(visits(self.journal.events(self.wid)))
                      if v["group"] == group), None)
 
@@ -123,20 +129,24 @@ def visits(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         if m["at"] == "drain" and m.get("group") is not None:
             opened[m["group"]] = m
         elif m["at"] == "ready" and m.get("group") in opened:
-            begin = opened.pop(m["group"])
-            visit: dict[str, Any] = {"group": m["group"], "node": m["node"],
-                                     "out": begin.get("out", [])}
-            if "counters" in begin and "counters" in m:
-                c = begin["counters"]
-                left = [s for s in c["in_rotation"] if s not in visit["out"]]
-                diff = difference(c, m["counters"])
-                per_server = diff.pop("servers", {})
-                visit.update(diff, in_rotation=len(left), backend_servers=len(c["servers"]),
-                             error_servers={k: sum(v[f] for f in ERROR_FIELDS)
-                                            for k, v in per_server.items()
-                                            if any(v[f] for f in ERROR_FIELDS)})
-            out.append(visit)
+            out.append(window(opened.pop(m["group"]), m))
     return out
+
+
+def window(begin: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
+    """One node visit from the readings at its drain and at its ready."""
+    visit: dict[str, Any] = {"group": end["group"], "node": end["node"],
+                             "out": begin.get("out", [])}
+    if "counters" in begin and "counters" in end:
+        c = begin["counters"]
+        left = [s for s in c["in_rotation"] if s not in visit["out"]]
+        diff = difference(c, end["counters"])
+        per_server = diff.pop("servers", {})
+        visit.update(diff, in_rotation=len(left), backend_servers=len(c["servers"]),
+                     error_servers={k: sum(v[f] for f in ERROR_FIELDS)
+                                    for k, v in per_server.items()
+                                    if any(v[f] for f in ERROR_FIELDS)})
+    return visit
 
 
 def summarize(events: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ZDT, capacity_load, running_sandbox, zdt
+from conftest import ZDT, assert_lossless, capacity_load, running_sandbox, zdt
 from zdt import domain as dm
 from zdt.journal import Journal, StepRecord
 from zdt.lb.haproxy import HAProxy
@@ -117,6 +117,9 @@ async def test_kill_9_mid_rollout_then_resume_or_revert(
     assert report["state"] == ("succeeded" if then == "resume" else "reverted")
     assert (fast.stats.failed, slow.stats.failed) == (0, 0), (fast.stats.errors,
                                                               slow.stats.errors)
+    assert_lossless(fast.stats, report)      # the killed run, then the resume or revert
+    assert [r["action"] for r in report["witness"]["runs"]] == ["run", then]
+    assert report["witness"]["runs"][0]["complete"] is False
     expected = {"done"} if then == "resume" else {"reverted", "pending"}
     assert {s["state"] for s in report["steps"]} <= expected
     assert await all_in_rotation(sb) == {f"node{i}-s1": ("ready", "UP") for i in (1, 2, 3)}
