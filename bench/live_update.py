@@ -1,11 +1,15 @@
 """Benchmark: `zdt live update` of the stateful counter under steady load on one host.
 
     python -m bench.live_update [--updates 20] [--sizes 1024 1048576 104857600]
+                                [--shapes ka16 ka256 close16]
 
-For each state size: start the counter under `zdt live run`, keep clients connecting
-(GET / and POST /incr), run N updates alternating between two homes, and print the
-connections made, refused or reset, non-2xx answers, the blackout (median and max), the
-total time per update, and whether every increment survived.
+For each state size and client shape: start the counter under `zdt live run`, load it at
+capacity (GET /: wrk, or zdt's generator, with 16 or 256 keep-alive clients or 16
+new-connection ones; the counter closes each connection after its answer, so keep-alive
+clients connect again for each request) while 3 clients POST /incr, run N updates
+alternating between two homes, and print the requests, the failed ones (refused, reset,
+non-2xx), the blackout (median and max), the total time per update, and whether every
+increment survived.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from zdt import http
-from zdt.load import Load
+from zdt.load import Load, at_capacity
+
+SHAPES = {"ka16": (16, True), "ka256": (256, True), "close16": (16, False)}
 
 ZDT = [sys.executable, "-m", "zdt.cli"]
 
@@ -32,7 +38,7 @@ def zdt(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=600)
 
 
-async def run_size(size: int, updates: int) -> dict[str, Any]:
+async def run_size(size: int, updates: int, shape: str) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="zdt-live-", dir="/tmp"))
     for v in ("v1", "v2"):
         (base / v).mkdir()
@@ -47,8 +53,10 @@ async def run_size(size: int, updates: int) -> dict[str, Any]:
     assert started.returncode == 0, started.stderr
     results = []
     try:
-        reads = Load(url, concurrency=3, rate_per_worker=100)
-        incr = Load(url + "incr", concurrency=3, rate_per_worker=100, method="POST")
+        connections, keep_alive = SHAPES[shape]
+        reads = at_capacity(url, connections=connections, keep_alive=keep_alive)
+        incr = Load(url + "incr", concurrency=3, rate_per_worker=100, method="POST",
+                    process=True)
         async with reads, incr:
             await asyncio.sleep(0.3)
             for n in range(updates):
@@ -83,17 +91,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 1 << 20, 100 << 20])
+    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
     args = parser.parse_args()
-    print("| state | updates | connections | refused/reset/non-2xx | blackout median ms | "
+    print("| state | clients | updates | requests | failed | blackout median ms | "
           "blackout max ms | total median ms | every increment kept |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for size in args.sizes:
-        r = asyncio.run(run_size(size, args.updates))
-        print(f"| {human(size)} | {r['updates']} | {r['connections']} | {r['failed']} | "
-              f"{r['blackout_median']:.1f} | {r['blackout_max']:.1f} | "
-              f"{r['total_median']:.0f} | {'yes' if r['state_kept'] else 'NO'} |", flush=True)
-        if r["errors"]:
-            print(f"  errors: {r['errors']}")
+        for shape in args.shapes:
+            r = asyncio.run(run_size(size, args.updates, shape))
+            print(f"| {human(size)} | {shape} | {r['updates']} | {r['connections']:,} | "
+                  f"{r['failed']} | {r['blackout_median']:.1f} | {r['blackout_max']:.1f} | "
+                  f"{r['total_median']:.0f} | {'yes' if r['state_kept'] else 'NO'} |",
+                  flush=True)
+            if r["errors"]:
+                print(f"  errors: {r['errors']}")
 
 
 if __name__ == "__main__":
