@@ -73,7 +73,7 @@ def print_summary(s: dict[str, Any], *, with_witness: bool = True) -> None:
               f"in {s['duration'] or 0:.2f} s", highlight=False)
     change = (s.get("request") or {}).get("change")
     if change:
-        out.print(f"  home → {change['version']} (sha256 {change['sha256'][:16]}…)"
+        out.print(f"  home → {escape(change['version'])} (sha256 {change['sha256'][:16]}…)"
                   + (", a rollback to an older release" if change.get("rollback") else ""),
                   highlight=False)
     for warning in s.get("warnings", ()):

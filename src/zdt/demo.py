@@ -100,6 +100,6 @@ def _print(console: Console, result: dict[str, Any]) -> None:
                   f"{load['failed']} failed requests[/] as the clients counted them",
                   highlight=False)
     for error, count in load["errors"].items():
-        console.print(f"  {count} × {error}", style="red", highlight=False)
-    versions = ", ".join(f"{k}: {v}" for k, v in sorted(load["versions"].items()))
+        console.print(f"  {count} × {escape(error)}", style="red", highlight=False)
+    versions = escape(", ".join(f"{k}: {v}" for k, v in sorted(load["versions"].items())))
     console.print(f"versions served: {versions}", highlight=False)

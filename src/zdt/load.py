@@ -207,7 +207,11 @@ class Load:
             child.send_signal(signal.SIGINT)
         out = await child.stdout.read()
         await child.wait()
-        self.stats = LoadStats.of(json.loads(out))
+        try:
+            self.stats = LoadStats.of(json.loads(out))
+        except (ValueError, KeyError) as exc:
+            raise RuntimeError(f"the load generator (pid {child.pid}) exited "
+                               f"{child.returncode} without its figures") from exc
         return self.stats
 
     async def _worker(self) -> None:
@@ -267,6 +271,40 @@ def _count(s: LoadStats, body: bytes) -> None:
         s.versions[str(answer.get("version"))] += 1
 
 
+class Runs(Protocol):
+    """A load that runs for the length of a with-block: Load, or wrk."""
+
+    stats: LoadStats
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+def at_capacity(url: str, *, connections: int = 16, keep_alive: bool = True,
+                use_wrk: bool = True) -> Runs:
+    """Clients sending as fast as they are answered: wrk when it is installed (it needs a
+    fraction of a core for thousands of requests/s), else zdt's own generator in a
+    process of its own."""
+    from zdt import wrk
+
+    if use_wrk and wrk.available():
+        return wrk.Wrk(url, connections=connections, keep_alive=keep_alive)
+    return Load(url, concurrency=connections, rate_per_worker=0, keep_alive=keep_alive,
+                process=True)
+
+
+def describe(load: Runs) -> str:
+    """"wrk, 16 keep-alive connections": what made the load, for reports."""
+    from zdt import wrk
+
+    tool = "wrk" if isinstance(load, wrk.Wrk) else "zdt's load generator"
+    n = load.connections if isinstance(load, wrk.Wrk) else getattr(load, "concurrency", 0)
+    shape = "keep-alive connections" if getattr(load, "keep_alive", False) else \
+        "clients, a new connection per request"
+    return f"{tool}, {n} {shape}"
+
+
 async def _main(args: argparse.Namespace) -> LoadStats:
     load = Load(args.url, concurrency=args.connections, rate_per_worker=args.rate,
                 timeout=args.timeout, method=args.method, keep_alive=args.keep_alive)
@@ -303,36 +341,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-class Runs(Protocol):
-    """A load that runs for the length of a with-block: Load, or wrk."""
-
-    stats: LoadStats
-
-    async def __aenter__(self) -> Any: ...
-
-    async def __aexit__(self, *exc: object) -> None: ...
-
-
-def at_capacity(url: str, *, connections: int = 16, keep_alive: bool = True,
-                use_wrk: bool = True) -> Runs:
-    """Clients sending as fast as they are answered: wrk when it is installed (it needs a
-    fraction of a core for thousands of requests/s), else zdt's own generator in a
-    process of its own."""
-    from zdt import wrk
-
-    if use_wrk and wrk.available():
-        return wrk.Wrk(url, connections=connections, keep_alive=keep_alive)
-    return Load(url, concurrency=connections, rate_per_worker=0, keep_alive=keep_alive,
-                process=True)
-
-
-def describe(load: Runs) -> str:
-    """"wrk, 16 keep-alive connections": what made the load, for reports."""
-    from zdt import wrk
-
-    tool = "wrk" if isinstance(load, wrk.Wrk) else "zdt's load generator"
-    n = load.connections if isinstance(load, wrk.Wrk) else getattr(load, "concurrency", 0)
-    shape = "keep-alive connections" if getattr(load, "keep_alive", False) else \
-        "clients, a new connection per request"
-    return f"{tool}, {n} {shape}"

@@ -294,6 +294,8 @@ class Runner:
         try:
             if prepared is not None:  # a new workflow: check the live domain, then record it
                 warnings = await preview.require(ctx, prepared.plan, prepared.manifest)
+                if request.fail_on_lb_errors:
+                    await witness.require_counters()
                 recorded = {**asdict(request), "change": asdict(change) if change else None,
                             "app_changes": [asdict(a) for a in app_changes]}
                 journal.create(wid, request.kind, domain.source, recorded, prepared.plan.steps)

@@ -10,23 +10,29 @@ of kind "witness") before the next action, so the differences survive a crash of
     run:    start ──────────────────────────────────────────────── end
     visits:        drain(node1) ── ready(node1)   drain(node2) ── ready(node2)
 
-A reading that fails (the LB's socket gone) is journaled as such and never fails a step;
-an LB that keeps no counters (open-source nginx, a command LB) says so once.
+A reading that fails (the LB's socket gone) is journaled as such and never fails a step
+(but for --fail-on-lb-errors, which then cannot tell); an LB that keeps no counters
+(nginx without zdt's Lua module, a command LB) says so in each reading.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from zdt.errors import ZdtError
+from zdt.errors import PreconditionError, ZdtError
 from zdt.journal import Journal
 from zdt.lb import COUNT_FIELDS, Counters, Counts, LoadBalancer
 
-# What a client would have seen fail. Retries and redispatches are errors the LB hid (the
-# sandbox's HAProxy makes none); client aborts are the clients' own doing.
-ERROR_FIELDS = ("connection_errors", "response_errors", "http_5xx", "server_aborts")
+# Requests a client saw fail, each counted once: a 5xx answer (the LB's own 502/503 for a
+# server it could not connect to or that broke off before its head are among them: HAProxy
+# counts those in hrsp_5xx, zdt's nginx module too), or an answer a server cut off after
+# its head (srv_abrt). Connection and response errors are the causes, shown beside it; the
+# backend's eresp also counts clients hanging up, so it is not a failure by itself.
+# Retries and redispatches are errors the LB hid (the sandbox's HAProxy makes none).
+ERROR_FIELDS = ("http_5xx", "server_aborts")
 
 
 @dataclass
@@ -55,8 +61,21 @@ class Witness:
             else:
                 data["counters"] = as_data(reading)
         self.journal.event(self.wid, "witness", at, data=data)
-        self._taken[at, group] = data
+        if at == "drain":
+            self._taken.setdefault((at, group), data)    # a drain retried keeps the first
+        else:
+            self._taken[at, group] = data
         return data
+
+    async def require_counters(self) -> None:
+        """--fail-on-lb-errors needs counters: refused (exit 3) before anything changes."""
+        try:
+            reading = await self.lb.counters()
+        except ZdtError as exc:
+            raise PreconditionError(f"--fail-on-lb-errors: cannot read the load balancer's "
+                                    f"counters: {exc}") from exc
+        if isinstance(reading, str):
+            raise PreconditionError(f"--fail-on-lb-errors: {reading}; leave the option out")
 
     def visit(self, group: int) -> dict[str, Any] | None:
         """The latest visit window of `group` (its drain to its ready): from this run's
@@ -69,7 +88,7 @@ class Witness:
 
 
 def as_data(c: Counters) -> dict[str, Any]:
-    return {"source": c.source, "backend": asdict(c.backend),
+    return {"source": c.source, "epoch": c.epoch, "backend": asdict(c.backend),
             "servers": {k: asdict(v) for k, v in c.servers.items()},
             "in_rotation": list(c.in_rotation)}
 
@@ -79,16 +98,18 @@ def _counts(d: dict[str, int]) -> Counts:
 
 
 def difference(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The backend's (and each server's) counts between two readings. Counters that went
-    back (the LB restarted, or someone cleared them) make the window unknown: `reset`."""
+    """The backend's (and each server's) counts between two readings. Another LB process
+    (restarted) or counters that went back (cleared) make the window unknown: `reset`. A
+    server the first reading did not have is left out (its counts began before)."""
     a, b = _counts(before["backend"]), _counts(after["backend"])
     delta = {f: getattr(b, f) - getattr(a, f) for f in COUNT_FIELDS}
-    if any(v < 0 for v in delta.values()):
+    if any(v < 0 for v in delta.values()) or before.get("epoch") != after.get("epoch"):
         return {"reset": True}
     servers = {}
     for name, now in after.get("servers", {}).items():
-        was = _counts(before.get("servers", {}).get(name, {}))
-        n = _counts(now)
+        if name not in before.get("servers", {}):
+            continue
+        was, n = _counts(before["servers"][name]), _counts(now)
         servers[name] = {f: max(0, getattr(n, f) - getattr(was, f)) for f in COUNT_FIELDS}
     return {**delta, "errors": sum(delta[f] for f in ERROR_FIELDS),
             "queue_max": b.queue_max, "queue_max_rose": b.queue_max > a.queue_max,
@@ -124,10 +145,11 @@ def runs(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def visits(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each node visit's window: from the reading before its drain to the one after its
     ready, with the share of the backend's servers left in rotation while it was out."""
-    out, opened = [], {}
+    out: list[dict[str, Any]] = []
+    opened: dict[int, dict[str, Any]] = {}
     for m in _marks(events):
         if m["at"] == "drain" and m.get("group") is not None:
-            opened[m["group"]] = m
+            opened.setdefault(m["group"], m)        # a drain retried keeps the first
         elif m["at"] == "ready" and m.get("group") in opened:
             out.append(window(opened.pop(m["group"]), m))
     return out
@@ -149,23 +171,44 @@ def window(begin: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
     return visit
 
 
+def span(events: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """From the first reading to the last, reading by reading: the time between a killed
+    run's last reading and its resume counts too; a step across an LB restart is left out
+    (`resets`). None with fewer than two readings."""
+    readings = [m["counters"] for m in _marks(events) if "counters" in m]
+    if len(readings) < 2:
+        return None
+    total = dict.fromkeys((*COUNT_FIELDS, "errors"), 0)
+    resets, rose = 0, False
+    for a, b in itertools.pairwise(readings):
+        d = difference(a, b)
+        if d.get("reset"):
+            resets += 1
+            continue
+        for f in total:
+            total[f] += d[f]
+        rose = rose or d["queue_max_rose"]
+    return {**total, "resets": resets, "queue_max": _counts(readings[-1]["backend"]).queue_max,
+            "queue_max_rose": rose}
+
+
 def summarize(events: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The witness of a workflow: its runs added up, and its visits; None if never read."""
+    """The witness of a workflow: its whole span, its runs and its visits; None if the LB
+    was never read."""
     rs = runs(events)
     if not rs:
         return None
-    measured = [r for r in rs if "unavailable" not in r and not r.get("reset")]
     source = next((m["counters"]["source"] for m in _marks(events) if "counters" in m), None)
     summary: dict[str, Any] = {"source": source, "runs": rs, "visits": visits(events)}
-    if not measured:
+    total = span(events)
+    if total is None or total["resets"] == len([m for m in _marks(events)
+                                                if "counters" in m]) - 1:
         summary["unavailable"] = next((r.get("unavailable") for r in rs
                                        if r.get("unavailable")), "the counters were reset")
         return summary
-    for f in (*COUNT_FIELDS, "errors"):
-        summary[f] = sum(r[f] for r in measured)
-    summary["complete"] = len(measured) == len(rs) and all(r["complete"] for r in rs)
-    summary["queue_max"] = max(r["queue_max"] for r in measured)
-    summary["queue_max_rose"] = any(r["queue_max_rose"] for r in measured)
+    summary.update(total)
+    summary["complete"] = total["resets"] == 0 and all(
+        r["complete"] and "unavailable" not in r for r in rs)
     summary["error_visits"] = [v["node"] for v in summary["visits"] if v.get("errors")]
     return summary
 
@@ -184,5 +227,6 @@ def sentence(w: dict[str, Any]) -> str:
     if w["error_visits"]:
         text += " (errors while " + ", ".join(w["error_visits"]) + " was out)"
     if not w["complete"]:
-        text += " (a run of zdt ended without its last reading: counted to the one before)"
+        text += " (incomplete: a run of zdt ended without its last reading, or the LB's " \
+                "counters restarted)"
     return text

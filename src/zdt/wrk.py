@@ -55,10 +55,15 @@ def available() -> bool:
 
 
 def parse(text: str, seconds: float) -> LoadStats:
-    """The lines the script printed → LoadStats (errors by wrk's kind)."""
+    """The lines the script printed → LoadStats (errors by wrk's kind).
+
+    wrk's request count holds every answer, those with a bad status and those later than
+    the timeout among them; connect, read and write errors come on top (no answer). A
+    request that never ends is in neither: the LB's witness covers that.
+    """
     stats = LoadStats(seconds=seconds)
     for line in text.splitlines():
-        key, *values = line.split()
+        key, *values = line.split() or [""]
         if key == "zdt-requests":
             stats.requests = int(values[0])
         elif key == "zdt-errors":
@@ -67,13 +72,11 @@ def parse(text: str, seconds: float) -> LoadStats:
                     stats.errors["non-2xx/3xx" if kind == "status" else kind] = n
         elif key == "zdt-latency-max":
             stats.latency_max = int(values[0]) / 1e6     # wrk counts microseconds
-        elif key == "zdt-versions":
-            stats.versions[values[0]] = int(values[1])
-        elif key == "zdt-servers":
-            stats.servers[values[0]] = int(values[1])
-    # wrk's request count holds the answers with a bad status; socket errors come on top
+        elif key in ("zdt-versions", "zdt-servers") and len(values) >= 2:
+            counter = stats.versions if key == "zdt-versions" else stats.servers
+            counter[" ".join(values[:-1])] = int(values[-1])
     stats.failed = sum(stats.errors.values())
-    stats.requests += sum(n for k, n in stats.errors.items() if k != "non-2xx/3xx")
+    stats.requests += sum(stats.errors[k] for k in ("connect", "read", "write"))
     return stats
 
 
@@ -90,7 +93,7 @@ class Wrk:
         self.timeout = timeout
         self.stats = LoadStats(errors=Counter())
         self._proc: asyncio.subprocess.Process | None = None
-        self._dir = Path(tempfile.mkdtemp(prefix="zdt-wrk-"))
+        self._dir: Path | None = None
         self._began = 0.0
 
     async def __aenter__(self) -> Wrk:
@@ -101,6 +104,7 @@ class Wrk:
         await self.stop()
 
     async def begin(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="zdt-wrk-"))
         script = self._dir / "count.lua"
         script.write_text(SCRIPT)
         argv = ["wrk", "-t", str(self.threads), "-c", str(self.connections), "-d", "86400s",
@@ -116,6 +120,7 @@ class Wrk:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._proc.wait(), 0.1)
             _, err = await self._proc.communicate()
+            shutil.rmtree(self._dir, ignore_errors=True)
             raise RuntimeError(f"wrk exited {self._proc.returncode} at once: "
                                f"{err.decode()[-300:]}")
 
@@ -126,7 +131,8 @@ class Wrk:
             proc.send_signal(signal.SIGINT)
         out, err = await proc.communicate()
         seconds = time.monotonic() - self._began
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
         if proc.returncode != 0:
             raise RuntimeError(f"wrk exited {proc.returncode}: {err.decode()[-300:]}")
         self.stats = parse(out.decode(), seconds)

@@ -103,7 +103,7 @@ async def zdt_under_load(url: str, *argv: str, keep_alive: bool = True,
         result = await asyncio.to_thread(zdt, *argv)
         await asyncio.sleep(0.2)
     report = None
-    if witness and "--json" in argv and result.stdout.startswith("{"):
-        report = json.loads(result.stdout)
-    assert_lossless(load.stats, report if report and "witness" in report else None)
+    if witness and "--json" in argv and result.returncode in (0, 1, 5):
+        report = json.loads(result.stdout)           # a workflow's report, with its witness
+    assert_lossless(load.stats, report)
     return result

@@ -230,6 +230,12 @@ async def test_the_lua_peer_list_is_what_nginx_routes(nsb: dict[str, Any]) -> No
     assert (after.backend.requests - before.backend.requests,
             after.backend.http_5xx - before.backend.http_5xx) == (7, 1)
     assert sorted(after.in_rotation) == ["node1-s1", "node2-s1", "node3-s1"]
+    # the admin location takes states of known servers only, never an address
+    for body, why in (("evil 192.0.2.1:80 up\n", "not a `NAME up|down` line"),
+                      ("ghost up\n", "unknown server ghost")):
+        with pytest.raises(AdapterError, match=why):
+            await lb._ask("POST", body)
+    assert sorted(after.in_rotation) == sorted((await lb.counters()).in_rotation)
     # a server the file does not name; an admin socket nobody answers on
     ghost = server.model_copy(update={"name": "ghost"})
     with pytest.raises(AdapterError, match="no line `server ADDRESS"):

@@ -187,4 +187,18 @@ def test_the_listen_backlog_holds_a_burst_of_connections(
     port = int(url.rsplit(":", 1)[1].strip("/"))
     listening = subprocess.run(["ss", "-Hltn", "sport", "=", f":{port}"], capture_output=True,
                                text=True, check=True).stdout.split()
-    assert listening[0] == "LISTEN" and int(listening[2]) == 1024   # Send-Q: the backlog
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    # Send-Q: the backlog, which the kernel caps at net.core.somaxconn
+    assert listening[0] == "LISTEN" and int(listening[2]) == min(1024, somaxconn)
+
+
+def test_a_connection_that_sends_nothing_does_not_hold_a_stop(
+        service: tuple[subprocess.Popen[str], str]) -> None:
+    proc, url = service
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+        assert get(url + "health")[0] == 200     # accepted later: the silent one is in
+        proc.send_signal(signal.SIGTERM)
+        # it waits FIRST_REQUEST_GRACE (1 s) for a request, not the 75 s idle timeout
+        assert proc.wait(timeout=5) == 0
+        assert silent.recv(1) == b""

@@ -32,8 +32,8 @@ def test_wrk_summary_counts_socket_errors_on_top_of_answers() -> None:
             "zdt-requests 1000\nzdt-errors 2 3 0 4 1\nzdt-latency-max 125000\n"
             "zdt-versions v1 600\nzdt-versions v2 396\nzdt-servers s1 996\n")
     stats = wrk.parse(text, 2.0)
-    # 1000 answers (4 of them non-2xx) + 6 requests that never got one
-    assert (stats.requests, stats.failed) == (1006, 10)
+    # 1000 answers (4 non-2xx, 1 later than the timeout) + 5 requests that got none
+    assert (stats.requests, stats.failed) == (1005, 10)
     assert dict(stats.errors) == {"connect": 2, "read": 3, "non-2xx/3xx": 4, "timeout": 1}
     assert (dict(stats.versions), stats.latency_max) == ({"v1": 600, "v2": 396}, 0.125)
 
@@ -41,3 +41,8 @@ def test_wrk_summary_counts_socket_errors_on_top_of_answers() -> None:
 def test_a_clean_wrk_run_has_no_failure() -> None:
     stats = wrk.parse("zdt-requests 50\nzdt-errors 0 0 0 0 0\n", 1.0)
     assert (stats.requests, stats.failed, dict(stats.errors)) == (50, 0, {})
+
+
+def test_wrk_summary_tolerates_blank_lines_and_names_with_spaces() -> None:
+    stats = wrk.parse("\nzdt-requests 3\nzdt-errors 0 0 0 0 0\nzdt-versions 2.0 beta 3\n\n", 1.0)
+    assert (stats.requests, dict(stats.versions)) == (3, {"2.0 beta": 3})

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from zdt.lb import Counts
-from zdt.lb.nginx import LINE, _parts, mark
 from zdt.lb.nginx_lua import parse_admin
+from zdt.lb.upstream_file import LINE, mark, parts
 
 FILE = """# operators may comment
 upstream app {
@@ -29,7 +29,7 @@ upstream app {
 ])
 def test_lines_read(line: str, name: str, down: bool) -> None:
     m = LINE.match(line)
-    assert m is not None and m["name"] == name and _parts(m)[1] == down
+    assert m is not None and m["name"] == name and parts(m)[1] == down
 
 
 @pytest.mark.parametrize("line", [

@@ -45,13 +45,13 @@ def test_an_answer_without_a_backend_row_is_refused(text: str) -> None:
 
 
 def reading(requests: int, econ: int = 0, http_5xx: int = 0, *, qmax: int = 0,
-            in_rotation: tuple[str, ...] = ("s1", "s2", "s3")) -> dict[str, Any]:
+            in_rotation: tuple[str, ...] = ("s1", "s2", "s3"), epoch: str = "100",
+            servers: tuple[str, ...] = ("s1", "s2", "s3")) -> dict[str, Any]:
     backend = Counts(requests=requests, connection_errors=econ, http_5xx=http_5xx,
                      queue_max=qmax)
     per = Counts(requests=requests // 3, connection_errors=econ, http_5xx=http_5xx)
-    return {"source": "HAProxy backend app", "backend": asdict(backend),
-            "servers": {s: asdict(per) for s in ("s1", "s2", "s3")},
-            "in_rotation": list(in_rotation)}
+    return {"source": "HAProxy backend app", "epoch": epoch, "backend": asdict(backend),
+            "servers": {s: asdict(per) for s in servers}, "in_rotation": list(in_rotation)}
 
 
 def event(at: str, counters: dict[str, Any] | None, *, group: int | None = None,
@@ -74,40 +74,60 @@ def test_a_run_and_its_visits_add_up_with_the_node_out_and_the_share_in_rotation
               event("end", reading(2000, 2, 2, qmax=4))]
     w = witness.summarize(events)
     assert w is not None
-    assert (w["requests"], w["connection_errors"], w["http_5xx"], w["errors"]) == (1000, 2, 2, 4)
+    # each failed request once: two 503s, whose cause was a connection error
+    assert (w["requests"], w["connection_errors"], w["http_5xx"], w["errors"]) == (1000, 2, 2, 2)
     assert (w["complete"], w["queue_max"], w["queue_max_rose"]) == (True, 4, True)
     assert w["error_visits"] == ["node1"]
     first, second = w["visits"]
     assert (first["node"], first["requests"], first["errors"], first["in_rotation"],
-            first["backend_servers"]) == ("node1", 400, 4, 2, 3)
-    assert first["error_servers"] == {"s1": 4, "s2": 4, "s3": 4}
+            first["backend_servers"]) == ("node1", 400, 2, 2, 3)
+    assert first["error_servers"] == {"s1": 2, "s2": 2, "s3": 2}
     assert (second["requests"], second["errors"], second["error_servers"]) == (300, 0, {})
     assert "1,000 requests" in witness.sentence(w)
     assert "2 connection errors" in witness.sentence(w)
     assert "errors while node1 was out" in witness.sentence(w)
 
 
-def test_a_crashed_run_counts_to_its_last_reading_and_a_resume_adds_its_own() -> None:
+def test_errors_while_zdt_was_dead_count_in_the_workflow_and_its_visit() -> None:
     events = [event("start", reading(0)),
               event("drain", reading(100), group=0, node="node1", out=("s1",)),
-              # zdt killed here: no ready, no end
-              event("start", reading(500), action="resume"),
-              event("ready", reading(600), group=0, node="node1"),
-              event("end", reading(700), action="resume")]
+              # zdt killed here: no ready, no end; 7 requests fail before the resume
+              event("start", reading(500, http_5xx=7), action="resume"),
+              event("drain", reading(510, http_5xx=7), group=0, node="node1", out=("s1",)),
+              event("ready", reading(600, http_5xx=7), group=0, node="node1"),
+              event("end", reading(700, http_5xx=7), action="resume")]
     w = witness.summarize(events)
     assert w is not None
     assert [(r["action"], r["complete"], r["requests"]) for r in w["runs"]] == [
         ("run", False, 100), ("resume", True, 200)]
-    assert (w["requests"], w["complete"]) == (300, False)
-    assert w["visits"][0]["requests"] == 500     # the visit spans the crash
-    assert "without its last reading" in witness.sentence(w)
+    assert (w["requests"], w["errors"], w["complete"]) == (700, 7, False)
+    [visit] = w["visits"]       # from the first drain, across the crash and the re-drain
+    assert (visit["requests"], visit["errors"]) == (500, 7)
+    assert "incomplete" in witness.sentence(w)
 
 
-def test_counters_that_went_back_make_the_window_unknown_not_negative() -> None:
-    events = [event("start", reading(5000)), event("end", reading(10))]
+@pytest.mark.parametrize("after", [reading(10), reading(9000, epoch="200")],
+                         ids=["went back", "another LB process"])
+def test_a_restarted_lb_makes_the_window_unknown_not_wrong(after: dict[str, Any]) -> None:
+    events = [event("start", reading(5000)), event("end", after)]
     w = witness.summarize(events)
     assert w is not None and w["runs"][0]["reset"] is True
     assert w["unavailable"] == "the counters were reset"
+
+
+def test_a_window_across_a_restart_is_left_out_of_the_total() -> None:
+    events = [event("start", reading(5000)), event("drain", reading(5100), group=0),
+              event("ready", reading(50, epoch="200"), group=0),
+              event("end", reading(80, epoch="200"))]
+    w = witness.summarize(events)
+    assert w is not None
+    assert (w["requests"], w["resets"], w["complete"]) == (130, 1, False)
+
+
+def test_a_server_new_since_the_first_reading_is_not_credited_its_lifetime() -> None:
+    d = witness.difference(reading(300, servers=("s1", "s2")),
+                           reading(600, servers=("s1", "s2", "s3")))
+    assert sorted(d["servers"]) == ["s1", "s2"]
 
 
 @pytest.mark.parametrize(("extra", "why"), [

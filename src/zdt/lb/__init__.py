@@ -57,6 +57,7 @@ class Counters:
     backend: Counts
     servers: Mapping[str, Counts] = field(default_factory=dict)
     in_rotation: tuple[str, ...] = ()
+    epoch: str = ""       # which LB process counted (its counters began with it)
 
 
 class LoadBalancer(Protocol):

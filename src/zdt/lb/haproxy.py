@@ -6,6 +6,7 @@ after answering, so the end of the answer needs no parsing. Commands used (HAPro
   set server <backend>/<server> state drain|ready   answers nothing on success
   show stat <backend> 4 -1                          CSV, servers of one backend (type 4)
   show stat <backend> 6 -1                          the same and the BACKEND row (2 | 4)
+  show info                                         "Name: value" lines, the Pid among them
   show servers state <backend>                      version line, "# " header, rows
 
 The parsers are plain functions on text so that code without an event loop (the sandbox)
@@ -93,7 +94,17 @@ def _int(text: str | None) -> int:
         return 0
 
 
-def parse_counters(text: str, admin: dict[str, int], source: str) -> Counters:
+def parse_pid(info: str) -> str:
+    """`show info` → the process's "Pid": a restarted or reloaded HAProxy counts anew."""
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Pid":
+            return value.strip()
+    return ""
+
+
+def parse_counters(text: str, admin: dict[str, int], source: str, epoch: str = ""
+                   ) -> Counters:
     """`show stat BACKEND 6 -1` and `show servers state BACKEND` → one reading."""
     if not text.startswith("# "):
         raise ValueError(text.strip() or "empty answer")
@@ -108,7 +119,7 @@ def parse_counters(text: str, admin: dict[str, int], source: str) -> Counters:
                 serving.append(name)
     if backend is None:
         raise ValueError("no BACKEND row")
-    return Counters(source, backend, servers, tuple(serving))
+    return Counters(source, backend, servers, tuple(serving), epoch)
 
 
 def lb_state(row: dict[str, str], admin_bits: int) -> LbState:
@@ -158,12 +169,12 @@ class HAProxy:
         return {name: lb_state(row, bits.get(name, 0)) for name, row in rows.items()}
 
     async def counters(self) -> Counters | str:
-        stat, admin = await asyncio.gather(
+        stat, admin, info = await asyncio.gather(
             self.command(f"show stat {self.backend} 6 -1"),
-            self.command(f"show servers state {self.backend}"))
+            self.command(f"show servers state {self.backend}"), self.command("show info"))
         try:
             return parse_counters(stat, parse_servers_state(admin),
-                                  f"HAProxy backend {self.backend}")
+                                  f"HAProxy backend {self.backend}", parse_pid(info))
         except ValueError as exc:
             raise AdapterError(f"HAProxy (socket {self.socket_path}) cannot report the "
                                f"counters of backend {self.backend!r}: {exc}",

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import re
 import signal
 import time
 from collections.abc import Sequence
@@ -30,20 +29,10 @@ from zdt import procfs
 from zdt.domain import Domain, Server
 from zdt.errors import AdapterError, StepError
 from zdt.lb import Counters, LbState
+from zdt.lb.upstream_file import LINE, mark, parts, write_atomically
 from zdt.transport import Transport
 
 RELOAD_TIMEOUT = 10.0    # s; for the master to start the new workers after a SIGHUP
-# `server ADDRESS [PARAMETER ...];  # NAME`: parameters (weight=, max_fails=, backup,
-# down) are kept, in their order; zdt adds or removes only `down`.
-LINE = re.compile(r"^(?P<indent>\s*)server\s+(?P<body>[^;#]+?)\s*;\s*#\s*(?P<name>\S+)\s*$")
-
-
-def _parts(m: re.Match[str]) -> tuple[list[str], bool]:
-    """The address and parameters but `down`, and whether `down` is there."""
-    words = m["body"].split()
-    return [w for w in words if w != "down"], "down" in words[1:]
-
-
 class NginxLB:
     def __init__(self, domain: Domain, transport: Transport) -> None:
         cfg = domain.lb
@@ -188,7 +177,7 @@ class NginxLB:
         for line in text.splitlines():
             m = LINE.match(line)
             if m:
-                marks[m["name"]] = _parts(m)[1]
+                marks[m["name"]] = parts(m)[1]
         return text, marks
 
     def _missing(self, server: Server) -> AdapterError:
@@ -202,24 +191,6 @@ class NginxLB:
         except (OSError, ValueError, IndexError):
             return None
         return pid if "nginx: master" in procfs.cmdline(pid) else None
-
-
-def mark(text: str, name: str, down: bool) -> str:
-    out = []
-    for line in text.splitlines(keepends=True):
-        m = LINE.match(line.rstrip("\n"))
-        if m and m["name"] == name:
-            words = _parts(m)[0] + (["down"] if down else [])
-            line = f"{m['indent']}server {' '.join(words)};  # {name}\n"
-        out.append(line)
-    return "".join(out)
-
-
-def write_atomically(path: Path, text: str, mode: int | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.zdt-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, mode if mode is not None else path.stat().st_mode & 0o777)
-    os.replace(tmp, path)
 
 
 def _digest(text: str) -> str:

@@ -4,13 +4,16 @@ worker closes its idle keep-alive client connections under the clients' feet (th
 mode lost 71 of 43,415 requests at 128 keep-alive connections), and nginx itself counts
 what the witness needs.
 
-zdt still owns the upstream file, in the same format as the reload mode (`server ADDRESS
+zdt still owns the upstream file, in the same format as the reload mode (`server IP:PORT
 [PARAMS];  # NAME`, `down` when drained): it is what the Lua module loads when nginx starts
-or reloads, so a drain survives an nginx restart. A drain writes the file, then hands its
-text to the module (POST /zdt/peers on the admin socket: nginx's workers need not read
-the file); the module's answer says what nginx now routes. The state of a server is what
-the module says, never what the file says: a file written by a zdt that died before its
-POST shows the server still in rotation, and the next drain or ready brings nginx in line.
+or reloads (servers and addresses come from there only), so a drain survives an nginx
+restart. A drain writes the file, then tells the module which servers are down (POST
+/zdt/peers on the admin socket, `NAME up|down` lines); the module's answer says what nginx
+now routes. If the module refuses or cannot be reached, the file is put back. The state of
+a server is what the module says, never what the file says: a file written by a zdt that
+died before its POST shows the server still in rotation, and the next drain or ready brings
+nginx in line. A server in the file that the module does not know (added since nginx
+loaded the file) is an error that says to reload nginx.
 
 A server's sessions are its requests in flight, counted by the module (balancer phase up,
 log phase down): a drain is complete when they reach 0.
@@ -27,7 +30,7 @@ from pathlib import Path
 from zdt.domain import Domain, Server
 from zdt.errors import AdapterError
 from zdt.lb import Counters, Counts, LbState
-from zdt.lb.nginx import LINE, mark, write_atomically
+from zdt.lb.upstream_file import LINE, mark, write_atomically
 
 LUA_DIR = Path(__file__).resolve().parent     # zdt_nginx.lua, for lua_package_path
 TIMEOUT = 5.0
@@ -40,14 +43,17 @@ class Peers:
     up: dict[str, bool]
     active: dict[str, int]
     counts: dict[str, Counts]
+    epoch: str = ""
 
 
 def parse_admin(text: str) -> Peers:
     """`server NAME up|down active N` and `counts NAME key=value…` lines → Peers."""
-    up, active, counts = {}, {}, {}
+    up, active, counts, epoch = {}, {}, {}, ""
     for line in text.splitlines():
         words = line.split()
-        if len(words) == 5 and words[0] == "server" and words[3] == "active":
+        if len(words) == 2 and words[0] == "epoch":
+            epoch = words[1]
+        elif len(words) == 5 and words[0] == "server" and words[3] == "active":
             up[words[1]] = words[2] == "up"
             active[words[1]] = int(words[4])
         elif len(words) >= 2 and words[0] == "counts":
@@ -56,7 +62,7 @@ def parse_admin(text: str) -> Peers:
                                          if k in Counts.__dataclass_fields__})
     if not any(line.startswith("version ") for line in text.splitlines()):
         raise ValueError(text.strip()[:200] or "empty answer")
-    return Peers(up, active, counts)
+    return Peers(up, active, counts, epoch)
 
 
 class NginxLuaLB:
@@ -85,7 +91,7 @@ class NginxLuaLB:
         peers = await self._ask("GET")
         servers = {k: v for k, v in peers.counts.items() if k not in ("BACKEND", "-")}
         return Counters(f"nginx upstream {self.backend}", peers.counts.get("BACKEND", Counts()),
-                        servers, tuple(k for k, v in peers.up.items() if v))
+                        servers, tuple(k for k, v in peers.up.items() if v), peers.epoch)
 
     async def close(self) -> None:
         """Nothing held: one connection per request."""
@@ -99,7 +105,7 @@ class NginxLuaLB:
             except OSError as exc:
                 raise AdapterError(f"cannot read nginx's upstream file {self.upstream}: "
                                    f"{exc.strerror}", retryable=False) from exc
-            named = {m["name"] for m in map(LINE.match, text.splitlines()) if m}
+            named = [m["name"] for m in map(LINE.match, text.splitlines()) if m]
             changed = text
             for server in servers:
                 if server.backend_name not in named:
@@ -107,13 +113,19 @@ class NginxLuaLB:
                 changed = mark(changed, server.backend_name, down)
             if changed != text:
                 write_atomically(self.upstream, changed)
-            peers = await self._ask("POST", changed)
-            wrong = [s.name for s in servers if peers.up.get(s.backend_name) != (not down)]
-            if wrong:
+            states = "".join(f"{s.backend_name} {'down' if down else 'up'}\n" for s in servers)
+            try:
+                peers = await self._ask("POST", states)
+            except BaseException:
+                if changed != text:
+                    write_atomically(self.upstream, text)   # as nginx still has it
+                raise
+            unknown = [n for n in named if n not in peers.up]
+            if unknown:
                 raise AdapterError(
-                    f"nginx's Lua peer list did not take the change to {', '.join(wrong)}; "
-                    f"is it zdt_nginx.lua behind {self.socket}?",
-                    retryable=False)
+                    f"nginx's Lua peer list does not know {', '.join(unknown)} from "
+                    f"{self.upstream}: reload nginx so that it loads the file (only `server "
+                    f"IP:PORT` lines without `backup` are taken)", retryable=False)
 
     async def _ask(self, method: str, body: str = "") -> Peers:
         try:

@@ -5,11 +5,14 @@
 -- in a home rollout at 128 keep-alive connections. Here a drain changes a shared dict that
 -- every worker reads per request, so no worker exits and no client connection is closed.
 --
--- zdt owns the upstream file (one `server ADDRESS [PARAMS];  # NAME` line per server, a
+-- zdt owns the upstream file (one `server IP:PORT [PARAMS];  # NAME` line per server, a
 -- drained one marked `down`). This module reads it when nginx loads its config (in the
--- master), and takes its new text from zdt through the admin location (POST .../peers,
--- the text as the body: workers need no access to the file). It keeps per server the
--- requests in flight (a drain waits for 0) and the counters of the LB's witness.
+-- master): the servers and their addresses come from there only. Through the admin
+-- location zdt then says which of those servers are up or down (POST .../peers, a body of
+-- `NAME up|down` lines; an unknown name is refused, no address is ever taken from it).
+-- Keep the admin socket in a directory only root (or zdt's user) can enter: nginx makes
+-- unix sockets world-writable. Per server the module keeps the requests in flight (a
+-- drain waits for 0) and the counters of the LB's witness.
 --
 -- nginx.conf (paths are examples; see zdt's README):
 --   lua_shared_dict zdt 1m;
@@ -17,7 +20,7 @@
 --   init_by_lua_block { require("zdt_nginx").init("/etc/nginx/zdt-upstream.conf") }
 --   upstream app { server 0.0.0.1; balancer_by_lua_block { require("zdt_nginx").balance() } }
 --   location / { proxy_pass http://app; log_by_lua_block { require("zdt_nginx").log() } }
---   server { listen unix:/run/zdt-nginx.sock; client_body_buffer_size 1m;
+--   server { listen unix:/run/zdt/nginx.sock; client_body_buffer_size 1m;
 --            location /zdt/ { content_by_lua_block { require("zdt_nginx").admin() } } }
 
 local M = {}
@@ -27,6 +30,11 @@ local COUNTS = {"requests", "connection_errors", "response_errors", "http_5xx",
 
 local cached_version, cached = nil, {}
 
+local function address(host)
+  if host:match("^%d+%.%d+%.%d+%.%d+$") then return host end
+  return host:match("^%[([%x:.]+)%]$")        -- [IPv6]
+end
+
 local function parse(text)
   local peers = {}
   for line in text:gmatch("[^\n]+") do
@@ -35,14 +43,18 @@ local function parse(text)
       local words = {}
       for w in body:gmatch("%S+") do words[#words + 1] = w end
       local host, port = words[1]:match("^(.+):(%d+)$")
+      host, port = host or words[1], port or "80"
       local down, backup = false, false
       for i = 2, #words do
         if words[i] == "down" then down = true end
         if words[i] == "backup" then backup = true end
       end
-      if host and not backup then
-        peers[#peers + 1] = name .. " " .. host:gsub("^%[(.*)%]$", "%1") .. " " .. port
-                            .. " " .. (down and "down" or "up")
+      local ip = address(host)
+      if not ip or backup then
+        -- zdt then reports the server unknown to nginx: the operator sees it at once
+        ngx.log(ngx.ERR, "zdt: ", name, ": only IP:PORT servers without backup are taken")
+      else
+        peers[#peers + 1] = name .. " " .. ip .. " " .. port .. " " .. (down and "down" or "up")
       end
     end
   end
@@ -62,6 +74,7 @@ function M.init(path)
   end
   take(f:read("*a"))
   f:close()
+  dict:add("epoch", tostring(ngx.now()))   -- kept across reloads, new with a new dict
 end
 
 local function peers()
@@ -77,24 +90,45 @@ local function peers()
   return cached
 end
 
-function M.balance()
+local function pick()
   local up = {}
   for _, p in ipairs(peers()) do
     if p.up then up[#up + 1] = p end
   end
-  if #up == 0 then
-    ngx.log(ngx.ERR, "zdt: no server of the upstream is in rotation")
+  if #up == 0 then return nil end
+  return up[(dict:incr("rr", 1, 0) % #up) + 1]
+end
+
+function M.balance()
+  -- counted in flight first, then checked against the newest list: a drain that reads 0
+  -- in flight after its POST can never be followed by a request sent to that server
+  local peer
+  for _ = 1, 3 do
+    local version = dict:get("version")
+    peer = pick()
+    if not peer then break end
+    dict:incr("active:" .. peer.name, 1, 0)
+    if dict:get("version") == version then break end
+    local still
+    for _, p in ipairs(peers()) do
+      if p.name == peer.name and p.up then still = true end
+    end
+    if still then break end
+    dict:incr("active:" .. peer.name, -1, 1)
+    peer = nil
+  end
+  if not peer then
+    if dict:add("warned", true, 1) then      -- at most once a second
+      ngx.log(ngx.ERR, "zdt: no server of the upstream is in rotation")
+    end
     return ngx.exit(ngx.ERROR)
   end
-  local n = dict:incr("rr", 1, 0)
-  local peer = up[(n % #up) + 1]
+  ngx.ctx.zdt_peer = peer.name
   local ok, err = require("ngx.balancer").set_current_peer(peer.host, peer.port)
   if not ok then
     ngx.log(ngx.ERR, "zdt: cannot choose ", peer.name, ": ", err)
     return ngx.exit(ngx.ERROR)
   end
-  ngx.ctx.zdt_peer = peer.name
-  dict:incr("active:" .. peer.name, 1, 0)
 end
 
 local function count(name, what)
@@ -102,40 +136,76 @@ local function count(name, what)
   dict:incr("n:BACKEND:" .. what, 1, 0)
 end
 
+local function by_address(addr)
+  -- the last address tried, "IP:PORT" or "[IPv6]:PORT", back to the server's name
+  local last = (addr or ""):match("(%S+)%s*$") or ""
+  for _, p in ipairs(peers()) do
+    if last == p.host .. ":" .. p.port or last == "[" .. p.host .. "]:" .. p.port then
+      return p.name
+    end
+  end
+end
+
 function M.log()
-  local name = ngx.ctx.zdt_peer
+  -- ngx.ctx does not survive an internal redirect (error_page, try_files): the address
+  -- nginx used finds the server then
+  local name = ngx.ctx.zdt_peer or by_address(ngx.var.upstream_addr)
   local status = ngx.status
   if name then dict:incr("active:" .. name, -1, 1) else name = "-" end
   count(name, "requests")
   if status == 499 then count(name, "client_aborts") end
   if status >= 500 then count(name, "http_5xx") end
   if status == 502 or status == 504 then
-    -- no answer from the server: nginx never connected (no connect time), or the answer
-    -- broke off before its head
+    -- the cause, for requests that got no answer from a server (each request once): no
+    -- connection (no connect time), or an answer broken off before its head
     local connected = ngx.var.upstream_connect_time
     if name == "-" or connected == nil or connected == "" or connected == "-" then
       count(name, "connection_errors")
-    else
+    elseif (ngx.var.upstream_header_time or "-") == "-" then
       count(name, "response_errors")
     end
   end
 end
 
+local function set_states(body)
+  local known, want = {}, {}
+  for _, p in ipairs(peers()) do known[p.name] = p end
+  for line in body:gmatch("[^\n]+") do
+    local name, state = line:match("^(%S+) (%a+)$")
+    if not name or (state ~= "up" and state ~= "down") then
+      return nil, "not a `NAME up|down` line: " .. line:sub(1, 80)
+    end
+    if not known[name] then
+      return nil, "unknown server " .. name .. " (reload nginx after adding it to the file)"
+    end
+    want[name] = state == "up"
+  end
+  local out = {}
+  for _, p in ipairs(peers()) do
+    local up = p.up
+    if want[p.name] ~= nil then up = want[p.name] end
+    out[#out + 1] = p.name .. " " .. p.host .. " " .. p.port .. " " .. (up and "up" or "down")
+  end
+  dict:set("peers", table.concat(out, "\n"))
+  dict:incr("version", 1, 0)
+  return true
+end
+
 function M.admin()
   if ngx.req.get_method() == "POST" then
     ngx.req.read_body()
-    local text = ngx.req.get_body_data()
-    if not text then
+    local ok, err = set_states(ngx.req.get_body_data() or "")
+    if not ok then
       ngx.status = 400
-      ngx.say("error: POST the upstream file's text (at most client_body_buffer_size)")
+      ngx.say("error: ", err)
       return
     end
-    take(text)
   end
-  local out = {"version " .. tostring(dict:get("version") or 0)}
+  local out = {"version " .. tostring(dict:get("version") or 0),
+               "epoch " .. tostring(dict:get("epoch") or "")}
   local names = {"BACKEND"}
-  for _, p in ipairs(peers()) do names[#names + 1] = p.name end
   for _, p in ipairs(peers()) do
+    names[#names + 1] = p.name
     out[#out + 1] = "server " .. p.name .. " " .. (p.up and "up" or "down") .. " active "
                     .. tostring(dict:get("active:" .. p.name) or 0)
   end

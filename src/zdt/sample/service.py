@@ -15,9 +15,11 @@ A home that holds a file HOME/BROKEN (checked once at start, like VERSION) makes
 service that serves every request normally but fails its health check: GET /health
 answers 500 {"status": "broken"}. A rollout onto such a home must be reverted.
 
-On SIGTERM (or SIGINT) it stops accepting, closes its idle kept-alive connections,
-answers the requests in flight (with `Connection: close`) and exits 0: no request that
-reached it is cut.
+On SIGTERM (or SIGINT) it answers the connections already in its accept queue, stops
+accepting, closes its idle kept-alive connections, answers the requests in flight (with
+`Connection: close`) and exits 0. A request a client sends on a kept-alive connection at
+the instant the server closes it is lost, as with any HTTP/1.1 server: that is why a
+rollout drains a server in the LB before it stops it.
 
 A home that holds a file HOME/BACKLOG with an integer listens with that backlog instead
 of 1024 (read once at start): a service that cannot take a burst of connections, for the
@@ -50,8 +52,12 @@ from urllib.parse import parse_qs, urlsplit
 
 COOKIE = "ZDTSESSION"
 MAX_SLOW_MS = 600_000  # 10 min: long enough for any drain test, short enough to end
-# A kept-alive connection idle this long is closed (HAProxy's sandbox `timeout server`).
-IDLE_TIMEOUT = 30.0
+# A kept-alive connection idle this long is closed: longer than the LB's own idle timeout
+# (the sandbox HAProxy's `timeout server` is 30 s), so that the LB, not the server, closes
+# an idle connection and never sends a request on one the server is closing.
+IDLE_TIMEOUT = 75.0
+# At a stop, a connection accepted but not yet sent its request gets this long to send it.
+FIRST_REQUEST_GRACE = 1.0
 
 
 class SampleServer(ThreadingHTTPServer):
@@ -86,15 +92,41 @@ class SampleServer(ThreadingHTTPServer):
         self.stopping.set()
         os.write(self._wake_w, b"x")
 
-    def next_request(self, sock: socket.socket) -> bool:
-        """Wait while a kept-alive connection is idle: True once the client sent something
-        (or closed), False when the connection should close (the server stops, or it was
-        idle IDLE_TIMEOUT s). Bytes that arrived win over a stop: they are answered."""
+    def next_request(self, sock: socket.socket, *, first: bool = False) -> bool:
+        """Wait while a connection is idle: True once the client sent something (or
+        closed), False when the connection should close (the server stops, or it was idle
+        IDLE_TIMEOUT s). Bytes that arrived win over a stop: they are answered; so is the
+        first request of a connection the server accepted, if it comes within
+        FIRST_REQUEST_GRACE s of the stop."""
         poller = select.poll()
         poller.register(sock, select.POLLIN | select.POLLPRI)
         poller.register(self._wake_r, select.POLLIN)
         ready = {fd for fd, _ in poller.poll(IDLE_TIMEOUT * 1000)}
-        return sock.fileno() in ready
+        if sock.fileno() in ready:
+            return True
+        if not first or self._wake_r not in ready:
+            return False
+        alone = select.poll()
+        alone.register(sock, select.POLLIN | select.POLLPRI)
+        return bool(alone.poll(FIRST_REQUEST_GRACE * 1000))
+
+    def finish_accepting(self) -> None:
+        """Serve the connections already in the accept queue (closing the listening socket
+        would reset them), then close it."""
+        self.socket.setblocking(False)
+        while True:
+            try:
+                request, address = self.socket.accept()
+            except OSError:        # BlockingIOError: the queue is empty
+                break
+            request.setblocking(True)
+            self.process_request(request, address)
+        self.socket.close()
+
+    def server_close(self) -> None:
+        super().server_close()     # joins the request threads, which poll the wake pipe
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind asks DNS for the host's name (socket.getfqdn), which on a
@@ -134,6 +166,8 @@ class Handler(BaseHTTPRequestHandler):
         """Requests one after another on one connection; between them the connection is
         idle, and a stop closes it there, never while a request is being answered."""
         self.close_connection = True
+        if not self.server.next_request(self.connection, first=True):
+            return
         self.handle_one_request()
         while not self.close_connection:
             if not self._buffered() and not self.server.next_request(self.connection):
@@ -246,9 +280,9 @@ def serve(server: SampleServer) -> None:
     # 50 ms: the longest a stop waits for the accept loop to notice it; the default
     # 0.5 s would add half a second to every restart of a node.
     server.serve_forever(poll_interval=0.05)
-    server.socket.close()     # refuse new connections first, then close the idle ones ...
-    server.begin_stop()
-    server.server_close()     # ... and wait for the requests in flight (joins threads)
+    server.begin_stop()          # idle connections close, answers say Connection: close
+    server.finish_accepting()    # connections already queued are served, then no more
+    server.server_close()        # wait for the requests in flight (joins threads)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -143,7 +143,11 @@ def write_files(layout: Layout) -> None:
         write_installation(layout, node)
         conf = layout.root(node) / "etc" / "supervisord.conf"
         conf.write_text(supervisord_conf(layout, node))
+    from zdt.sandbox.lb_config import haproxy_cfg, nginx_conf, nginx_upstream
+
     if layout.nginx:
+        # 0700: nginx makes its unix sockets (the Lua peer list's admin) world-writable
+        (layout.dir / "nginx").mkdir(mode=0o700, parents=True, exist_ok=True)
         (layout.dir / "nginx" / "tmp").mkdir(parents=True, exist_ok=True)
         (layout.dir / "nginx" / "nginx.conf").write_text(nginx_conf(layout))
         (layout.dir / "nginx" / "upstream.conf").write_text(nginx_upstream(layout))
@@ -309,11 +313,6 @@ def sshd_config(layout: Layout, node: str) -> str:
         "Subsystem sftp internal-sftp", ""])
 
 
-def haproxy_servers(layout: Layout) -> list[str]:
-    return [f"    server {s.name} {layout.host(s.node)}:{s.port}"
-            for s in layout.servers if s.lb]
-
-
 def _environment() -> str:
     env = {"PYTHONUNBUFFERED": "1"}
     # Run the sample service from this very zdt, installed or not: add its import root
@@ -322,84 +321,6 @@ def _environment() -> str:
     if import_root not in site.getsitepackages():
         env["PYTHONPATH"] = import_root
     return ",".join(f'{k}="{_ini(v)}"' for k, v in env.items())
-
-
-def haproxy_cfg(layout: Layout) -> str:
-    servers = haproxy_servers(layout)
-    return "\n".join([
-        "# HAProxy of the sandbox, written by `zdt sandbox up`.",
-        "# No user/group/chroot and no syslog: it runs as whoever starts it.",
-        "global",
-        f"    stats socket {layout.haproxy_socket} mode 600 level admin",
-        "",
-        "defaults",
-        "    mode http",
-        "    timeout connect 1s",
-        "    timeout client 30s",
-        "    timeout server 30s",
-        "    # A request that fails must be seen failing: no retry, no redispatch.",
-        "    retries 0",
-        "",
-        "frontend www",
-        f"    bind 127.0.0.1:{layout.lb_port}",
-        f"    default_backend {BACKEND}",
-        "",
-        f"backend {BACKEND}",
-        "    balance roundrobin",
-        "    option httpchk GET /health",
-        "    # A restarted server is UP again ~100 ms after it first answers (rise 1,",
-        "    # downinter 100ms); a stopped one is DOWN after 2 failed checks.",
-        "    default-server check inter 1s fastinter 100ms downinter 100ms rise 1 fall 2",
-        *servers,
-        "",
-    ])
-
-
-def nginx_conf(layout: Layout) -> str:
-    """nginx in front: with zdt's Lua peer list (`--lb nginx`: drains change a shared dict,
-    no reload) or including zdt's upstream file (`--lb nginx-reload`: a reload per change)."""
-    d = layout.dir / "nginx"
-    temp = [f"    {kind}_temp_path {d / 'tmp' / kind};"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
-    lua = layout.lb == "nginx"
-    modules = [f"load_module {NGINX_MODULES / m};" for m in
-               ("ndk_http_module.so", "ngx_http_lua_module.so")] if lua else []
-    if lua:
-        from zdt.lb.nginx_lua import LUA_DIR
-
-        init = f'require("zdt_nginx").init("{d / "upstream.conf"}")'
-        upstream = ["    lua_shared_dict zdt 1m;",
-                    f'    lua_package_path "{LUA_DIR}/?.lua;;";',
-                    f"    init_by_lua_block {{ {init} }}",
-                    f"    upstream {BACKEND} {{",
-                    "        server 0.0.0.1;   # never used: the Lua balancer picks the peer",
-                    '        balancer_by_lua_block { require("zdt_nginx").balance() }', "    }"]
-        counted = ['            log_by_lua_block { require("zdt_nginx").log() }']
-        admin = ["    server {", f"        listen unix:{d / 'admin.sock'};",
-                 "        client_body_buffer_size 1m;   # the upstream file, in memory",
-                 '        location /zdt/ { content_by_lua_block { require("zdt_nginx").admin() } }',
-                 "    }"]
-    else:
-        upstream, counted, admin = [f"    include {d / 'upstream.conf'};"], [], []
-    return "\n".join([
-        f"# nginx of the sandbox, written by `zdt sandbox up --lb {layout.lb}`.", *modules,
-        "worker_processes 2;", "worker_rlimit_nofile 8192;", f"pid {d / 'nginx.pid'};",
-        f"error_log {d / 'error.log'};",
-        # 256 keep-alive clients hold 256 connections, and as many to the servers
-        "events { worker_connections 4096; }", "http {", "    access_log off;", *temp,
-        *upstream,
-        "    server {", f"        listen 127.0.0.1:{layout.lb_port} backlog=4096;",
-        "        location / {", f"            proxy_pass http://{BACKEND};",
-        "            # A request that fails must be seen failing: no next upstream.",
-        "            proxy_next_upstream off;", *counted, "        }", "    }", *admin, "}", ""])
-
-
-def nginx_upstream(layout: Layout) -> str:
-    """The file zdt owns: one line per server, its name in the comment."""
-    lines = [f"    server {layout.host(s.node)}:{s.port};  # {s.name}"
-             for s in layout.servers if s.lb]
-    return "\n".join(["# Rewritten by zdt: a server marked `down` is out of rotation.",
-                      f"upstream {BACKEND} {{", *lines, "}", ""])
 
 
 def _ini(value: object) -> str:

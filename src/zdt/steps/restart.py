@@ -82,8 +82,15 @@ class Ready(ServersStep):
         if witness is None:
             return None
         await witness.mark("ready", node=self.spec.node, group=self.spec.group)
+        if not witness.fail_on_errors:
+            return None
         visit = witness.visit(self.spec.group)
-        if witness.fail_on_errors and visit is not None and visit.get("errors"):
+        if visit is None or "errors" not in visit:
+            raise StepError(f"{self.spec.node}: --fail-on-lb-errors, but the load balancer's "
+                            "counters could not be read around this visit (see the journal's "
+                            "witness readings): it cannot tell whether clients saw errors",
+                            retryable=False)
+        if visit["errors"]:
             raise StepError(
                 f"{visit['node']}: the load balancer saw {visit['errors']} error(s) while the "
                 f"node was out of rotation ({visit['connection_errors']} connection, "
