@@ -4,12 +4,11 @@ tell. A scripted LB, a real journal."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import FakeClock
 from zdt import domain as dm
 from zdt.errors import PreconditionError, StepError
 from zdt.journal import Journal
@@ -49,7 +48,7 @@ def counted(requests: int, http_5xx: int = 0) -> Counters:
 
 
 @pytest.fixture
-def journal(tmp_path: Path, clock: FakeClock) -> Iterator[Journal]:
+def journal(tmp_path: Path, clock: Callable[[], float]) -> Iterator[Journal]:
     j = Journal(tmp_path, clock)
     j.create("w1", "restart", "d", {}, ())
     yield j

@@ -267,8 +267,9 @@ def consume_failed_start(home: Path) -> str | None:
     return f"{marker}: injected start failure ({remaining - 1} left)"
 
 
-def serve(server: SampleServer) -> None:
-    """Serve until SIGTERM/SIGINT, then stop gracefully."""
+def stop_on_signals(server: SampleServer) -> None:
+    """SIGTERM/SIGINT stop the server gracefully; set before it says it listens, so that a
+    stop right after that line is graceful too."""
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         # shutdown() waits for serve_forever() to return, and that loop runs in this
@@ -277,6 +278,10 @@ def serve(server: SampleServer) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def serve(server: SampleServer) -> None:
+    """Serve until stopped (stop_on_signals), then stop gracefully."""
     # 50 ms: the longest a stop waits for the accept loop to notice it; the default
     # 0.5 s would add half a second to every restart of a node.
     server.serve_forever(poll_interval=0.05)
@@ -324,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             identity["app_version"] = None
         broken = broken or (args.app / "BROKEN").exists()
     server = SampleServer((args.host, args.port), identity, broken=broken, backlog=backlog)
+    stop_on_signals(server)
     print(f"{args.server} {version} listening on http://{args.host}:{args.port}/ "
           f"pid {os.getpid()}"
           + (f" (broken: {args.home}/BROKEN exists, /health answers 500)" if broken else ""),
