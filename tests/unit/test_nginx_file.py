@@ -7,7 +7,7 @@ import pytest
 
 from zdt.lb import Counts
 from zdt.lb.nginx_lua import parse_admin
-from zdt.lb.upstream_file import LINE, mark, parts
+from zdt.lb.upstream_file import LINE, mark, parts, servers
 
 FILE = """# operators may comment
 upstream app {
@@ -43,19 +43,19 @@ def test_lines_left_alone(line: str) -> None:
 
 
 def test_marking_changes_one_line() -> None:
-    drained = mark(FILE, "web1-s1", True)
+    drained = mark(FILE, "web1-s1", True, "app")
     assert drained == FILE.replace("8001;  # web1-s1", "8001 down;  # web1-s1")
-    assert mark(drained, "web1-s1", False) == FILE
-    assert mark(FILE, "web2-s1", False) == FILE.replace("8001 down;  # web2-s1",
+    assert mark(drained, "web1-s1", False, "app") == FILE
+    assert mark(FILE, "web2-s1", False, "app") == FILE.replace("8001 down;  # web2-s1",
                                                          "8001;  # web2-s1")
-    assert mark(FILE, "nobody", True) == FILE
+    assert mark(FILE, "nobody", True, "app") == FILE
 
 
 def test_marking_keeps_parameters_and_indentation() -> None:
-    drained = mark(FILE, "web3-s1", True)
+    drained = mark(FILE, "web3-s1", True, "app")
     assert "    server [2001:db8::3]:8001 weight=2 max_fails=3 down;  # web3-s1\n" in drained
-    assert mark(drained, "web3-s1", False) == FILE
-    ready = mark(FILE, "web5-s1", False)
+    assert mark(drained, "web3-s1", False, "app") == FILE
+    ready = mark(FILE, "web5-s1", False, "app")
     assert "\tserver 10.0.0.5:8001 weight=5;  # web5-s1\n" in ready
 
 
@@ -73,3 +73,15 @@ def test_the_lua_modules_answer_is_read_by_name() -> None:
 def test_an_answer_not_from_the_lua_module_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_admin(text)
+
+
+def test_only_the_backends_own_block_is_read_and_marked() -> None:
+    other = "upstream admin {\n    server 10.0.9.1:9000;  # web1-s1\n}\n"
+    text = other + FILE
+    assert servers(text, "app") == {"web1-s1": False, "web2-s1": True, "web3-s1": False,
+                                    "web5-s1": True}
+    assert servers(text, "admin") == {"web1-s1": False}
+    assert servers(text, "nothing") == {}
+    drained = mark(text, "web1-s1", True, "app")
+    assert drained.startswith(other)                    # the other block's web1-s1: as it was
+    assert "10.0.0.1:8001 down;  # web1-s1" in drained

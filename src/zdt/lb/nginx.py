@@ -29,7 +29,7 @@ from zdt import procfs
 from zdt.domain import Domain, Server
 from zdt.errors import AdapterError, StepError
 from zdt.lb import Counters, LbState
-from zdt.lb.upstream_file import LINE, mark, parts, write_atomically
+from zdt.lb.upstream_file import mark, servers, write_atomically
 from zdt.transport import Transport
 
 RELOAD_TIMEOUT = 10.0    # s; for the master to start the new workers after a SIGHUP
@@ -41,6 +41,7 @@ class NginxLB:
         self.loaded = self.upstream.with_name(f".{self.upstream.name}.zdt-loaded")
         self.pid_file = Path(cfg.pid_file)
         self.config = cfg.config
+        self.backend = cfg.backend
         self.binary = cfg.binary
         self.transport = transport         # this machine: `nginx -t` runs through it
         self._lock = asyncio.Lock()
@@ -96,7 +97,7 @@ class NginxLB:
                     raise self._missing(server)
             changed = text
             for server in servers:
-                changed = mark(changed, server.backend_name, down)
+                changed = mark(changed, server.backend_name, down, self.backend)
             if changed == text:
                 await self._reload(wait_old=down)
                 self._record_loaded(text)
@@ -173,17 +174,13 @@ class NginxLB:
         except OSError as exc:
             raise AdapterError(f"cannot read nginx's upstream file {self.upstream}: "
                                f"{exc.strerror}", retryable=False) from exc
-        marks = {}
-        for line in text.splitlines():
-            m = LINE.match(line)
-            if m:
-                marks[m["name"]] = parts(m)[1]
-        return text, marks
+        return text, servers(text, self.backend)
 
     def _missing(self, server: Server) -> AdapterError:
         return AdapterError(f"{self.upstream}: no line `server ADDRESS [PARAMETERS];  # "
-                            f"{server.backend_name}` for server {server.name!r}; zdt marks "
-                            f"servers down by that comment", retryable=False)
+                            f"{server.backend_name}` in `upstream {self.backend} {{ … }}` for "
+                            f"server {server.name!r}; zdt marks servers down by that comment",
+                            retryable=False)
 
     def _master(self) -> int | None:
         try:

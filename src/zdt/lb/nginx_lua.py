@@ -30,7 +30,8 @@ from pathlib import Path
 from zdt.domain import Domain, Server
 from zdt.errors import AdapterError
 from zdt.lb import Counters, Counts, LbState
-from zdt.lb.upstream_file import LINE, mark, write_atomically
+from zdt.lb.upstream_file import mark, write_atomically
+from zdt.lb.upstream_file import servers as in_file
 
 LUA_DIR = Path(__file__).resolve().parent     # zdt_nginx.lua, for lua_package_path
 TIMEOUT = 5.0
@@ -105,12 +106,12 @@ class NginxLuaLB:
             except OSError as exc:
                 raise AdapterError(f"cannot read nginx's upstream file {self.upstream}: "
                                    f"{exc.strerror}", retryable=False) from exc
-            named = [m["name"] for m in map(LINE.match, text.splitlines()) if m]
+            named = list(in_file(text, self.backend))
             changed = text
             for server in servers:
                 if server.backend_name not in named:
                     raise self._missing(server)
-                changed = mark(changed, server.backend_name, down)
+                changed = mark(changed, server.backend_name, down, self.backend)
             if changed != text:
                 write_atomically(self.upstream, changed)
             states = "".join(f"{s.backend_name} {'down' if down else 'up'}\n" for s in servers)
@@ -164,5 +165,6 @@ class NginxLuaLB:
 
     def _missing(self, server: Server) -> AdapterError:
         return AdapterError(f"{self.upstream}: no line `server ADDRESS [PARAMETERS];  # "
-                            f"{server.backend_name}` for server {server.name!r} (or nginx's "
-                            f"Lua peer list has not loaded it)", retryable=False)
+                            f"{server.backend_name}` in `upstream {self.backend} {{ … }}` for "
+                            f"server {server.name!r} (or nginx's Lua peer list has not loaded "
+                            f"it)", retryable=False)

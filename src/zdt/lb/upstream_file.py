@@ -7,7 +7,8 @@ trailing comment, `down` when drained:
     }
 
 A line's parameters (weight=, max_fails=, backup, down) are kept in their order; zdt adds
-or removes only `down`.
+or removes only `down`. Only the lines inside `upstream BACKEND { … }` ([lb] backend) are
+zdt's: another block naming a server the same is never touched.
 """
 
 from __future__ import annotations
@@ -21,16 +22,47 @@ from pathlib import Path
 LINE = re.compile(r"^(?P<indent>\s*)server\s+(?P<body>[^;#]+?)\s*;\s*#\s*(?P<name>\S+)\s*$")
 
 
+OPEN = re.compile(r"^\s*upstream\s+(?P<name>[^\s{]+)\s*\{\s*(#.*)?$")
+CLOSE = re.compile(r"^\s*\}\s*(#.*)?$")
+
+
+def in_block(text: str, backend: str) -> list[bool]:
+    """For each line of text: whether it is inside `upstream BACKEND { … }`."""
+    inside, out = False, []
+    for line in text.splitlines():
+        if not inside and (m := OPEN.match(line)) and m["name"] == backend:
+            inside = True
+            out.append(False)
+        elif inside and CLOSE.match(line):
+            inside = False
+            out.append(False)
+        else:
+            out.append(inside)
+    return out
+
+
+def servers(text: str, backend: str) -> dict[str, bool]:
+    """The backend block's servers by name → whether marked down."""
+    found = {}
+    for line, mine in zip(text.splitlines(), in_block(text, backend), strict=True):
+        m = LINE.match(line) if mine else None
+        if m:
+            found[m["name"]] = parts(m)[1]
+    return found
+
+
 def parts(m: re.Match[str]) -> tuple[list[str], bool]:
     """The address and parameters but `down`, and whether `down` is there."""
     words = m["body"].split()
     return [w for w in words if w != "down"], "down" in words[1:]
 
 
-def mark(text: str, name: str, down: bool) -> str:
+def mark(text: str, name: str, down: bool, backend: str) -> str:
+    """The text with the backend block's line for `name` marked down (or not)."""
     out = []
-    for line in text.splitlines(keepends=True):
-        m = LINE.match(line.rstrip("\n"))
+    lines = text.splitlines(keepends=True)
+    for line, mine in zip(lines, in_block(text, backend), strict=True):
+        m = LINE.match(line.rstrip("\n")) if mine else None
         if m and m["name"] == name:
             words = parts(m)[0] + (["down"] if down else [])
             line = f"{m['indent']}server {' '.join(words)};  # {name}\n"

@@ -17,7 +17,7 @@
 -- nginx.conf (paths are examples; see zdt's README):
 --   lua_shared_dict zdt 1m;
 --   lua_package_path "/path/to/zdt/lb/?.lua;;";
---   init_by_lua_block { require("zdt_nginx").init("/etc/nginx/zdt-upstream.conf") }
+--   init_by_lua_block { require("zdt_nginx").init("/etc/nginx/zdt-upstream.conf", "app") }
 --   upstream app { server 0.0.0.1; balancer_by_lua_block { require("zdt_nginx").balance() } }
 --   location / { proxy_pass http://app; log_by_lua_block { require("zdt_nginx").log() } }
 --   server { listen unix:/run/zdt/nginx.sock; client_body_buffer_size 1m;
@@ -35,11 +35,19 @@ local function address(host)
   return host:match("^%[([%x:.]+)%]$")        -- [IPv6]
 end
 
-local function parse(text)
-  local peers = {}
+local function parse(text, backend)
+  -- only the lines of `upstream BACKEND { ... }` (all of them without a backend)
+  local peers, inside = {}, backend == nil
   for line in text:gmatch("[^\n]+") do
+    local opened = line:match("^%s*upstream%s+([^%s{]+)%s*{")
     local body, name = line:match("^%s*server%s+([^;#]+);%s*#%s*(%S+)%s*$")
-    if body then
+    if opened then
+      inside = backend == nil or opened == backend
+      body = nil
+    elseif backend ~= nil and line:match("^%s*}") then
+      inside = false
+    end
+    if body and inside then
       local words = {}
       for w in body:gmatch("%S+") do words[#words + 1] = w end
       local host, port = words[1]:match("^(.+):(%d+)$")
@@ -61,18 +69,18 @@ local function parse(text)
   return table.concat(peers, "\n")
 end
 
-local function take(text)
-  dict:set("peers", parse(text))
+local function take(text, backend)
+  dict:set("peers", parse(text, backend))
   dict:incr("version", 1, 0)
 end
 
-function M.init(path)
+function M.init(path, backend)
   local f, err = io.open(path, "r")
   if not f then
     ngx.log(ngx.ERR, "zdt: cannot read the upstream file: ", err)
     return
   end
-  take(f:read("*a"))
+  take(f:read("*a"), backend)
   f:close()
   dict:add("epoch", tostring(ngx.now()))   -- kept across reloads, new with a new dict
 end

@@ -67,7 +67,7 @@ def nginx_conf(layout: Layout) -> str:
         from zdt.lb.nginx_lua import LUA_DIR
 
         _q(d)        # refused here if nginx could not hold it; Lua reads it verbatim:
-        init = f'require("zdt_nginx").init([==[{d / "upstream.conf"}]==])'
+        init = f'require("zdt_nginx").init([==[{d / "upstream.conf"}]==], "{BACKEND}")'
         upstream = ["    lua_shared_dict zdt 1m;",
                     f"    lua_package_path {_q(f'{LUA_DIR}/?.lua;;')};",
                     f"    init_by_lua_block {{ {init} }}",
