@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,6 +78,25 @@ class WorkflowRecord:
     stop_requested: bool
 
 
+def _setup(db: sqlite3.Connection, patience: float = 10.0) -> None:
+    """WAL mode and the schema. Two processes opening a new journal at once (a rollout and
+    a `zdt status`) can get "database is locked" at once from the switch to WAL, which
+    SQLite's busy timeout does not cover: try again for up to `patience` seconds."""
+    deadline = time.monotonic() + patience
+    delay = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 class Journal:
     def __init__(self, state_dir: Path, clock: Clock) -> None:
         self.state_dir = Path(state_dir)
@@ -85,9 +105,7 @@ class Journal:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.state_dir / "journal.db", isolation_level=None,
                                       timeout=10.0)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(_SCHEMA)
+            _setup(self.db)
         except (OSError, sqlite3.Error) as exc:
             raise ZdtError(f"{self.state_dir}: cannot open the journal: {exc}") from exc
         self.db.row_factory = sqlite3.Row
