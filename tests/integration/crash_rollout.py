@@ -1,6 +1,7 @@
 """Run a rollout and kill -9 this very process once a chosen step reaches a chosen state.
 
-    python crash_rollout.py DOMAIN ARCHIVE|runtime:PATH|update:ARCHIVE:PATH:APPS NODE STEP STATE
+    python crash_rollout.py DOMAIN ARCHIVE|restart|runtime:PATH|update:ARCHIVE:PATH:APPS \
+        NODE STEP STATE
 
 The workflow id is printed first (flushed), so the test can resume or revert it. The kill
 comes from the engine's observer, right after the journal committed that state: the
@@ -33,6 +34,8 @@ def main() -> None:
         request = RolloutRequest(("domain",), shutdown_timeout=10, kind="update",
                                  archive=tarball, runtime_home=runtime, apps=apps,
                                  retry_delay=0.1)
+    elif archive == "restart":                 # a rolling restart of cluster1
+        request = RolloutRequest(("cluster1",), shutdown_timeout=10, retry_delay=0.1)
     elif archive.startswith("runtime:"):       # "runtime:/opt/runtime-2": a runtime rollout
         request = RolloutRequest(("cluster1",), shutdown_timeout=10, kind="runtime",
                                  runtime_home=archive.removeprefix("runtime:"), retry_delay=0.1)
