@@ -51,10 +51,11 @@ async def _request(method: str, url: str, extra: dict[str, str]) -> Response:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-    return _parse(raw, url)
+    return parse(raw, url)
 
 
-def _parse(raw: bytes, url: str) -> Response:
+def parse(raw: bytes, url: str) -> Response:
+    """A whole HTTP answer (head and body) → Response; ValueError if it is none."""
     head, sep, body = raw.partition(b"\r\n\r\n")
     if not sep:
         raise ValueError(f"{url}: incomplete HTTP response ({len(raw)} bytes)")

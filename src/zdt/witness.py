@@ -171,25 +171,19 @@ def window(begin: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
     return visit
 
 
-def span(events: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+def span(marks: list[dict[str, Any]]) -> dict[str, Any] | None:
     """From the first reading to the last, reading by reading: the time between a killed
     run's last reading and its resume counts too; a step across an LB restart is left out
-    (`resets`). None with fewer than two readings."""
-    readings = [m["counters"] for m in _marks(events) if "counters" in m]
-    if len(readings) < 2:
+    (`resets`). None when no step between two readings could be measured."""
+    readings = [m["counters"] for m in marks if "counters" in m]
+    steps = [difference(a, b) for a, b in itertools.pairwise(readings)]
+    measured = [d for d in steps if not d.get("reset")]
+    if not measured:
         return None
-    total = dict.fromkeys((*COUNT_FIELDS, "errors"), 0)
-    resets, rose = 0, False
-    for a, b in itertools.pairwise(readings):
-        d = difference(a, b)
-        if d.get("reset"):
-            resets += 1
-            continue
-        for f in total:
-            total[f] += d[f]
-        rose = rose or d["queue_max_rose"]
-    return {**total, "resets": resets, "queue_max": _counts(readings[-1]["backend"]).queue_max,
-            "queue_max_rose": rose}
+    total = {f: sum(d[f] for d in measured) for f in (*COUNT_FIELDS, "errors")}
+    return {**total, "resets": len(steps) - len(measured),
+            "queue_max": _counts(readings[-1]["backend"]).queue_max,
+            "queue_max_rose": any(d["queue_max_rose"] for d in measured)}
 
 
 def summarize(events: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -198,11 +192,11 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     rs = runs(events)
     if not rs:
         return None
-    source = next((m["counters"]["source"] for m in _marks(events) if "counters" in m), None)
+    marks = _marks(events)
+    source = next((m["counters"]["source"] for m in marks if "counters" in m), None)
     summary: dict[str, Any] = {"source": source, "runs": rs, "visits": visits(events)}
-    total = span(events)
-    if total is None or total["resets"] == len([m for m in _marks(events)
-                                                if "counters" in m]) - 1:
+    total = span(marks)
+    if total is None:
         summary["unavailable"] = next((r.get("unavailable") for r in rs
                                        if r.get("unavailable")), "the counters were reset")
         return summary

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -81,3 +83,17 @@ class LoadBalancer(Protocol):
 
     async def close(self) -> None:
         ...
+
+
+async def unix_exchange(path: str, data: bytes) -> bytes:
+    """Send data on a new connection to a unix socket and read the answer to EOF: how
+    HAProxy's Runtime API and zdt's nginx admin location both answer."""
+    reader, writer = await asyncio.open_unix_connection(path)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()

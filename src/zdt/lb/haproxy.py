@@ -16,13 +16,12 @@ can reuse them with a blocking socket.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 from collections.abc import Sequence
 
 from zdt.domain import Server
 from zdt.errors import AdapterError
-from zdt.lb import Counters, Counts, LbState
+from zdt.lb import Counters, Counts, LbState, unix_exchange
 
 COMMAND_TIMEOUT = 5.0   # s; the CLI answers in microseconds unless HAProxy is wedged
 # HAProxy accepts 10 connections on a stats socket by default (`stats maxconn`) and drops
@@ -201,7 +200,9 @@ class HAProxy:
         """
         try:
             async with self._gate:
-                return await asyncio.wait_for(self._exchange(line), COMMAND_TIMEOUT)
+                answer = await asyncio.wait_for(
+                    unix_exchange(self.socket_path, line.encode() + b"\n"), COMMAND_TIMEOUT)
+                return answer.decode(errors="replace")
         except TimeoutError as exc:
             raise AdapterError(
                 f"HAProxy did not answer {line.split()[0]!r} on {self.socket_path} within "
@@ -212,18 +213,6 @@ class HAProxy:
                 f"{self.backend!r}): {_reason(exc)}; is HAProxy running with "
                 f"`stats socket {self.socket_path} level admin`? (for the sandbox: "
                 f"`zdt sandbox up`)") from exc
-
-    async def _exchange(self, line: str) -> str:
-        reader, writer = await asyncio.open_unix_connection(self.socket_path)
-        try:
-            writer.write(line.encode() + b"\n")
-            await writer.drain()
-            return (await reader.read()).decode(errors="replace")
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
 
 def _reason(exc: OSError) -> str:
     if isinstance(exc, FileNotFoundError):

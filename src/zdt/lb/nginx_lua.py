@@ -22,14 +22,14 @@ log phase down): a drain is complete when they reach 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from zdt import http
 from zdt.domain import Domain, Server
 from zdt.errors import AdapterError
-from zdt.lb import Counters, Counts, LbState
+from zdt.lb import Counters, Counts, LbState, unix_exchange
 from zdt.lb.upstream_file import mark, write_atomically
 from zdt.lb.upstream_file import servers as in_file
 
@@ -131,7 +131,10 @@ class NginxLuaLB:
     async def _ask(self, method: str, body: str = "") -> Peers:
         try:
             async with asyncio.timeout(TIMEOUT):
-                text = await self._exchange(method, body.encode())
+                path = "/zdt/peers" if method == "POST" else "/zdt/state"
+                raw = await unix_exchange(self.socket, (
+                    f"{method} {path} HTTP/1.0\r\nHost: zdt\r\nContent-Length: "
+                    f"{len(body.encode())}\r\n\r\n{body}").encode())
         except TimeoutError as exc:
             raise AdapterError(f"nginx's admin socket {self.socket} did not answer within "
                                f"{TIMEOUT:g} s; is nginx overloaded or stopped?") from exc
@@ -139,29 +142,16 @@ class NginxLuaLB:
             raise AdapterError(f"cannot reach nginx's admin socket {self.socket}: "
                                f"{exc.strerror or exc}; is nginx running with zdt's admin "
                                "location on it (see the README)?") from exc
-        head, _, body = text.partition("\r\n\r\n")
-        status = head.split(" ", 2)[1] if head.count(" ") >= 1 else "?"
-        if status != "200":
-            raise AdapterError(f"nginx's admin location answered {status}: "
-                               f"{body.strip()[:200]}", retryable=False)
         try:
+            answer = http.parse(raw, f"unix:{self.socket}")
+            body = answer.body.decode(errors="replace")
+            if answer.status != 200:
+                raise AdapterError(f"nginx's admin location answered {answer.status}: "
+                                   f"{body.strip()[:200]}", retryable=False)
             return parse_admin(body)
         except ValueError as exc:
             raise AdapterError(f"nginx's admin location on {self.socket} did not answer "
                                f"like zdt_nginx.lua: {exc}", retryable=False) from exc
-
-    async def _exchange(self, method: str, body: bytes) -> str:
-        path = "/zdt/peers" if method == "POST" else "/zdt/state"
-        reader, writer = await asyncio.open_unix_connection(self.socket)
-        try:
-            writer.write(f"{method} {path} HTTP/1.0\r\nHost: zdt\r\nContent-Length: "
-                         f"{len(body)}\r\n\r\n".encode() + body)
-            await writer.drain()
-            return (await reader.read()).decode(errors="replace")
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
 
     def _missing(self, server: Server) -> AdapterError:
         return AdapterError(f"{self.upstream}: no line `server ADDRESS [PARAMETERS];  # "

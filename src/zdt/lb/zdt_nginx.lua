@@ -28,7 +28,7 @@ local dict = ngx.shared.zdt
 local COUNTS = {"requests", "connection_errors", "response_errors", "http_5xx",
                 "client_aborts", "server_aborts"}
 
-local cached_version, cached = nil, {}
+local cached_version, cached, cached_up = nil, {}, {}
 
 local function address(host)
   if host:match("^%d+%.%d+%.%d+%.%d+$") then return host end
@@ -88,21 +88,19 @@ end
 local function peers()
   local version = dict:get("version")
   if version ~= cached_version then
-    local list = {}
+    local list, up = {}, {}
     for line in (dict:get("peers") or ""):gmatch("[^\n]+") do
       local name, host, port, state = line:match("^(%S+) (%S+) (%d+) (%a+)$")
       list[#list + 1] = {name = name, host = host, port = tonumber(port), up = state == "up"}
+      if state == "up" then up[#up + 1] = list[#list] end
     end
-    cached_version, cached = version, list
+    cached_version, cached, cached_up = version, list, up   -- once per change, not per request
   end
-  return cached
+  return cached, cached_up
 end
 
 local function pick()
-  local up = {}
-  for _, p in ipairs(peers()) do
-    if p.up then up[#up + 1] = p end
-  end
+  local _, up = peers()
   if #up == 0 then return nil end
   return up[(dict:incr("rr", 1, 0) % #up) + 1]
 end

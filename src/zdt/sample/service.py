@@ -33,6 +33,7 @@ installation would.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import secrets
@@ -47,7 +48,7 @@ from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 COOKIE = "ZDTSESSION"
@@ -178,7 +179,8 @@ class Handler(BaseHTTPRequestHandler):
         """Whether a pipelined request is already read into this connection's buffer."""
         self.connection.setblocking(False)
         try:
-            return bool(self.rfile.peek(1))    # type: ignore[attr-defined]
+            # rfile is a BufferedReader (StreamRequestHandler.rbufsize = -1)
+            return bool(cast(io.BufferedReader, self.rfile).peek(1))
         except OSError:
             return False
         finally:
