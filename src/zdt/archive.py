@@ -76,12 +76,18 @@ def _is_sha256(v: object) -> bool:
     return isinstance(v, str) and bool(HEX64.fullmatch(v))
 
 
+def _is_version(v: str) -> bool:
+    """Shown in reports and written to VERSION files: one printable line, short."""
+    return bool(v.strip()) and v.isprintable() and len(v) <= 200
+
+
 def _is_count(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 _FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
-    "version": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
+    "version": (lambda v: isinstance(v, str) and _is_version(v),
+                "a non-empty line of printable text, at most 200 characters"),
     "sha256": (_is_sha256, "64 lowercase hex digits"),
     "size": (_is_count, "a non-negative integer"),
     "unpacked": (_is_count, "a non-negative integer"),
@@ -151,8 +157,9 @@ def _check_home(home: Path, out: Path) -> Path:
 
 def _version(root: Path, version: str | None) -> str:
     if version is not None:
-        if not version.strip():
-            raise ConfigError("the version given is empty")
+        if not _is_version(version.strip()):
+            raise ConfigError(f"the version given ({version!r}) is not a non-empty line of "
+                              "printable text of at most 200 characters")
         return version.strip()
     try:
         text = (root / "VERSION").read_text(encoding="utf-8").strip()
@@ -162,6 +169,9 @@ def _version(root: Path, version: str | None) -> str:
         raise ConfigError(f"{root / 'VERSION'}: cannot read the version: {exc}") from exc
     if not text:
         raise ConfigError(f"{root / 'VERSION'}: the file is empty; it must hold the version")
+    if not _is_version(text):
+        raise ConfigError(f"{root / 'VERSION'}: {text[:80]!r} is not one line of printable "
+                          "text of at most 200 characters")
     return text
 
 

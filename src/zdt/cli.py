@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from zdt import report
@@ -80,8 +79,7 @@ def revert(wid: WidArg, domain: DomainOpt = Path("domain.toml"), json_out: JsonO
 def stop(wid: WidArg, domain: DomainOpt = Path("domain.toml")) -> None:
     """Ask a running workflow to stop once its current step is done (it exits 5)."""
     request_stop(domain, wid)
-    out.print(f"workflow {wid} will stop after its current step; `zdt resume {wid}` goes on",
-              highlight=False)
+    out.print(f"workflow {wid} will stop after its current step; `zdt resume {wid}` goes on")
 
 
 @app.command()
@@ -110,13 +108,13 @@ def status(
     print_summary(summary, with_witness=False)
     if summary["interrupted"]:
         out.print(f"  interrupted: no zdt process runs it; `zdt resume {wid}` or "
-                  f"`zdt revert {wid}` finishes it", style="yellow", highlight=False)
+                  f"`zdt revert {wid}` finishes it", style="yellow")
     table = Table("#", "node", "step", "servers", "state", "tries", "s", "error")
     for st in summary["steps"]:
         table.add_row(str(st["index"]), st["node"], st["name"], ",".join(st["servers"]),
                       st["state"], str(st["attempts"]),
                       "" if st["duration"] is None else f"{st['duration']:.3f}",
-                      escape((st["error"] or "")[:60]))
+                      (st["error"] or "")[:60])
     out.print(table)
     if summary["witness"] is not None:
         print_witness(summary["witness"])
@@ -174,10 +172,10 @@ def sandbox_up(
         print_json(info)
         return
     out.print(f"sandbox up in {info['dir']}\n  domain: {info['domain']}\n"
-              f"  load balancer: {info['lb_url']}", highlight=False)
+              f"  load balancer: {info['lb_url']}")
     for node in info["nodes"]:
         urls = ", ".join(s["url"] for s in node["servers"])
-        out.print(f"  {node['name']}: {urls}", highlight=False)
+        out.print(f"  {node['name']}: {urls}")
 
 
 @sandbox_app.command("down")
@@ -193,7 +191,7 @@ def sandbox_down(
     if json_out:
         print_json(summary)
     else:
-        out.print(f"sandbox in {dir} is down", highlight=False)
+        out.print(f"sandbox in {dir} is down")
 
 
 @app.command()

@@ -10,16 +10,15 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from zdt import report, witness
 from zdt.errors import ZdtError
 from zdt.rollout import open_journal
+from zdt.terminal import SafeConsole, styled
 
-out = Console()
-err = Console(stderr=True)
+out = SafeConsole()
+err = SafeConsole(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_FOR_STATE = {"succeeded": 0, "reverted": 1, "failed": 1, "stopped": 5}
@@ -41,9 +40,7 @@ def handled(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ZdtError as exc:
-            # escaped: messages name fields like `[runtime]`, which are not markup
-            err.print(f"[bold red]zdt:[/] {escape(str(exc))}", highlight=False, markup=True,
-                      soft_wrap=True)
+            err.print(styled(("zdt:", "bold red"), " ", str(exc)), soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
     return cast(F, wrapper)
 
@@ -69,17 +66,16 @@ def finish(domain: Path, wid: str, json_out: bool, *, revert: bool = False) -> N
 
 def print_summary(s: dict[str, Any], *, with_witness: bool = True) -> None:
     colour = "green" if s["state"] == "succeeded" else "red"
-    out.print(f"workflow [bold]{s['id']}[/] ({s['kind']}): [{colour}]{s['state']}[/] "
-              f"in {s['duration'] or 0:.2f} s", highlight=False)
+    out.print(styled("workflow ", (s["id"], "bold"), f" ({s['kind']}): ", (s["state"], colour),
+                     f" in {s['duration'] or 0:.2f} s"))
     change = (s.get("request") or {}).get("change")
     if change:
-        out.print(f"  home → {escape(change['version'])} (sha256 {change['sha256'][:16]}…)"
-                  + (", a rollback to an older release" if change.get("rollback") else ""),
-                  highlight=False)
+        out.print(f"  home → {change['version']} (sha256 {change['sha256'][:16]}…)"
+                  + (", a rollback to an older release" if change.get("rollback") else ""))
     for warning in s.get("warnings", ()):
-        out.print(f"  warning: {escape(warning)}", style="yellow", highlight=False)
+        out.print(f"  warning: {warning}", style="yellow")
     if s["error"]:
-        out.print(f"  {escape(s['error'])}", style="red", highlight=False)
+        out.print(f"  {s['error']}", style="red")
     w = s.get("witness")
     if s["nodes"]:
         print_visits(s["nodes"], w)
@@ -100,17 +96,17 @@ def print_visits(nodes: list[dict[str, Any]], w: dict[str, Any] | None) -> None:
         share = (f"{lb['in_rotation']}/{lb['backend_servers']}" if "in_rotation" in lb
                  else "-")
         errors = lb.get("errors")
-        table.add_row(escape(v["node"]), escape(", ".join(v["servers"])), f"{v['wall']:.3f}",
+        table.add_row(v["node"], ", ".join(v["servers"]), f"{v['wall']:.3f}",
                       oor, f"{v['overhead'] * 1000:.1f}", share,
                       str(lb["requests"]) if "requests" in lb else "-",
                       "-" if errors is None else
-                      (f"[red]{errors}[/]" if errors else "0"))
+                      (styled((str(errors), "red")) if errors else "0"))
     out.print(table)
 
 
 def print_witness(w: dict[str, Any]) -> None:
     bad = "unavailable" not in w and (w["errors"] or w["retries"] or w["redispatches"])
     colour = "red" if bad else ("yellow" if "unavailable" in w else "green")
-    out.print(f"[{colour}]{escape(witness.sentence(w))}[/]", highlight=False)
+    out.print(witness.sentence(w), style=colour)
 
 

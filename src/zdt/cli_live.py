@@ -119,7 +119,7 @@ def _handoff(name: str, op: str, home_dir: str | None, archive: str | None,
     out.print(f"{name}: {op} done in {result['total_ms']:.0f} ms, blackout "
               f"{result['blackout_ms']:.1f} ms ({result['mode']}, {result['state_bytes']} bytes "
               f"of state), pid {result['original_pid']} → {result['surrogate_pid']}, home "
-              f"{result['home']}", highlight=False)
+              f"{result['home']}")
 
 
 def _inputs(name: str, data: Path | None, home_dir: str | None, archive: str | None
@@ -168,7 +168,7 @@ def _show_status(s: dict[str, Any], json_out: bool) -> None:
     blackout = f", last blackout {last['blackout_ms']:.1f} ms" if last else ""
     out.print(f"{s['name']}: pid {s['pid']} ({'ready' if s['ready'] else 'not ready'}) on "
               f"{', '.join(s['listen'])}, home {s['home']} (version {s['version']})"
-              f"{blackout}", highlight=False)
+              f"{blackout}")
 
 
 @live_app.command("stop")
@@ -183,7 +183,7 @@ def stop(name: NameArg, state_dir: StateDir = None) -> None:
     if (directory / "control.sock").exists():
         raise ZdtError(f"{name}: the supervisor is still up after 60 s; see "
                        f"{directory / 'supervisor.log'}")
-    out.print(f"{name} stopped", highlight=False)
+    out.print(f"{name} stopped")
 
 
 @live_app.command("preview")
@@ -198,11 +198,10 @@ def preview(name: NameArg, home_dir: HomeDir = None, archive: ArchiveOpt = None,
         print_json(report)
     else:
         for c in report["restrictions"]:
-            out.print(f"  {'ok' if c['ok'] else 'NO'}  {c['name']}: {c['detail']}",
-                      highlight=False)
+            out.print(f"  {'ok' if c['ok'] else 'NO'}  {c['name']}: {c['detail']}")
         e = report["estimates"]
         out.print(f"estimate: total {e['total_ms']:.0f} ms, blackout {e['blackout_ms']:.1f} ms "
-                  f"({e['basis']}); nothing was changed", highlight=False)
+                  f"({e['basis']}); nothing was changed")
     if not all(c["ok"] for c in report["restrictions"]):
         raise typer.Exit(3)
 
@@ -283,11 +282,11 @@ def stale(json_out: JsonOpt = False) -> None:
         print_json(stale_scan.as_dict(scan))
         return
     for p in scan.processes:
-        out.print(f"{p.pid} {p.command}", highlight=False)
+        out.print(f"{p.pid} {p.command}")
         for f in p.files:
-            out.print(f"    {f.why:<8} {f.path}", highlight=False)
+            out.print(f"    {f.why:<8} {f.path}")
     if not scan.processes:
-        out.print("no process uses a deleted or replaced file", highlight=False)
+        out.print("no process uses a deleted or replaced file")
     if scan.unreadable:
         out.print(f"could not read {len(scan.unreadable)} process(es) (not ours): "
-                  + " ".join(map(str, scan.unreadable[:20])), highlight=False)
+                  + " ".join(map(str, scan.unreadable[:20])))

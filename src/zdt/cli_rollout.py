@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from zdt.adapters import Connect
@@ -28,6 +27,7 @@ from zdt.cli_common import (
 )
 from zdt.display import Progress
 from zdt.rollout import RolloutRequest, Runner
+from zdt.terminal import styled
 
 rollout_app = typer.Typer(help="Roll a change across a domain, one node at a time.",
                           no_args_is_help=True)
@@ -275,25 +275,25 @@ def _show_preview(report: dict[str, Any], json_out: bool) -> None:
 
 
 def _print_preview(r: dict[str, Any]) -> None:
-    out.print(f"[bold]preview[/] of a {r['kind']} rollout of {', '.join(r['targets'])} "
-              f"({r['domain']}): nothing was changed", highlight=False)
+    out.print(styled(("preview", "bold"), f" of a {r['kind']} rollout of "
+                     f"{', '.join(r['targets'])} ({r['domain']}): nothing was changed"))
     if r["archive"]:
         a = r["archive"]
         out.print(f"  archive {a['path']}: version {a['version']}, sha256 {a['sha256'][:16]}…, "
                   f"{a['size'] / 2**20:.1f} MiB ({a['unpacked'] / 2**20:.1f} MiB unpacked)"
-                  + (", a rollback" if a["rollback"] else ""), highlight=False)
+                  + (", a rollback" if a["rollback"] else ""))
     table = Table("node", "server", "check", "", "detail", title="preconditions",
                   title_justify="left")
     for c in r["preconditions"]:
-        verdict = ("[red]no[/]" if not c["ok"] else "[yellow]warn[/]" if c.get("warn")
-                   else "[green]ok[/]")
-        table.add_row(escape(c["node"] or ""), escape(c["server"] or ""), c["name"], verdict,
-                      escape(c["detail"]))
+        verdict = (("no", "red") if not c["ok"] else ("warn", "yellow") if c.get("warn")
+                   else ("ok", "green"))
+        table.add_row(c["node"] or "", c["server"] or "", c["name"], styled(verdict),
+                      c["detail"])
     out.print(table)
     for node, lines in (r.get("runtime_changes") or {}).items():
         for c in lines:
             out.print(f"  {node}: {c['path']}:{c['line']}: {c['before'].strip()}  →  "
-                      f"{c['after'].strip()}", highlight=False)
+                      f"{c['after'].strip()}")
     plan = Table("node", "servers", "steps", title="plan", title_justify="left")
     for visit in r["plan"]:
         plan.add_row(visit["node"], ", ".join(visit["servers"]), " → ".join(visit["steps"]))
@@ -301,11 +301,12 @@ def _print_preview(r: dict[str, Any]) -> None:
     e = r["estimates"]
     out.print(f"estimate: {e['total_seconds']:.1f} s in all; per node "
               + ", ".join(f"{v['node']} {v['seconds']:.1f} s" for v in e["per_node"])
-              + f" ({e['basis']})", highlight=False)
+              + f" ({e['basis']})")
     if "disk_per_node_bytes" in e:
-        out.print(f"disk per node: {e['disk_per_node_bytes'] / 2**20:.1f} MiB", highlight=False)
+        out.print(f"disk per node: {e['disk_per_node_bytes'] / 2**20:.1f} MiB")
     if not r["ok"]:
-        err.print("[red]preconditions not met[/]: the rollout would be refused (exit 3)")
+        err.print(styled(("preconditions not met", "red"),
+                         ": the rollout would be refused (exit 3)"))
 
 
 @archive_app.command("create")
@@ -327,7 +328,7 @@ def archive_create(
                     "size": manifest.size, "files": len(manifest.files)})
     else:
         out.print(f"{output}: version {manifest.version}, {len(manifest.files)} files, "
-                  f"sha256 {manifest.sha256}", highlight=False)
+                  f"sha256 {manifest.sha256}")
 
 
 @archive_app.command("distribute")
@@ -357,4 +358,4 @@ def archive_distribute(
         print_json({"archive": str(archive_path), "nodes": result})
     else:
         for node, what in result.items():
-            out.print(f"{node}: {what}", highlight=False)
+            out.print(f"{node}: {what}")

@@ -15,8 +15,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from zdt import domain as domain_model
@@ -25,6 +23,8 @@ from zdt.display import Progress
 from zdt.journal import Journal
 from zdt.load import at_capacity, describe
 from zdt.rollout import RolloutRequest, Runner
+from zdt.terminal import SafeConsole as Console
+from zdt.terminal import styled
 
 WARMUP = 1.0     # seconds of load before and after the rollout, so both edges are covered
 
@@ -34,9 +34,10 @@ def run(dir: Path | None, nodes: int = 3, console: Console | None = None, *,
     base = dir or Path(tempfile.mkdtemp(prefix="zdt-demo-", dir="/tmp"))
     say = console.print if console else (lambda *a, **k: None)
     where = "each node a network namespace reached over SSH, " if isolated else ""
-    say(f"[bold]zdt demo[/]: {nodes} nodes × 2 servers of the sample service v1, supervisord "
-        f"per node, {where}{'nginx' if lb == 'nginx' else 'HAProxy'} in front ({base}); a "
-        "rolling restart, then the home rollout v1 → v2, under load at the machine's capacity")
+    say(styled(("zdt demo", "bold"), f": {nodes} nodes × 2 servers of the sample service v1, "
+        f"supervisord per node, {where}{'nginx' if lb == 'nginx' else 'HAProxy'} in front "
+        f"({base}); a rolling restart, then the home rollout v1 → v2, under load at the "
+        "machine's capacity"))
     info = sandbox.up(base, nodes, 2, isolated=isolated, lb=lb)
     try:
         result = asyncio.run(_rollout_under_load(info, console))
@@ -92,14 +93,13 @@ def _print(console: Console, result: dict[str, Any]) -> None:
         if wf["witness"] is not None:
             w = wf["witness"]
             bad = "unavailable" in w or w["errors"]
-            console.print(f"[{'red' if bad else 'green'}]{escape(witness.sentence(w))}[/]",
-                          highlight=False)
+            console.print(witness.sentence(w), style="red" if bad else "green")
     colour = "green" if load["failed"] == 0 else "red"
-    console.print(f"load through the LB ({load['by']}): {load['requests']:,} requests in "
-                  f"{load['seconds']:.1f} s ({load['rate']:,.0f}/s), [bold {colour}]"
-                  f"{load['failed']} failed requests[/] as the clients counted them",
-                  highlight=False)
+    console.print(styled(f"load through the LB ({load['by']}): {load['requests']:,} requests "
+                         f"in {load['seconds']:.1f} s ({load['rate']:,.0f}/s), ",
+                         (f"{load['failed']} failed requests", f"bold {colour}"),
+                         " as the clients counted them"))
     for error, count in load["errors"].items():
-        console.print(f"  {count} × {escape(error)}", style="red", highlight=False)
-    versions = escape(", ".join(f"{k}: {v}" for k, v in sorted(load["versions"].items())))
-    console.print(f"versions served: {versions}", highlight=False)
+        console.print(f"  {count} × {error}", style="red")
+    versions = ", ".join(f"{k}: {v}" for k, v in sorted(load["versions"].items()))
+    console.print(f"versions served: {versions}")

@@ -10,22 +10,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from zdt.journal import StepRecord
 from zdt.plan import Plan, StepSpec
+from zdt.terminal import SafeConsole, styled
 
-MARKS = {"pending": "[dim]·[/]", "running": "[yellow]…[/]", "done": "[green]✓[/]",
-         "failed": "[red]✗[/]", "reverting": "[magenta]↺[/]", "reverted": "[magenta]↩[/]"}
+MARKS = {"pending": ("·", "dim"), "running": ("…", "yellow"), "done": ("✓", "green"),
+         "failed": ("✗", "red"), "reverting": ("↺", "magenta"), "reverted": ("↩", "magenta")}
 
 
 class Progress:
-    def __init__(self, plan: Plan, console: Console | None = None,
+    def __init__(self, plan: Plan, console: SafeConsole | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.plan = plan
-        self.console = console or Console()
+        self.console = console or SafeConsole()
         self.clock = clock
         self.states = {s.index: "pending" for s in plan.steps}
         self.began: dict[int, float] = {}
@@ -51,7 +51,7 @@ class Progress:
             self.finished[record.group] = now
         if self.live is None and state != "running":
             self.console.print(f"{record.node:<12} {record.name:<8} {state:<9} "
-                               f"{','.join(record.servers)}", highlight=False)
+                               f"{','.join(record.servers)}")
 
     def _table(self) -> Table:
         """Narrow enough for 80 columns: one mark per step, then the step under way."""
@@ -61,7 +61,7 @@ class Progress:
         for group, node in enumerate(self.plan.nodes):
             steps = self.plan.for_group(group)
             servers = sorted({x for s in steps for x in s.servers})
-            marks = " ".join(MARKS[self.states[s.index]] for s in steps)
+            marks = styled(*(part for s in steps for part in (MARKS[self.states[s.index]], " ")))
             table.add_row(node, ", ".join(servers), marks, self._now(steps),
                           self._elapsed(group))
         return table

@@ -104,7 +104,9 @@ def test_version_from_the_file_or_the_argument(tmp_path: Path) -> None:
     assert create(home, tmp_path / "b.tar.gz", version="v8-rc1").version == "v8-rc1"
 
 
-@pytest.mark.parametrize("content", [None, "  \n"], ids=["no VERSION", "empty VERSION"])
+@pytest.mark.parametrize("content", [None, "  \n", "v2\nv3", "v2\x1b[2J", "v" * 201],
+                         ids=["no VERSION", "empty VERSION", "two lines", "a control code",
+                              "too long"])
 def test_missing_version_is_refused(tmp_path: Path, content: str | None) -> None:
     home = make_home(tmp_path, version=content)
     with pytest.raises(ConfigError, match=r"(?i)version") as err:
@@ -180,6 +182,7 @@ def test_manifest_json_errors_name_the_source_and_field() -> None:
     assert Manifest.from_json(good.to_json(), "m.json") == good
     raw = json.loads(good.to_json())
     for field, value in [("size", "10"), ("sha256", "xyz"), ("version", ""),
+                         ("version", "v2\x1b]0;t\x07"), ("version", "a\nb"),
                          ("unpacked", True), ("files", [])]:
         with pytest.raises(ConfigError, match=rf"m\.json: field '{field}'"):
             Manifest.from_json(json.dumps({**raw, field: value}), "m.json")

@@ -1,0 +1,53 @@
+"""Consoles that print what users and nodes supply as text, never as markup or control codes.
+
+A version `v2 [/]`, a process named `[red]x`, a path with an ESC sequence or a right-to-left
+override: each is shown as written, with control characters made visible (`\\x1b`), and
+cannot crash the console, hide a line or restyle a terminal. Markup is off; colour comes only
+from `style=` and from `styled()`, whose pieces are cleaned the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+# Unicode's bidirectional overrides and isolates (a "Trojan source" reorders what is shown).
+_BIDI = {0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069, 0x200E,
+         0x200F, 0x061C}
+
+
+def _visible(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def clean(value: object, *, lines: bool = True) -> str:
+    """The text of `value` with control and bidi characters shown as escapes; newlines and
+    tabs kept when `lines` (a message), shown too when not (a table cell, a name)."""
+    text = str(value)
+    if text.isprintable() and not _BIDI.intersection(map(ord, text)):
+        return text
+    keep = "\n\t" if lines else ""
+    return "".join(ch if ch in keep or (ch.isprintable() and ord(ch) not in _BIDI)
+                   else _visible(ch) for ch in text)
+
+
+class SafeConsole(Console):
+    """A Rich console without markup, highlighting or emoji codes; every string it renders
+    (print arguments, table cells, titles) goes through `clean()` first."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, highlight=False, emoji=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        kwargs["markup"] = False
+        kwargs["emoji"] = False
+        return super().render_str(clean(text), **kwargs)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """Text from plain pieces and (text, style) pairs, every piece cleaned."""
+    return Text.assemble(*(clean(p) if isinstance(p, str) else (clean(p[0]), p[1])
+                           for p in parts))
