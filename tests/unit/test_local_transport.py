@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -68,3 +69,41 @@ async def test_put_copies_atomically_with_mode(tmp_path: Path) -> None:
     assert target.read_bytes() == source.read_bytes()
     assert target.stat().st_mode & 0o777 == 0o750
     assert os.listdir(target.parent) == ["run.sh"]     # no temp file left behind
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+async def test_a_child_left_holding_stdout_does_not_hang_the_command(tmp_path: Path) -> None:
+    """`sleep 900 & exit 0` (a hook starting a daemon): done when the command exits, with
+    what it printed; the child it left is not waited for (nor killed: it was meant to run)."""
+    t = LocalTransport("n1", str(tmp_path))
+    script = ("import subprocess, sys; p = subprocess.Popen(['sleep', '30']); "
+              "print(p.pid, flush=True); print('bye', file=sys.stderr)")
+    result = await t.run([sys.executable, "-c", script], timeout=20)
+    child = int(result.stdout.split()[0])
+    try:
+        assert result.returncode == 0 and result.stderr.strip() == "bye"
+        assert _alive(child)
+    finally:
+        os.kill(child, 9)
+
+
+async def test_a_timeout_kills_every_process_the_command_started(tmp_path: Path) -> None:
+    t = LocalTransport("n1", str(tmp_path))
+    script = ("import subprocess, time; p = subprocess.Popen(['sleep', '30']); "
+              "print(p.pid, flush=True); time.sleep(30)")
+    with pytest.raises(CommandError, match="timed out after 1 s") as err:
+        await t.run([sys.executable, "-c", script], timeout=1)
+    child = int(err.value.result.stdout.split()[0])
+    for _ in range(100):                 # SIGKILL is delivered at once; reaping may lag
+        if not _alive(child):
+            break
+        await asyncio.sleep(0.02)
+    assert not _alive(child)

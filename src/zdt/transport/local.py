@@ -8,12 +8,18 @@ Without a root, node paths are this machine's paths.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
+import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from zdt.errors import CommandError, StepError
 from zdt.transport import Result
+
+PIPE_GRACE = 0.5      # s: reading what an exited command left in its pipes
 
 
 class LocalTransport:
@@ -31,23 +37,29 @@ class LocalTransport:
         if not argv or not all(isinstance(a, str) for a in argv):
             raise TypeError("argv must be a non-empty list of strings")
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                cwd=str(self.root) if self.root else None)
+            proc, exited = await _start(argv, cwd=str(self.root) if self.root else None)
         except OSError as exc:
             raise StepError(f"{self.node}: cannot run {argv[0]!r}: {exc.strerror}") from exc
         out, err = bytearray(), bytearray()
+        readers = [asyncio.ensure_future(_collect(proc.stdout, out)),
+                   asyncio.ensure_future(_collect(proc.stderr, err))]
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.gather(_collect(proc.stdout, out), _collect(proc.stderr, err),
-                                     proc.wait())
-        except TimeoutError:
-            proc.kill()
+                await exited           # its exit, not the pipes' end: a child it left running
+        except TimeoutError:           # (`daemon &`) may hold them open for ever
+            _kill_group(proc.pid)
             await proc.wait()
+            await _drain(proc, readers, 1.0)
             result = Result(tuple(argv), -9, out.decode(errors="replace"),
                             err.decode(errors="replace"))
-            raise CommandError(f"{self.node}: {argv[0]} timed out after {timeout:g} s",
+            raise CommandError(f"{self.node}: {argv[0]} timed out after {timeout:g} s "
+                               "(it and every process it started were killed)",
                                result) from None
+        except BaseException:          # cancelled: leave nothing running behind
+            _kill_group(proc.pid)
+            await _drain(proc, readers, 0.0)
+            raise
+        await _drain(proc, readers, PIPE_GRACE)
         result = Result(tuple(argv), proc.returncode or 0, out.decode(errors="replace"),
                         err.decode(errors="replace"))
         if check and result.returncode != 0:
@@ -64,6 +76,49 @@ class LocalTransport:
 
     async def close(self) -> None:
         """Nothing to release: every command is its own process."""
+
+
+class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Says when the process exits: asyncio's own wait() also waits for its pipes to close."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+async def _start(argv: list[str], cwd: str | None
+                 ) -> tuple[asyncio.subprocess.Process, asyncio.Future[None]]:
+    """The command in a session of its own (a timeout kills it and all it started),
+    stdin from /dev/null, stdout and stderr piped."""
+    loop = asyncio.get_running_loop()
+    protocol = _ExitProtocol(loop)
+    transport, _ = await loop.subprocess_exec(
+        lambda: protocol, *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd=cwd, start_new_session=True)
+    return asyncio.subprocess.Process(transport, protocol, loop), protocol.exited
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def _drain(proc: asyncio.subprocess.Process, readers: Sequence[asyncio.Future[None]],
+                 grace: float) -> None:
+    """What the command wrote before it exited is in the pipes: read it for up to `grace`
+    seconds, then stop reading (a process it left behind keeps its end open) and close."""
+    if grace > 0:
+        await asyncio.wait(readers, timeout=grace)
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    transport = proc._transport  # type: ignore[attr-defined]  # closes the pipes' read ends
+    transport.close()
 
 
 async def _collect(stream: asyncio.StreamReader | None, sink: bytearray) -> None:
