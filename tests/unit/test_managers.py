@@ -3,8 +3,11 @@ command manager and the command load balancer for real, with shell scripts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -177,7 +180,7 @@ async def test_command_lb_with_real_scripts(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("services", "lb", "words"), [
     ('kind = "command"\nstart = ["x"]', 'socket = "s"', "needs start, stop and status"),
     ('kind = "command"\nstart = ["x {user}"]\nstop = ["y"]\nstatus = ["z"]', 'socket = "s"',
-     "only {server}, {node} and {home}"),
+     "only {home}, {node}, {server} may be filled in"),
     ('kind = "upstart"', 'socket = "s"', "services.kind"),
     ('kind = "systemd"', 'kind = "haproxy"', "needs socket"),
     ('kind = "systemd"', 'kind = "command"\ndrain = ["d"]', "needs drain, ready and state"),
@@ -186,3 +189,60 @@ def test_bad_manager_and_lb_config(tmp_path: Path, services: str, lb: str,
                                    words: str) -> None:
     with pytest.raises(ConfigError, match=words.replace("{", r"\{").replace("}", r"\}")):
         domain_with(tmp_path, services, lb)
+
+
+STUBBORN = """#!/bin/sh
+# a service whose stop command "succeeds" and leaves it running; status by its pid
+dir=$(dirname "$0")
+case "$1" in
+  start) sleep 60 > /dev/null 2>&1 & echo $! > "$dir/$2.pid" ;;
+  stop) exit 0 ;;
+  status) pid=$(cat "$dir/$2.pid" 2>/dev/null) || exit 3
+          kill -0 "$pid" 2>/dev/null || exit 3
+          state=$(cut -d' ' -f3 "/proc/$pid/stat"); [ "$state" = Z ] && exit 3
+          echo "$pid" ;;
+  broken) exit "$3" ;;
+esac
+"""
+
+
+def command_domain(tmp_path: Path, body: str, status: list[str] | None = None) -> Any:
+    path = tmp_path / "svc"
+    path.write_text(body)
+    path.chmod(0o755)
+    q = json.dumps(str(path))
+    status_argv = ", ".join(json.dumps(a) for a in (status or [str(path), "status",
+                                                              "{server}"]))
+    return domain_with(tmp_path, "\n".join([
+        'kind = "command"', f'start = [{q}, "start", "{{server}}"]',
+        f'stop = [{q}, "stop", "{{server}}"]', f'status = [{status_argv}]']))
+
+
+async def test_a_stop_that_leaves_the_server_running_ends_in_a_kill(tmp_path: Path) -> None:
+    """Before: the stop command's exit 0 passed as done, the server still running."""
+    d = command_domain(tmp_path, STUBBORN)
+    m = CommandManager(d, {"node1": LocalTransport("node1")})
+    server = d.server("web1")
+    await m.start(server)
+    pid = (await m.state(server)).pid
+    assert pid is not None
+    try:
+        assert await m.stop(server, 0.5) is False          # stopped, but by the kill
+        assert (await m.state(server)).down
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+
+
+@pytest.mark.parametrize(("code", "words"), [
+    (127, "exited 127"), (126, "exited 126"), (4, "exited 4"), (124, "exited 124")])
+async def test_a_status_that_cannot_answer_is_an_error(tmp_path: Path, code: int,
+                                                       words: str) -> None:
+    """Before: exit 127 (no such script), a refused sudo... read as "stopped"."""
+    script = tmp_path / "svc"
+    d = command_domain(tmp_path, STUBBORN, [str(script), "broken", "{server}", str(code)])
+    m = CommandManager(d, {"node1": LocalTransport("node1")})
+    with pytest.raises(AdapterError, match=rf"status command of web1 .*{words}"):
+        await m.state(d.server("web1"))
+    with pytest.raises(AdapterError):
+        await m.stop(d.server("web1"), 1.0)       # never "stopped" on such an answer

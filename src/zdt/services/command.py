@@ -6,17 +6,26 @@ import re
 from collections.abc import Mapping
 
 from zdt.domain import Domain, Server
+from zdt.errors import AdapterError
 from zdt.services import ProcessState
 from zdt.services.commands import fill, sudo
 from zdt.transport import Transport
+from zdt.waiting import REAL_TIME, Timing, poll
+
+# `status` exits 0 while the server runs; 1, 2 or 3 when it does not (LSB: dead with a pid
+# file, dead with a lock file, not running). Anything else (4 "unknown", 126/127 cannot
+# run, 124 timed out, a signal) says nothing about the server: an error, never "stopped".
+NOT_RUNNING = (1, 2, 3)
+KILL_WAIT = 10.0      # s for the status to say stopped after SIGKILL
 
 
 class CommandManager:
-    """`start` and `stop` must succeed (exit 0); `status` exits 0 while the server runs,
-    and may print its pid (the first number on its output)."""
+    """`start` and `stop` must succeed (exit 0); a stop is done when `status` says so (the
+    pid it prints is killed when the stop command leaves the server running)."""
 
-    def __init__(self, domain: Domain, transports: Mapping[str, Transport]) -> None:
-        self.domain, self.transports = domain, transports
+    def __init__(self, domain: Domain, transports: Mapping[str, Transport],
+                 timing: Timing = REAL_TIME) -> None:
+        self.domain, self.transports, self.timing = domain, transports, timing
 
     def _argv(self, template: tuple[str, ...], server: Server) -> list[str]:
         return sudo(self.domain, fill(template, self.domain, server))
@@ -26,17 +35,45 @@ class CommandManager:
                                                timeout=120)
 
     async def stop(self, server: Server, timeout: float) -> bool:
+        """The stop command, then the status until it says stopped; after `timeout` s the
+        pid the status gave is killed. True if it stopped without the kill."""
+        before = await self.state(server)
+        if before.down:
+            return True
         argv = self._argv(self.domain.services.stop, server)
-        result = await self.transports[server.node].run(argv, check=False,
-                                                        timeout=timeout + 30)
-        return result.returncode == 0
+        # its exit status is not the answer (a stop that "fails" on a server already going
+        # down is common); the status is
+        await self.transports[server.node].run(argv, check=False, timeout=timeout + 30)
+        stopped, last = await poll(lambda: self.state(server), lambda st: st.down, timeout,
+                                   self.timing)
+        if stopped:
+            return True
+        pid = last.pid or before.pid
+        if pid is None:
+            raise AdapterError(f"{server.node}: {server.name} still runs {timeout:g} s after "
+                               "its stop command, and its status command prints no pid to "
+                               "kill; make `status` print the pid, or `stop` wait for the end")
+        await self.transports[server.node].run(sudo(self.domain, ["kill", "-KILL", str(pid)]),
+                                               check=False, timeout=30)
+        gone, _ = await poll(lambda: self.state(server), lambda st: st.down, KILL_WAIT,
+                             self.timing)
+        if not gone:
+            raise AdapterError(f"{server.node}: {server.name} (pid {pid}) still runs "
+                               f"{KILL_WAIT:g} s after SIGKILL, by its status command")
+        return False
 
     async def state(self, server: Server) -> ProcessState:
         argv = self._argv(self.domain.services.status, server)
         result = await self.transports[server.node].run(argv, check=False, timeout=60)
-        if result.returncode != 0:
+        refused = self.domain.services.sudo and result.stderr.lstrip().startswith("sudo:")
+        if result.returncode in NOT_RUNNING and not refused:
             return ProcessState(running=False, pid=None, state="STOPPED",
                                 detail=result.stderr.strip()[-300:])
+        if result.returncode != 0:
+            raise AdapterError(
+                f"{server.node}: the status command of {server.name} ({argv[0]}) exited "
+                f"{result.returncode}: {result.stderr.strip()[-300:] or 'no message'}; it must "
+                f"exit 0 (running) or {', '.join(map(str, NOT_RUNNING))} (not running)")
         number = re.search(r"\b(\d+)\b", result.stdout)
         return ProcessState(running=True, pid=int(number.group(1)) if number else None,
                             state="RUNNING")
