@@ -15,9 +15,9 @@ import typer
 from zdt import archive as archives
 from zdt.cli_common import JsonOpt, handled, out, print_json
 from zdt.errors import ConfigError, PreconditionError, ZdtError
-from zdt.journal import DomainLock
 from zdt.live import client
 from zdt.live.supervisor import LiveConfig
+from zdt.lock import DomainLock
 
 live_app = typer.Typer(help="Update the software under a running workload on one host: a "
                             "surrogate takes over its sockets and its state.",
@@ -46,18 +46,22 @@ def run(
     ready_timeout: Annotated[float, typer.Option(min=0.1, max=86400, help="Seconds for the "
                                                  "workload to be ready.")] = 30.0,
     detach: Annotated[bool, typer.Option(help="Run the supervisor in the background.")] = False,
+    max_state_bytes: Annotated[int, typer.Option(
+        min=0, max=1 << 40, help="The largest state a checkpoint may hand over (a larger "
+        "one fails the update; the original serves on).")] = 1 << 30,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a workload under a live supervisor that holds its listening sockets."""
     directory = client.state_dir(name, state_dir)
     config = LiveConfig(name, tuple(listen), str(Path(home).resolve()), tuple(command),
-                        str(directory), health, ready_timeout=ready_timeout)
+                        str(directory), health, ready_timeout=ready_timeout,
+                        max_state_bytes=max_state_bytes)
     client.check_config(config)
     if not detach:
         client.run(config)
         return
     argv = ["--name", name, "--home", config.home, "--state-dir", str(directory),
-            "--ready-timeout", str(ready_timeout)]
+            "--ready-timeout", str(ready_timeout), "--max-state-bytes", str(max_state_bytes)]
     argv += [x for a in listen for x in ("--listen", a)]
     argv += ["--health", health] if health else []
     status = client.detach([*argv, "--", *command], directory, timeout=ready_timeout + 5)
@@ -217,6 +221,7 @@ def _preview(directory: Path, request: dict[str, Any]) -> dict[str, Any]:
 
     status = client.ask(directory, {"op": "status"}, timeout=5.0)
     check("running and ready", bool(status.get("ready")), f"pid {status.get('pid')}")
+    check("readiness of the surrogate", True, _readiness(status))
     need_disk = 0
     if archive:
         manifest = archives.verify(Path(archive))
@@ -238,6 +243,18 @@ def _preview(directory: Path, request: dict[str, Any]) -> dict[str, Any]:
           f"{free / 2**20:.0f} MiB free, {need_disk / 2**20:.1f} MiB needed")
     return {"name": status.get("name"), "restrictions": checks,
             "estimates": _estimate(directory, status)}
+
+
+def _readiness(status: dict[str, Any]) -> str:
+    """How the surrogate will be known ready, and how it takes over."""
+    how = []
+    if status.get("readiness") == "sd_notify" or status.get("checkpoint"):
+        how.append("sd_notify READY=1")
+    if status.get("health"):
+        how.append(f"{status['health']} answering 200 from the surrogate itself")
+    takeover = ("its state by checkpoint" if status.get("checkpoint") else
+                "by overlap, no state (the workload has no checkpoint)")
+    return f"{' or '.join(how) or 'sd_notify READY=1'}; then {takeover}"
 
 
 def _estimate(directory: Path, status: dict[str, Any]) -> dict[str, Any]:

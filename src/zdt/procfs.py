@@ -4,6 +4,7 @@ children. A pid with no entry (or a zombie, for `live`) is simply not there."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import NamedTuple
 
@@ -58,3 +59,56 @@ def descendants(parents: set[int]) -> list[int]:
         seen |= parents
         found += sorted(parents)
     return found
+
+
+def _proc_address(host: str, port: int, family: int) -> str:
+    """An address as /proc/net/tcp{,6} prints it: each 32-bit word in host (little-endian)
+    order, then the port, in upper-case hex."""
+    packed = socket.inet_pton(family, host)
+    words = "".join(f"{int.from_bytes(packed[i:i + 4], 'little'):08X}"
+                    for i in range(0, len(packed), 4))
+    return f"{words}:{port:04X}"
+
+
+def _spellings(host: str, port: int) -> list[tuple[str, str]]:
+    """(table, address) pairs an endpoint may appear as (IPv4 also as v4-mapped IPv6)."""
+    if ":" in host:
+        return [("tcp6", _proc_address(host, port, socket.AF_INET6))]
+    return [("tcp", _proc_address(host, port, socket.AF_INET)),
+            ("tcp6", _proc_address(f"::ffff:{host}", port, socket.AF_INET6))]
+
+
+def tcp_inode(local: tuple[str, int], remote: tuple[str, int]) -> int | None:
+    """The inode of this machine's TCP socket at `local` connected to `remote`; None
+    while there is none, or while it waits in a listen queue (inode 0: no process has it)."""
+    ends: dict[str, list[tuple[str, str]]] = {"tcp": [], "tcp6": []}
+    for (table, here), (_, there) in zip(_spellings(*local), _spellings(*remote), strict=True):
+        ends[table].append((here, there))
+    for table, pairs in ends.items():
+        if not pairs:
+            continue
+        try:
+            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if (fields[1], fields[2]) in pairs and fields[9] != "0":
+                return int(fields[9])
+    return None
+
+
+def holds_socket(pid: int, inode: int) -> bool:
+    """Whether process `pid` has the socket `inode` open."""
+    want = f"socket:[{inode}]"
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == want:
+                return True
+        except OSError:
+            continue
+    return False

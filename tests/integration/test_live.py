@@ -5,6 +5,7 @@ each step leave the original serving; the lock; preview changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -18,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from conftest import zdt
+from conftest import ZDT, zdt
 from zdt import http
-from zdt.journal import DomainLock
 from zdt.load import Load
+from zdt.lock import DomainLock
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,9 @@ def free_port() -> int:
 
 
 class Live:
-    def __init__(self, base: Path, *extra: str) -> None:
+    def __init__(self, base: Path, *extra: str, plain: bool = False) -> None:
+        """plain: a server that neither checkpoints nor sends sd_notify (ready by
+        --health only)."""
         self.base = base
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -43,9 +46,13 @@ class Live:
         for version in ("v1", "v2"):
             (base / version).mkdir(exist_ok=True)
             (base / version / "VERSION").write_text(version + "\n")
+            for switch in ("NO_NOTIFY", "NO_CHECKPOINT") if plain else ():
+                (base / version / switch).write_text("")
+        health = ["--health", self.url] if plain else []
         started = zdt("live", "run", "--name", "web", "--listen", f"127.0.0.1:{self.port}",
                       "--home", str(base / "v1"), "--state-dir", self.state, "--detach",
-                      "--json", "--", sys.executable, "-m", "zdt.samples.counter", *extra)
+                      *health, "--json", "--", sys.executable, "-m", "zdt.samples.counter",
+                      *extra)
         assert started.returncode == 0, started.stdout + started.stderr
         self.status = json.loads(started.stdout)
 
@@ -122,6 +129,81 @@ async def test_a_failed_handoff_leaves_the_original_serving(
     ok = live("update", "web", "--home-dir", str(live.base / "v2"))
     assert ok.returncode == 0, ok.stderr                      # it can be run again
     assert (await live.get())["count"] == after["count"]
+
+
+async def test_a_surrogate_answering_out_of_protocol_leaves_the_original_serving(
+        live: Live) -> None:
+    """Before: a malformed ACCEPTING killed the surrogate without a RESUME to the original,
+    which stayed paused: every later connection waited in the backlog, then timed out."""
+    (live.base / "v2" / "BAD_ACCEPTING").write_text("")
+    before = await live.get()
+    failed, posts = await under_load(live, "update", "web", "--home-dir",
+                                     str(live.base / "v2"))
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "answered 'ACCEPTING soon' to RESTORE" in failed.stderr, failed.stderr
+    assert "keeps serving" in failed.stderr
+    after = await live.get()
+    assert (after["pid"], after["version"]) == (before["pid"], "v1")
+    assert after["count"] == before["count"] + posts
+
+
+async def test_the_supervisor_killed_mid_checkpoint_leaves_the_original_serving(
+        live: Live) -> None:
+    """kill -9 of the supervisor while the original is paused for its checkpoint: the
+    helper sees its channel close and accepts again by itself; not one request fails."""
+    (live.base / "v1" / "SLOW_CHECKPOINT").write_text("1")
+    before = await live.get()
+    supervisor = live.status["supervisor_pid"]
+    journal = Path(live.state) / "journal.db"
+    reads = Load(live.url, concurrency=3, rate_per_worker=100, timeout=10.0)
+    incr = Load(live.url + "incr", concurrency=3, rate_per_worker=100, method="POST",
+                timeout=10.0)
+    try:
+        async with reads, incr:
+            await asyncio.sleep(0.3)
+            update = subprocess.Popen([*ZDT, "live", "update", "web", "--home-dir",
+                                       str(live.base / "v2"), "--state-dir", live.state],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(200):          # until the checkpoint is under way (≤ 10 s)
+                if journal.exists() and b"checkpoint" in _steps_running(journal):
+                    break
+                await asyncio.sleep(0.05)
+            os.kill(supervisor, signal.SIGKILL)
+            await asyncio.to_thread(update.communicate, timeout=60)
+            await asyncio.sleep(2.0)      # the pause ends; the original serves again
+        after = await live.get()
+        assert (after["pid"], after["version"]) == (before["pid"], "v1")
+        assert (reads.stats.failed, incr.stats.failed) == (0, 0), (reads.stats.errors,
+                                                                   incr.stats.errors)
+        assert after["count"] == before["count"] + incr.stats.requests
+        assert reads.stats.requests > 50 and incr.stats.requests > 50
+    finally:
+        for pid in running_in(live.base):     # no supervisor is left to stop them
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_workload_ready_by_health_only_is_updated(short_dir: Path) -> None:
+    """Before: a surrogate's readiness ignored --health, so a server that does not send
+    sd_notify was never ready and never updated. Now its own 200 counts (not one the
+    original gave on the shared port), and preview says so."""
+    w = Live(short_dir, plain=True)
+    try:
+        before = await w.get()
+        shown = w("preview", "web", "--home-dir", str(w.base / "v2"), "--json")
+        assert shown.returncode == 0, shown.stderr
+        readiness = {c["name"]: c["detail"] for c in json.loads(shown.stdout)["restrictions"]}
+        assert readiness["readiness of the surrogate"] == (
+            f"{w.url} answering 200 from the surrogate itself; then by overlap, no state "
+            "(the workload has no checkpoint)")
+        done, _ = await under_load(w, "update", "web", "--home-dir", str(w.base / "v2"),
+                                   "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["mode"] == "overlap"
+        after = await w.get()
+        assert after["version"] == "v2" and after["pid"] != before["pid"]
+    finally:
+        w("stop", "web")
 
 
 def test_a_second_update_is_refused_while_one_holds_the_lock(live: Live) -> None:

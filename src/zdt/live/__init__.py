@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from zdt.live.protocol import Channel
+from zdt.live.protocol import Channel, ProtocolError
 
 SD_LISTEN_FDS_START = 3
 
@@ -31,7 +31,9 @@ _resume: Callable[[], None] | None = None
 _restored: bytes | None = None
 _channel: Channel | None = None
 _state_lock = threading.Lock()
-_pending: dict[str, bool] = {"pausing": False, "resume": False}
+# pausing: `pause` runs; paused: the state was sent and no RESUME nor retirement came yet;
+# resume: a RESUME came while pausing (served as soon as `pause` returns)
+_pending: dict[str, bool] = {"pausing": False, "paused": False, "resume": False}
 
 
 def listeners() -> list[socket.socket]:
@@ -88,7 +90,10 @@ def _serve() -> None:
     while True:
         try:
             words, _ = _channel.receive()
+        except ProtocolError:
+            continue                    # not a message: wait for the next one
         except (EOFError, OSError):
+            _orphaned()
             return
         if words[0] == "CHECKPOINT" and _pause is not None:
             seq = words[1] if len(words) > 1 else "0"
@@ -97,11 +102,22 @@ def _serve() -> None:
             threading.Thread(target=_checkpoint, args=(seq,), name="zdt-live-checkpoint",
                              daemon=True).start()
         elif words[0] == "RESUME" and _resume is not None:
-            with _state_lock:
-                pausing = _pending.get("pausing", False)
-                _pending["resume"] = pausing
-            if not pausing:
-                _resume()
+            _resume_now_or_after_pause()
+
+
+def _resume_now_or_after_pause() -> None:
+    with _state_lock:
+        pausing, paused = _pending["pausing"], _pending["paused"]
+        _pending["resume"] = pausing
+        _pending["paused"] = False
+    if paused and _resume is not None:
+        _resume()
+
+
+def _orphaned() -> None:
+    """The supervisor is gone (killed mid-handoff): nobody will hand the work to a
+    surrogate nor retire this process, so a paused workload accepts again by itself."""
+    _resume_now_or_after_pause()
 
 
 def _checkpoint(seq: str) -> None:
@@ -118,11 +134,26 @@ def _checkpoint(seq: str) -> None:
         _pending["pausing"] = False
         called_off = _pending["resume"]
         _pending["resume"] = False
+        _pending["paused"] = not called_off and state is not None
     if called_off:
         if _resume is not None:
             _resume()        # the supervisor gave up on this checkpoint: serve on
-    elif state is not None:
+        return
+    if state is None:
+        if _resume is not None:
+            _resume()        # pause failed: serve on (the supervisor heard FAILED)
+        return
+    try:
         _channel.send("STATE", len(state), stopped, seq, payload=state)
+    except OSError:
+        _orphaned()          # the supervisor died while the state was on its way
+
+
+def send_raw(data: bytes) -> None:
+    """Bytes written as they are on the channel to the supervisor: for testing how it
+    takes answers that are not of the protocol. A workload never needs it."""
+    if _channel is not None:
+        _channel.sock.sendall(data)
 
 
 def _notify(message: str) -> None:

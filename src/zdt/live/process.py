@@ -21,12 +21,15 @@ from zdt.errors import ZdtError
 
 SHIM = 'cd "$ZDT_HOME" || exit 126; LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
 FIRST_FD = 3
+MAX_LINE = 1 << 16                  # a header line longer than this closes the channel
+DEFAULT_MAX_STATE = 1 << 30         # bytes of state the supervisor accepts by default
 
 
 @dataclass
 class Notice:
     ready: bool = False
     checkpoint: bool = False
+    by: str = ""              # what said ready: "sd_notify" or "health"
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -48,12 +51,14 @@ class Workload:
         loop.add_reader(notify.fileno(), self._on_notify)
         self.channel = channel
         self.channel_closed = False
+        self.paused = False        # told to CHECKPOINT, not yet told to RESUME nor retired
+        self.max_state = DEFAULT_MAX_STATE
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def open_channel(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(sock=self.channel,
-                                                                 limit=1 << 20)
+                                                                 limit=MAX_LINE)
         self.inbox: asyncio.Queue[tuple[list[str], bytes] | None] = asyncio.Queue()
         self._reading = asyncio.ensure_future(self._read_all())
 
@@ -91,6 +96,7 @@ class Workload:
         for line in data.splitlines():
             if line == "READY=1":
                 self.notice.ready = True
+                self.notice.by = self.notice.by or "sd_notify"
             elif line == "X_ZDT_CHECKPOINT=1":
                 self.notice.checkpoint = True
         if self.notice.ready:
@@ -133,13 +139,35 @@ class Workload:
         return message
 
     async def _read_one(self) -> tuple[list[str], bytes]:
+        """One message. A header that is not one (no size, a size past `max_state`) is
+        passed on as MALFORMED and the channel goes on: a STATE's payload too large to keep
+        is read and dropped in chunks, never allocated."""
         assert self.reader is not None
         line = (await self.reader.readline()).decode(errors="replace")
         if not line:
             raise EOFError(f"workload pid {self.pid} closed its channel")
         words = line.split() or ["?"]
-        size = int(words[1]) if words[0] == "STATE" and len(words) > 1 else 0
+        if words[0] != "STATE":
+            return words, b""
+        try:
+            size = int(words[1])
+        except (IndexError, ValueError):
+            return ["MALFORMED", f"a STATE header without a size: {line.strip()[:80]!r}"], b""
+        if size < 0:
+            return ["MALFORMED", f"a STATE of {size} bytes"], b""
+        if size > self.max_state:
+            await _skip(self.reader, size)
+            return ["MALFORMED", f"a state of {size} bytes, over the limit of "
+                    f"{self.max_state} (max_state_bytes)"], b""
         return words, await self.reader.readexactly(size) if size else b""
+
+
+async def _skip(reader: asyncio.StreamReader, size: int) -> None:
+    while size > 0:
+        chunk = await reader.read(min(size, 1 << 20))
+        if not chunk:
+            raise EOFError("the workload closed its channel inside a state")
+        size -= len(chunk)
 
 
 async def spawn(command: list[str], *, home: str, role: str, sockets: list[socket.socket],

@@ -29,6 +29,7 @@ import socket
 from typing import Any
 
 MAX_STATE = 1 << 31       # 2 GiB: a state larger than this is a bug, not a workload
+MAX_LINE = 1 << 16        # a header line longer than this is not a header
 
 
 class ProtocolError(Exception):
@@ -63,6 +64,8 @@ class Channel:
 
     def _line(self) -> str:
         while b"\n" not in self.buffer:
+            if len(self.buffer) > MAX_LINE:
+                raise ProtocolError(f"a header line of over {MAX_LINE} bytes")
             self._fill()
         line, _, self.buffer = self.buffer.partition(b"\n")
         return line.decode(errors="replace")

@@ -36,7 +36,7 @@ from typing import Any
 from zdt import http
 from zdt.errors import PreconditionError, StepError, ZdtError
 from zdt.journal import Journal
-from zdt.live import process
+from zdt.live import process, readiness
 from zdt.live.process import Workload
 from zdt.live.protocol import encode
 from zdt.plan import StepSpec
@@ -55,6 +55,7 @@ class LiveConfig:
     ready_timeout: float = 30.0
     checkpoint_timeout: float = 30.0
     stop_timeout: float = 10.0
+    max_state_bytes: int = process.DEFAULT_MAX_STATE
 
 
 @dataclass
@@ -147,19 +148,19 @@ class Supervisor:
         w = await process.spawn(list(self.config.command), home=home, role=role,
                                 sockets=self.sockets, names=names, run_dir=self.dir,
                                 log=self.dir / "workload.log", extra_env={})
+        w.max_state = self.config.max_state_bytes
         self.workloads.add(w)
         w.exited.add_done_callback(lambda _: self.workloads.discard(w))
         return w
 
     async def _wait_ready(self, w: Workload, timeout: float, by_health: bool = False) -> None:
-        """sd_notify READY=1; for the first process, or its health URL answering 200 (a
-        surrogate's health cannot be told apart: the same port still reaches the original)."""
+        """sd_notify READY=1, or the health URL answering 200: for the first process any
+        answer; for a surrogate only one it gave itself (the original shares the port)."""
         async def health() -> None:
-            while self.config.health and by_health:
-                with contextlib.suppress(OSError, TimeoutError, ValueError):
-                    if (await http.get(self.config.health, timeout=1.0)).status == 200:
-                        w.notice.ready = True
-                        return
+            while self.config.health:
+                if await self._healthy(w, alone=by_health):
+                    w.notice.ready, w.notice.by = True, w.notice.by or "health"
+                    return
                 await asyncio.sleep(0.02)
             await asyncio.Event().wait()
 
@@ -176,6 +177,14 @@ class Supervisor:
         if not w.alive:
             raise StepError(f"the workload (pid {w.pid}) exited with {w.exited.result()} "
                             f"before it was ready; see {self.dir / 'workload.log'}")
+
+    async def _healthy(self, w: Workload, *, alone: bool) -> bool:
+        assert self.config.health is not None
+        if not alone:
+            return await readiness.answered_by(self.config.health, w.pid)
+        with contextlib.suppress(OSError, TimeoutError, ValueError):
+            return (await http.get(self.config.health, timeout=1.0)).status == 200
+        return False
 
     # -- control socket ----------------------------------------------------------------
 
@@ -222,7 +231,8 @@ class Supervisor:
                 "version": _version(self.snapshot.home),
                 "command": list(self.config.command),
                 "pid": w.pid if w else None, "ready": bool(w and w.notice.ready),
-                "checkpoint": bool(w and w.notice.checkpoint), "last_update": self.snapshot.last}
+                "checkpoint": bool(w and w.notice.checkpoint), "last_update": self.snapshot.last,
+                "readiness": (w.notice.by if w else "") or "", "health": self.config.health}
 
     # -- update ------------------------------------------------------------------------
 
@@ -280,6 +290,7 @@ class Supervisor:
         except BaseException:
             await self._fall_back(original, surrogate)
             raise
+        original.paused = False        # the surrogate serves: the original only retires
         step("retire")
         self.current = surrogate
         clean = await original.retire(t["stop_timeout"])
@@ -288,8 +299,10 @@ class Supervisor:
                 "original_exited_cleanly": clean}
 
     async def _fall_back(self, original: Workload, surrogate: Workload) -> None:
-        """A failed handoff: the original serves on. Only if it died meanwhile does a
+        """A failed handoff: the original serves on (told to RESUME whatever failed after
+        its checkpoint: a bad answer, a journal write). Only if it died meanwhile does a
         ready surrogate take over (without the state) rather than leave the port unserved."""
+        await _resume(original)
         if original.alive and original.channel_closed:
             # its channel closed first: its exit is on the way (the pidfd tells a moment later)
             with contextlib.suppress(TimeoutError):
@@ -310,6 +323,7 @@ class Supervisor:
                           t: dict[str, float], step: _Steps) -> dict[str, Any]:
         step("checkpoint")
         seq = time.monotonic_ns()
+        original.paused = True
         await original.send("CHECKPOINT", seq)
         async with _or_resume(original, t["checkpoint_timeout"],
                               f"the original (pid {original.pid}) did not checkpoint"):
@@ -319,11 +333,12 @@ class Supervisor:
                               f"the surrogate (pid {surrogate.pid}) did not restore the state"):
             await surrogate.send("RESTORE", len(state), payload=state)
             answer = await _first(surrogate)
-            if answer[0] != "ACCEPTING":
-                raise StepError(f"the surrogate answered {' '.join(answer)!r} to RESTORE")
+            accepting = _instant(answer)
+            if answer[0] != "ACCEPTING" or accepting is None:
+                raise StepError(f"the surrogate answered {' '.join(answer)[:80]!r} to RESTORE")
         step("restore")        # journaled after the blackout, not inside it
         return {"mode": "checkpoint", "state_bytes": len(state),
-                "blackout_ms": round((int(answer[1]) - stopped) / 1e6, 3)}
+                "blackout_ms": round((accepting - stopped) / 1e6, 3)}
 
     def _save(self) -> None:
         tmp = self.dir / "state.json.tmp"
@@ -347,9 +362,21 @@ async def _or_resume(original: Workload, timeout: float, late: str) -> AsyncIter
 
 
 async def _resume(original: Workload) -> None:
-    if original.alive:
-        with contextlib.suppress(OSError):
+    """RESUME, once, to an original told to CHECKPOINT (a RESUME to one that never paused
+    would start its accepting a second time)."""
+    if original.paused and original.alive:
+        original.paused = False
+        with contextlib.suppress(OSError, RuntimeError):
             await original.send("RESUME")
+
+
+def _instant(words: list[str]) -> int | None:
+    """The CLOCK_MONOTONIC ns of an ACCEPTING or STATE answer, if it is a number."""
+    index = 1 if words[0] == "ACCEPTING" else 2
+    try:
+        return int(words[index])
+    except (IndexError, ValueError):
+        return None
 
 
 async def _state(w: Workload, seq: int) -> tuple[list[str], bytes]:
@@ -358,8 +385,8 @@ async def _state(w: Workload, seq: int) -> tuple[list[str], bytes]:
         words, payload = await w.receive()
         if words[0] in ("STATE", "FAILED") and _seq_of(words) not in (None, str(seq)):
             continue
-        if words[0] != "STATE" or len(words) < 3:
-            raise StepError(f"the original answered {' '.join(words)!r} to CHECKPOINT")
+        if words[0] != "STATE" or _instant(words) is None:
+            raise StepError(f"the original answered {' '.join(words)[:120]!r} to CHECKPOINT")
         return words, payload
 
 

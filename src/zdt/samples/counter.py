@@ -63,6 +63,8 @@ class Counter:
         if (self.home / "CRASH_ON_RESTORE").exists():
             print("crashing on restore, as the home asks", file=sys.stderr, flush=True)
             os._exit(3)
+        if (self.home / "BAD_ACCEPTING").exists():  # a surrogate answering out of protocol
+            live.send_raw(b"ACCEPTING soon\n")
         self.count = struct.unpack(">Q", data[:8])[0]
         self.blob = data[8:]
 
@@ -200,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     if (home / "NEVER_READY").exists():
         time.sleep(3600)
         return 1
-    live.ready(counter.restore)
+    if not (home / "NO_NOTIFY").exists():   # else: a plain server, known ready by --health
+        live.ready(counter.restore)
     counter.serving = True
     counter.serve(socks)
     counter.drain()
