@@ -22,12 +22,15 @@ backend = "app"
 
 [[nodes]]
 name = "node1"
+root = "nodes/node1"
 
 [[nodes]]
 name = "node2"
+root = "nodes/node2"
 
 [[nodes]]
 name = "node3"
+root = "nodes/node3"
 
 [[servers]]
 name = "admin"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zdt import nodepath
 from zdt.domain import Domain
 from zdt.errors import ConfigError
 
@@ -81,11 +82,6 @@ def _entries(raw: Any, domain: Domain, problems: list[str]) -> list[AppChange]:
     return out
 
 
-def _overlap(a: str, b: str) -> bool:
-    a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
-    return a.startswith(b) or b.startswith(a)
-
-
 def _entry(entry: dict[str, Any], where: str, deployed: dict[str, Any], seen: set[str],
            domain: Domain, problems: list[str]) -> AppChange | None:
     name, mode = entry.get("name", ""), entry.get("mode", "")
@@ -103,18 +99,24 @@ def _entry(entry: dict[str, Any], where: str, deployed: dict[str, Any], seen: se
     elif mode != app.mode:
         problems.append(f"{where}.mode: {name!r} was deployed {app.mode}, not {mode}")
     patched, backup = entry.get("patched_location", ""), entry.get("backup_location", "")
+    paths = {}
     for key, value in (("patched_location", patched), ("backup_location", backup)):
-        if not value.startswith("/") or ".." in value.split("/"):
-            problems.append(f"{where}.{key}: {value!r} is not an absolute path without '..'")
-    if mode == "stage" and patched.startswith("/") and not Path(patched).is_dir():
+        try:
+            paths[key] = nodepath.normalise(value)
+        except ValueError as exc:
+            problems.append(f"{where}.{key}: {exc}")
+    if len(paths) < 2:
+        return None
+    patched, backup = paths["patched_location"], paths["backup_location"]
+    if mode == "stage" and not Path(patched).is_dir():
         problems.append(f"{where}.patched_location: {patched} is not a directory here "
                         "(a staged application is copied from this machine)")
     for key, value in (("backup_location", backup), ("patched_location", patched)):
-        if _overlap(value, app.location) and not (key == "patched_location" and
+        if nodepath.overlap(value, app.location) and not (key == "patched_location" and
                                                   mode == "stage"):
             problems.append(f"{where}.{key}: {value} and the deployed location "
                             f"{app.location} lie inside one another")
-    if backup and _overlap(backup, domain.domain.home):
+    if nodepath.overlap(backup, domain.domain.home):
         problems.append(f"{where}.backup_location: {backup} lies in the home "
                         f"{domain.domain.home}, which a home rollout replaces")
     partition = entry.get("partition")

@@ -7,6 +7,9 @@ domain reads one file and touches nothing else.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Iterable
@@ -26,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from zdt import nodepath, template
 from zdt.errors import ConfigError
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
@@ -40,9 +44,7 @@ _Named = TypeVar("_Named", "Node", "Server", "Cluster")
 
 
 def _node_path(v: str) -> str:
-    if not v.startswith("/") or ".." in Path(v).parts:
-        raise ValueError("must be an absolute path without '..' (the same on every node)")
-    return v.rstrip("/") or "/"
+    return nodepath.normalise(v)
 
 
 class DomainSection(_Model):
@@ -172,6 +174,8 @@ class Server(_Model):
     name: Name
     node: Name
     port: Port
+    # where zdt reaches the server from this machine (health, "is it listening"); left out:
+    # the node's ssh:// host, or 127.0.0.1 on a local node (filled in at load)
     host: str = "127.0.0.1"
     lb: bool = True
     lb_name: Name | None = None
@@ -204,7 +208,8 @@ class Server(_Model):
 
     @property
     def health(self) -> str:
-        return self.health_url or f"http://{self.host}:{self.port}/health"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self.health_url or f"http://{host}:{self.port}/health"
 
 
 class Cluster(_Model):
@@ -218,11 +223,7 @@ PLACEHOLDERS = ("server", "node", "home")
 def _argv_template(v: tuple[str, ...]) -> tuple[str, ...]:
     """A command as argv items, each with {server}/{node}/{home} placeholders at most."""
     for item in v:
-        try:
-            item.format(**{p: "" for p in PLACEHOLDERS})
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"{item!r}: only {{server}}, {{node}} and {{home}} may be "
-                             f"filled in ({exc})") from None
+        template.check(item, PLACEHOLDERS)
     return v
 
 
@@ -243,6 +244,12 @@ class Services(_Model):
     @classmethod
     def _templates(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return _argv_template(v)
+
+    @field_validator("program", "unit")
+    @classmethod
+    def _name_template(cls, v: str) -> str:
+        template.check(v, ("server", "node"))
+        return v
 
     @model_validator(mode="after")
     def _commands_given(self) -> Services:
@@ -381,9 +388,15 @@ def load(path: str | Path) -> Domain:
     """Read and validate a domain file; raise ConfigError naming every problem found."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the domain file: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte {data[exc.start]:#04x} at offset "
+                          f"{exc.start}); a domain file is TOML, which is UTF-8") from None
     return parse(text, path)
 
 
@@ -394,6 +407,7 @@ def parse(text: str, path: Path) -> Domain:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     locate = _Locator(text)
     _resolve_paths(raw, path.parent.resolve())
+    _default_hosts(raw)
     raw["source"] = str(path.resolve())
     try:
         model = Domain.model_validate(raw)
@@ -426,6 +440,28 @@ def _resolve_paths(raw: dict, base: Path) -> None:
                 ssh[key] = str(base / Path(ssh[key]).expanduser())
 
 
+def _default_hosts(raw: dict) -> None:
+    """A server without `host` is reached at its node's address: the ssh:// host, or
+    127.0.0.1 for a local node (a remote server probed at 127.0.0.1 would be whatever
+    listens on this machine: a false "healthy")."""
+    hosts = {}
+    for node in raw.get("nodes") or ():
+        if isinstance(node, dict) and isinstance(node.get("address"), str) and \
+                node["address"].startswith("ssh://"):
+            with contextlib.suppress(ValueError):     # a bad address is reported by its field
+                hosts[node.get("name")] = SSHAddress.parse(node["address"]).host
+    for server in raw.get("servers") or ():
+        if isinstance(server, dict) and "host" not in server and server.get("node") in hosts:
+            server["host"] = hosts[server["node"]]
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost" or host.endswith(".localhost")
+
+
 def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:
     yield from _duplicates("nodes", [n.name for n in d.nodes])
     yield from _duplicates("servers", [s.name for s in d.servers])
@@ -434,10 +470,17 @@ def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:
     nodes = {n.name for n in d.nodes}
     servers = {s.name for s in d.servers}
     local = {n.name for n in d.nodes if n.address == "local"}
+    remote = {n.name: n.ssh.host for n in d.nodes if n.ssh is not None}
     endpoints: dict[tuple[str, str, int], str] = {}
     for i, s in enumerate(d.servers):
         if s.node not in nodes:
             yield f"servers[{i}].node", f"unknown node {s.node!r} (known: {_names(nodes)})"
+        elif s.node in remote and _loopback(s.host) and not _loopback(remote[s.node]) \
+                and s.health_url is None:
+            yield (f"servers[{i}].host",
+                   f"{s.host} is this machine, not node {s.node!r}: its health would be probed "
+                   "here (a false 'healthy'); leave host out (the node's ssh:// host is the "
+                   "default), give the address zdt reaches it at, or set health_url explicitly")
         # local nodes share this machine's addresses: a port is taken once across them all
         key = ("local" if s.node in local else s.node, s.host, s.port)
         if key in endpoints:
@@ -451,7 +494,6 @@ def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:
         if c.name in servers:
             yield (f"clusters[{i}].name",
                    f"{c.name!r} is also a server name; targets would be ambiguous")
-    yield from _templates(d)
     yield from _duplicates("applications", [a.name for a in d.applications])
     for i, a in enumerate(d.applications):
         for j, member in enumerate(a.servers):
@@ -460,6 +502,7 @@ def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:
                        f"unknown server {member!r} (known: {_names(servers)})")
     yield from _partitions(d)
     yield from _programs(d)
+    yield from _same_machine(d)
     admin = d.domain.admin
     if admin is not None:
         if admin not in servers:
@@ -467,6 +510,24 @@ def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:
         for i, c in enumerate(d.clusters):
             if admin in c.servers:
                 yield "domain.admin", f"the admin server {admin!r} is also in clusters[{i}]"
+
+
+def _same_machine(d: Domain) -> Iterable[tuple[str, str]]:
+    """Two nodes that are one machine (one local root; one ssh host and port) would have
+    one home moved twice, and each node's step would undo the other's."""
+    seen: dict[tuple[str, ...], str] = {}
+    for i, n in enumerate(d.nodes):
+        if n.ssh is not None:
+            key: tuple[str, ...] = ("ssh", n.ssh.host.lower(), str(n.ssh.port or 22))
+            field, what = "address", f"{n.ssh.host}:{n.ssh.port or 22}"
+        else:
+            root = os.path.normpath(n.root) if n.root else "/"
+            key, field, what = ("local", root), "root", f"root {root}"
+        if key in seen:
+            yield (f"nodes[{i}].{field}",
+                   f"{what} is node {seen[key]!r} already: two nodes would be one machine "
+                   "(give each local node a root of its own)")
+        seen.setdefault(key, n.name)
 
 
 def _partitions(d: Domain) -> Iterable[tuple[str, str]]:
@@ -493,9 +554,10 @@ def _programs(d: Domain) -> Iterable[tuple[str, str]]:
     seen: dict[tuple[str, str], str] = {}
     for i, s in enumerate(d.servers):
         try:
-            name = s.program or d.services.program.format(server=s.name, node=s.node)
-        except (KeyError, IndexError, ValueError):
-            continue                       # reported by _templates
+            name = s.program or template.fill(d.services.program,
+                                              {"server": s.name, "node": s.node})
+        except ConfigError:
+            continue                       # reported by the field's validator
         if (s.node, name) in seen:
             yield (f"servers[{i}].program",
                    f"{name!r} on {s.node} is already the process of {seen[(s.node, name)]!r}")
@@ -509,15 +571,6 @@ def _programs(d: Domain) -> Iterable[tuple[str, str]]:
                        f"{s.partition_of} has partition {s.partition!r} twice "
                        f"(also {pairs[key]!r})")
             pairs.setdefault(key, s.name)
-
-
-def _templates(d: Domain) -> Iterable[tuple[str, str]]:
-    try:
-        for s in d.servers:
-            d.services.program.format(server=s.name, node=s.node)
-    except (KeyError, IndexError, ValueError) as exc:
-        yield ("services.program",
-               f"bad template {d.services.program!r} ({exc!s}); use {{server}} and {{node}}")
 
 
 def _duplicates(table: str, names: list[str], field: str = "name") -> Iterable[tuple[str, str]]:

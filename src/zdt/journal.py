@@ -2,14 +2,12 @@
 
 Every change is committed (synchronous=FULL) before the caller acts on the next step, so a
 crash at any instant leaves a journal that says exactly which step was under way.
-The domain lock lives here too: a lock file held with flock(2) for as long as a workflow
-runs (the kernel drops it when the holder dies, even by kill -9), plus the journal's own
-record of workflows that stopped mid-way and still hold the domain.
+The journal records the workflows that stopped mid-way and still hold the domain; the lock
+of a running one is `zdt.lock`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
@@ -20,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zdt.errors import LockedError, NotFoundError, ZdtError
+from zdt.errors import NotFoundError, PreconditionError, ZdtError
+from zdt.lock import make_private_dir
 from zdt.plan import StepSpec
 
 Clock = Callable[[], float]
@@ -88,9 +87,12 @@ def _setup(db: sqlite3.Connection, patience: float = 10.0) -> None:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
+            # one transaction: another process opening the journal sees no table or all
+            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
             return
         except sqlite3.OperationalError as exc:
+            if db.in_transaction:
+                db.rollback()
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
         time.sleep(delay)
@@ -101,13 +103,23 @@ class Journal:
     def __init__(self, state_dir: Path, clock: Clock) -> None:
         self.state_dir = Path(state_dir)
         self.clock = clock
+        path = self.state_dir / "journal.db"
+        if not path.exists():
+            make_private_dir(self.state_dir)
+            _create_private(path)
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.state_dir / "journal.db", isolation_level=None,
-                                      timeout=10.0)
-            _setup(self.db)
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
         except (OSError, sqlite3.Error) as exc:
-            raise ZdtError(f"{self.state_dir}: cannot open the journal: {exc}") from exc
+            raise PreconditionError(f"{path}: cannot open the journal: {exc}; check the "
+                                    "domain's state_dir and its permissions") from exc
+        try:
+            _check_schema(self.db)      # before any change to a file that is not ours
+            _setup(self.db)
+        except (sqlite3.Error, ZdtError) as exc:
+            self.db.close()
+            raise PreconditionError(
+                f"{path}: not a zdt journal zdt can use ({exc}); nothing was changed. If the "
+                "file was damaged, move it aside (its workflows are then forgotten)") from exc
         self.db.row_factory = sqlite3.Row
 
     def close(self) -> None:
@@ -175,42 +187,51 @@ class Journal:
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """Reads inside see one consistent state of the journal (a WAL read transaction)."""
-        self.db.execute("BEGIN")
+        self._read("BEGIN")
         try:
             yield
         finally:
-            self.db.execute("COMMIT")
+            self._read("COMMIT")
 
     def workflow(self, wid: str) -> WorkflowRecord:
-        row = self.db.execute("SELECT * FROM workflows WHERE id = ?", (wid,)).fetchone()
-        if row is None:
+        rows = self._read("SELECT * FROM workflows WHERE id = ?", (wid,))
+        if not rows:
             raise NotFoundError(f"no workflow {wid!r} in {self.state_dir}; see `zdt history`")
-        return _workflow(row)
+        return _workflow(rows[0])
 
     def steps(self, wid: str) -> list[StepRecord]:
-        rows = self.db.execute("SELECT * FROM steps WHERE workflow = ? ORDER BY idx", (wid,))
+        rows = self._read("SELECT * FROM steps WHERE workflow = ? ORDER BY idx", (wid,))
         return [StepRecord(r["idx"], r["grp"], r["node"], r["name"],
                            tuple(json.loads(r["servers"])), r["state"], r["attempts"],
                            r["started"], r["ended"], r["error"]) for r in rows]
 
     def events(self, wid: str) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT * FROM events WHERE workflow = ? ORDER BY id", (wid,))
+        rows = self._read("SELECT * FROM events WHERE workflow = ? ORDER BY id", (wid,))
         return [{"ts": r["ts"], "step": r["step"], "kind": r["kind"], "message": r["message"],
                  "data": json.loads(r["data"]) if r["data"] else None} for r in rows]
 
     def history(self) -> list[WorkflowRecord]:
-        rows = self.db.execute("SELECT * FROM workflows ORDER BY created DESC, rowid DESC")
+        rows = self._read("SELECT * FROM workflows ORDER BY created DESC, rowid DESC")
         return [_workflow(r) for r in rows]
 
     def holder(self) -> WorkflowRecord | None:
         """The newest workflow that left the domain half-way, if any."""
         marks = ", ".join("?" * len(HOLDING))
-        row = self.db.execute(
+        rows = self._read(
             f"SELECT * FROM workflows WHERE state IN ({marks}) ORDER BY created DESC LIMIT 1",
-            HOLDING).fetchone()
-        return _workflow(row) if row else None
+            HOLDING)
+        return _workflow(rows[0]) if rows else None
 
     # -- internals -------------------------------------------------------------------
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """A query's rows; a database SQLite cannot read (locked past the timeout, damaged)
+        is an error naming the file, not a traceback."""
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise PreconditionError(f"{self.state_dir / 'journal.db'}: cannot read the "
+                                    f"journal: {exc}; nothing was changed") from exc
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
@@ -233,52 +254,40 @@ class Journal:
             (wid, self.clock(), step, kind, message, json.dumps(data) if data else None))
 
 
+def _create_private(path: Path) -> None:
+    """A new journal is 0600 (SQLite gives its -wal and -shm files the same mode)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass                                   # another zdt made it meanwhile
+    except OSError as exc:
+        raise PreconditionError(f"{path}: cannot create the journal: {exc.strerror}") from exc
+
+
+def _check_schema(db: sqlite3.Connection) -> None:
+    """A database that is not a zdt journal is refused before anything is written to it;
+    an empty one (new) is fine."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = "
+                                           "'table' AND name NOT LIKE 'sqlite_%'")}
+    if not tables:
+        return
+    for table, wanted in _COLUMNS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if not wanted <= have:
+            raise ZdtError(f"table {table} lacks column(s) {', '.join(sorted(wanted - have))}")
+
+
+_COLUMNS = {
+    "workflows": {"id", "kind", "domain", "request", "state", "created", "started", "ended",
+                  "error", "pid", "stop_requested"},
+    "steps": {"workflow", "idx", "grp", "node", "name", "servers", "state", "attempts",
+              "started", "ended", "error"},
+    "events": {"id", "workflow", "ts", "step", "kind", "message", "data"},
+}
+
+
 def _workflow(r: sqlite3.Row) -> WorkflowRecord:
     return WorkflowRecord(r["id"], r["kind"], r["domain"], json.loads(r["request"]), r["state"],
                           r["created"], r["started"], r["ended"], r["error"], r["pid"],
                           bool(r["stop_requested"]))
-
-
-class DomainLock:
-    """flock on STATE_DIR/lock for the life of one zdt process working on the domain."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / "lock"
-        self.fd: int | None = None
-
-    def acquire(self, what: str) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ZdtError(f"{self.path}: cannot open the domain lock: {exc.strerror}; "
-                           "check the state_dir of the domain and its permissions") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another zdt"
-            os.close(fd)
-            raise LockedError(f"the domain is locked by {holder} ({self.path}); wait for it "
-                              "to finish or stop it with `zdt stop ID`") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{what} (pid {os.getpid()})\n".encode(), 0)
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.ftruncate(self.fd, 0)
-            os.close(self.fd)
-            self.fd = None
-
-    def held_by_other(self) -> bool:
-        """Whether some live process holds the lock (used to tell a crashed run)."""
-        if not self.path.exists():
-            return False
-        fd = os.open(self.path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False

@@ -12,7 +12,7 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from zdt import capacity
+from zdt import capacity, nodepath
 from zdt.domain import Server
 from zdt.errors import PreconditionError, ZdtError
 from zdt.journal import Journal
@@ -169,11 +169,22 @@ async def _runtime(ctx: Context, t: Any, node: str) -> list[Check]:
         found = await runtime.scripts(ctx, t)
         if ctx.change is not None:     # a combined update rewrites the new home's scripts
             found = runtime.archived_scripts(ctx, ctx.change.archive) + [
-                s for s in found if not s.path.startswith(ctx.domain.domain.home + "/")]
+                s for s in found if not nodepath.inside(s.path, ctx.domain.domain.home)]
         old = runtime.current(ctx, found, node)
         files = {c.path for c in runtime.changes(found, old, ctx.runtime_home)}
-        checks.append(Check("scripts to rewrite", True, f"{len(files)} file(s) name {old}",
+        globs = ", ".join(runtime.globs(ctx))
+        # nothing to rewrite would drain, stop and restart the node for nothing
+        checks.append(Check("scripts to rewrite", bool(files),
+                            f"{len(files)} file(s) name {old}" if files else
+                            f"the scripts already name {old}, the runtime asked for"
+                            if old.rstrip("/") == ctx.runtime_home.rstrip("/") else
+                            f"no file selected by [runtime] scripts ({globs}) names {old}: "
+                            "nothing to rewrite; check the globs and the runtime in use",
                             node))
+        unmatched = runtime.unmatched(ctx, found)
+        if unmatched:
+            checks.append(Check("runtime globs", True, f"{', '.join(unmatched)} select(s) no "
+                                "text file on this node", node, warn=True))
     except ZdtError as exc:
         checks.append(Check("scripts agree", False, str(exc), node))
     return checks

@@ -17,16 +17,17 @@ from zdt import adapters as adapter_factory
 from zdt import apps as apps_spec
 from zdt import archive as archives
 from zdt import domain as domain_model
+from zdt import nodepath, preview
 from zdt import plan as planner
-from zdt import preview
 from zdt.apps import AppChange
 from zdt.domain import Domain
 from zdt.engine import Engine, Observer, Policy
 from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError, ZdtError
-from zdt.journal import DomainLock, Journal, StepRecord, WorkflowRecord
+from zdt.journal import Journal, StepRecord, WorkflowRecord
+from zdt.lock import DomainLock
 from zdt.steps import Context, HomeChange, Options, catalog, hooks
 from zdt.waiting import REAL_TIME, Timing
-from zdt.witness import Witness
+from zdt.witness import Witness, require_counters
 
 KINDS = ("restart", "home", "runtime", "apps", "update")
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
@@ -87,16 +88,11 @@ class RolloutRequest:
         if self.rollback and self.apps:
             raise ConfigError("--rollback cannot be combined with an application update: "
                               "roll the applications back with their own apps.json")
-        if (self.kind == "runtime" or self.runtime_home is not None) and (
-                not self.runtime_home or not self.runtime_home.startswith("/")
-                or ".." in self.runtime_home.split("/")):
-            raise ConfigError(f"--runtime-home {self.runtime_home!r}: give the new runtime's "
-                              "absolute path (the same on every node), without '..'")
-        if self.backup_dir is not None and (
-                not self.backup_dir.startswith("/") or ".." in self.backup_dir.split("/")
-                or self.backup_dir.rstrip("/") == ""):
-            raise ConfigError(f"--backup-dir: {self.backup_dir!r} is not an absolute node "
-                              "path without '..' (and not /)")
+        if self.kind == "runtime" or self.runtime_home is not None:
+            _node_path("--runtime-home", self.runtime_home or "", "the new runtime's "
+                       "absolute path, the same on every node")
+        if self.backup_dir is not None:
+            _node_path("--backup-dir", self.backup_dir, "an absolute node path")
         if not self.session_compatible and self.shutdown_timeout is None:
             raise ConfigError("--no-session-compatible: the new version cannot serve old "
                               "sessions, so give --shutdown-timeout (how long sessions may "
@@ -110,6 +106,21 @@ class RolloutRequest:
 
 
 RestartRequest = RolloutRequest     # a restart is the request's default kind
+
+
+def _normal(path: str | None) -> str | None:
+    return None if path is None else nodepath.normalise(path)
+
+
+def _node_path(option: str, value: str, what: str) -> None:
+    """A node path given on the command line: ConfigError (exit 2) naming the option."""
+    try:
+        nodepath.normalise(value)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}; give {what}") from None
+    if any(c in value for c in "\"'$`\\"):
+        raise ConfigError(f"{option} {value!r}: quotes, '$', '`' and '\\' are refused in a "
+                          "path written into the nodes' scripts; give " + what)
 
 
 def new_id(clock: Callable[[], float] = time.time) -> str:
@@ -131,6 +142,9 @@ class Prepared:
 
 def prepare(domain_path: Path, request: RolloutRequest) -> Prepared:
     request.validate()
+    # one spelling of each node path, journaled as such
+    request = replace(request, runtime_home=_normal(request.runtime_home),
+                      backup_dir=_normal(request.backup_dir))
     domain = domain_model.load(domain_path)
     change, manifest = None, None
     if request.kind in ("home", "update") and request.archive:
@@ -141,8 +155,8 @@ def prepare(domain_path: Path, request: RolloutRequest) -> Prepared:
         raise ConfigError(f"{domain.source}: a runtime rollout needs a [runtime] section (the "
                           "runtime in use and the globs of the scripts that name it)")
     if request.backup_dir is not None:
-        home, backups = domain.domain.home, request.backup_dir.rstrip("/")
-        if backups == home or backups.startswith(home + "/"):
+        home, backups = domain.domain.home, nodepath.normalise(request.backup_dir)
+        if nodepath.inside(backups, home):
             raise ConfigError(f"--backup-dir {request.backup_dir}: inside the home {home}; "
                               "a backup must live beside it")
     app_changes = apps_spec.load(Path(request.apps), domain) if request.apps else ()
@@ -175,20 +189,41 @@ class Runner:
         return p.domain, p.plan
 
     async def rollout(self, request: RolloutRequest) -> str:
-        """Run a new workflow to its end (or its pause); return the workflow id."""
+        """Run a new workflow to its end (or its pause); return the workflow id.
+
+        Nothing is created (state dir, journal, lock) before the request is accepted: the
+        input valid, the domain not held, every precondition met on the live domain."""
         p = self.prepare(request)
-        lock = DomainLock(p.domain.state_dir)
         wid = self.ids()
-        lock.acquire(f"{request.kind} workflow {wid}")
+        _refuse_if_held_now(p.domain, self.clock)
+        adapters = self.build_adapters(p.domain, self.connect)
         try:
-            journal = Journal(p.domain.state_dir, self.clock)
+            check = Context(p.domain, adapters.services, adapters.lb, request.options(),
+                            self.timing, adapters.transports, "preview", p.change,
+                            request.runtime_home, p.apps)
+            warnings = await preview.require(check, p.plan, p.manifest)
+            if request.fail_on_lb_errors:
+                await require_counters(adapters.lb)
+            lock = DomainLock(p.domain.state_dir)
+            lock.acquire(f"{request.kind} workflow {wid}")
             try:
-                _refuse_if_held(journal)
-                await self._run(p.domain, journal, request, wid, "run", p.change, p, p.apps)
+                journal = Journal(p.domain.state_dir, self.clock)
+                try:
+                    _refuse_if_held(journal)
+                    recorded = {**asdict(request),
+                                "change": asdict(p.change) if p.change else None,
+                                "app_changes": [asdict(a) for a in p.apps]}
+                    journal.create(wid, request.kind, p.domain.source, recorded, p.plan.steps)
+                    for c in warnings:
+                        journal.event(wid, "warning", c.line(), data=asdict(c))
+                    await self._run(p.domain, journal, request, wid, "run", p.change, p.apps,
+                                    adapters)
+                finally:
+                    journal.close()
             finally:
-                journal.close()
+                lock.release()
         finally:
-            lock.release()
+            await adapters.close()
         return wid
 
     restart = rollout
@@ -267,8 +302,12 @@ class Runner:
                 if action == "resume" and any(e["kind"] == "pause" for e in
                                               journal.events(wid)):
                     request = replace(request, pause_after=None)   # the canary was seen
-                return await self._run(domain, journal, request, wid, action, change,
-                                       None, app_changes)
+                adapters = self.build_adapters(domain, self.connect)
+                try:
+                    return await self._run(domain, journal, request, wid, action, change,
+                                           app_changes, adapters)
+                finally:
+                    await adapters.close()
             finally:
                 journal.close()
         finally:
@@ -276,9 +315,8 @@ class Runner:
 
     async def _run(self, domain: Domain, journal: Journal, request: RolloutRequest,
                    wid: str, action: str, change: HomeChange | None,
-                   prepared: Prepared | None = None,
-                   app_changes: tuple[AppChange, ...] = ()) -> str:
-        adapters = self.build_adapters(domain, self.connect)
+                   app_changes: tuple[AppChange, ...],
+                   adapters: adapter_factory.Adapters) -> str:
         witness = Witness(adapters.lb, journal, wid, action,
                           fail_on_errors=request.fail_on_lb_errors)
         ctx = Context(domain, adapters.services, adapters.lb,
@@ -291,26 +329,14 @@ class Runner:
                         pause_after=request.pause_after if action != "revert" else None)
         engine = Engine(journal, lambda spec: catalog.build(request.kind, ctx, spec),
                         policy=policy, timing=self.timing, observer=self.observer)
-        try:
-            if prepared is not None:  # a new workflow: check the live domain, then record it
-                warnings = await preview.require(ctx, prepared.plan, prepared.manifest)
-                if request.fail_on_lb_errors:
-                    await witness.require_counters()
-                recorded = {**asdict(request), "change": asdict(change) if change else None,
-                            "app_changes": [asdict(a) for a in app_changes]}
-                journal.create(wid, request.kind, domain.source, recorded, prepared.plan.steps)
-                for c in warnings:
-                    journal.event(wid, "warning", c.line(), data=asdict(c))
-            await witness.mark("start")
-            if action == "revert":
-                state = await engine.revert(wid)
-            else:
-                state = await (engine.resume(wid) if action == "resume" else engine.run(wid))
-            await witness.mark("end")
-            await _final_hooks(ctx, journal, wid, state)
-            return state
-        finally:
-            await adapters.close()
+        await witness.mark("start")
+        if action == "revert":
+            state = await engine.revert(wid)
+        else:
+            state = await (engine.resume(wid) if action == "resume" else engine.run(wid))
+        await witness.mark("end")
+        await _final_hooks(ctx, journal, wid, state)
+        return state
 
 
 async def _final_hooks(ctx: Context, journal: Journal, wid: str, state: str) -> None:
@@ -361,6 +387,19 @@ def _same_servers(domain: Domain, steps: list[StepRecord], wid: str) -> None:
         raise ConfigError(f"{domain.source}: workflow {wid} worked on servers this domain file "
                           f"no longer declares: {', '.join(missing)}; restore them in the file "
                           "to resume or revert")
+
+
+def _refuse_if_held_now(domain: Domain, clock: Callable[[], float]) -> None:
+    """Before the preconditions are checked on the nodes: a domain locked by a live zdt or
+    held by a workflow half-way is refused at once (exit 4), by looking, creating nothing."""
+    state_dir = domain.state_dir
+    DomainLock(state_dir).refuse_if_held()
+    if (state_dir / "journal.db").exists():
+        journal = Journal(state_dir, clock)
+        try:
+            _refuse_if_held(journal)
+        finally:
+            journal.close()
 
 
 def _refuse_if_held(journal: Journal) -> None:

@@ -67,16 +67,6 @@ class Witness:
             self._taken[at, group] = data
         return data
 
-    async def require_counters(self) -> None:
-        """--fail-on-lb-errors needs counters: refused (exit 3) before anything changes."""
-        try:
-            reading = await self.lb.counters()
-        except ZdtError as exc:
-            raise PreconditionError(f"--fail-on-lb-errors: cannot read the load balancer's "
-                                    f"counters: {exc}") from exc
-        if isinstance(reading, str):
-            raise PreconditionError(f"--fail-on-lb-errors: {reading}; leave the option out")
-
     def visit(self, group: int) -> dict[str, Any] | None:
         """The latest visit window of `group` (its drain to its ready): from this run's
         readings, or from the journal when the drain was another run's (before a crash)."""
@@ -85,6 +75,17 @@ class Witness:
             return window(begin, end)
         return next((v for v in reversed(visits(self.journal.events(self.wid)))
                      if v["group"] == group), None)
+
+
+async def require_counters(lb: LoadBalancer) -> None:
+    """--fail-on-lb-errors needs counters: refused (exit 3) before anything changes."""
+    try:
+        reading = await lb.counters()
+    except ZdtError as exc:
+        raise PreconditionError(f"--fail-on-lb-errors: cannot read the load balancer's "
+                                f"counters: {exc}") from exc
+    if isinstance(reading, str):
+        raise PreconditionError(f"--fail-on-lb-errors: {reading}; leave the option out")
 
 
 def as_data(c: Counters) -> dict[str, Any]:

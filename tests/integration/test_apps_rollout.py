@@ -127,7 +127,11 @@ BAD: list[tuple[str, Any, int, str]] = [
     ("relative backup", [{"name": "shop", "mode": "stage", "patched_location": "PATCHED",
                           "backup_location": "bak"}], 2, "backup_location: 'bak'"),
     ("dot-dot backup", [{"name": "shop", "mode": "stage", "patched_location": "PATCHED",
-                         "backup_location": "/srv/../etc"}], 2, "without '..'"),
+                         "backup_location": "/srv/../etc"}], 2, "'..' is not allowed"),
+    *[(f"backup {spelling}", [{"name": "shop", "mode": "stage", "patched_location": "PATCHED",
+                               "backup_location": spelling}], 2, "lie inside one another")
+      for spelling in ("/srv/app/apps//shop/old", "/srv/app/apps/shop/.",
+                       "//srv/app/apps/./shop/")],
     ("backup is the deployed dir", [{"name": "shop", "mode": "stage",
                                      "patched_location": "PATCHED",
                                      "backup_location": "/srv/app/apps/shop"}], 2,

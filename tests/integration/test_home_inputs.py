@@ -67,6 +67,13 @@ CASES: list[tuple[str, Members | None, Mutate, list[str], int, list[str]]] = [
     ("unknown target", None, None, ["--targets", "nope"], 2, ["unknown target 'nope'"]),
     ("negative retries", None, None, ["--retries", "-1"], 2, ["--retries"]),
     ("relative backup dir", None, None, ["--backup-dir", "bak"], 2, ["--backup-dir"]),
+    *[(f"backup dir {spelling}", None, None, ["--backup-dir", spelling], 2,
+       ["inside the home /srv/app/home"])
+      for spelling in ("/srv/app//home/x", "/srv/app/home/.", "//srv/app/home/",
+                       "/srv/./app/home")],
+    ("backup dir /", None, None, ["--backup-dir", "//"], 2, ["names / itself"]),
+    ("backup dir with a newline", None, None, ["--backup-dir", "/srv/b\nak"], 2,
+     ["control characters"]),
     ("no session compat without timeout", None, None, ["--no-session-compatible"], 2,
      ["--shutdown-timeout"]),
     ("pause after zero", None, None, ["--pause-after", "0"], 2, ["--pause-after"]),

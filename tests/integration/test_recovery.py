@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sandbox_helpers import recorded_workflows
 
 from conftest import ZDT, assert_lossless, capacity_load, running_sandbox, zdt
 from zdt import domain as dm
@@ -200,7 +201,7 @@ async def test_preconditions_refuse_and_change_nothing(sb: dict[str, Any]) -> No
     assert "node3: node3-s1: not in rotation in the load balancer (drain, DRAIN)" in \
         result.stderr
     assert await all_in_rotation(sb) == before
-    assert json.loads(zdt("history", "-d", sb["domain"], "--json").stdout) == []
+    assert recorded_workflows(sb["domain"]) == []
     await haproxy.ready([server])
 
 

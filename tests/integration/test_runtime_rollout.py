@@ -88,6 +88,20 @@ def disagree(sb: dict[str, Any]) -> None:
     path.write_text("JAVA_HOME=/opt/elsewhere\n")
 
 
+def globs_select_nothing(sb: dict[str, Any]) -> None:
+    domain = Path(sb["domain"])
+    text = domain.read_text()
+    old = 'scripts = ["bin/*.sh", "lib/*.conf"]'
+    assert old in text
+    domain.write_text(text.replace(old, 'scripts = ["nothing/*.sh", "bin/*.none"]'))
+
+
+def already_on_it(sb: dict[str, Any]) -> None:
+    for n in sb["nodes"]:
+        path = Path(n["home"]) / "bin/setenv.sh"
+        path.write_text(path.read_text().replace("/opt/runtime-1", "/opt/runtime-2"))
+
+
 def no_runtime_section(sb: dict[str, Any]) -> None:
     domain = Path(sb["domain"])
     text = domain.read_text()
@@ -96,7 +110,14 @@ def no_runtime_section(sb: dict[str, Any]) -> None:
 
 BAD: list[tuple[str, list[str], Any, int, str]] = [
     ("relative runtime", ["--runtime-home", "opt/runtime-2"], None, 2, "--runtime-home"),
-    ("dot-dot runtime", ["--runtime-home", "/opt/../etc"], None, 2, "without '..'"),
+    ("dot-dot runtime", ["--runtime-home", "/opt/../etc"], None, 2, "'..' is not allowed"),
+    ("quote in runtime", ["--runtime-home", '/opt/run"time'], None, 2, "quotes, '$'"),
+    ("dollar in runtime", ["--runtime-home", "/opt/$HOME"], None, 2, "quotes, '$'"),
+    ("newline in runtime", ["--runtime-home", "/opt/rt\n2"], None, 2, "control characters"),
+    ("the root as runtime", ["--runtime-home", "//"], None, 2, "names / itself"),
+    ("globs select nothing", [], globs_select_nothing, 3,
+     "no file selected by [runtime] scripts"),
+    ("already on the runtime", [], already_on_it, 3, "already name /opt/runtime-2"),
     ("empty runtime", ["--runtime-home", ""], None, 2, "--runtime-home"),
     ("missing on the nodes", ["--runtime-home", "/opt/runtime-9"], None, 3,
      "/opt/runtime-9 is missing"),

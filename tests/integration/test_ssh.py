@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sandbox_helpers import recorded_workflows
 
 from conftest import (
     ZDT,
@@ -259,11 +260,7 @@ def test_host_keys_are_verified(isb: dict[str, Any], tmp_path: Path) -> None:
     assert known.read_text() == lines[0] + lines[1] + f"{addr3} {' '.join(real.split()[:2])}\n"
     assert {n["name"]: (Path(n["home"]) / "VERSION").read_text()
             for n in isb["nodes"]} == before
-    journal = open_journal(Path(isb["domain"]))
-    try:
-        assert journal.history() == []          # no workflow was recorded
-    finally:
-        journal.close()
+    assert recorded_workflows(isb["domain"]) == []          # no workflow was recorded
 
 
 def test_a_known_hosts_file_not_there_yet_trusts_nothing(isb: dict[str, Any]) -> None:

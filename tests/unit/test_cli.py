@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from zdt.cli import app
-from zdt.journal import DomainLock, Journal
+from zdt.journal import Journal
+from zdt.lock import DomainLock
 from zdt.plan import StepSpec
 
 runner = CliRunner()
@@ -43,7 +45,7 @@ def test_bad_domain_file(tmp_path: Path, sample_toml: str) -> None:
     path.write_text(sample_toml.replace('node = "node2"', 'node = "ghost"'))
     result = runner.invoke(app, ["rollout", "restart", "-d", str(path), "--targets", "web"])
     assert result.exit_code == 2
-    assert "servers[2].node" in result.output and "domain.toml:37" in result.output
+    assert "servers[2].node" in result.output and "domain.toml:40" in result.output
     assert not (tmp_path / "state").exists()
 
 
@@ -105,3 +107,31 @@ def test_messages_keep_their_brackets(domain_file: Path) -> None:
     assert result.exit_code == 2
     assert "needs a [runtime] section" in result.output
     assert not (domain_file.parent / "state").exists()
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 20)
+
+
+def _foreign(path: Path) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE workflows (id TEXT)")
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("spoil", [_garbage, _foreign], ids=["garbage", "foreign schema"])
+@pytest.mark.parametrize("args", [["status"], ["history"], ["resume", "wf-1"],
+                                  ["rollout", "restart", "--targets", "web"]])
+def test_a_journal_that_is_not_ours(domain_file: Path, spoil: Any, args: list[str]) -> None:
+    state = domain_file.parent / "state"
+    state.mkdir()
+    spoil(state / "journal.db")
+    before = snapshot(domain_file.parent)
+    result = runner.invoke(app, [*args, "-d", str(domain_file)])
+    assert result.exit_code == 3, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "journal.db: not a zdt journal" in result.output
+    assert snapshot(domain_file.parent) == before

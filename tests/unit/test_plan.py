@@ -104,6 +104,7 @@ name = "only"
 
 [[nodes]]
 name = "spare"
+root = "spare"
 
 [[servers]]
 name = "a"

@@ -16,7 +16,7 @@ from zdt.lb import Counters, Counts, LbState
 from zdt.plan import StepSpec
 from zdt.steps import Context, Options, restart
 from zdt.waiting import Timing
-from zdt.witness import Witness
+from zdt.witness import Witness, require_counters
 
 
 class ScriptedLB:
@@ -102,5 +102,4 @@ async def test_a_retried_drain_keeps_the_window_open_from_the_first(
 
 async def test_the_flag_is_refused_for_an_lb_without_counters(journal: Journal) -> None:
     with pytest.raises(PreconditionError, match="--fail-on-lb-errors: open-source nginx"):
-        await Witness(ScriptedLB(["open-source nginx keeps none"]), journal,
-                      "w1").require_counters()
+        await require_counters(ScriptedLB(["open-source nginx keeps none"]))

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from zdt.domain import Domain, Server
 from zdt.errors import AdapterError
 from zdt.lb import Counters, LbState
+from zdt.template import fill
 from zdt.transport import Transport
 
 
@@ -22,7 +23,7 @@ class CommandLB:
     def _argv(self, template: tuple[str, ...], server: Server) -> list[str]:
         values = {"server": server.backend_name, "node": server.node,
                   "home": self.domain.domain.home}
-        return [item.format(**values) for item in template]
+        return [fill(item, values) for item in template]
 
     async def drain(self, servers: Sequence[Server]) -> None:
         for server in servers:

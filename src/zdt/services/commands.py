@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from zdt.domain import Domain, Server
+from zdt.template import fill as fill_template
 
 
 def fill(template: tuple[str, ...], domain: Domain, server: Server) -> list[str]:
     """Each argv item filled in on its own: a value with spaces, quotes or `$()` stays one
     argument and is never seen by a shell."""
     values = {"server": server.name, "node": server.node, "home": domain.domain.home}
-    return [item.format(**values) for item in template]
+    return [fill_template(item, values) for item in template]
 
 
 def sudo(domain: Domain, argv: list[str]) -> list[str]:

@@ -19,6 +19,7 @@ from supervisor.xmlrpc import Faults, SupervisorTransport
 from zdt.domain import Domain, Server
 from zdt.errors import AdapterError
 from zdt.services import DOWN_STATES, ProcessState
+from zdt.template import fill
 
 CALL_TIMEOUT = 10.0        # s; a supervisord that answers nothing in 10 s is hung
 KILL_WAIT = 10.0           # s; after SIGKILL, how long the process may take to be reaped
@@ -57,7 +58,7 @@ class SupervisorManager:
         a group is "GROUP:PROGRAM"), else the domain's template."""
         if server.program:
             return server.program
-        return self._program.format(server=server.name, node=server.node)
+        return fill(self._program, {"server": server.name, "node": server.node})
 
     async def start(self, server: Server) -> None:
         """Spawn the server's process; return once supervisord has forked it.

@@ -13,6 +13,7 @@ from zdt.domain import Domain, Server
 from zdt.errors import AdapterError
 from zdt.services import ProcessState
 from zdt.services.commands import sudo
+from zdt.template import fill
 from zdt.transport import Transport
 from zdt.waiting import REAL_TIME, Timing, poll
 
@@ -27,8 +28,8 @@ class SystemdManager:
         self.domain, self.transports, self.timing = domain, transports, timing
 
     def unit(self, server: Server) -> str:
-        return server.program or self.domain.services.unit.format(server=server.name,
-                                                                  node=server.node)
+        return server.program or fill(self.domain.services.unit,
+                                      {"server": server.name, "node": server.node})
 
     async def _systemctl(self, server: Server, *args: str, check: bool = True) -> str:
         argv = sudo(self.domain, ["systemctl", *args])

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from zdt import nodepath
 from zdt.errors import PreconditionError, StepError
 from zdt.plan import StepSpec
 from zdt.steps import Context, StepClass, home, nodefs
@@ -48,22 +49,43 @@ def _matches(relative: str, glob: str) -> bool:
         fnmatch.fnmatchcase(p, g) for p, g in zip(parts, pattern, strict=True))
 
 
-async def scripts(ctx: Context, t: Transport) -> list[Script]:
-    """The text files the domain's globs select on this node (backups left out)."""
+def _places(ctx: Context) -> list[tuple[str, tuple[str, ...]]]:
+    """(base dir, globs relative to it) of the domain's [runtime]."""
     runtime = ctx.domain.runtime
     if runtime is None:
         return []
     places = [(ctx.domain.domain.home, runtime.scripts)]
     if runtime.domain_dir:
         places.append((runtime.domain_dir, runtime.domain_scripts))
+    return places
+
+
+def globs(ctx: Context) -> list[str]:
+    """Every glob, as a node path pattern (for messages)."""
+    return [posixpath.join(base, g) for base, gs in _places(ctx) for g in gs]
+
+
+def unmatched(ctx: Context, found: list[Script]) -> list[str]:
+    """The globs that selected none of `found` (as node path patterns)."""
+    out = []
+    for base, gs in _places(ctx):
+        relative = [s.path.removeprefix(base.rstrip("/") + "/") for s in found
+                    if nodepath.inside(s.path, base)]
+        out += [posixpath.join(base, g) for g in gs
+                if not any(_matches(r, g) for r in relative)]
+    return out
+
+
+async def scripts(ctx: Context, t: Transport) -> list[Script]:
+    """The text files the domain's globs select on this node (backups left out)."""
     found = []
-    for base, globs in places:
+    for base, patterns in _places(ctx):
         root = t.path(base).rstrip("/") + "/"
         r = await t.run(["find", root, "-type", "f"], check=False, timeout=60)
         for line in sorted(r.stdout.splitlines()):
             relative = line.removeprefix(root)
             if BACKUP_TAG in relative or relative.endswith(".zdt-new") or \
-                    not any(_matches(relative, g) for g in globs):
+                    not any(_matches(relative, g) for g in patterns):
                 continue
             text = await _text(t, posixpath.join(base, relative))
             if text is not None:
