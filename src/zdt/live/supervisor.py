@@ -28,7 +28,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 from zdt import http
 from zdt.errors import PreconditionError, StepError, ZdtError
 from zdt.journal import Journal
-from zdt.live import process, readiness
+from zdt.live import handoff, process, readiness
 from zdt.live.process import Workload
 from zdt.live.protocol import encode
 from zdt.plan import StepSpec
@@ -302,7 +301,7 @@ class Supervisor:
         """A failed handoff: the original serves on (told to RESUME whatever failed after
         its checkpoint: a bad answer, a journal write). Only if it died meanwhile does a
         ready surrogate take over (without the state) rather than leave the port unserved."""
-        await _resume(original)
+        await handoff.resume(original)
         if original.alive and original.channel_closed:
             # its channel closed first: its exit is on the way (the pidfd tells a moment later)
             with contextlib.suppress(TimeoutError):
@@ -325,15 +324,15 @@ class Supervisor:
         seq = time.monotonic_ns()
         original.paused = True
         await original.send("CHECKPOINT", seq)
-        async with _or_resume(original, t["checkpoint_timeout"],
+        async with handoff.or_resume(original, t["checkpoint_timeout"],
                               f"the original (pid {original.pid}) did not checkpoint"):
-            words, state = await _state(original, seq)
+            words, state = await handoff.state_answer(original, seq)
             stopped = int(words[2])
-        async with _or_resume(original, t["ready_timeout"],
+        async with handoff.or_resume(original, t["ready_timeout"],
                               f"the surrogate (pid {surrogate.pid}) did not restore the state"):
             await surrogate.send("RESTORE", len(state), payload=state)
-            answer = await _first(surrogate)
-            accepting = _instant(answer)
+            answer = await handoff.first_answer(surrogate)
+            accepting = handoff.instant(answer)
             if answer[0] != "ACCEPTING" or accepting is None:
                 raise StepError(f"the surrogate answered {' '.join(answer)[:80]!r} to RESTORE")
         step("restore")        # journaled after the blackout, not inside it
@@ -344,76 +343,6 @@ class Supervisor:
         tmp = self.dir / "state.json.tmp"
         tmp.write_text(json.dumps(asdict(self.snapshot), indent=1))
         os.replace(tmp, self.dir / "state.json")
-
-
-@contextlib.asynccontextmanager
-async def _or_resume(original: Workload, timeout: float, late: str) -> AsyncIterator[None]:
-    """A handoff step under a deadline: if it fails or runs late, the original (paused
-    for the checkpoint) is told to accept again before the error goes up."""
-    try:
-        async with asyncio.timeout(timeout):
-            yield
-    except TimeoutError:
-        await _resume(original)
-        raise StepError(f"{late} within {timeout:g} s") from None
-    except BaseException:
-        await _resume(original)
-        raise
-
-
-async def _resume(original: Workload) -> None:
-    """RESUME, once, to an original told to CHECKPOINT (a RESUME to one that never paused
-    would start its accepting a second time)."""
-    if original.paused and original.alive:
-        original.paused = False
-        with contextlib.suppress(OSError, RuntimeError):
-            await original.send("RESUME")
-
-
-def _instant(words: list[str]) -> int | None:
-    """The CLOCK_MONOTONIC ns of an ACCEPTING or STATE answer, if it is a number."""
-    index = 1 if words[0] == "ACCEPTING" else 2
-    try:
-        return int(words[index])
-    except (IndexError, ValueError):
-        return None
-
-
-async def _state(w: Workload, seq: int) -> tuple[list[str], bytes]:
-    """The answer to CHECKPOINT seq, skipping late answers to called-off checkpoints."""
-    while True:
-        words, payload = await w.receive()
-        if words[0] in ("STATE", "FAILED") and _seq_of(words) not in (None, str(seq)):
-            continue
-        if words[0] != "STATE" or _instant(words) is None:
-            raise StepError(f"the original answered {' '.join(words)[:120]!r} to CHECKPOINT")
-        return words, payload
-
-
-def _seq_of(words: list[str]) -> str | None:
-    if words[0] == "STATE":
-        return words[3] if len(words) > 3 else None
-    return words[1] if len(words) > 1 else None
-
-
-async def _first(w: Workload) -> list[str]:
-    """The surrogate's next message, or an error as soon as it dies."""
-    receive = asyncio.ensure_future(w.receive())
-    died = asyncio.ensure_future(asyncio.shield(w.exited))
-    try:
-        done, _ = await asyncio.wait([receive, died], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (receive, died):
-            if not task.done():
-                task.cancel()
-    if receive in done and receive.exception() is None:
-        return receive.result()[0]
-    with contextlib.suppress(TimeoutError):   # a closed channel: its exit status tells why
-        await asyncio.wait_for(asyncio.shield(w.exited), 2.0)
-    if w.alive:
-        raise StepError(f"the surrogate (pid {w.pid}) closed its channel while restoring")
-    raise StepError(f"the surrogate (pid {w.pid}) exited with {w.exited.result()} "
-                    "while restoring the state")
 
 
 class _Steps:

@@ -1,0 +1,82 @@
+"""The supervisor's side of a checkpoint handoff: each answer awaited under a deadline,
+checked before it is believed, and the original told to RESUME whenever the handoff fails
+after its checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from zdt.errors import StepError
+from zdt.live.process import Workload
+
+
+@contextlib.asynccontextmanager
+async def or_resume(original: Workload, timeout: float, late: str) -> AsyncIterator[None]:
+    """A handoff step under a deadline: if it fails or runs late, the original (paused
+    for the checkpoint) is told to accept again before the error goes up."""
+    try:
+        async with asyncio.timeout(timeout):
+            yield
+    except TimeoutError:
+        await resume(original)
+        raise StepError(f"{late} within {timeout:g} s") from None
+    except BaseException:
+        await resume(original)
+        raise
+
+
+async def resume(original: Workload) -> None:
+    """RESUME, once, to an original told to CHECKPOINT (a RESUME to one that never paused
+    would start its accepting a second time)."""
+    if original.paused and original.alive:
+        original.paused = False
+        with contextlib.suppress(OSError, RuntimeError):
+            await original.send("RESUME")
+
+
+def instant(words: list[str]) -> int | None:
+    """The CLOCK_MONOTONIC ns of an ACCEPTING or STATE answer, if it is a number."""
+    index = 1 if words[0] == "ACCEPTING" else 2
+    try:
+        return int(words[index])
+    except (IndexError, ValueError):
+        return None
+
+
+async def state_answer(w: Workload, seq: int) -> tuple[list[str], bytes]:
+    """The answer to CHECKPOINT seq, skipping late answers to called-off checkpoints."""
+    while True:
+        words, payload = await w.receive()
+        if words[0] in ("STATE", "FAILED") and _seq_of(words) not in (None, str(seq)):
+            continue
+        if words[0] != "STATE" or instant(words) is None:
+            raise StepError(f"the original answered {' '.join(words)[:120]!r} to CHECKPOINT")
+        return words, payload
+
+
+def _seq_of(words: list[str]) -> str | None:
+    if words[0] == "STATE":
+        return words[3] if len(words) > 3 else None
+    return words[1] if len(words) > 1 else None
+
+
+async def first_answer(w: Workload) -> list[str]:
+    """The surrogate's next message, or an error as soon as it dies."""
+    receive = asyncio.ensure_future(w.receive())
+    died = asyncio.ensure_future(asyncio.shield(w.exited))
+    try:
+        done, _ = await asyncio.wait([receive, died], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (receive, died):
+            if not task.done():
+                task.cancel()
+    if receive in done and receive.exception() is None:
+        return receive.result()[0]
+    with contextlib.suppress(TimeoutError):   # a closed channel: its exit status tells why
+        await asyncio.wait_for(asyncio.shield(w.exited), 2.0)
+    if w.alive:
+        raise StepError(f"the surrogate (pid {w.pid}) closed its channel while restoring")
+    raise StepError(f"the surrogate (pid {w.pid}) exited with {w.exited.result()} "
+                    "while restoring the state")
