@@ -8,11 +8,8 @@ domain reads one file and touches nothing else.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import os
 import re
 import tomllib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -414,7 +411,9 @@ def parse(text: str, path: Path) -> Domain:
     except ValidationError as exc:
         problems = [(_field_path(e["loc"]), _explain(e)) for e in exc.errors()]
         raise ConfigError(_message(path, locate, problems)) from None
-    problems = list(_cross_references(model))
+    from zdt import domain_checks  # it reads the model this module defines
+
+    problems = list(domain_checks.cross_references(model))
     if problems:
         raise ConfigError(_message(path, locate, problems))
     return model
@@ -453,137 +452,6 @@ def _default_hosts(raw: dict) -> None:
     for server in raw.get("servers") or ():
         if isinstance(server, dict) and "host" not in server and server.get("node") in hosts:
             server["host"] = hosts[server["node"]]
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost" or host.endswith(".localhost")
-
-
-def _cross_references(d: Domain) -> Iterable[tuple[str, str]]:
-    yield from _duplicates("nodes", [n.name for n in d.nodes])
-    yield from _duplicates("servers", [s.name for s in d.servers])
-    yield from _duplicates("clusters", [c.name for c in d.clusters])
-    yield from _duplicates("servers", [s.backend_name for s in d.servers if s.lb], "lb_name")
-    nodes = {n.name for n in d.nodes}
-    servers = {s.name for s in d.servers}
-    local = {n.name for n in d.nodes if n.address == "local"}
-    remote = {n.name: n.ssh.host for n in d.nodes if n.ssh is not None}
-    endpoints: dict[tuple[str, str, int], str] = {}
-    for i, s in enumerate(d.servers):
-        if s.node not in nodes:
-            yield f"servers[{i}].node", f"unknown node {s.node!r} (known: {_names(nodes)})"
-        elif s.node in remote and _loopback(s.host) and not _loopback(remote[s.node]) \
-                and s.health_url is None:
-            yield (f"servers[{i}].host",
-                   f"{s.host} is this machine, not node {s.node!r}: its health would be probed "
-                   "here (a false 'healthy'); leave host out (the node's ssh:// host is the "
-                   "default), give the address zdt reaches it at, or set health_url explicitly")
-        # local nodes share this machine's addresses: a port is taken once across them all
-        key = ("local" if s.node in local else s.node, s.host, s.port)
-        if key in endpoints:
-            yield f"servers[{i}].port", f"port {s.port} is already used by {endpoints[key]!r}"
-        endpoints.setdefault(key, s.name)
-    for i, c in enumerate(d.clusters):
-        for j, member in enumerate(c.servers):
-            if member not in servers:
-                yield (f"clusters[{i}].servers[{j}]",
-                       f"unknown server {member!r} (known: {_names(servers)})")
-        if c.name in servers:
-            yield (f"clusters[{i}].name",
-                   f"{c.name!r} is also a server name; targets would be ambiguous")
-    yield from _duplicates("applications", [a.name for a in d.applications])
-    for i, a in enumerate(d.applications):
-        for j, member in enumerate(a.servers):
-            if member not in servers:
-                yield (f"applications[{i}].servers[{j}]",
-                       f"unknown server {member!r} (known: {_names(servers)})")
-    yield from _partitions(d)
-    yield from _programs(d)
-    yield from _same_machine(d)
-    admin = d.domain.admin
-    if admin is not None:
-        if admin not in servers:
-            yield "domain.admin", f"unknown server {admin!r} (known: {_names(servers)})"
-        for i, c in enumerate(d.clusters):
-            if admin in c.servers:
-                yield "domain.admin", f"the admin server {admin!r} is also in clusters[{i}]"
-
-
-def _same_machine(d: Domain) -> Iterable[tuple[str, str]]:
-    """Two nodes that are one machine (one local root; one ssh host and port) would have
-    one home moved twice, and each node's step would undo the other's."""
-    seen: dict[tuple[str, ...], str] = {}
-    for i, n in enumerate(d.nodes):
-        if n.ssh is not None:
-            key: tuple[str, ...] = ("ssh", n.ssh.host.lower(), str(n.ssh.port or 22))
-            field, what = "address", f"{n.ssh.host}:{n.ssh.port or 22}"
-        else:
-            root = os.path.normpath(n.root) if n.root else "/"
-            key, field, what = ("local", root), "root", f"root {root}"
-        if key in seen:
-            yield (f"nodes[{i}].{field}",
-                   f"{what} is node {seen[key]!r} already: two nodes would be one machine "
-                   "(give each local node a root of its own)")
-        seen.setdefault(key, n.name)
-
-
-def _partitions(d: Domain) -> Iterable[tuple[str, str]]:
-    by_name = {s.name: s for s in d.servers}
-    for i, s in enumerate(d.servers):
-        if (s.partition_of is None) != (s.partition is None):
-            yield (f"servers[{i}].partition",
-                   "give both partition_of (the server) and partition (its name), or neither")
-            continue
-        if s.partition_of is None:
-            continue
-        parent = by_name.get(s.partition_of)
-        if parent is None or parent.node != s.node or parent.partition_of is not None:
-            yield (f"servers[{i}].partition_of",
-                   f"{s.partition_of!r} is not a server on {s.node!r} (partitions do not nest)")
-        elif parent.partitions and s.partition not in parent.partitions:
-            yield (f"servers[{i}].partition",
-                   f"{s.partition!r} is not one of {parent.name}'s partitions "
-                   f"({', '.join(parent.partitions)})")
-
-
-def _programs(d: Domain) -> Iterable[tuple[str, str]]:
-    """Two servers of a node with one process name would stop each other."""
-    seen: dict[tuple[str, str], str] = {}
-    for i, s in enumerate(d.servers):
-        try:
-            name = s.program or template.fill(d.services.program,
-                                              {"server": s.name, "node": s.node})
-        except ConfigError:
-            continue                       # reported by the field's validator
-        if (s.node, name) in seen:
-            yield (f"servers[{i}].program",
-                   f"{name!r} on {s.node} is already the process of {seen[(s.node, name)]!r}")
-        seen.setdefault((s.node, name), s.name)
-    pairs: dict[tuple[str, str], str] = {}
-    for i, s in enumerate(d.servers):
-        if s.partition_of and s.partition:
-            key = (s.partition_of, s.partition)
-            if key in pairs:
-                yield (f"servers[{i}].partition",
-                       f"{s.partition_of} has partition {s.partition!r} twice "
-                       f"(also {pairs[key]!r})")
-            pairs.setdefault(key, s.name)
-
-
-def _duplicates(table: str, names: list[str], field: str = "name") -> Iterable[tuple[str, str]]:
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in seen:
-            yield (f"{table}[{i}].{field}",
-                   f"duplicate {field} {name!r} (first at {table}[{seen[name]}])")
-        seen.setdefault(name, i)
-
-
-def _names(names: set[str]) -> str:
-    return ", ".join(sorted(names)) or "none"
 
 
 def _field_path(loc: tuple) -> str:
