@@ -33,6 +33,19 @@ def directory(name: str) -> tuple[tarfile.TarInfo, bytes | None]:
     return special(name, tarfile.DIRTYPE)
 
 
+def with_pax(member: tuple[tarfile.TarInfo, bytes | None], records: dict[str, str]
+             ) -> tuple[tarfile.TarInfo, bytes | None]:
+    member[0].pax_headers = records
+    return member
+
+
+def sized(member: tuple[tarfile.TarInfo, bytes | None], data: bytes
+          ) -> tuple[tarfile.TarInfo, bytes | None]:
+    """A member that carries data its type does not hold (a directory with bytes)."""
+    member[0].size = len(data)
+    return member[0], data
+
+
 Members = list[tuple[tarfile.TarInfo, bytes | None]]
 
 
@@ -105,6 +118,23 @@ HOSTILE: list[tuple[str, Members, Mutate, list[str]]] = [
          {**json.loads(manifest_path(p).read_text()), "size": "big"})),
      ["a.tar.gz.json", "'size'"]),
     ("not gzip", [reg("f")], not_gzip, ["not a readable .tar.gz"]),
+    # names GNU tar and Linux cannot create as written, refused before any node is touched
+    ("long component", [reg("a" * 256)], None, ["component of 256 bytes"]),
+    ("long path", [reg("/".join(["d" * 200] * 16))], None, ["3215 bytes long"]),
+    ("newline in a name", [reg("a\nb")], None, ["control character"]),
+    ("tab in a name", [reg("a\tb")], None, ["control character"]),
+    ("backslash in a name", [reg("a\\b")], None, ["backslash"]),
+    ("escape in a name", [reg("a\x1b[2Jb")], None, ["control character"]),
+    ("not utf-8", [reg("a\udcffb")], None, ["not valid UTF-8"]),
+    ("newline in a link target", [reg("f"), special("l", tarfile.SYMTYPE, "f\nx")], None,
+     ["'l'", "link target holds a control character"]),
+    # headers and members that would make tarfile allocate, or tar write, what it should not
+    ("huge pax header", [with_pax(reg("f"), {"comment": "x" * (1 << 20)})], None,
+     ["a pax header of", "at most 65536"]),
+    ("huge pax path", [reg("p" * 70_000)], None, ["a pax header of", "at most 65536"]),
+    ("sparse member", [special("s", tarfile.GNUTYPE_SPARSE)], None, ["sparse"]),
+    ("directory with data", [sized(directory("d"), b"x" * 600)], None,
+     ["a directory that carries 600 bytes"]),
 ]
 
 # the manifest's `files` edited, the archive itself sound

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zdt import archive as archives
 from zdt import nodepath
 from zdt.domain import Domain
 from zdt.errors import ConfigError
@@ -111,6 +112,11 @@ def _entry(entry: dict[str, Any], where: str, deployed: dict[str, Any], seen: se
     if mode == "stage" and not Path(patched).is_dir():
         problems.append(f"{where}.patched_location: {patched} is not a directory here "
                         "(a staged application is copied from this machine)")
+    elif mode == "stage":
+        try:
+            archives.check_tree(Path(patched))
+        except ConfigError as exc:
+            problems.append(f"{where}.patched_location: {exc}")
     for key, value in (("backup_location", backup), ("patched_location", patched)):
         if nodepath.overlap(value, app.location) and not (key == "patched_location" and
                                                   mode == "stage"):

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
+from zdt import tarscan
 from zdt.errors import ConfigError
 
 ARCHIVE_MARKER = ".zdt-release"
@@ -32,6 +33,9 @@ _CHUNK = 1 << 20
 # Linux gives up with ELOOP after 40 symlinks (MAXSYMLINKS); a chain longer than that
 # could never be followed on a node either.
 _MAX_LINK_HOPS = 40
+_NAME_MAX = 255            # bytes of one path component (ext4, xfs, btrfs)
+_PATH_MAX = 3072           # bytes of a member path: PATH_MAX 4096 less room for where the
+                           # node extracts it (the staging dir and the release's name)
 _FILE_KINDS = {stat.S_IFIFO: "a fifo", stat.S_IFSOCK: "a socket",
                stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
 _KINDS = {tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character device",
@@ -141,6 +145,26 @@ def create(home: Path, out: Path, *, version: str | None = None) -> Manifest:
     return manifest
 
 
+def check_tree(directory: Path) -> None:
+    """ConfigError naming the first entry `bundle` would refuse; reads only."""
+    _scan(directory.resolve())
+
+
+def bundle(directory: Path, out: Path) -> dict[str, str]:
+    """A local directory as a .tar.gz under the rules of `create` (regular files, dirs and
+    relative symlinks that stay inside; permission bits only; names the nodes can create):
+    what a stage-mode application copies to the nodes. Returns each file's sha256."""
+    root = directory.resolve()
+    if not root.is_dir():
+        raise ConfigError(f"{directory}: not a directory")
+    out.unlink(missing_ok=True)
+    try:
+        files, _ = _write_tar(_scan(root), out, 0)
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot write the bundle of {directory}: {exc}") from exc
+    return files
+
+
 def _check_home(home: Path, out: Path) -> Path:
     if not home.exists():
         raise ConfigError(f"{home}: the home does not exist")
@@ -213,8 +237,10 @@ def _scan(root: Path) -> list[_Entry]:
 
 
 def _entry(path: Path, name: str) -> _Entry:
+    problem = node_name_problem(name)
+    if problem:
+        raise ConfigError(f"{path}: the name {problem}; the nodes could not extract it")
     try:
-        name.encode("utf-8")
         st = path.lstat()
         mode = stat.S_IMODE(st.st_mode) & 0o777
         if stat.S_ISDIR(st.st_mode):
@@ -222,9 +248,11 @@ def _entry(path: Path, name: str) -> _Entry:
         if stat.S_ISREG(st.st_mode):
             return _Entry(name, path, "file", mode)
         if stat.S_ISLNK(st.st_mode):
-            return _Entry(name, path, "link", 0o777, os.readlink(path))
-    except UnicodeEncodeError:
-        raise ConfigError(f"{path}: the name is not valid UTF-8") from None
+            target = os.readlink(path)
+            problem = node_name_problem(target)
+            if problem:
+                raise ConfigError(f"{path}: the link target {problem}")
+            return _Entry(name, path, "link", 0o777, target)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     kind = _FILE_KINDS.get(stat.S_IFMT(st.st_mode), "a file of an unknown type")
@@ -297,6 +325,25 @@ def sha256_file(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def node_name_problem(name: str) -> str | None:
+    """Why a relative path could not be created as written on a Linux node by GNU tar
+    (None if it can): not UTF-8, a control character or backslash (tar would write an
+    escape), a component over NAME_MAX, the whole over PATH_MAX."""
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if not name.isprintable() or "\\" in name:
+        return f"holds a control character or backslash ({name[:80]!r})"
+    if len(raw) > _PATH_MAX:
+        return f"is {len(raw)} bytes long; a path may have at most {_PATH_MAX}"
+    longest = max(raw.split(b"/"), key=len)
+    if len(longest) > _NAME_MAX:
+        return (f"has a component of {len(longest)} bytes; at most {_NAME_MAX} are allowed "
+                f"({longest[:40].decode('utf-8', 'replace')!r}…)")
+    return None
+
+
 def _link_escapes(name: str, links: Mapping[str, str]) -> bool:
     """Whether the symlink member `name`, followed through the archive's own symlinks the
     way the kernel would after extraction, leaves the root (or loops).
@@ -346,6 +393,7 @@ def verify(archive: Path) -> Manifest:
     if digest != manifest.sha256:
         raise ConfigError(f"{archive}: digest mismatch: sha256 {digest}, its manifest "
                           f"says {manifest.sha256}")
+    tarscan.scan(archive, manifest.unpacked)       # headers bounded before tarfile reads
     check = _Members(archive, manifest)
     try:
         # streaming ("r|gz"): one pass over the compressed bytes, members in order
@@ -398,6 +446,9 @@ class _Members:
             if not member.linkname or member.linkname.startswith("/"):
                 raise ConfigError(f"{where}: symlink to {member.linkname!r}; only relative "
                                   "links that stay inside the archive are allowed")
+            problem = node_name_problem(member.linkname)
+            if problem:
+                raise ConfigError(f"{where}: its link target {problem}")
             self.links[name] = member.linkname
         elif member.isreg():
             self._content(name, member, tar, where)
@@ -421,6 +472,9 @@ class _Members:
             raise ConfigError(f"{where}: not a plain relative path (empty or '.' component)")
         if name == ARCHIVE_MARKER:
             raise ConfigError(f"{where}: reserved; zdt writes it into an extracted release")
+        problem = node_name_problem(name)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
         return name
 
     def _content(self, name: str, member: tarfile.TarInfo, tar: tarfile.TarFile,

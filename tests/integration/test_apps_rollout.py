@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,3 +185,37 @@ async def test_combined_update_with_apps_drains_each_node_once(sb: dict[str, Any
     assert back.returncode == 0, back.stderr
     body = json.loads((await http.get(sb["lb_url"])).body)
     assert (body["version"], body["app_version"]) == ("v1", "1")
+
+
+def _fifo(d: Path) -> str:
+    os.mkfifo(d / "pipe")
+    return "a fifo cannot be archived"
+
+
+def _absolute_link(d: Path) -> str:
+    (d / "pw").symlink_to("/etc/passwd")
+    return "leads outside"
+
+
+def _newline(d: Path) -> str:
+    (d / "a\nb").write_text("x")
+    return "control character"
+
+
+@pytest.mark.parametrize("spoil", [_fifo, _absolute_link, _newline],
+                         ids=["fifo", "absolute symlink", "newline name"])
+def test_a_staged_dir_goes_through_the_archive_rules(sb: dict[str, Any], tmp_path: Path,
+                                                     spoil: Any) -> None:
+    """Before: tarfile.add carried FIFOs, absolute symlinks (and set-uid bits) to the nodes."""
+    patched = tmp_path / "shop-x"
+    shutil.copytree(Path(sb["apps"]).parent / "apps" / "shop-2", patched)
+    words = spoil(patched)
+    path = tmp_path / "apps.json"
+    path.write_text(json.dumps({"applications": [{
+        "name": "shop", "mode": "stage", "patched_location": str(patched),
+        "backup_location": "/srv/app/apps-backup/shop"}]}))
+    before = tree(sb)
+    result = zdt(*apps_args(sb, path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "patched_location" in result.stderr and words in result.stderr, result.stderr
+    assert tree(sb) == before

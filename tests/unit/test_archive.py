@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +24,7 @@ from hostile_archives import (
     reg,
     sha,
     special,
+    with_pax,
     write_sidecar,
 )
 from zdt import archive
@@ -361,3 +364,35 @@ async def test_a_node_without_a_transport_is_refused(
     del transports["node2"]
     with pytest.raises(ConfigError, match=r"no transport for node.*node2"):
         await distribute(d, made[0], transports)
+
+
+def test_a_huge_pax_header_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """Before: a 65 KB archive with a 64 MiB pax header took verify to 226 MB of memory
+    (tarfile reads the header whole). Now the header is refused after 64 KiB."""
+    path = build(tmp_path / "a.tar.gz", [with_pax(reg("f"), {"comment": "x" * (64 << 20)})])
+    assert path.stat().st_size < 200_000
+    # VmHWM: this process's own peak (ru_maxrss would carry the test's, which built it)
+    probe = ("import sys\nfrom pathlib import Path\nfrom zdt.archive import verify\n"
+             "from zdt.errors import ConfigError\ntry:\n    verify(Path(sys.argv[1]))\n"
+             "except ConfigError as exc:\n    print(exc)\n"
+             "print(next(line.split()[1] for line in open('/proc/self/status') "
+             "if line.startswith('VmHWM')))")
+    done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True,
+                          text=True, timeout=120, check=True)
+    message, peak_kib = done.stdout.rsplit("\n", 2)[:2]
+    assert "a pax header of 67108" in message
+    assert int(peak_kib) < 80 * 1024, peak_kib      # MiB, well under the header's 64
+
+
+def test_a_bundle_carries_permission_bits_only(tmp_path: Path) -> None:
+    """A stage-mode application dir: a set-uid file travels without its set-uid bit."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "su").write_text("#!/bin/sh\n")
+    (app / "su").chmod(0o4755)
+    (app / "sub").mkdir()
+    (app / "sub" / "f").write_text("x")
+    files = archive.bundle(app, tmp_path / "b.tar.gz")
+    with tarfile.open(tmp_path / "b.tar.gz") as tar:
+        modes = {m.name: m.mode for m in tar}
+    assert modes["su"] == 0o755 and set(files) == {"su", "sub/f"}

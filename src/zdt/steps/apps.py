@@ -9,14 +9,14 @@ backup location and the patched source, each present or not.
 
 from __future__ import annotations
 
-import os
 import posixpath
-import tarfile
 import tempfile
+from pathlib import Path
 from typing import Any
 
+from zdt import archive as archives
 from zdt.apps import AppChange
-from zdt.errors import StepError
+from zdt.errors import ConfigError, StepError
 from zdt.plan import StepSpec
 from zdt.steps import Context, StepClass, home, nodefs, runtime
 from zdt.transport import Transport
@@ -110,21 +110,22 @@ class Swap(_AppsStep):
 async def _copy_dir(t: Transport, local: str, remote: str, timeout: float) -> None:
     """A local directory to a node path, as a tar copied and unpacked there; the marker
     written last says the copy is whole."""
-    with tempfile.NamedTemporaryFile(suffix=".tar", delete=False) as f:
-        bundle = f.name
-    try:
-        with tarfile.open(bundle, "w") as tar:
-            tar.add(local, arcname=".")
-        scratch = remote + ".tar"
+    with tempfile.TemporaryDirectory(prefix="zdt-stage-") as tmp:
+        bundle = Path(tmp) / "app.tar.gz"
+        # the same rules as a home archive: no set-uid bits, devices, fifos, hard links or
+        # links that lead out travel to the nodes (a StepError stops before any is touched)
+        try:
+            archives.bundle(Path(local), bundle)
+        except ConfigError as exc:
+            raise StepError(f"application dir {local}: {exc}", retryable=False) from exc
+        scratch = remote + ".tar.gz"
         await nodefs.remove(t, remote)
         await nodefs.mkdir(t, remote)
-        await t.put(bundle, scratch)
-        await t.run(["tar", "-xf", t.path(scratch), "-C", t.path(remote), "--no-same-owner"],
+        await t.put(str(bundle), scratch)
+        await t.run(["tar", "-xzf", t.path(scratch), "-C", t.path(remote), "--no-same-owner"],
                     timeout=timeout)
         await nodefs.remove(t, scratch)
         await nodefs.write_text(t, posixpath.join(remote, STAGED), "staged\n")
-    finally:
-        os.unlink(bundle)
 
 
 STEPS: dict[str, StepClass] = {
