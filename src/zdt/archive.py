@@ -10,6 +10,7 @@ holds an identical copy, so running it again after an interruption only does wha
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -143,6 +144,21 @@ def create(home: Path, out: Path, *, version: str | None = None) -> Manifest:
         tmp.unlink(missing_ok=True)
         side_tmp.unlink(missing_ok=True)
     return manifest
+
+
+@functools.lru_cache(maxsize=8)
+def tree(archive: str, sha256: str) -> dict[str, tuple[str, int, str]]:
+    """Every member of a verified archive: name -> (type, permission bits, link target),
+    type as find's %y prints it (f, d, l). Cached per archive digest: one read for a
+    whole fleet."""
+    del sha256                     # part of the cache key: another file, another listing
+    out = {}
+    with tarfile.open(archive, "r:gz") as tar:
+        for m in tar:
+            name = m.name.rstrip("/")
+            kind = "d" if m.isdir() else "l" if m.issym() else "f"
+            out[name] = (kind, 0o777 if m.issym() else m.mode & 0o777, m.linkname)
+    return out
 
 
 def check_tree(directory: Path) -> None:

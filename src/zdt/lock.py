@@ -17,6 +17,7 @@ import os
 import stat
 from pathlib import Path
 
+from zdt import atomic
 from zdt.errors import LockedError, PreconditionError, ZdtError
 
 PROC_LOCKS = Path("/proc/locks")
@@ -95,15 +96,7 @@ class DomainLock:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Replace `path` by a new 0600 file (never following a link planted there)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    atomic.write_text(path, text, 0o600)
 
 
 def _flock_holders(st: os.stat_result) -> list[int]:

@@ -413,3 +413,19 @@ def test_a_workload_never_ready_at_run_is_not_left_on_the_port(short_dir: Path) 
             ("127.0.0.1", port), timeout=1):
         pass
     assert running_in(short_dir) == set()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the dir to another user")
+def test_a_state_dir_of_another_user_is_refused(short_dir: Path) -> None:
+    """The state dir holds the control socket: one another user could write to would let
+    them swap it. Refused (exit 3) before any process starts."""
+    theirs = short_dir / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    (short_dir / "v1").mkdir()
+    result = zdt("live", "run", "--name", "web", "--listen", f"127.0.0.1:{free_port()}",
+                 "--home", str(short_dir / "v1"), "--state-dir", str(theirs), "--detach",
+                 "--", sys.executable, "-m", "zdt.samples.counter")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "belongs to uid 65534" in result.stderr
+    assert os.listdir(theirs) == []

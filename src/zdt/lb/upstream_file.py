@@ -13,9 +13,10 @@ zdt's: another block naming a server the same is never touched.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
+
+from zdt import atomic
 
 # `server ADDRESS [PARAMETER ...];  # NAME`: parameters (weight=, max_fails=, backup,
 # down) are kept, in their order; zdt adds or removes only `down`.
@@ -71,7 +72,4 @@ def mark(text: str, name: str, down: bool, backend: str) -> str:
 
 
 def write_atomically(path: Path, text: str, mode: int | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.zdt-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, mode if mode is not None else path.stat().st_mode & 0o777)
-    os.replace(tmp, path)
+    atomic.write_text(path, text, mode if mode is not None else path.stat().st_mode & 0o777)

@@ -8,17 +8,21 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from zdt import archive as archives
+from zdt import atomic
 from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError, ZdtError
 from zdt.live.protocol import encode
 from zdt.live.supervisor import LiveConfig, Supervisor
+from zdt.lock import make_private_dir
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 SOCKET_LIMIT = 100      # sun_path is 108 bytes; leave room for the notify sockets' names
@@ -55,17 +59,17 @@ def run(config: LiveConfig) -> None:
     """Run the supervisor in this process until `zdt live stop` or a signal."""
     check_config(config)
     directory = Path(config.state_dir)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(directory)      # this user's, 0700: it holds the control socket
     if (directory / "control.sock").exists() and _answers(directory):
         raise LockedError(f"{config.name} already runs (control socket "
                           f"{directory / 'control.sock'}); `zdt live stop {config.name}`")
-    (directory / "config.json").write_text(json.dumps(config.__dict__))
+    atomic.write_text(directory / "config.json", json.dumps(config.__dict__), 0o600)
     asyncio.run(Supervisor(config).run())
 
 
 def detach(argv: list[str], directory: Path, timeout: float = 30.0) -> dict[str, Any]:
     """Start `zdt live run` (argv without --detach) in its own session and wait for it."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(directory)
     with open(directory / "supervisor.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "zdt.cli", "live", "run", *argv],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -138,15 +142,24 @@ def prepare_home(directory: Path, home: str | None, archive: str | None) -> str:
             raise ConfigError(f"--home-dir {home}: not a directory")
         return str(path)
     assert archive is not None
-    manifest = archives.verify(Path(archive))
-    target = directory / "homes" / f"{_tag(manifest.version)}-{manifest.sha256[:12]}"
-    if not (target / archives.ARCHIVE_MARKER).exists():
-        scratch = target.with_name(target.name + ".tmp")
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(scratch, filter="data")
-        (scratch / archives.ARCHIVE_MARKER).write_text(json.dumps(
-            {"sha256": manifest.sha256, "version": manifest.version}))
-        os.replace(scratch, target)
+    homes = directory / "homes"
+    make_private_dir(homes)
+    with tempfile.TemporaryDirectory(dir=homes, prefix=".incoming-") as incoming:
+        # verified and extracted from a private copy: the file given cannot be swapped
+        # between the check and the extraction
+        copy = Path(incoming) / "home.tar.gz"
+        shutil.copyfile(archive, copy)
+        shutil.copyfile(archives.manifest_path(Path(archive)), archives.manifest_path(copy))
+        manifest = archives.verify(copy)
+        target = homes / f"{_tag(manifest.version)}-{manifest.sha256[:12]}"
+        if not (target / archives.ARCHIVE_MARKER).exists():
+            scratch = Path(incoming) / "home"
+            with tarfile.open(copy, "r:gz") as tar:
+                tar.extractall(scratch, filter="data")
+            (scratch / archives.ARCHIVE_MARKER).write_text(json.dumps(
+                {"sha256": manifest.sha256, "version": manifest.version}))
+            shutil.rmtree(target, ignore_errors=True)     # a partial one from a crash
+            os.replace(scratch, target)
     return str(target)
 
 

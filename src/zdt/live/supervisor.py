@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zdt import http
+from zdt import atomic, http
 from zdt.errors import PreconditionError, StepError, ZdtError
 from zdt.journal import Journal
 from zdt.live import handoff, process, readiness
@@ -340,9 +340,8 @@ class Supervisor:
                 "blackout_ms": round((accepting - stopped) / 1e6, 3)}
 
     def _save(self) -> None:
-        tmp = self.dir / "state.json.tmp"
-        tmp.write_text(json.dumps(asdict(self.snapshot), indent=1))
-        os.replace(tmp, self.dir / "state.json")
+        atomic.write_text(self.dir / "state.json", json.dumps(asdict(self.snapshot), indent=1),
+                          0o600)
 
 
 class _Steps:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from zdt.archive import Manifest, manifest_path
+from zdt.archive import tree as archive_tree
 from zdt.errors import StepError
 from zdt.plan import StepSpec
 from zdt.staging import stage, staged_path
@@ -90,8 +91,10 @@ class Extract(_NodeStep):
         await nodefs.remove(t, p.scratch)
         await nodefs.mkdir(t, p.scratch)
         await t.run(["tar", "-xzf", t.path(p.staged), "-C", t.path(p.scratch),
-                     "--no-same-owner"], timeout=self.ctx.options.command_timeout)
+                     "--no-same-owner", "--same-permissions"],
+                    timeout=self.ctx.options.command_timeout)
         await self._same_files()
+        await self._same_tree()
         await nodefs.write_marker(t, p.scratch, self.change.sha256, self.change.version)
         await nodefs.remove(t, p.release)          # a partial release from a crash
         await nodefs.move(t, p.scratch, p.release)
@@ -115,6 +118,26 @@ class Extract(_NodeStep):
             raise StepError(f"{t.node}: the release extracted from {p.staged} differs from the "
                             f"archive's manifest (e.g. {[name for name, _ in odd]}); was the "
                             "staged file changed? it will be staged again on retry")
+
+    async def _same_tree(self) -> None:
+        """Every entry tar wrote is a member of the verified archive, of its type, with its
+        permission bits and link target, and none is missing: a staged file swapped after
+        its digest was checked cannot bring a link, a device or a set-uid bit along."""
+        p, t = self.paths, self.t
+        want = archive_tree(self.change.archive, self.change.sha256)
+        r = await t.run(["find", t.path(p.scratch), "-mindepth", "1", "-printf",
+                         "%y %m %P\\0%l\\0"], timeout=self.ctx.options.command_timeout)
+        fields = r.stdout.split("\0")
+        found = {}
+        for head, target in zip(fields[0::2], fields[1::2], strict=False):
+            kind, mode, name = head.split(" ", 2)
+            found[name] = (kind, 0o777 if kind == "l" else int(mode, 8), target)
+        if found != want:
+            odd = sorted(set(found) ^ set(want)) or sorted(
+                n for n in found if found[n] != want.get(n))
+            raise StepError(f"{t.node}: what tar extracted from {p.staged} differs from the "
+                            f"archive (types, modes or links of {odd[:3]}); was the staged "
+                            "file changed? it will be staged again on retry")
 
     async def _stage(self) -> str:
         copied = await stage(self.t, Path(self.change.archive), self.paths.staged,

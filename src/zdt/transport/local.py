@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from zdt import atomic
 from zdt.errors import CommandError, StepError
 from zdt.transport import Result
 
@@ -131,7 +131,4 @@ async def _collect(stream: asyncio.StreamReader | None, sink: bytearray) -> None
 
 def _copy_atomically(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.zdt-{os.getpid()}")
-    shutil.copyfile(source, tmp)
-    shutil.copymode(source, tmp)
-    os.replace(tmp, target)
+    atomic.copy(source, target)

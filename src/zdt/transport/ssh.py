@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncssh
 
+from zdt import atomic
 from zdt.archive import sha256_file
 from zdt.domain import Domain, SSHAddress
 from zdt.errors import AdapterError, CommandError, PreconditionError
@@ -143,12 +144,12 @@ class SSHTransport:
         node, then rename it over `remote`: one SFTP session and one command."""
         digest, _ = await asyncio.to_thread(sha256_file, Path(local))
         mode = Path(local).stat().st_mode & 0o777
-        parent, name = os.path.split(remote)
-        tmp = os.path.join(parent, f".{name}.zdt-put")
+        parent = os.path.dirname(remote)
+        tmp = atomic.temp_name(remote)      # unguessable, and created exclusively below
         try:
             async with self._sftp() as sftp:
                 await sftp.makedirs(parent or "/", exist_ok=True)
-                await sftp.put(local, tmp)
+                await _upload(sftp, local, tmp)
                 await sftp.chmod(tmp, mode)
             got = (await self.run(["sha256sum", tmp])).stdout.split()[:1]
             if got != [digest]:
@@ -329,3 +330,18 @@ def _append_known_host(known_hosts: Path, host: str, port: int, key: asyncssh.SS
     fd = os.open(known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with os.fdopen(fd, "a") as f:
         f.write(f"{_known_name(host, port)} {algorithm} {data}\n")
+
+
+async def _upload(sftp: asyncssh.SFTPClient, local: str, tmp: str) -> None:
+    """`local` into a new file `tmp` on the node: created exclusively (an existing file or
+    a link planted at that name fails the upload rather than being written through), 0600
+    until the rename, fsynced where the server offers it."""
+    remote = await sftp.open(tmp, "xb", attrs=asyncssh.SFTPAttrs(permissions=0o600))
+    try:
+        with open(local, "rb") as f:
+            while chunk := f.read(1 << 20):
+                await remote.write(chunk)
+        with contextlib.suppress(asyncssh.SFTPError):
+            await remote.fsync()
+    finally:
+        await remote.close()
