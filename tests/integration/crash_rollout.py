@@ -1,11 +1,13 @@
-"""Run a rollout and kill -9 this very process once a chosen step reaches a chosen state.
+"""Run a rollout and kill -9 this very process at a chosen point of a chosen step.
 
     python crash_rollout.py DOMAIN ARCHIVE|restart|runtime:PATH|update:ARCHIVE:PATH:APPS \
-        NODE STEP STATE
+        NODE STEP POINT
 
-The workflow id is printed first (flushed), so the test can resume or revert it. The kill
-comes from the engine's observer, right after the journal committed that state: the
-crash lands at a precise point of the workflow, every run.
+POINT is a state the journal records (`running`, `done`): the kill comes from the engine's
+observer right after the journal committed it, so the crash lands at a precise point every
+run. `running+S`: S seconds after the step began (inside a drain's wait). `during:CMD`:
+while the step's first CMD runs on the node (tar mid-extract, mv mid-switch); its process
+is left to finish or not, as after a real crash. The workflow id is printed first.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from zdt.journal import StepRecord
 from zdt.rollout import RolloutRequest, Runner
+from zdt.transport import Result
+from zdt.transport.local import LocalTransport
 
 
 def main() -> None:
@@ -25,9 +31,21 @@ def main() -> None:
     wid = "crash-" + os.urandom(3).hex()
     print(wid, flush=True)
 
+    current = {"step": ""}
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
     def kill_at(record: StepRecord, now: str) -> None:
+        if record.node == node:
+            current["step"] = record.name if now == "running" else ""
         if (record.node, record.name, now) == (node, step, state):
-            os.kill(os.getpid(), signal.SIGKILL)
+            die()
+        if (record.node, record.name, now) == (node, step, "running") and "+" in state:
+            asyncio.get_running_loop().call_later(float(state.split("+")[1]), die)
+
+    if state.startswith("during:"):
+        _kill_during_command(node, step, state.removeprefix("during:"), current, die)
 
     if archive.startswith("update:"):   # "update:ARCHIVE:RUNTIME:APPS": a combined update
         _, tarball, runtime, apps = archive.split(":")
@@ -45,6 +63,22 @@ def main() -> None:
     runner = Runner(Path(domain), ids=lambda: wid, observer=kill_at)
     asyncio.run(runner.rollout(request))
     sys.exit(3)   # not reached when the kill point is hit
+
+
+def _kill_during_command(node: str, step: str, command: str, current: dict[str, str],
+                         die: Callable[[], None]) -> None:
+    original = LocalTransport.run
+
+    async def run(self: LocalTransport, argv: list[str], **kw: Any) -> Result:
+        if self.node == node and current["step"] == step and \
+                os.path.basename(argv[0]) == command:
+            started = asyncio.ensure_future(original(self, argv, **kw))
+            await asyncio.sleep(0.003)
+            die()
+            return await started
+        return await original(self, argv, **kw)
+
+    LocalTransport.run = run  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -182,37 +182,6 @@ async def test_symlinked_home_is_switched_atomically(sb_link: dict[str, Any]) ->
     assert [p.name for p in (home.parent / "releases").iterdir()] == ["v1"]
 
 
-CRASH_POINTS = [(step, "done") for step in
-                ("extract", "drain", "stop", "backup", "switch", "start", "health", "ready")]
-CRASH_POINTS += [("switch", "running"), ("start", "running")]
-
-
-@pytest.mark.parametrize("then", ["resume", "revert"])
-@pytest.mark.parametrize(("step", "state"), CRASH_POINTS,
-                         ids=[f"{s}-{st}" for s, st in CRASH_POINTS])
-async def test_kill_9_at_every_step_then_resume_or_revert(
-        sb: dict[str, Any], step: str, state: str, then: str) -> None:
-    fast, slow = loads(sb)
-    async with fast, slow:
-        await asyncio.sleep(0.2)
-        crashed = await asyncio.to_thread(
-            subprocess.run, [*CRASH, sb["domain"], sb["archives"]["v2"], "node2", step, state],
-            capture_output=True, text=True, timeout=120)
-        assert crashed.returncode == -9, crashed.stderr
-        wid = crashed.stdout.split()[0]
-        result = await asyncio.to_thread(zdt, then, wid, "-d", sb["domain"], "--json")
-        await asyncio.sleep(0.2)
-    assert result.returncode == 0, result.stdout + result.stderr
-    want = "v2" if then == "resume" else "v1"
-    assert json.loads(result.stdout)["state"] == ("succeeded" if then == "resume"
-                                                  else "reverted")
-    assert (fast.stats.failed, slow.stats.failed) == (0, 0), (fast.stats.errors,
-                                                              slow.stats.errors)
-    assert set(homes(sb).values()) == {want}
-    assert await served(sb) == {want}
-    assert await all_ready(sb)
-
-
 def make_archive(sb: dict[str, Any], version: str, base: Path) -> str:
     home = base / version
     shutil.copytree(Path(sb["nodes"][0]["home"]), home, symlinks=True)
