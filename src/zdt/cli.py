@@ -77,9 +77,10 @@ def revert(wid: WidArg, domain: DomainOpt = Path("domain.toml"), json_out: JsonO
 @app.command()
 @handled
 def stop(wid: WidArg, domain: DomainOpt = Path("domain.toml")) -> None:
-    """Ask a running workflow to stop once its current step is done (it exits 5)."""
+    """Ask a running workflow to stop once its node visit under way is done (it exits 5)."""
     request_stop(domain, wid)
-    out.print(f"workflow {wid} will stop after its current step; `zdt resume {wid}` goes on")
+    out.print(f"workflow {wid} will stop once the node visit under way is done (no node is "
+              f"left drained or stopped); `zdt resume {wid}` goes on")
 
 
 @app.command()

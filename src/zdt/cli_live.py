@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import time
@@ -146,15 +148,37 @@ def _inputs(name: str, data: Path | None, home_dir: str | None, archive: str | N
     return request, scripts
 
 
+SCRIPT_TIMEOUT = 600.0
+
+
 def _scripts(scripts: dict[str, tuple[str, ...]], phases: tuple[str, ...],
              env: dict[str, str], quiet: bool = False) -> None:
     for phase in phases:
         for script in scripts.get(phase, ()):
-            result = subprocess.run([script], env={**os.environ, **env, "ZDT_PHASE": phase},
-                                    capture_output=True, text=True, timeout=600)
-            if result.returncode != 0 and not quiet:
-                raise PreconditionError(f"{phase} script {script} exited {result.returncode}: "
-                                        f"{result.stderr.strip()[-300:]}")
+            problem = _run_script(script, {**os.environ, **env, "ZDT_PHASE": phase})
+            if problem and not quiet:
+                raise PreconditionError(f"{phase} script {script} {problem}")
+
+
+def _run_script(script: str, env: dict[str, str]) -> str | None:
+    """Why the script failed, or None: run in a session of its own, all of it killed at
+    the timeout."""
+    try:
+        proc = subprocess.Popen([script], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    except OSError as exc:
+        return f"cannot run: {exc.strerror}"
+    try:
+        _, err = proc.communicate(timeout=SCRIPT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return f"ran longer than {SCRIPT_TIMEOUT:g} s (it and its children were killed)"
+    if proc.returncode != 0:
+        return f"exited {proc.returncode}: {err.strip()[-300:]}"
+    return None
 
 
 @live_app.command("status")

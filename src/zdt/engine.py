@@ -55,14 +55,18 @@ class Engine:
             if record.state == "done":
                 previous_group = record.group
                 continue
-            if previous_group is not None and record.group != previous_group:
-                if record.group == self.policy.pause_after:
-                    self.journal.event(wid, "pause", f"paused after {record.group} node "
-                                       "visit(s), as asked; `zdt resume` goes on")
-                    self.journal.set_state(wid, "stopped")
-                    return "stopped"
+            between = previous_group is not None and record.group != previous_group
+            if between and record.group == self.policy.pause_after:
+                self.journal.event(wid, "pause", f"paused after {record.group} node "
+                                   "visit(s), as asked; `zdt resume` goes on")
+                self.journal.set_state(wid, "stopped")
+                return "stopped"
+            if between:
                 await self._between_nodes(wid)
-            if self.journal.workflow(wid).stop_requested:
+            # an operator's stop is honoured between node visits only: a visit under way
+            # is finished, so no node is left drained or stopped
+            if (between or previous_group is None) and \
+                    self.journal.workflow(wid).stop_requested:
                 self.journal.set_state(wid, "stopped")
                 return "stopped"
             previous_group = record.group

@@ -8,6 +8,7 @@ journal gets a workflow and before any node is touched.
 
 from __future__ import annotations
 
+import shlex
 import statistics
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,26 @@ async def require(ctx: Context, plan: Plan, manifest: Manifest | None = None) ->
     return [c for c in checks if c.warn]
 
 
+async def _sudo(ctx: Context, t: Any, node: str) -> list[Check]:
+    """`sudo -n -l CMD…` for each command the service manager will run on the node: the
+    sudoers may allow exactly those (never a shell, never `true`)."""
+    privileged = getattr(ctx.services, "privileged", None)
+    if privileged is None:
+        return []
+    commands = {tuple(argv): None for s in ctx.domain.servers_on(node) for argv in privileged(s)}
+    refused = []
+    for argv in commands:
+        r = await t.run(["sudo", "-n", "-l", "--", *argv], check=False, timeout=30)
+        if r.returncode != 0:
+            refused.append(shlex.join(argv))
+    if refused:
+        return [Check("sudo", False, f"sudo -n refuses {'; '.join(refused[:3])}"
+                      f"{' …' if len(refused) > 3 else ''}: the [services] commands need "
+                      "sudo without a password (a sudoers rule for each)", node)]
+    return [Check("sudo", True, f"sudo -n allows the {len(commands)} service command(s)",
+                  node)]
+
+
 async def _backlogs(ctx: Context, node: str, servers: list[Server]) -> list[Check]:
     """The listen backlog of each LB server on the node (the servers left in rotation
     take a burst of new connections while another node is out)."""
@@ -91,10 +112,7 @@ async def _node(ctx: Context, node: str, manifest: Manifest | None) -> list[Chec
         return [Check("reachable", False, str(exc), node)]
     checks = [Check("reachable", True, node=node)]
     if ctx.domain.services.sudo and ctx.domain.services.kind != "supervisor":
-        r = await t.run(["sudo", "-n", "true"], check=False, timeout=30)
-        checks.append(Check("sudo", r.returncode == 0, "sudo -n works" if r.returncode == 0
-                            else f"`sudo -n true` failed ({r.stderr.strip()[-200:]}); the "
-                            f"[services] commands need sudo without a password", node))
+        checks += await _sudo(ctx, t, node)
     if ctx.runtime_home is not None:
         checks += await _runtime(ctx, t, node)
     for app in (a for a in ctx.apps if node in a.nodes):

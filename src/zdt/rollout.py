@@ -420,7 +420,7 @@ def open_journal(domain_path: Path, clock: Callable[[], float] = time.time) -> J
 
 
 def request_stop(domain_path: Path, wid: str) -> str:
-    """Ask a running workflow to stop after its current step; returns its state now."""
+    """Ask a running workflow to stop once its node visit under way is done; its state now."""
     journal = open_journal(domain_path)
     try:
         wf = journal.workflow(wid)

@@ -181,17 +181,20 @@ async def test_check_skips_steps_already_in_place(setup: Setup) -> None:
     assert [i for op, i in rec.calls if op == "execute"][:2] == [2, 3]
 
 
-async def test_stop_request_pauses_between_steps(setup: Setup) -> None:
+@pytest.mark.parametrize("asked_at", [0, 1, 4])
+async def test_stop_request_finishes_the_node_visit(setup: Setup, asked_at: int) -> None:
+    """Before: a stop asked during a visit stopped after the current step, leaving the node
+    drained or stopped. Now the visit under way ends first (steps 0-4 are node1's)."""
     journal, _ = setup
     rec, sleep = Recorder(), FakeSleep()
 
-    def stop_after_step_4(record: StepRecord, state: str) -> None:
-        if record.index == 4 and state == "done":
+    def stop_during_node1(record: StepRecord, state: str) -> None:
+        if record.index == asked_at and state == "running":
             journal.request_stop("wf-1")
 
-    eng = Engine(journal, rec, timing=Timing(sleep=sleep), observer=stop_after_step_4)
+    eng = Engine(journal, rec, timing=Timing(sleep=sleep), observer=stop_during_node1)
     assert await eng.run("wf-1") == "stopped"
-    assert [s.state for s in journal.steps("wf-1")][4:6] == ["done", "pending"]
+    assert [s.state for s in journal.steps("wf-1")][:6] == ["done"] * 5 + ["pending"]
     assert await eng.run("wf-1") == "stopped"      # the stop holds until an operator resumes
     assert await eng.resume("wf-1") == "succeeded"
 

@@ -107,3 +107,9 @@ async def test_a_timeout_kills_every_process_the_command_started(tmp_path: Path)
             break
         await asyncio.sleep(0.02)
     assert not _alive(child)
+
+
+async def test_a_missing_node_root_is_named(tmp_path: Path) -> None:
+    """Before: "cannot run 'true'", as if the command were missing."""
+    with pytest.raises(StepError, match=r"n1: its root .*/gone is not a directory"):
+        await LocalTransport("n1", str(tmp_path / "gone")).run(["true"])

@@ -246,3 +246,39 @@ async def test_a_status_that_cannot_answer_is_an_error(tmp_path: Path, code: int
         await m.state(d.server("web1"))
     with pytest.raises(AdapterError):
         await m.stop(d.server("web1"), 1.0)       # never "stopped" on such an answer
+
+
+class SudoAnswers:
+    """A node whose sudoers allow exactly the commands in `allowed` (`sudo -n -l CMD`)."""
+
+    node = "node1"
+
+    def __init__(self, allowed: set[tuple[str, ...]]) -> None:
+        self.allowed, self.asked = allowed, []  # type: ignore[var-annotated]
+
+    async def run(self, argv: list[str], *, check: bool = True,
+                  timeout: float | None = 60.0) -> Result:
+        assert argv[:4] == ["sudo", "-n", "-l", "--"], argv
+        self.asked.append(tuple(argv[4:]))
+        ok = tuple(argv[4:]) in self.allowed
+        return Result(tuple(argv), 0 if ok else 1, "", "" if ok else "not allowed")
+
+
+@pytest.mark.parametrize("allow_show", [True, False])
+async def test_preview_asks_sudo_for_the_real_commands(tmp_path: Path,
+                                                       allow_show: bool) -> None:
+    """Before: `sudo -n true`, which sudoers allowing only the service commands refuse."""
+    from zdt import preview
+    from zdt.steps import Context
+
+    d = domain_with(tmp_path, 'kind = "systemd"\nsudo = true')
+    m = SystemdManager(d, {})
+    every = {tuple(a) for a in m.privileged(d.server("web1"))}
+    show = ("systemctl", "show", "-p", "ActiveState", "-p", "SubState", "-p", "MainPID",
+            "-p", "ExecMainStatus", "web1.service")
+    t = SudoAnswers(every if allow_show else every - {show})
+    checks = await preview._sudo(Context(d, m, None), t, "node1")  # type: ignore[arg-type]
+    assert set(t.asked) == every and len(every) == 4
+    assert [c.ok for c in checks] == [allow_show]
+    if not allow_show:
+        assert "sudo -n refuses systemctl show -p ActiveState" in checks[0].detail

@@ -33,7 +33,7 @@ scripts:
 def test_a_full_file_reads_into_every_field(tmp_path: Path) -> None:
     path = tmp_path / "liveupdate.data"
     path.write_text(FULL)
-    assert load(path) == LiveUpdateData(
+    assert parse(path.read_text(), str(path)) == LiveUpdateData(     # scripts not on disk
         general=General(name="web", home="/srv/app/releases/v2 #2", archive=None,
                         ready_timeout=12.5, checkpoint_timeout=45.0, stop_timeout=0.5,
                         blackout_budget_ms=250),
@@ -110,7 +110,7 @@ BAD = [
      4, "general.archive", "not both (home at line 2)"),
     ("relative-script", good("check = /ok", "pre = hooks/pre", stanza="scripts"), 6,
      "scripts.pre", "not an absolute path: 'hooks/pre'"),
-    ("empty-script-in-list", "scripts:\n  post = /a,,/b\n", 2, "scripts.post",
+    ("empty-script-in-list", "scripts:\n  post = /ok,,/ok\n", 2, "scripts.post",
      "empty path"),
 ]
 
@@ -120,7 +120,7 @@ BAD = [
 def test_a_bad_file_names_file_line_and_key(tmp_path: Path, text: str, line: int,
                                            where: str, why: str) -> None:
     path = tmp_path / "liveupdate.data"
-    path.write_text(text)
+    path.write_text(text.replace("/ok", str(OK_SCRIPT)))
     with pytest.raises(ConfigError) as err:
         load(path)
     assert err.value.exit_code == 2
@@ -128,6 +128,30 @@ def test_a_bad_file_names_file_line_and_key(tmp_path: Path, text: str, line: int
     assert f"{path}:{line}: {where}: " in message, message
     assert why in message, message
     assert "1 problem(s)" in message, message
+
+
+OK_SCRIPT = Path("/bin/true")
+
+
+def _script(tmp_path: Path, kind: str) -> str:
+    path = tmp_path / "hook"
+    if kind == "not executable":
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o644)
+    elif kind == "a directory":
+        path.mkdir()
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["missing", "not executable", "a directory"])
+def test_a_script_that_cannot_run_is_bad_input(tmp_path: Path, kind: str) -> None:
+    """Before: a missing or non-executable script was a traceback when its phase came."""
+    script = _script(tmp_path, kind)
+    path = tmp_path / "liveupdate.data"
+    path.write_text(f"general:\n  home = /srv\nscripts:\n  pre = {script}\n")
+    with pytest.raises(ConfigError, match=rf"liveupdate.data:4: scripts.pre: {script} is "
+                       "missing or not an executable file"):
+        load(path)
 
 
 def test_the_example_message_reads_as_documented() -> None:

@@ -23,6 +23,7 @@ each as `FILE:LINE: stanza.key: why`.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,7 +144,8 @@ def _value(raw: str) -> tuple[str, bool]:
 class _Parser:
     """Reads a file line by line and collects (line, where, why) for every problem."""
 
-    def __init__(self) -> None:
+    def __init__(self, check_files: bool = False) -> None:
+        self.check_files = check_files
         self.problems: list[tuple[int, str, str]] = []
         self.stanza: str | None = None
         # Lines of an unknown or duplicate stanza are only checked for syntax: one
@@ -212,6 +214,8 @@ class _Parser:
                 self.problem(no, where, f"empty path in the list {value!r}")
             elif not path.startswith("/"):
                 self.problem(no, where, f"not an absolute path: {path!r}")
+            elif self.check_files and not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                self.problem(no, where, f"{path} is missing or not an executable file")
             else:
                 self.scripts[key].append(path)
 
@@ -240,12 +244,13 @@ class _Parser:
                          f"give home or archive, not both ({first} at line {lines[first]})")
 
 
-def parse(text: str, source: str) -> LiveUpdateData:
+def parse(text: str, source: str, *, check_files: bool = False) -> LiveUpdateData:
     """Read the text of a liveupdate.data file; raise ConfigError listing every problem.
 
-    `source` names the file in messages (`source:LINE: stanza.key: why`).
+    `source` names the file in messages (`source:LINE: stanza.key: why`); `check_files`:
+    each script must be an executable file on this machine.
     """
-    parser = _Parser()
+    parser = _Parser(check_files)
     # split("\n") rather than splitlines(): the latter also breaks at form feeds and
     # other separators, and line numbers must match what an editor shows.
     for no, line in enumerate(text.split("\n"), start=1):
@@ -269,7 +274,7 @@ def load(path: Path) -> LiveUpdateData:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): "
                           f"not a live update data file") from exc
-    return parse(text, str(path))
+    return parse(text, str(path), check_files=True)
 
 
 def _message(source: str, problems: list[tuple[int, str, str]]) -> str:

@@ -30,6 +30,11 @@ class CommandManager:
     def _argv(self, template: tuple[str, ...], server: Server) -> list[str]:
         return sudo(self.domain, fill(template, self.domain, server))
 
+    def privileged(self, server: Server) -> list[list[str]]:
+        """Every command run for the server under `sudo -n` (for preview to ask sudo)."""
+        s = self.domain.services
+        return [fill(argv, self.domain, server) for argv in (s.start, s.stop, s.status)]
+
     async def start(self, server: Server) -> None:
         await self.transports[server.node].run(self._argv(self.domain.services.start, server),
                                                timeout=120)

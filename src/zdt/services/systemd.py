@@ -22,6 +22,9 @@ STATES = {"active": "RUNNING", "reloading": "RUNNING", "activating": "STARTING",
           "deactivating": "STOPPING", "inactive": "STOPPED", "failed": "FATAL"}
 
 
+SHOW = ("-p", "ActiveState", "-p", "SubState", "-p", "MainPID", "-p", "ExecMainStatus")
+
+
 class SystemdManager:
     def __init__(self, domain: Domain, transports: Mapping[str, Transport],
                  timing: Timing = REAL_TIME) -> None:
@@ -30,6 +33,14 @@ class SystemdManager:
     def unit(self, server: Server) -> str:
         return server.program or fill(self.domain.services.unit,
                                       {"server": server.name, "node": server.node})
+
+    def privileged(self, server: Server) -> list[list[str]]:
+        """Every command run for the server under `sudo -n` (for preview to ask sudo)."""
+        unit = self.unit(server)
+        return [["systemctl", "start", "--no-block", unit],
+                ["systemctl", "stop", "--no-block", unit],
+                ["systemctl", "kill", "--signal=SIGKILL", unit],
+                ["systemctl", "show", *SHOW, unit]]
 
     async def _systemctl(self, server: Server, *args: str, check: bool = True) -> str:
         argv = sudo(self.domain, ["systemctl", *args])
@@ -54,8 +65,7 @@ class SystemdManager:
         return False
 
     async def state(self, server: Server) -> ProcessState:
-        out = await self._systemctl(server, "show", "-p", "ActiveState", "-p", "SubState",
-                                    "-p", "MainPID", "-p", "ExecMainStatus", self.unit(server))
+        out = await self._systemctl(server, "show", *SHOW, self.unit(server))
         fields = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         word = STATES.get(fields.get("ActiveState", ""), "UNKNOWN")
         if word == "STOPPED" and fields.get("ExecMainStatus", "0") not in ("0", ""):

@@ -39,6 +39,9 @@ class LocalTransport:
         try:
             proc, exited = await _start(argv, cwd=str(self.root) if self.root else None)
         except OSError as exc:
+            if self.root is not None and not self.root.is_dir():
+                raise StepError(f"{self.node}: its root {self.root} is not a directory; "
+                                "create it, or fix the node's root in the domain file") from exc
             raise StepError(f"{self.node}: cannot run {argv[0]!r}: {exc.strerror}") from exc
         out, err = bytearray(), bytearray()
         readers = [asyncio.ensure_future(_collect(proc.stdout, out)),
