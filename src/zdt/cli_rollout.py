@@ -331,6 +331,27 @@ def archive_create(
                   f"sha256 {manifest.sha256}")
 
 
+@archive_app.command("verify")
+@handled
+def archive_verify(
+    archive_path: Annotated[Path, typer.Argument(metavar="ARCHIVE.tar.gz")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Check an archive against its manifest, member by member, as a rollout would; reads
+    only (exit 2 naming the member on the first problem)."""
+    from zdt import archive
+
+    manifest = archive.verify(archive_path)
+    if json_out:
+        print_json({"archive": str(archive_path), "version": manifest.version,
+                    "sha256": manifest.sha256, "size": manifest.size,
+                    "unpacked": manifest.unpacked, "files": len(manifest.files)})
+    else:
+        out.print(f"{archive_path}: version {manifest.version}, {len(manifest.files)} files, "
+                  f"{manifest.unpacked / 2**20:.1f} MiB unpacked, sha256 {manifest.sha256}: "
+                  "sound")
+
+
 @archive_app.command("distribute")
 @handled
 def archive_distribute(
