@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import socket
 import time
 import xmlrpc.client
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from supervisor.xmlrpc import Faults, SupervisorTransport
+from supervisor.xmlrpc import Faults, SupervisorTransport, UnixStreamHTTPConnection
 
 from zdt.domain import Domain, Server
 from zdt.errors import AdapterError
@@ -28,9 +29,27 @@ FAILED = frozenset({"EXITED", "FATAL", "BACKOFF"})
 _CONNECTION_ERRORS = (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError)
 
 
+class _TimedConnection(UnixStreamHTTPConnection):
+    """supervisord's unix-socket connection with a timeout on every socket operation: a
+    hung supervisord (SIGSTOPped, wedged) ends the call, and the thread running it, instead
+    of holding a worker thread (and the process's exit) for ever."""
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(CALL_TIMEOUT)
+        self.sock.connect(self.socketfile)
+
+
 def call(socket_path: str, method: str, *args: object) -> Any:
     """One blocking XML-RPC call to `supervisor.<method>` over a fresh connection."""
     transport = SupervisorTransport(None, None, f"unix://{socket_path}")
+
+    def connection() -> _TimedConnection:
+        conn = _TimedConnection("localhost")
+        conn.socketfile = socket_path
+        return conn
+
+    transport._get_connection = connection
     # The host part is ignored for unix:// transports, but ServerProxy needs an http URL.
     proxy = xmlrpc.client.ServerProxy("http://localhost", transport=transport)
     try:
@@ -143,8 +162,9 @@ class SupervisorManager:
         """Call supervisord on the server's node; the Faults in `allow` are returned."""
         path = await self._socket_for_node(server.node)
         try:
+            # the socket's own timeout ends the thread; this one is a backstop
             return await asyncio.wait_for(asyncio.to_thread(call, path, method, *args),
-                                          CALL_TIMEOUT)
+                                          CALL_TIMEOUT + 2)
         except xmlrpc.client.Fault as exc:
             if exc.faultCode in allow:
                 return exc
