@@ -99,3 +99,17 @@ def test_a_command_deaf_to_sigterm_is_killed_on_the_node(node: Any) -> None:
             ["sh", "-c", f"trap '' TERM; exec {marker}"], timeout=0.5))
     left = loop.run_until_complete(transport.run(["ps", "-eo", "args"])).stdout
     assert marker not in left
+
+
+def test_a_child_left_running_does_not_hold_the_command(node: Any) -> None:
+    """`daemon &` then exit 0 (a hook starting something): done when the command exits,
+    with its output, not when the child ends or the timeout comes."""
+    loop, transport, _ = node
+    marker = "sleep 60.625"          # outlives the channel's backstop (5 + 5 + 10 s)
+    result = loop.run_until_complete(transport.run(
+        ["sh", "-c", f"{marker} & echo started; echo note >&2"], timeout=5))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "started\n", "note\n")
+    left = loop.run_until_complete(transport.run(["ps", "-eo", "pid,args"])).stdout
+    pids = [line.split()[0] for line in left.splitlines() if marker in line]
+    assert pids                                   # it was meant to run on: not killed
+    loop.run_until_complete(transport.run(["kill", *pids], check=False))

@@ -33,6 +33,12 @@ from zdt.transport import Result
 
 UPLOAD_TIMEOUT = 600.0   # s; a put of a large archive on a slow link
 KILL_AFTER = 5.0         # s; SIGKILL a command this long after its timeout's SIGTERM
+# Every command runs under this constant script, its argv as the script's arguments (never
+# formatted into it): the command writes to files on the node, which are sent once it has
+# exited, so a child it leaves running (`daemon &`) cannot hold the channel open (sshd
+# ends a session only when every writer of its pipes is gone).
+UNTIL_EXIT = ('d=$(mktemp -d) || exit 125; "$@" </dev/null >"$d/o" 2>"$d/e"; s=$?; '
+              'cat "$d/o"; cat "$d/e" >&2; rm -rf "$d"; exit "$s"')
 KEEPALIVE = 5.0          # s between keepalives once the connection is idle
 
 
@@ -110,6 +116,7 @@ class SSHTransport:
         # (no pty, no SIGHUP) beside the step's retry: coreutils' timeout ends it there.
         sent = argv if timeout is None else \
             ["timeout", "-k", f"{KILL_AFTER:g}", f"{timeout:g}", *argv]
+        sent = ["sh", "-c", UNTIL_EXIT, "zdt", *sent]
         backstop = None if timeout is None else timeout + KILL_AFTER + 10
         async with self._gate:
             conn = await self.connection()
