@@ -46,6 +46,22 @@ def sized(member: tuple[tarfile.TarInfo, bytes | None], data: bytes
     return member[0], data
 
 
+def pax_record(key: str, value: str) -> bytes:
+    """One `LEN key=value\\n` record, LEN counting itself."""
+    body = f" {key}={value}\n".encode()
+    length = len(body) + 1
+    while len(str(length).encode()) + len(body) != length:
+        length += 1
+    return str(length).encode() + body
+
+
+def raw_header(kind: bytes, data: bytes) -> tuple[tarfile.TarInfo, bytes | None]:
+    """A metadata member written as it is (tarfile writes `x` and `g` itself otherwise)."""
+    info = tarfile.TarInfo("PaxHeaders/f")
+    info.type, info.size = kind, len(data)
+    return info, data
+
+
 Members = list[tuple[tarfile.TarInfo, bytes | None]]
 
 
@@ -135,6 +151,16 @@ HOSTILE: list[tuple[str, Members, Mutate, list[str]]] = [
     ("sparse member", [special("s", tarfile.GNUTYPE_SPARSE)], None, ["sparse"]),
     ("directory with data", [sized(directory("d"), b"x" * 600)], None,
      ["a directory that carries 600 bytes"]),
+    ("huge solaris pax header", [raw_header(b"X", pax_record("comment", "x" * 200_000)),
+                                 reg("f")], None, ["a pax header of", "at most 65536"]),
+    ("pax size not ascii", [raw_header(b"x", pax_record("size", "\u00b2")), reg("f")], None,
+     ["a pax size of"]),
+    ("pax size of 5000 digits", [raw_header(b"x", pax_record("size", "9" * 5000)), reg("f")],
+     None, ["a pax size of"]),
+    ("global pax path", [raw_header(b"g", pax_record("path", "../../x")), reg("f")], None,
+     ["a global pax header that sets a path or a size"]),
+    ("no entry for a directory", [reg("bin/start")], None,
+     ["'bin/start'", "its directory 'bin' is not a member"]),
 ]
 
 # the manifest's `files` edited, the archive itself sound

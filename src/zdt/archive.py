@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
-from zdt import tarscan
+from zdt import atomic, tarscan
 from zdt.errors import ConfigError
 
 ARCHIVE_MARKER = ".zdt-release"
@@ -329,7 +329,7 @@ def _add_file(tar: tarfile.TarFile, info: tarfile.TarInfo, path: Path) -> tuple[
 
 
 def _temp_beside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.zdt-{os.getpid()}.tmp")
+    return Path(atomic.temp_name(path))
 
 
 def sha256_file(path: Path) -> tuple[str, int]:
@@ -519,6 +519,12 @@ class _Members:
                               f"{' ...' if len(missing) > 10 else ''}")
         for name in sorted(self.names):
             parents = ["/".join(name.split("/")[:i]) for i in range(1, name.count("/") + 1)]
+            absent = next((p for p in parents if p not in self.names), None)
+            if absent is not None:
+                # tar would make it with a mode of its own: the release would not be the
+                # archive's, entry for entry
+                raise ConfigError(f"{self.archive}: member {name!r}: its directory {absent!r} "
+                                  "is not a member; archive the directories too")
             under = next((p for p in parents if p in self.links), None)
             if under is not None:
                 # extracting it would write through the link, wherever that points

@@ -8,6 +8,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +21,7 @@ from zdt.errors import ConfigError, PreconditionError, ZdtError
 from zdt.live import client
 from zdt.live.supervisor import LiveConfig
 from zdt.lock import DomainLock
+from zdt.terminal import clean
 
 live_app = typer.Typer(help="Update the software under a running workload on one host: a "
                             "surrogate takes over its sockets and its state.",
@@ -163,22 +165,23 @@ def _scripts(scripts: dict[str, tuple[str, ...]], phases: tuple[str, ...],
 def _run_script(script: str, env: dict[str, str]) -> str | None:
     """Why the script failed, or None: run in a session of its own, all of it killed at
     the timeout."""
-    try:
-        proc = subprocess.Popen([script], env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-    except OSError as exc:
-        return f"cannot run: {exc.strerror}"
-    try:
-        _, err = proc.communicate(timeout=SCRIPT_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return f"ran longer than {SCRIPT_TIMEOUT:g} s (it and its children were killed)"
-    if proc.returncode != 0:
-        return f"exited {proc.returncode}: {err.strip()[-300:]}"
-    return None
+    with tempfile.TemporaryFile() as err:   # a file: a child it leaves running (`daemon
+        try:                                # &`) cannot make us wait for a pipe's end
+            proc = subprocess.Popen([script], env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=err,
+                                    start_new_session=True)
+        except OSError as exc:
+            return f"cannot run: {exc.strerror}"
+        try:
+            proc.wait(timeout=SCRIPT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return f"ran longer than {SCRIPT_TIMEOUT:g} s (it and its children were killed)"
+        err.seek(0)
+        tail = err.read()[-300:].decode(errors="replace").strip()
+    return f"exited {proc.returncode}: {tail}" if proc.returncode != 0 else None
 
 
 @live_app.command("status")
@@ -323,9 +326,9 @@ def stale(json_out: JsonOpt = False) -> None:
         print_json(stale_scan.as_dict(scan))
         return
     for p in scan.processes:
-        out.print(f"{p.pid} {p.command}")
-        for f in p.files:
-            out.print(f"    {f.why:<8} {f.path}")
+        out.print(f"{p.pid} {clean(p.command, lines=False)}")   # one line each: a name
+        for f in p.files:                                           # cannot forge another
+            out.print(f"    {f.why:<8} {clean(f.path, lines=False)}")
     if not scan.processes:
         out.print("no process uses a deleted or replaced file")
     if scan.unreadable:

@@ -6,21 +6,43 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from zdt import template
+from zdt import nodepath, template
 from zdt.errors import ConfigError
 
 if TYPE_CHECKING:
     from zdt.domain import Domain
 
 
-def _loopback(host: str) -> bool:
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP address in any spelling (127.1, ::ffff:127.0.0.1, [::1]); None for a name."""
+    text = host.strip("[]")
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(text)
     except ValueError:
-        return host == "localhost" or host.endswith(".localhost")
+        try:
+            address = ipaddress.ip_address(socket.inet_aton(text))   # 127.1, 0x7f.1
+        except OSError:
+            return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped or address
+
+
+def _loopback(host: str) -> bool:
+    """This machine: a loopback or unspecified address, or localhost by any case."""
+    address = _address(host)
+    if address is not None:
+        return address.is_loopback or address.is_unspecified
+    name = host.lower().rstrip(".")
+    return name == "localhost" or name.endswith(".localhost")
+
+
+def _host_key(host: str) -> str:
+    address = _address(host)
+    return str(address) if address is not None else host.lower().rstrip(".")
 
 
 def cross_references(d: Domain) -> Iterable[tuple[str, str]]:
@@ -64,6 +86,7 @@ def cross_references(d: Domain) -> Iterable[tuple[str, str]]:
     yield from _partitions(d)
     yield from _programs(d)
     yield from _same_machine(d)
+    yield from _overlaps(d)
     admin = d.domain.admin
     if admin is not None:
         if admin not in servers:
@@ -79,7 +102,7 @@ def _same_machine(d: Domain) -> Iterable[tuple[str, str]]:
     seen: dict[tuple[str, ...], str] = {}
     for i, n in enumerate(d.nodes):
         if n.ssh is not None:
-            key: tuple[str, ...] = ("ssh", n.ssh.host.lower(), str(n.ssh.port or 22))
+            key: tuple[str, ...] = ("ssh", _host_key(n.ssh.host), str(n.ssh.port or 22))
             field, what = "address", f"{n.ssh.host}:{n.ssh.port or 22}"
         else:
             root = os.path.normpath(n.root) if n.root else "/"
@@ -89,6 +112,23 @@ def _same_machine(d: Domain) -> Iterable[tuple[str, str]]:
                    f"{what} is node {seen[key]!r} already: two nodes would be one machine "
                    "(give each local node a root of its own)")
         seen.setdefault(key, n.name)
+
+
+def _overlaps(d: Domain) -> Iterable[tuple[str, str]]:
+    """Directories a rollout moves whole must not lie inside one another: a staging dir
+    in the home, an application inside the home or inside another application."""
+    home = d.domain.home
+    if d.domain.staging_dir and nodepath.overlap(d.domain.staging_dir, home):
+        yield ("domain.staging_dir", f"{d.domain.staging_dir} and the home {home} lie inside "
+               "one another; a home rollout would replace the staged archives")
+    for i, a in enumerate(d.applications):
+        if nodepath.overlap(a.location, home):
+            yield (f"applications[{i}].location", f"{a.location} and the home {home} lie "
+                   "inside one another; a home rollout would replace the application")
+        for j, b in enumerate(d.applications[:i]):
+            if nodepath.overlap(a.location, b.location):
+                yield (f"applications[{i}].location", f"{a.location} and {b.name}'s "
+                       f"{b.location} (applications[{j}]) lie inside one another")
 
 
 def _partitions(d: Domain) -> Iterable[tuple[str, str]]:

@@ -6,6 +6,7 @@ any node is touched: bad input (exit 2), an unmet precondition (exit 3), a lock 
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -90,7 +91,7 @@ class RolloutRequest:
                               "roll the applications back with their own apps.json")
         if self.kind == "runtime" or self.runtime_home is not None:
             _node_path("--runtime-home", self.runtime_home or "", "the new runtime's "
-                       "absolute path, the same on every node")
+                       "absolute path, the same on every node", in_scripts=True)
         if self.backup_dir is not None:
             _node_path("--backup-dir", self.backup_dir, "an absolute node path")
         if not self.session_compatible and self.shutdown_timeout is None:
@@ -112,15 +113,16 @@ def _normal(path: str | None) -> str | None:
     return None if path is None else nodepath.normalise(path)
 
 
-def _node_path(option: str, value: str, what: str) -> None:
+def _node_path(option: str, value: str, what: str, *, in_scripts: bool = False) -> None:
     """A node path given on the command line: ConfigError (exit 2) naming the option."""
     try:
         nodepath.normalise(value)
     except ValueError as exc:
         raise ConfigError(f"{option}: {exc}; give {what}") from None
-    if any(c in value for c in "\"'$`\\"):
-        raise ConfigError(f"{option} {value!r}: quotes, '$', '`' and '\\' are refused in a "
-                          "path written into the nodes' scripts; give " + what)
+    if in_scripts and not re.fullmatch(r"[A-Za-z0-9._/+@:,=~-]+", value):
+        raise ConfigError(f"{option} {value!r}: only letters, digits and . _ / + @ : , = ~ -"
+                          " are allowed (quotes, '$', spaces, ';' and the like would be read "
+                          "by the shell in the nodes' scripts); give " + what)
 
 
 def new_id(clock: Callable[[], float] = time.time) -> str:
@@ -195,7 +197,7 @@ class Runner:
         input valid, the domain not held, every precondition met on the live domain."""
         p = self.prepare(request)
         wid = self.ids()
-        _refuse_if_held_now(p.domain, self.clock)
+        seen = _refuse_if_held_now(p.domain, self.clock)
         adapters = self.build_adapters(p.domain, self.connect)
         try:
             check = Context(p.domain, adapters.services, adapters.lb, request.options(),
@@ -210,6 +212,8 @@ class Runner:
                 journal = Journal(p.domain.state_dir, self.clock)
                 try:
                     _refuse_if_held(journal)
+                    if _fingerprint(journal) != seen:   # a workflow ran meanwhile: the
+                        warnings = await preview.require(check, p.plan, p.manifest)  # again
                     recorded = {**asdict(request),
                                 "change": asdict(p.change) if p.change else None,
                                 "app_changes": [asdict(a) for a in p.apps]}
@@ -389,17 +393,30 @@ def _same_servers(domain: Domain, steps: list[StepRecord], wid: str) -> None:
                           "to resume or revert")
 
 
-def _refuse_if_held_now(domain: Domain, clock: Callable[[], float]) -> None:
+def _refuse_if_held_now(domain: Domain, clock: Callable[[], float]) -> tuple[Any, ...]:
     """Before the preconditions are checked on the nodes: a domain locked by a live zdt or
-    held by a workflow half-way is refused at once (exit 4), by looking, creating nothing."""
+    held by a workflow half-way is refused at once (exit 4), by looking, creating nothing.
+    Returns what the journal says now, to tell whether a workflow ran before the lock."""
     state_dir = domain.state_dir
     DomainLock(state_dir).refuse_if_held()
-    if (state_dir / "journal.db").exists():
-        journal = Journal(state_dir, clock)
-        try:
-            _refuse_if_held(journal)
-        finally:
-            journal.close()
+    if not (state_dir / "journal.db").exists():
+        return ()
+    journal = Journal(state_dir, clock)
+    try:
+        _refuse_if_held(journal)
+        return _fingerprint(journal)
+    finally:
+        journal.close()
+
+
+def _fingerprint(journal: Journal) -> tuple[Any, ...]:
+    """The workflows recorded and the newest one's state: any workflow that starts or ends
+    changes it."""
+    workflows = journal.history()
+    if not workflows:
+        return ()
+    newest = workflows[0]
+    return (len(workflows), newest.id, newest.state, newest.ended)
 
 
 def _refuse_if_held(journal: Journal) -> None:

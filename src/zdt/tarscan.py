@@ -10,6 +10,7 @@ only an archive that passes is handed to tarfile.
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,8 @@ from zdt.errors import ConfigError
 BLOCK = 512
 MAX_META = 64 * 1024          # bytes of one pax or long-name header
 MAX_MEMBERS = 1_000_000
-_META = {b"x": "a pax header", b"g": "a global pax header", b"L": "a GNU long name",
-         b"K": "a GNU long link name"}
+_META = {b"x": "a pax header", b"X": "a pax header", b"g": "a global pax header",
+         b"L": "a GNU long name", b"K": "a GNU long link name"}
 _NO_DATA = {b"5": "a directory", b"2": "a symlink", b"1": "a hard link"}
 
 
@@ -62,8 +63,11 @@ def _walk(f: gzip.GzipFile, archive: Path, max_data: int, totals: Totals) -> Non
                                   f"{MAX_META} are read")
             totals.meta += size
             data = f.read(_padded(size))[:size]
-            if kind == b"x":
+            if kind in (b"x", b"X"):
                 pending = _pax(data, where)
+            elif kind == b"g" and _pax(data, where):
+                raise ConfigError(f"{where}: a global pax header that sets a path or a size "
+                                  "for every member; not allowed")
             elif kind == b"L":
                 pending = {"path": data.rstrip(b"\0").decode("utf-8", "replace")}
             continue
@@ -116,7 +120,7 @@ def _pax(data: bytes, where: str) -> dict[str, str]:
             raise ConfigError(f"{where}: a sparse file; only plain regular files are allowed")
         if word in ("path", "size"):
             out[word] = value.decode("utf-8", "replace")
-    if "size" in out and not out["size"].isdigit():
+    if "size" in out and not re.fullmatch(r"[0-9]{1,20}", out["size"]):
         raise ConfigError(f"{where}: a pax size of {out['size'][:20]!r}")
     return out
 

@@ -221,6 +221,8 @@ CLI = [
     ("runtime with a quote", cli(*RUNTIME, '/opt/run"time'), 2, ["--runtime-home", "quotes"]),
     ("runtime with $", cli(*RUNTIME, "/opt/$(id)"), 2, ["--runtime-home", "'$'"]),
     ("runtime with a newline", cli(*RUNTIME, "/opt/rt\n2"), 2, ["control characters"]),
+    ("runtime with ;", cli(*RUNTIME, "/opt/rt;reboot"), 2, ["--runtime-home", "only letters"]),
+    ("runtime with a space", cli(*RUNTIME, "/opt/rt 2"), 2, ["--runtime-home", "only letters"]),
     ("runtime missing", cli(*RUNTIME, "/opt/runtime-9"), 3, ["/opt/runtime-9 is missing"]),
     ("archive missing", cli("rollout", "home", "-d", "DOMAIN", "--targets", "cluster1",
                             "--archive", "/nonexistent/v9.tar.gz"), 2,

@@ -429,3 +429,12 @@ def test_a_state_dir_of_another_user_is_refused(short_dir: Path) -> None:
     assert result.returncode == 3, result.stdout + result.stderr
     assert "belongs to uid 65534" in result.stderr
     assert os.listdir(theirs) == []
+
+
+@pytest.mark.parametrize("archive", ["/nonexistent/v9.tar.gz", "/dev/zero"])
+def test_an_archive_that_is_not_there_is_bad_input(live: Live, archive: str) -> None:
+    """Checked as given before any copy: exit 2 naming it, not a traceback (nor a copy of
+    /dev/zero filling the disk)."""
+    result = live("update", "web", "--archive", archive)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert archive in result.stderr and "Traceback" not in result.stderr

@@ -141,7 +141,11 @@ async def test_operator_stop_then_resume(sb: dict[str, Any]) -> None:
     assert proc.returncode == 5
     report = json.loads(out)
     assert report["state"] == "stopped"
-    assert [s["state"] for s in report["steps"] if s["node"] == "node2"] == ["pending"] * 5
+    # stopped between node visits: each node's steps all done or all pending, never half
+    # (node2's visit runs to its end when the stop comes after the 1 s between nodes)
+    for n in ("node1", "node2", "node3"):
+        assert len({s["state"] for s in report["steps"] if s["node"] == n}) == 1, report
+    assert {s["state"] for s in report["steps"] if s["node"] == "node3"} == {"pending"}
     resumed = zdt("resume", wid, "-d", sb["domain"], "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert {s["state"] for s in json.loads(resumed.stdout)["steps"]} == {"done"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,6 +72,9 @@ BAD = [
        "domain.home", 3, why) for i, (v, why) in enumerate((
            ("/", "names / itself"), ("//", "names / itself"), ("/.", "names / itself"),
            ("/srv/app\\nhome", "control characters")))],
+    ("staging-in-home", lambda t: edit(
+        t, 'home = "/srv/app/home"\n', 'home = "/srv/app/home"\nstaging_dir = "/srv/app/home/s"\n'),
+     "domain.staging_dir", None, "lie inside one another"),
     ("missing-state-dir", lambda t: edit(t, 'state_dir = "state"\n', ''), "domain.state_dir",
      1, "required"),
     ("unknown-admin", lambda t: edit(t, 'admin = "admin"', 'admin = "boss"'), "domain.admin", 5,
@@ -120,7 +124,8 @@ BAD = [
         t, 'name = "node3"\nroot = "nodes/node3"\n', 'name = "node3"\naddress = "ssh://deploy@web3.example"\n'),
         'port = 8003\n', f'port = 8003\nhost = "{h}"\n'),
        "servers[3].host", 47, "is this machine, not node 'node3'")
-      for host in ("127.0.0.1", "127.8.9.1", "::1", "localhost")],
+      for host in ("127.0.0.1", "127.8.9.1", "::1", "localhost", "127.1", "0.0.0.0",
+                   "LOCALHOST", "::ffff:127.0.0.1", "[::1]")],
     ("cluster-named-like-server", lambda t: edit(t, 'name = "batch"', 'name = "s4"'),
      "clusters[1].name", 58, "also a server name"),
 ]
@@ -254,4 +259,31 @@ def test_two_nodes_that_are_one_machine(tmp_path: Path, sample_toml: str) -> Non
     path.write_text(text)
     with pytest.raises(ConfigError, match=r"nodes\[2\].address: web1.example:22 is node "
                        "'node2' already"):
+        dm.load(path)
+
+
+@pytest.mark.parametrize(("locations", "field"), [
+    (("/srv/app/home/apps/shop",), "applications[0].location"),
+    (("/srv/app/apps", "/srv/app/apps/shop"), "applications[1].location"),
+    (("/srv/app/apps/shop", "/srv/app//apps/shop/"), "applications[1].location"),
+])
+def test_applications_that_lie_inside_another_dir(tmp_path: Path, sample_toml: str,
+                                                  locations: tuple[str, ...],
+                                                  field: str) -> None:
+    apps = "".join(f'\n[[applications]]\nname = "a{i}"\nlocation = "{loc}"\n'
+                   for i, loc in enumerate(locations))
+    path = tmp_path / "domain.toml"
+    path.write_text(sample_toml + apps)
+    with pytest.raises(ConfigError, match=rf"{re.escape(field)}: .*lie inside one another"):
+        dm.load(path)
+
+
+def test_two_spellings_of_one_ipv6_host_are_one_machine(tmp_path: Path,
+                                                          sample_toml: str) -> None:
+    text = sample_toml
+    for n, address in ((2, "ssh://[fd00::2]"), (3, "ssh://[fd00:0:0::0002]:22")):
+        text = edit(text, f'root = "nodes/node{n}"', f'address = "{address}"')
+    path = tmp_path / "domain.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"nodes\[2\].address: .* is node 'node2' already"):
         dm.load(path)

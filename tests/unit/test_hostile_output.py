@@ -4,6 +4,7 @@ console markup (which crashed the CLI or hid lines), never as terminal control c
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -123,7 +124,7 @@ def test_stale_lists_a_hostile_process_name(tmp_path: Path) -> None:
     """Any local user can name a process and its files; `zdt stale` prints them as text."""
     where = tmp_path / "x[/][red]\x1b[2J"
     where.mkdir(parents=True)
-    exe = Path(shutil.copy2(str(shutil.which("sleep")), where / "s[bold]\x1b]0;t\x07"))
+    exe = Path(shutil.copy2(str(shutil.which("sleep")), where / "s[bold]\x1b]0;t\x07\nforged"))
     process = subprocess.Popen([str(exe), "30"])
     try:
         exe.unlink()
@@ -133,4 +134,27 @@ def test_stale_lists_a_hostile_process_name(tmp_path: Path) -> None:
         process.wait()
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output and "\x07" not in result.output
-    assert "x[/][red]\\x1b[2J/s[bold]\\x1b]0;t\\x07" in result.output.replace("\n", "")
+    # one line per process and per file: a newline in a name cannot forge a line
+    assert "x[/][red]\\x1b[2J/s[bold]\\x1b]0;t\\x07\\x0aforged" in result.output.replace("\n", "")
+    assert not any(line.startswith("forged") for line in result.output.splitlines())
+
+
+def test_a_live_script_that_leaves_a_child_running_is_done_when_it_exits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`daemon &` then exit 0 in a live stanza script: done at its exit, the child kept
+    (before: waited for the pipes' end, so the child's 30 s ran past the timeout)."""
+    from zdt.cli_live import _run_script
+
+    monkeypatch.setattr(cli_live, "SCRIPT_TIMEOUT", 5.0)
+    script = tmp_path / "pre"
+    script.write_text("#!/bin/sh\nsleep 30 &\necho $! > \"$(dirname \"$0\")/child\"\n"
+                      "echo fine >&2\n")
+    script.chmod(0o755)
+    assert _run_script(str(script), {"PATH": "/usr/bin:/bin"}) is None
+    child = int((tmp_path / "child").read_text())
+    try:
+        assert Path(f"/proc/{child}").exists()
+    finally:
+        os.kill(child, 9)
+    script.write_text("#!/bin/sh\necho broken >&2\nexit 4\n")
+    assert _run_script(str(script), {}) == "exited 4: broken"

@@ -282,3 +282,33 @@ async def test_preview_asks_sudo_for_the_real_commands(tmp_path: Path,
     assert [c.ok for c in checks] == [allow_show]
     if not allow_show:
         assert "sudo -n refuses systemctl show -p ActiveState" in checks[0].detail
+
+
+@pytest.mark.parametrize(("stdout", "pid"), [
+    ("4242\n", 4242), ("MAINPID=4242\n", 4242), ("  4242  \nmore text 7\n", 4242),
+    ("web1 running on port 8001 (pid 4242)\n", None), ("2024-12-01 up\n", None),
+    ("1 instance\n", None), ("1\n", None), ("0\n", None), ("", None),
+    ("99999999999\n", None)])
+def test_only_a_pid_alone_is_taken_for_one(stdout: str, pid: int | None) -> None:
+    """A port, a date or a count in a status line must never be killed as a pid."""
+    from zdt.services.command import _pid
+    assert _pid(stdout) == pid
+
+
+CHATTY = STUBBORN.replace('          echo "$pid" ;;',
+                          '          echo "running on port 8001, pid $pid" ;;')
+
+
+async def test_a_status_without_a_pid_is_not_killed_by_guess(tmp_path: Path) -> None:
+    d = command_domain(tmp_path, CHATTY)
+    m = CommandManager(d, {"node1": LocalTransport("node1")})
+    server = d.server("web1")
+    await m.start(server)
+    pid = int((tmp_path / "web1.pid").read_text())
+    try:
+        with pytest.raises(AdapterError, match="prints no pid to kill"):
+            await m.stop(server, 0.3)
+        assert (await m.state(server)).running          # nothing was killed by a guess
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)

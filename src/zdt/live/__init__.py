@@ -33,7 +33,8 @@ _channel: Channel | None = None
 _state_lock = threading.Lock()
 # pausing: `pause` runs; paused: the state was sent and no RESUME nor retirement came yet;
 # resume: a RESUME came while pausing (served as soon as `pause` returns)
-_pending: dict[str, bool] = {"pausing": False, "paused": False, "resume": False}
+_pending: dict[str, bool] = {"pausing": False, "paused": False, "resume": False,
+                             "retired": False}
 
 
 def listeners() -> list[socket.socket]:
@@ -103,10 +104,15 @@ def _serve() -> None:
                              daemon=True).start()
         elif words[0] == "RESUME" and _resume is not None:
             _resume_now_or_after_pause()
+        elif words[0] == "RETIRE":
+            with _state_lock:
+                _pending.update(paused=False, resume=False, retired=True)
 
 
 def _resume_now_or_after_pause() -> None:
     with _state_lock:
+        if _pending["retired"]:
+            return                     # a surrogate serves: this process only ends
         pausing, paused = _pending["pausing"], _pending["paused"]
         _pending["resume"] = pausing
         _pending["paused"] = False

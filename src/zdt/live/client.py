@@ -142,6 +142,7 @@ def prepare_home(directory: Path, home: str | None, archive: str | None) -> str:
             raise ConfigError(f"--home-dir {home}: not a directory")
         return str(path)
     assert archive is not None
+    archives.verify(Path(archive))      # sound as given (exit 2 naming it), before a copy
     homes = directory / "homes"
     make_private_dir(homes)
     with tempfile.TemporaryDirectory(dir=homes, prefix=".incoming-") as incoming:

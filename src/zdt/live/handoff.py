@@ -36,6 +36,15 @@ async def resume(original: Workload) -> None:
             await original.send("RESUME")
 
 
+async def retire(original: Workload) -> None:
+    """RETIRE: the handoff is done; the original must not accept again (not even when its
+    channel closes), it is about to get SIGTERM."""
+    original.paused = False
+    if original.alive:
+        with contextlib.suppress(OSError, RuntimeError):
+            await original.send("RETIRE")
+
+
 def instant(words: list[str]) -> int | None:
     """The CLOCK_MONOTONIC ns of an ACCEPTING or STATE answer, if it is a number."""
     index = 1 if words[0] == "ACCEPTING" else 2

@@ -9,6 +9,7 @@ Supervisor ↔ workload (a socketpair; the workload's end is fd $ZDT_LIVE_FD):
                                 (a STATE with an old seq answers a checkpoint that timed
                                 out and was called off: it is read and dropped)
     → RESUME                    (after a failed handoff) accept again, state untouched
+    → RETIRE                    (after a handoff) the surrogate serves: never accept again
     → RESTORE <n>               n bytes of state follow (surrogate only)
     → GO                        no state to restore: start accepting (surrogate only)
     ← ACCEPTING <ns>            the surrogate accepts from now on
@@ -65,6 +66,7 @@ class Channel:
     def _line(self) -> str:
         while b"\n" not in self.buffer:
             if len(self.buffer) > MAX_LINE:
+                self.buffer = b""        # dropped: the next read starts afresh
                 raise ProtocolError(f"a header line of over {MAX_LINE} bytes")
             self._fill()
         line, _, self.buffer = self.buffer.partition(b"\n")

@@ -268,7 +268,8 @@ class Supervisor:
         note, self.note = self.note, None
         if w is None or not w.alive:
             return "no workload process is left: `zdt live stop` and run it again"
-        return note or f"the original (pid {w.pid}) keeps serving from {w.home}"
+        return note or f"pid {w.pid} serves from {w.home}" + (
+            " (the original keeps serving)" if w.role == "original" else "")
 
     async def _handoff(self, wid: str, home: str, t: dict[str, float]) -> dict[str, Any]:
         original = self.current
@@ -289,10 +290,15 @@ class Supervisor:
         except BaseException:
             await self._fall_back(original, surrogate)
             raise
-        original.paused = False        # the surrogate serves: the original only retires
-        step("retire")
+        # committed: the surrogate serves. The original is told it retires before anything
+        # else (a journal write) can fail, so it never accepts again beside the surrogate,
+        # even if this supervisor dies now
         self.current = surrogate
-        clean = await original.retire(t["stop_timeout"])
+        await handoff.retire(original)
+        try:
+            step("retire")
+        finally:
+            clean = await original.retire(t["stop_timeout"])
         step(None)
         return {**facts, "original_pid": original.pid, "surrogate_pid": surrogate.pid,
                 "original_exited_cleanly": clean}

@@ -19,6 +19,16 @@ NOT_RUNNING = (1, 2, 3)
 KILL_WAIT = 10.0      # s for the status to say stopped after SIGKILL
 
 
+def _pid(stdout: str) -> int | None:
+    """The pid a status command printed: its first line holding only a number (or
+    MAINPID=N, as `systemctl show` prints it). Any other text names no pid: a port, a date
+    or a count must never be taken for one and killed. 0 and 1 are never a server's."""
+    first = stdout.strip().splitlines()[0].strip() if stdout.strip() else ""
+    found = re.fullmatch(r"(?:MAINPID=)?([0-9]{1,10})", first)
+    pid = int(found.group(1)) if found else None
+    return pid if pid is not None and pid > 1 else None
+
+
 class CommandManager:
     """`start` and `stop` must succeed (exit 0); a stop is done when `status` says so (the
     pid it prints is killed when the stop command leaves the server running)."""
@@ -59,7 +69,7 @@ class CommandManager:
                                "its stop command, and its status command prints no pid to "
                                "kill; make `status` print the pid, or `stop` wait for the end")
         await self.transports[server.node].run(sudo(self.domain, ["kill", "-KILL", str(pid)]),
-                                               check=False, timeout=30)
+                                               timeout=30)
         gone, _ = await poll(lambda: self.state(server), lambda st: st.down, KILL_WAIT,
                              self.timing)
         if not gone:
@@ -79,9 +89,7 @@ class CommandManager:
                 f"{server.node}: the status command of {server.name} ({argv[0]}) exited "
                 f"{result.returncode}: {result.stderr.strip()[-300:] or 'no message'}; it must "
                 f"exit 0 (running) or {', '.join(map(str, NOT_RUNNING))} (not running)")
-        number = re.search(r"\b(\d+)\b", result.stdout)
-        return ProcessState(running=True, pid=int(number.group(1)) if number else None,
-                            state="RUNNING")
+        return ProcessState(running=True, pid=_pid(result.stdout), state="RUNNING")
 
     async def close(self) -> None:
         """Nothing held."""

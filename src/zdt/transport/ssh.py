@@ -37,7 +37,10 @@ KILL_AFTER = 5.0         # s; SIGKILL a command this long after its timeout's SI
 # formatted into it): the command writes to files on the node, which are sent once it has
 # exited, so a child it leaves running (`daemon &`) cannot hold the channel open (sshd
 # ends a session only when every writer of its pipes is gone).
-UNTIL_EXIT = ('d=$(mktemp -d) || exit 125; "$@" </dev/null >"$d/o" 2>"$d/e"; s=$?; '
+# 125: the files could not be made (`true` is a regular builtin: its failed redirection
+# returns, where a special builtin's would end the shell with 1 or 2, read as a status).
+UNTIL_EXIT = ('d=$(mktemp -d) && true >"$d/o" && true >"$d/e" || exit 125; '
+              '"$@" </dev/null >>"$d/o" 2>>"$d/e"; s=$?; '
               'cat "$d/o"; cat "$d/e" >&2; rm -rf "$d"; exit "$s"')
 KEEPALIVE = 5.0          # s between keepalives once the connection is idle
 
