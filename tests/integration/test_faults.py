@@ -195,8 +195,11 @@ async def test_the_archive_deleted_between_preview_and_rollout(sb: dict[str, Any
                     "--archive", str(archive))
     assert previewed.returncode == 0, previewed.stderr
     archive.unlink()
+    before = {(Path(n["home"]) / "VERSION").read_text() for n in sb["nodes"]}
     refused = zdt(*home)
     assert refused.returncode == 2 and f"{archive}: no such archive" in refused.stderr
+    assert {(Path(n["home"]) / "VERSION").read_text() for n in sb["nodes"]} == before
+    assert not (dm.load(sb["domain"]).state_dir / "journal.db").exists()
 
 
 async def test_the_archive_deleted_mid_rollout(sb: dict[str, Any], tmp_path: Path) -> None:
