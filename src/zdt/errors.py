@@ -3,10 +3,7 @@ the exit code the command-line contract gives it (DESIGN.md, "Command-line contr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from zdt.transport import Result
+from zdt.result import Result
 
 
 class ZdtError(Exception):
@@ -33,16 +30,6 @@ class LockedError(ZdtError):
     exit_code = 4
 
 
-class WorkflowFailed(ZdtError):
-    """A workflow failed (and was reverted when auto-revert was on)."""
-
-    exit_code = 1
-
-
-class WorkflowStopped(ZdtError):
-    """A workflow was stopped by an operator and can be resumed."""
-
-    exit_code = 5
 
 
 class NotFoundError(ZdtError):

@@ -40,7 +40,6 @@ VISIT_STEPS = {
 # The steps each part of a combined update brings; a part not asked for is left out.
 PARTS = {"home": frozenset({"extract", "backup", "switch"}), "runtime": frozenset({"rewrite"}),
          "apps": frozenset({"stage", "apps"})}
-RESTART_STEPS = tuple(s for s in VISIT_STEPS["restart"] if not s.startswith("hook:"))
 LB_STEPS = frozenset({"drain", "ready"})
 # Changes to the node's home reach every server on the node, targeted or not: a visit of
 # such a workflow drains and stops them all (an untargeted one would run on, unchecked,
@@ -124,12 +123,6 @@ def check_spread(domain: Domain, servers: list[Server],
             raise PreconditionError(
                 f"while {node} is out of rotation no other server of the load balancer would "
                 "take traffic: add servers on other nodes or pass --allow-downtime")
-
-
-def restart(domain: Domain, targets: Iterable[str], *, allow_downtime: bool = False,
-            partitions: Iterable[str] = ()) -> Plan:
-    return build("restart", domain, targets, allow_downtime=allow_downtime,
-                 partitions=partitions)
 
 
 def partition_servers(domain: Domain, servers: list[Server], names: Iterable[str]

@@ -106,9 +106,6 @@ class RolloutRequest:
                       "partitions": tuple(data.get("partitions") or ())})
 
 
-RestartRequest = RolloutRequest     # a restart is the request's default kind
-
-
 def _normal(path: str | None) -> str | None:
     return None if path is None else nodepath.normalise(path)
 
@@ -186,10 +183,6 @@ class Runner:
     def prepare(self, request: RolloutRequest) -> Prepared:
         return prepare(self.domain_path, request)
 
-    def prepare_restart(self, request: RolloutRequest) -> tuple[Domain, planner.Plan]:
-        p = self.prepare(request)
-        return p.domain, p.plan
-
     async def rollout(self, request: RolloutRequest) -> str:
         """Run a new workflow to its end (or its pause); return the workflow id.
 
@@ -229,8 +222,6 @@ class Runner:
         finally:
             await adapters.close()
         return wid
-
-    restart = rollout
 
     async def preview(self, request: RolloutRequest) -> dict[str, Any]:
         """Validate, check the preconditions, plan and estimate; change nothing."""

@@ -70,7 +70,7 @@ Setup = tuple[Journal, plan.Plan]
 @pytest.fixture
 def setup(domain_file: Path, clock: Callable[[], float]) -> Iterator[Setup]:
     domain = dm.load(domain_file)
-    p = plan.restart(domain, ["web"])
+    p = plan.build("restart", domain, ["web"])
     journal = Journal(domain.state_dir, clock)
     journal.create("wf-1", "restart", str(domain_file), {"targets": ["web"]}, p.steps)
     yield journal, p

@@ -36,7 +36,7 @@ NO_LB = ("stop", "start", "health")
         "domain"])
 def test_restart_order(domain: dm.Domain, targets: list[str],
                        expected: list[tuple[str, tuple[str, ...], tuple[str, ...]]]) -> None:
-    p = plan.restart(domain, targets, allow_downtime=True)
+    p = plan.build("restart", domain, targets, allow_downtime=True)
     want = [(node, name, servers) for node, names, servers in expected for name in names]
     assert steps(p) == want
     assert [s.index for s in p.steps] == list(range(len(want)))
@@ -47,7 +47,7 @@ def test_restart_order(domain: dm.Domain, targets: list[str],
 
 def test_one_node_at_a_time(domain: dm.Domain) -> None:
     """Each node visit is contiguous: a node is never revisited after another began."""
-    p = plan.restart(domain, ["domain"], allow_downtime=True)
+    p = plan.build("restart", domain, ["domain"], allow_downtime=True)
     groups = [s.group for s in p.steps]
     assert groups == sorted(groups)
 
@@ -60,7 +60,7 @@ def test_one_node_at_a_time(domain: dm.Domain) -> None:
 ])
 def test_bad_targets(domain: dm.Domain, targets: list[str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment) as err:
-        plan.restart(domain, targets)
+        plan.build("restart", domain, targets)
     assert err.value.exit_code == 2
 
 
@@ -68,26 +68,26 @@ def test_admin_target_without_admin(tmp_path: Path, sample_toml: str) -> None:
     path = tmp_path / "d.toml"
     path.write_text(sample_toml.replace('admin = "admin"\n', "", 1))
     with pytest.raises(ConfigError, match="names no admin server"):
-        plan.restart(dm.load(path), ["admin"])
+        plan.build("restart", dm.load(path), ["admin"])
 
 
 @pytest.mark.parametrize("targets", [["batch"], ["domain"]])
 def test_single_node_cluster_is_refused(domain: dm.Domain, targets: list[str]) -> None:
     with pytest.raises(PreconditionError, match="cluster 'batch' lives on the single node") as e:
-        plan.restart(domain, targets)
+        plan.build("restart", domain, targets)
     assert e.value.exit_code == 3
-    assert plan.restart(domain, targets, allow_downtime=True).steps
+    assert plan.build("restart", domain, targets, allow_downtime=True).steps
 
 
 def test_spread_cluster_is_allowed(domain: dm.Domain) -> None:
-    assert len(plan.restart(domain, ["web"]).steps) == 15
+    assert len(plan.build("restart", domain, ["web"]).steps) == 15
 
 
 @pytest.mark.parametrize("targets", [["s4"], ["s3", "s4"], ["web", "s4"]])
 def test_a_single_node_cluster_member_named_directly_is_refused(
         domain: dm.Domain, targets: list[str]) -> None:
     with pytest.raises(PreconditionError, match="cluster 'batch'"):
-        plan.restart(domain, targets)
+        plan.build("restart", domain, targets)
 
 
 ONE_NODE = """\
@@ -129,11 +129,12 @@ def test_a_visit_that_empties_the_lb_is_refused(tmp_path: Path) -> None:
     path.write_text(ONE_NODE)
     domain = dm.load(path)
     with pytest.raises(PreconditionError, match="while only is out of rotation no other"):
-        plan.restart(domain, ["domain"])
+        plan.build("restart", domain, ["domain"])
     with pytest.raises(PreconditionError):
-        plan.restart(domain, ["a", "b"])
-    assert [s.name for s in plan.restart(domain, ["c"]).steps] == ["stop", "start", "health"]
-    assert plan.restart(domain, ["domain"], allow_downtime=True).steps
+        plan.build("restart", domain, ["a", "b"])
+    steps = plan.build("restart", domain, ["c"]).steps
+    assert [s.name for s in steps] == ["stop", "start", "health"]
+    assert plan.build("restart", domain, ["domain"], allow_downtime=True).steps
 
 
 HOME = ("extract", "drain", "stop", "backup", "switch", "start", "health", "ready")
@@ -170,7 +171,7 @@ def test_hooks_become_steps_where_named(tmp_path: Path, sample_toml: str) -> Non
         "hook:offline-after-update", "start", "health", "ready"]
     assert [s.name for s in last][-1] == "hook:after-update"
     assert [s.name for s in p.for_group(1)].count("hook:each-node") == 1
-    restart = plan.restart(dm.load(path), ["s2"])
+    restart = plan.build("restart", dm.load(path), ["s2"])
     assert [s.name for s in restart.steps] == [
         "hook:before-update", "hook:each-node", "drain", "stop", "hook:offline-after-update",
         "start", "health", "ready", "hook:after-update"]
@@ -210,7 +211,7 @@ def test_partition_restart_plans(tmp_path: Path, sample_toml: str, targets: list
                                  expected: list[tuple[str, tuple[str, ...]]]) -> None:
     path = tmp_path / "domain.toml"
     path.write_text(sample_toml + PARTS)
-    p = plan.restart(dm.load(path), targets, partitions=partitions, allow_downtime=True)
+    p = plan.build("restart", dm.load(path), targets, partitions=partitions, allow_downtime=True)
     assert [(s.node, s.servers) for s in p.steps if s.name == "stop"] == expected
 
 
@@ -218,7 +219,7 @@ def test_a_partition_the_targets_lack(tmp_path: Path, sample_toml: str) -> None:
     path = tmp_path / "domain.toml"
     path.write_text(sample_toml + PARTS)
     with pytest.raises(ConfigError, match="--partitions: no partition p2"):
-        plan.restart(dm.load(path), ["s1"], partitions=["p2"])
+        plan.build("restart", dm.load(path), ["s1"], partitions=["p2"])
     with pytest.raises(ConfigError, match="with a restart only"):
         plan.build("home", dm.load(path), ["s1"], partitions=["p1"])
 
@@ -227,4 +228,4 @@ def test_a_partition_on_a_single_node_is_refused(tmp_path: Path, sample_toml: st
     path = tmp_path / "domain.toml"
     path.write_text(sample_toml + PARTS)
     with pytest.raises(PreconditionError, match="partition 'p2' lives on the single node"):
-        plan.restart(dm.load(path), ["s2"], partitions=["p2"])
+        plan.build("restart", dm.load(path), ["s2"], partitions=["p2"])

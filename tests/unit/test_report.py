@@ -19,7 +19,7 @@ class Clock:
 
 def test_node_visits(domain_file: Path) -> None:
     clock = Clock()
-    p = plan.restart(dm.load(domain_file), ["s1", "s2"])
+    p = plan.build("restart", dm.load(domain_file), ["s1", "s2"])
     journal = Journal(domain_file.parent / "state", clock)
     journal.create("w", "restart", str(domain_file), {"targets": ["s1", "s2"]}, p.steps)
 

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
+from zdt.result import Result
 
-@dataclass(frozen=True)
-class Result:
-    """What a command returned, shaped like subprocess.CompletedProcess."""
-
-    argv: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
+__all__ = ["Result", "Transport"]
 
 
 class Transport(Protocol):
