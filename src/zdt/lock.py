@@ -17,7 +17,7 @@ import os
 import stat
 from pathlib import Path
 
-from zdt import atomic
+from zdt import atomic, procfs
 from zdt.errors import LockedError, PreconditionError, ZdtError
 
 PROC_LOCKS = Path("/proc/locks")
@@ -64,7 +64,7 @@ class DomainLock:
             raise self._locked() from None
         self.fd = fd
         with contextlib.suppress(OSError):      # the lock holds; only its label would miss
-            _write_private(self.path, f"{what} (pid {os.getpid()})\n")
+            atomic.write_text(self.path, f"{what} (pid {os.getpid()})\n", 0o600)
 
     def release(self) -> None:
         if self.fd is not None:
@@ -95,10 +95,6 @@ class DomainLock:
                            "finish or stop it with `zdt stop ID`")
 
 
-def _write_private(path: Path, text: str) -> None:
-    atomic.write_text(path, text, 0o600)
-
-
 def _flock_holders(st: os.stat_result) -> list[int]:
     """Pids holding an flock on the file `st` describes, from the kernel's lock table.
 
@@ -118,21 +114,7 @@ def _flock_holders(st: os.stat_result) -> list[int]:
             continue                            # a waiter, or another kind of lock
         pid, where = int(words[4]), words[5]
         if where == device or (where.rsplit(":", 1)[-1] == str(st.st_ino)
-                               and _has_open(pid, st)):
+                               and procfs.holds_file(pid, st)):
             pids.append(pid)
     return pids
 
-
-def _has_open(pid: int, st: os.stat_result) -> bool:
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            other = os.stat(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
-            return True
-    return False

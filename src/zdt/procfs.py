@@ -98,17 +98,36 @@ def tcp_inode(local: tuple[str, int], remote: tuple[str, int]) -> int | None:
     return None
 
 
+def fds(pid: int) -> list[str]:
+    """The /proc paths of process `pid`'s open file descriptors ([] if they cannot be
+    read); each may close before it is looked at, so callers suppress OSError."""
+    try:
+        return [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return []
+
+
 def holds_socket(pid: int, inode: int) -> bool:
     """Whether process `pid` has the socket `inode` open."""
     want = f"socket:[{inode}]"
+    return any(_readlink(fd) == want for fd in fds(pid))
+
+
+def holds_file(pid: int, st: os.stat_result) -> bool:
+    """Whether process `pid` has the file `st` describes open (same device and inode)."""
+    return any(_same_file(fd, st) for fd in fds(pid))
+
+
+def _readlink(path: str) -> str | None:
     try:
-        fds = os.listdir(f"/proc/{pid}/fd")
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _same_file(path: str, st: os.stat_result) -> bool:
+    try:
+        other = os.stat(path)
     except OSError:
         return False
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == want:
-                return True
-        except OSError:
-            continue
-    return False
+    return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)

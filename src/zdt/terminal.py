@@ -13,10 +13,6 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-# Unicode's bidirectional overrides and isolates (a "Trojan source" reorders what is shown).
-_BIDI = {0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069, 0x200E,
-         0x200F, 0x061C}
-
 
 def _visible(ch: str) -> str:
     code = ord(ch)
@@ -24,14 +20,15 @@ def _visible(ch: str) -> str:
 
 
 def clean(value: object, *, lines: bool = True) -> str:
-    """The text of `value` with control and bidi characters shown as escapes; newlines and
-    tabs kept when `lines` (a message), shown too when not (a table cell, a name)."""
+    """The text of `value` with every character Python deems not printable shown as an
+    escape: control codes (Cc), and format characters (Cf) such as the bidirectional
+    overrides a "Trojan source" uses; newlines and tabs kept when `lines` (a message),
+    shown too when not (a table cell, a name)."""
     text = str(value)
-    if text.isprintable() and not _BIDI.intersection(map(ord, text)):
+    if text.isprintable():
         return text
     keep = "\n\t" if lines else ""
-    return "".join(ch if ch in keep or (ch.isprintable() and ord(ch) not in _BIDI)
-                   else _visible(ch) for ch in text)
+    return "".join(ch if ch in keep or ch.isprintable() else _visible(ch) for ch in text)
 
 
 class SafeConsole(Console):

@@ -10,13 +10,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from zdt import domain as dm
 from zdt import http, sandbox
+from zdt.journal import Journal
 from zdt.load import Load, LoadStats
 
 
@@ -67,6 +70,33 @@ async def served(info: dict[str, Any], n: int = 12) -> set[str]:
 def zdt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the `zdt` command as an operator would; its exit code, stdout and stderr."""
     return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def zdt_background(*args: str) -> subprocess.Popen[str]:
+    """`zdt ARGS` started and left running; the caller reads its end."""
+    return subprocess.Popen([*ZDT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+async def step_reached(info: dict[str, Any], node: str, name: str, states: set[str],
+                       proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
+    """Poll the journal (as another process would) until node/step is in one of states;
+    the workflow's id. The running zdt must not have ended meanwhile."""
+    state_dir = dm.load(info["domain"]).state_dir
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if (state_dir / "journal.db").exists():
+            journal = Journal(state_dir, time.time)
+            try:
+                wfs = journal.history()
+                steps = journal.steps(wfs[0].id) if wfs else []
+            finally:
+                journal.close()
+            if any((s.node, s.name) == (node, name) and s.state in states for s in steps):
+                return wfs[0].id
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{node}/{name} never reached {states}")
 
 
 def capacity_load(url: str, *, keep_alive: bool = True) -> Load:

@@ -78,6 +78,8 @@ def _kill_during_command(node: str, step: str, command: str, current: dict[str, 
             return await started
         return await original(self, argv, **kw)
 
+    # the real transport, patched in this throw-away process only: the kill must land
+    # while the command runs, which no journal state marks
     LocalTransport.run = run  # type: ignore[method-assign]
 
 

@@ -14,16 +14,14 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import ZDT, capacity_load, running_sandbox, zdt
+from conftest import capacity_load, running_sandbox, step_reached, zdt, zdt_background
 from zdt import domain as dm
-from zdt.journal import Journal, StepRecord
 from zdt.lb.haproxy import HAProxy
 
 pytestmark = pytest.mark.integration
@@ -35,31 +33,6 @@ def sb(short_dir: Path) -> Iterator[dict[str, Any]]:
         yield info
 
 
-def spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*ZDT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-
-
-async def reached(sb: dict[str, Any], node: str, step: str, states: set[str],
-                  proc: subprocess.Popen[str]) -> str:
-    """The workflow id once the journal says node/step is in one of states."""
-    state_dir = dm.load(sb["domain"]).state_dir
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        if (state_dir / "journal.db").exists():
-            journal = Journal(state_dir, time.time)
-            try:
-                wfs = journal.history()
-                steps: list[StepRecord] = journal.steps(wfs[0].id) if wfs else []
-            finally:
-                journal.close()
-            if any((s.node, s.name) == (node, step) and s.state in states for s in steps):
-                return wfs[0].id
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{node}/{step} never reached {states}")
-
-
 def ended(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, str]:
     try:
         out, err = proc.communicate(timeout=timeout)    # never a hang: bounded here
@@ -69,6 +42,14 @@ def ended(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, 
         raise
     assert "Traceback" not in err, err
     return proc.returncode, out, err
+
+
+def lb_counted_no_error(report: dict[str, Any]) -> None:
+    """HAProxy's own counters over the workflow: no failed request, no retry. (The admin
+    socket's absence leaves them unreadable: that case says so and is not judged.)"""
+    w = report["witness"]
+    if w is not None and "unavailable" not in w:
+        assert (w["errors"], w["retries"], w["redispatches"]) == (0, 0, 0), w
 
 
 async def rotation(sb: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -84,14 +65,15 @@ async def test_the_admin_socket_gone_mid_rollout(sb: dict[str, Any]) -> None:
     sock = Path(sb["haproxy_socket"])
     hidden = sock.with_name("moved.sock")
     async with capacity_load(sb["lb_url"]) as load:
-        proc = spawn(*ROLLOUT, "-d", sb["domain"], "--delay-between-nodes", "0.5")
-        wid = await reached(sb, "node1", "ready", {"done"}, proc)
+        proc = zdt_background(*ROLLOUT, "-d", sb["domain"], "--delay-between-nodes", "0.5")
+        wid = await step_reached(sb, "node1", "ready", {"done"}, proc)
         sock.rename(hidden)
         try:
             code, out, _ = await asyncio.to_thread(ended, proc)
         finally:
             hidden.rename(sock)
         report = json.loads(out)
+        lb_counted_no_error(report)
         assert code == 1 and report["state"] in ("reverted", "revert-failed"), report
         assert str(sock) in report["error"], report["error"]
         if report["state"] == "revert-failed":
@@ -107,14 +89,15 @@ async def test_a_hung_supervisord_mid_rollout(sb: dict[str, Any]) -> None:
     the workflow ends failed or reverted naming it; woken, `zdt revert` finishes the job."""
     pid = sb["pids"]["supervisord"]["node2"]
     async with capacity_load(sb["lb_url"]) as load:
-        proc = spawn(*ROLLOUT, "-d", sb["domain"], "--delay-between-nodes", "0.5")
-        wid = await reached(sb, "node1", "ready", {"done"}, proc)
+        proc = zdt_background(*ROLLOUT, "-d", sb["domain"], "--delay-between-nodes", "0.5")
+        wid = await step_reached(sb, "node1", "ready", {"done"}, proc)
         os.kill(pid, signal.SIGSTOP)
         try:
             code, out, _ = await asyncio.to_thread(ended, proc, 180)
         finally:
             os.kill(pid, signal.SIGCONT)
         report = json.loads(out)
+        lb_counted_no_error(report)
         assert code == 1 and report["state"] in ("reverted", "revert-failed"), report
         assert "node2" in report["error"] and "supervisord" in report["error"], report["error"]
         back = await asyncio.to_thread(zdt, "revert", wid, "-d", sb["domain"], "--json")
@@ -153,6 +136,7 @@ async def test_a_full_disk_during_the_extract(sb: dict[str, Any]) -> None:
         subprocess.run(["umount", str(releases)], check=True)
     assert "Traceback" not in result.stderr
     report = json.loads(result.stdout)
+    lb_counted_no_error(report)
     assert result.returncode == 1 and report["state"] == "reverted", report
     assert "node2" in report["error"] and "No space left" in report["error"], report["error"]
     assert load.stats.failed == 0, load.stats.errors
@@ -166,8 +150,8 @@ async def test_the_journal_locked_past_the_timeout(sb: dict[str, Any]) -> None:
     `zdt resume` finishes once the database is free."""
     db_path = dm.load(sb["domain"]).state_dir / "journal.db"
     async with capacity_load(sb["lb_url"]) as load:
-        proc = spawn(*ROLLOUT, "-d", sb["domain"], "--delay-between-nodes", "0.5")
-        wid = await reached(sb, "node1", "ready", {"done"}, proc)
+        proc = zdt_background(*ROLLOUT, "-d", sb["domain"], "--delay-between-nodes", "0.5")
+        wid = await step_reached(sb, "node1", "ready", {"done"}, proc)
         holder = sqlite3.connect(db_path, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")
         try:
@@ -207,14 +191,15 @@ async def test_the_archive_deleted_mid_rollout(sb: dict[str, Any], tmp_path: Pat
     shutil.copyfile(sb["archives"]["v2"], archive)
     shutil.copyfile(sb["archives"]["v2"] + ".json", str(archive) + ".json")
     async with capacity_load(sb["lb_url"]) as load:
-        proc = spawn("rollout", "home", "-d", sb["domain"], "--targets", "cluster1",
+        proc = zdt_background("rollout", "home", "-d", sb["domain"], "--targets", "cluster1",
                      "--archive", str(archive), "--retries", "1", "--retry-delay", "0.2",
                      "--delay-between-nodes", "0.5", "--json")
-        await reached(sb, "node1", "ready", {"done"}, proc)
+        await step_reached(sb, "node1", "ready", {"done"}, proc)
         archive.unlink()
         code, out, _ = await asyncio.to_thread(ended, proc)
         await asyncio.sleep(0.2)
     report = json.loads(out)
+    lb_counted_no_error(report)
     assert code == 1 and report["state"] == "reverted", report
     assert str(archive) in report["error"], report["error"]
     assert load.stats.failed == 0, load.stats.errors

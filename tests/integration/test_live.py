@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ZDT, zdt
+from conftest import ZDT, capacity_load, zdt
 from zdt import http
 from zdt.load import Load
 from zdt.lock import DomainLock
@@ -73,8 +73,10 @@ def live(short_dir: Path) -> Iterator[Live]:
 
 
 async def under_load(w: Live, *args: str) -> tuple[subprocess.CompletedProcess[str], int]:
-    """Run `zdt live ARGS` while clients GET and POST /incr; return it and the POSTs done."""
-    reads = Load(w.url, concurrency=3, rate_per_worker=100)
+    """Run `zdt live ARGS` while clients GET at the machine's capacity (a new connection
+    per request: the workload answers `Connection: close`) and POST /incr at a known rate;
+    return it and the POSTs done."""
+    reads = capacity_load(w.url, keep_alive=False)
     incr = Load(w.url + "incr", concurrency=3, rate_per_worker=100, method="POST")
     async with reads, incr:
         await asyncio.sleep(0.3)
@@ -155,7 +157,7 @@ async def test_the_supervisor_killed_mid_checkpoint_leaves_the_original_serving(
     before = await live.get()
     supervisor = live.status["supervisor_pid"]
     journal = Path(live.state) / "journal.db"
-    reads = Load(live.url, concurrency=3, rate_per_worker=100, timeout=10.0)
+    reads = capacity_load(live.url, keep_alive=False)
     incr = Load(live.url + "incr", concurrency=3, rate_per_worker=100, method="POST",
                 timeout=10.0)
     try:

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,15 @@ from typing import Any
 import pytest
 from sandbox_helpers import recorded_workflows
 
-from conftest import ZDT, assert_lossless, capacity_load, running_sandbox, zdt
+from conftest import (
+    assert_lossless,
+    capacity_load,
+    running_sandbox,
+    step_reached,
+    zdt,
+    zdt_background,
+)
 from zdt import domain as dm
-from zdt.journal import Journal, StepRecord
 from zdt.lb.haproxy import HAProxy
 from zdt.load import Load
 
@@ -32,31 +37,6 @@ def sb(short_dir: Path) -> Iterator[dict[str, Any]]:
     with running_sandbox(short_dir, admin=False) as info:
         yield info
 
-
-
-def spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*ZDT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-
-
-async def wait_for_step(info: dict[str, Any], node: str, name: str, states: set[str],
-                        proc: subprocess.Popen[str]) -> str:
-    """Poll the journal (as another process would) until a step reaches one of states."""
-    state_dir = dm.load(info["domain"]).state_dir
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        if (state_dir / "journal.db").exists():
-            journal = Journal(state_dir, time.time)
-            try:
-                wfs = journal.history()
-                steps: list[StepRecord] = journal.steps(wfs[0].id) if wfs else []
-            finally:
-                journal.close()
-            if any(s.node == node and s.name == name and s.state in states for s in steps):
-                return wfs[0].id
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"{node}/{name} never reached {states}")
 
 
 async def all_in_rotation(info: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -132,9 +112,9 @@ async def test_kill_9_mid_rollout_then_resume_or_revert(
 
 
 async def test_operator_stop_then_resume(sb: dict[str, Any]) -> None:
-    proc = spawn("rollout", "restart", "-d", sb["domain"], "--targets", "cluster1",
+    proc = zdt_background("rollout", "restart", "-d", sb["domain"], "--targets", "cluster1",
                  "--delay-between-nodes", "1", "--json")
-    wid = await wait_for_step(sb, "node1", "ready", {"done"}, proc)
+    wid = await step_reached(sb, "node1", "ready", {"done"}, proc)
     stopped = zdt("stop", wid, "-d", sb["domain"])
     assert stopped.returncode == 0, stopped.stderr
     out, _ = proc.communicate(timeout=60)
@@ -178,9 +158,9 @@ async def test_kill_9_during_the_auto_revert_then_revert(sb: dict[str, Any]) -> 
     fast, slow = both_loads(sb)
     async with fast, slow:
         await asyncio.sleep(0.3)
-        proc = spawn("rollout", "restart", "-d", sb["domain"], "--targets", "cluster1",
+        proc = zdt_background("rollout", "restart", "-d", sb["domain"], "--targets", "cluster1",
                      "--retry-delay", "0.1", "--json")
-        wid = await wait_for_step(sb, "node2", "start", {"reverting"}, proc)
+        wid = await step_reached(sb, "node2", "start", {"reverting"}, proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()
         assert json.loads(zdt("status", wid, "-d", sb["domain"], "--json").stdout)[

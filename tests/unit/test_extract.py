@@ -61,6 +61,7 @@ async def test_a_staged_archive_swapped_before_tar_is_caught(
     root.mkdir()
     t = SwappingTransport(root, bad)
     change = HomeChange(str(good), manifest.sha256, manifest.version)
+    # the extract step uses neither the service manager nor the LB: none is given
     ctx = Context(domain, None, None, transports={"node1": t}, workflow="wf-1",  # type: ignore[arg-type]
                   change=change)
     step = home.Extract(ctx, StepSpec(0, 0, "node1", "extract", ("s1",)))

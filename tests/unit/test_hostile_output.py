@@ -119,12 +119,11 @@ def test_progress_lines_of_hostile_names() -> None:
     shown(buffer.getvalue())
 
 
-@pytest.mark.skipif(shutil.which("sleep") is None, reason="needs a sleep executable")
 def test_stale_lists_a_hostile_process_name(tmp_path: Path) -> None:
     """Any local user can name a process and its files; `zdt stale` prints them as text."""
     where = tmp_path / "x[/][red]\x1b[2J"
     where.mkdir(parents=True)
-    exe = Path(shutil.copy2(str(shutil.which("sleep")), where / "s[bold]\x1b]0;t\x07\nforged"))
+    exe = Path(shutil.copy2("/bin/sleep", where / "s[bold]\x1b]0;t\x07\nforged"))
     process = subprocess.Popen([str(exe), "30"])
     try:
         exe.unlink()

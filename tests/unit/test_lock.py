@@ -10,7 +10,10 @@ import signal
 import stat
 import subprocess
 import sys
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +23,7 @@ from zdt.lock import DomainLock
 ROUNDS = 1500
 
 
-def _acquire_many(state: str, rounds: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _acquire_many(state: str, rounds: int, out: Queue[Any]) -> None:
     lock, refused = DomainLock(Path(state)), 0
     for _ in range(rounds):
         try:
@@ -32,7 +35,7 @@ def _acquire_many(state: str, rounds: int, out: multiprocessing.Queue) -> None: 
     out.put(refused)
 
 
-def _probe_many(state: str, stop: multiprocessing.Event, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _probe_many(state: str, stop: Event, out: Queue[Any]) -> None:
     lock, probes, held = DomainLock(Path(state)), 0, 0
     while not stop.is_set():
         held += lock.held_by_other()
@@ -65,7 +68,7 @@ def test_probes_never_take_the_lock(tmp_path: Path) -> None:
     assert sum(held for _, held in seen) > 0
 
 
-def _hold(state: str, ready: multiprocessing.Event, done: multiprocessing.Event) -> None:
+def _hold(state: str, ready: Event, done: Event) -> None:
     lock = DomainLock(Path(state))
     lock.acquire("restart workflow wf-1")
     ready.set()
@@ -80,6 +83,7 @@ def test_concurrent_holders_never_overlap(tmp_path: Path) -> None:
 import os, sys
 sys.path[:0] = {sys.path!r}
 from pathlib import Path
+from typing import Any
 from zdt.errors import LockedError
 from zdt.lock import DomainLock
 lock, won = DomainLock(Path({str(state)!r})), 0

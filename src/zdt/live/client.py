@@ -142,15 +142,17 @@ def prepare_home(directory: Path, home: str | None, archive: str | None) -> str:
             raise ConfigError(f"--home-dir {home}: not a directory")
         return str(path)
     assert archive is not None
-    archives.verify(Path(archive))      # sound as given (exit 2 naming it), before a copy
+    given = archives.read_manifest(Path(archive))   # a regular file with its sidecar (exit 2)
     homes = directory / "homes"
     make_private_dir(homes)
     with tempfile.TemporaryDirectory(dir=homes, prefix=".incoming-") as incoming:
         # verified and extracted from a private copy: the file given cannot be swapped
-        # between the check and the extraction
+        # between the check and the extraction. The copy stops one byte past the size the
+        # manifest declares (a larger file fails verify without being copied whole).
         copy = Path(incoming) / "home.tar.gz"
-        shutil.copyfile(archive, copy)
-        shutil.copyfile(archives.manifest_path(Path(archive)), archives.manifest_path(copy))
+        with open(archive, "rb") as src, open(copy, "xb") as dst:
+            shutil.copyfileobj(_Bounded(src, given.size + 1), dst)
+        archives.manifest_path(copy).write_text(given.to_json())
         manifest = archives.verify(copy)
         target = homes / f"{_tag(manifest.version)}-{manifest.sha256[:12]}"
         if not (target / archives.ARCHIVE_MARKER).exists():
@@ -162,6 +164,19 @@ def prepare_home(directory: Path, home: str | None, archive: str | None) -> str:
             shutil.rmtree(target, ignore_errors=True)     # a partial one from a crash
             os.replace(scratch, target)
     return str(target)
+
+
+class _Bounded:
+    """A reader that ends after `limit` bytes."""
+
+    def __init__(self, f: Any, limit: int) -> None:
+        self.f, self.left = f, limit
+
+    def read(self, size: int = -1) -> bytes:
+        want = self.left if size < 0 else min(size, self.left)
+        data = self.f.read(want) if want > 0 else b""
+        self.left -= len(data)
+        return bytes(data)
 
 
 def entry_point_problem(command: list[str], home: str) -> str | None:

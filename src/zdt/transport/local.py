@@ -37,7 +37,7 @@ class LocalTransport:
         if not argv or not all(isinstance(a, str) for a in argv):
             raise TypeError("argv must be a non-empty list of strings")
         try:
-            proc, exited = await _start(argv, cwd=str(self.root) if self.root else None)
+            proc, exited, pipes = await _start(argv, cwd=str(self.root) if self.root else None)
         except OSError as exc:
             if self.root is not None and not self.root.is_dir():
                 raise StepError(f"{self.node}: its root {self.root} is not a directory; "
@@ -52,7 +52,7 @@ class LocalTransport:
         except TimeoutError:           # (`daemon &`) may hold them open for ever
             _kill_group(proc.pid)
             await proc.wait()
-            await _drain(proc, readers, 1.0)
+            await _drain(pipes, readers, 1.0)
             result = Result(tuple(argv), -9, out.decode(errors="replace"),
                             err.decode(errors="replace"))
             raise CommandError(f"{self.node}: {argv[0]} timed out after {timeout:g} s "
@@ -60,9 +60,9 @@ class LocalTransport:
                                result) from None
         except BaseException:          # cancelled: leave nothing running behind
             _kill_group(proc.pid)
-            await _drain(proc, readers, 0.0)
+            await _drain(pipes, readers, 0.0)
             raise
-        await _drain(proc, readers, PIPE_GRACE)
+        await _drain(pipes, readers, PIPE_GRACE)
         result = Result(tuple(argv), proc.returncode or 0, out.decode(errors="replace"),
                         err.decode(errors="replace"))
         if check and result.returncode != 0:
@@ -94,16 +94,17 @@ class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
             self.exited.set_result(None)
 
 
-async def _start(argv: list[str], cwd: str | None
-                 ) -> tuple[asyncio.subprocess.Process, asyncio.Future[None]]:
+async def _start(argv: list[str], cwd: str | None) -> tuple[
+        asyncio.subprocess.Process, asyncio.Future[None], asyncio.SubprocessTransport]:
     """The command in a session of its own (a timeout kills it and all it started),
-    stdin from /dev/null, stdout and stderr piped."""
+    stdin from /dev/null, stdout and stderr piped; its exit, and its transport (whose
+    close() closes our ends of the pipes)."""
     loop = asyncio.get_running_loop()
     protocol = _ExitProtocol(loop)
     transport, _ = await loop.subprocess_exec(
         lambda: protocol, *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, cwd=cwd, start_new_session=True)
-    return asyncio.subprocess.Process(transport, protocol, loop), protocol.exited
+    return asyncio.subprocess.Process(transport, protocol, loop), protocol.exited, transport
 
 
 def _kill_group(pid: int) -> None:
@@ -111,8 +112,8 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-async def _drain(proc: asyncio.subprocess.Process, readers: Sequence[asyncio.Future[None]],
-                 grace: float) -> None:
+async def _drain(pipes: asyncio.SubprocessTransport,
+                 readers: Sequence[asyncio.Future[None]], grace: float) -> None:
     """What the command wrote before it exited is in the pipes: read it for up to `grace`
     seconds, then stop reading (a process it left behind keeps its end open) and close."""
     if grace > 0:
@@ -120,8 +121,7 @@ async def _drain(proc: asyncio.subprocess.Process, readers: Sequence[asyncio.Fut
     for reader in readers:
         reader.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
-    transport = proc._transport  # type: ignore[attr-defined]  # closes the pipes' read ends
-    transport.close()
+    pipes.close()
 
 
 async def _collect(stream: asyncio.StreamReader | None, sink: bytearray) -> None:
