@@ -31,13 +31,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from zdt import adapters, report, sandbox, wrk
+from zdt import adapters, report
 from zdt import domain as dm
-from zdt.journal import Journal
-from zdt.lb import Counters
-from zdt.load import Load, at_capacity, describe
-from zdt.rollout import RolloutRequest, Runner
+from zdt.adapters.lb import Counters
+from zdt.app import App, Outcome, RolloutRequest
+from zdt.lab import sandbox, wrk
+from zdt.lab.load import Load, at_capacity, describe
 from zdt.witness import ERROR_FIELDS
+from zdt.workflow.journal import Journal
 
 SHAPES = {"ka16": (16, True), "ka64": (64, True), "ka256": (256, True),
           "close16": (16, False)}
@@ -58,7 +59,7 @@ async def counters(domain: dm.Domain) -> Counters:
     return reading
 
 
-async def measured(info: dict[str, Any], shape: str, work: Callable[[], Awaitable[str]],
+async def measured(info: dict[str, Any], shape: str, work: Callable[[], Awaitable[Outcome]],
                    *, reverting: bool = False) -> dict[str, Any]:
     """work() (returning a workflow id) under load; the clients' and the LB's figures."""
     domain = dm.load(info["domain"])
@@ -69,7 +70,7 @@ async def measured(info: dict[str, Any], shape: str, work: Callable[[], Awaitabl
     async with load:
         await asyncio.sleep(EDGE)
         began = time.monotonic()
-        wid = await work()
+        wid = (await work()).id
         wall = time.monotonic() - began
         await asyncio.sleep(EDGE)
     await asyncio.sleep(0.2)            # the LB logs a request once its answer is sent
@@ -120,39 +121,36 @@ def local_plan(info: dict[str, Any]) -> list[tuple[str, RolloutRequest | None]]:
     runtime, apps = info["runtime_home"], info["apps"]
     base = {"targets": ("domain",), "shutdown_timeout": 10.0, "retry_delay": 0.2}
     return [
-        ("restart", RolloutRequest(**base)),
-        ("home v1→v2", RolloutRequest(**base, kind="home", archive=v2)),
+        ("restart", RolloutRequest.of("restart", **base)),
+        ("home v1→v2", RolloutRequest.of("home", **base, archive=v2)),
         ("revert after success", None),
-        ("broken → auto-revert", RolloutRequest(**base, kind="home", archive=broken,
-                                                retries=1, health_timeout=3.0)),
-        ("runtime", RolloutRequest(**base, kind="runtime", runtime_home=runtime)),
+        ("broken → auto-revert", RolloutRequest.of("home", **base, archive=broken, retries=1,
+                                                   health_timeout=3.0)),
+        ("runtime", RolloutRequest.of("runtime", **base, runtime_home=runtime)),
         ("runtime revert", None),
-        ("apps", RolloutRequest(**base, kind="apps", apps=apps)),
+        ("apps", RolloutRequest.of("apps", **base, apps=apps)),
         ("apps revert", None),
-        ("combined update", RolloutRequest(**base, kind="update", archive=v2,
-                                           runtime_home=runtime, apps=apps)),
+        ("combined update", RolloutRequest.of("update", **base, archive=v2, runtime_home=runtime,
+                                              apps=apps)),
         ("combined revert", None),
     ]
 
 
 async def run_plan(info: dict[str, Any], plan: list[tuple[str, RolloutRequest | None]],
                    lb: str, shape: str, out: list[dict[str, Any]]) -> None:
-    runner = Runner(Path(info["domain"]))
+    runner = App(Path(info["domain"]))
     last = ""
     for label, request in plan:
         if request is None:
             wid = last
-            r = await measured(info, shape, lambda w=wid: _revert(runner, w), reverting=True)
+            r = await measured(info, shape, lambda w=wid: runner.revert(w), reverting=True)
         else:
-            r = await measured(info, shape, lambda q=request: runner.rollout(q))
+            r = await measured(info, shape, lambda q=request: runner.start(q))
         last = r["wid"]
         out.append({"label": label, "lb": lb, "shape": shape, **r})
         print(row(label, lb, shape, r), flush=True)
 
 
-async def _revert(runner: Runner, wid: str) -> str:
-    await runner.revert(wid)
-    return wid
 
 
 async def generator(info: dict[str, Any]) -> str:
@@ -176,7 +174,8 @@ async def local(shapes: list[str], rounds: int, out: list[dict[str, Any]]) -> No
                 await run_plan(info, local_plan(info), "haproxy", shape, out)
         print("\n" + await generator(info) + "\n", flush=True)
     with sandbox_at(nodes=3, servers_per_node=1, partitions=("p1",)) as info:
-        request = RolloutRequest(("domain",), 10.0, partitions=("p1",))
+        request = RolloutRequest.of("restart", ("domain",), shutdown_timeout=10.0,
+                                    partitions=("p1",))
         for _ in range(rounds):
             for shape in shapes:
                 await run_plan(info, [("partition restart", request)], "haproxy", shape, out)
@@ -185,8 +184,8 @@ async def local(shapes: list[str], rounds: int, out: list[dict[str, Any]]) -> No
 async def over_ssh(shapes: list[str], rounds: int, out: list[dict[str, Any]]) -> None:
     for lb in ("haproxy", "nginx"):
         with sandbox_at(nodes=3, servers_per_node=2, isolated=True, lb=lb) as info:
-            plan = [("home over SSH", RolloutRequest(("domain",), 10.0, kind="home",
-                                                     archive=info["archives"]["v2"])),
+            plan = [("home over SSH", RolloutRequest.of("home", ("domain",), shutdown_timeout=10.0,
+                                                        archive=info["archives"]["v2"])),
                     ("revert over SSH", None)]
             for _ in range(rounds):
                 for shape in shapes:
@@ -198,8 +197,8 @@ async def reload_limit(shapes: list[str]) -> list[dict[str, Any]]:
     lossless (kept-alive clients that do not send a request again)."""
     rows: list[dict[str, Any]] = []
     with sandbox_at(nodes=3, servers_per_node=2, lb="nginx-reload") as info:
-        plan = [("home v1→v2", RolloutRequest(("domain",), 10.0, kind="home",
-                                               archive=info["archives"]["v2"])),
+        plan = [("home v1→v2", RolloutRequest.of("home", ("domain",), shutdown_timeout=10.0,
+                                                 archive=info["archives"]["v2"])),
                 ("revert after success", None)]
         for shape in shapes:
             await run_plan(info, plan, "nginx-reload", shape, rows)
@@ -227,7 +226,7 @@ def main() -> None:
     print(f"\n{len(rows)} workflows, {requests:,} requests, {failed} failed (clients), "
           f"{lb_errors} errors (LB); the LB's count within the clients' connections of "
           f"theirs on every row: {'yes' if agree else 'no'}; load: "
-          f"{'wrk' if wrk.available() else 'zdt.load'}")
+          f"{'wrk' if wrk.available() else 'zdt.lab.load'}")
     for r in rows:
         if r["errors"]:
             print(f"  {r['label']} ({r['lb']}, {r['shape']}): {r['errors']}")

@@ -11,16 +11,17 @@ from typing import Any
 
 from zdt import domain as dm
 from zdt import report
-from zdt.journal import Journal
-from zdt.load import at_capacity
+from zdt.app import Outcome
+from zdt.lab.load import at_capacity
+from zdt.workflow.journal import Journal
 
 
-async def measured(info: dict[str, Any], work: Callable[[], Awaitable[str]]) -> dict[str, Any]:
+async def measured(info: dict[str, Any], work: Callable[[], Awaitable[Outcome]]) -> dict[str, Any]:
     """Run work() (which returns a workflow id) under load, 0.5 s of load on each side."""
     async with at_capacity(info["lb_url"], connections=16, keep_alive=True) as load:
         await asyncio.sleep(0.5)
         began = time.monotonic()
-        wid = await work()
+        wid = (await work()).id
         wall = time.monotonic() - began
         await asyncio.sleep(0.5)
     journal = Journal(dm.load(Path(info["domain"])).state_dir, time.time)

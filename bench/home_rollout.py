@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import measured
-from zdt import sandbox
-from zdt.rollout import RolloutRequest, Runner
+from zdt.app import App, RolloutRequest
+from zdt.lab import sandbox
 
 HEADER = ("| rollout | state | requests | failed | wall s | preview est. s | out avg s | "
           "out max s | zdt ms/node |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -35,31 +35,32 @@ def row(label: str, r: dict[str, Any], estimate: float | None) -> str:
             + (f"{statistics.mean(r['overhead']) * 1000:.1f} |" if r["overhead"] else "- |"))
 
 
-async def one_round(info: dict[str, Any], runner: Runner, n: int) -> list[str]:
-    v2 = RolloutRequest(("domain",), 10.0, kind="home", archive=info["archives"]["v2"])
+async def one_round(info: dict[str, Any], runner: App, n: int) -> list[str]:
+    v2 = RolloutRequest.of("home", ("domain",), shutdown_timeout=10.0,
+                           archive=info["archives"]["v2"])
     estimate = (await runner.preview(v2))["estimates"]["total_seconds"]
-    up = await measured(info, lambda: runner.rollout(v2))
-    back = await measured(info, lambda: _revert(runner, up["wid"]))
+    up = await measured(info, lambda: runner.start(v2))
+    back = await measured(info, lambda: runner.revert(up["wid"]))
     back["out"] = back["revert_out"]
     back["overhead"] = []         # the journal's per-visit overhead is the forward run's
     return [row(f"home v1→v2 #{n}", up, estimate), row(f"revert #{n}", back, None)]
 
 
-async def combined_against_separate(info: dict[str, Any], runner: Runner) -> list[str]:
+async def combined_against_separate(info: dict[str, Any], runner: App) -> list[str]:
     """Home, runtime and apps as three rollouts, against all three in one combined update:
     each node's total time out of rotation."""
     base = {"targets": ("domain",), "shutdown_timeout": 10.0}
-    parts = [RolloutRequest(**base, kind="home", archive=info["archives"]["v2"]),
-             RolloutRequest(**base, kind="runtime", runtime_home=info["runtime_home"]),
-             RolloutRequest(**base, kind="apps", apps=info["apps"])]
-    both = RolloutRequest(**base, kind="update", archive=info["archives"]["v2"],
-                          runtime_home=info["runtime_home"], apps=info["apps"])
+    parts = [RolloutRequest.of("home", **base, archive=info["archives"]["v2"]),
+             RolloutRequest.of("runtime", **base, runtime_home=info["runtime_home"]),
+             RolloutRequest.of("apps", **base, apps=info["apps"])]
+    both = RolloutRequest.of("update", **base, archive=info["archives"]["v2"],
+                             runtime_home=info["runtime_home"], apps=info["apps"])
     runs = []
     for request in parts:
-        runs.append(await measured(info, lambda r=request: runner.rollout(r)))
+        runs.append(await measured(info, lambda r=request: runner.start(r)))
     for r in reversed(runs):
         await runner.revert(r["wid"])
-    combined = await measured(info, lambda: runner.rollout(both))
+    combined = await measured(info, lambda: runner.start(both))
     await runner.revert(combined["wid"])
     separate = {"state": "succeeded", "requests": sum(r["requests"] for r in runs),
                 "failed": sum(r["failed"] for r in runs), "wall": sum(r["wall"] for r in runs),
@@ -69,22 +70,20 @@ async def combined_against_separate(info: dict[str, Any], runner: Runner) -> lis
             row("home + runtime + apps, combined", combined, None)]
 
 
-async def _revert(runner: Runner, wid: str) -> str:
-    await runner.revert(wid)
-    return wid
 
 
 def bench(nodes: int, per_node: int, runs: int) -> list[str]:
     base = Path(tempfile.mkdtemp(prefix="zdt-bench-", dir="/tmp"))
     info = sandbox.up(base / "sb", nodes, per_node)
-    runner = Runner(Path(info["domain"]))
+    runner = App(Path(info["domain"]))
     rows = []
     try:
         for n in range(1, runs + 1):
             rows += asyncio.run(one_round(info, runner, n))
-        broken = RolloutRequest(("domain",), 10.0, retries=1, retry_delay=0.2, kind="home",
-                                archive=info["archives"]["broken"], health_timeout=1.0)
-        r = asyncio.run(measured(info, lambda: runner.rollout(broken)))
+        broken = RolloutRequest.of("home", ("domain",), shutdown_timeout=10.0, retries=1,
+                                   retry_delay=0.2, archive=info["archives"]["broken"],
+                                   health_timeout=1.0)
+        r = asyncio.run(measured(info, lambda: runner.start(broken)))
         rows.append(row("broken → auto-revert", r, None))
         rows += asyncio.run(combined_against_separate(info, runner))
     finally:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from zdt import http
-from zdt.load import Load, at_capacity
+from zdt.lab.load import Load, at_capacity
 
 SHAPES = {"ka16": (16, True), "ka256": (256, True), "close16": (16, False)}
 
@@ -49,7 +49,7 @@ async def run_size(size: int, updates: int, shape: str) -> dict[str, Any]:
     url, state = f"http://127.0.0.1:{port}/", str(base / "sd")
     started = zdt("live", "run", "--name", "bench", "--listen", f"127.0.0.1:{port}", "--home",
                   str(base / "v1"), "--state-dir", state, "--detach", "--", sys.executable,
-                  "-m", "zdt.samples.counter", "--state-bytes", str(size))
+                  "-m", "zdt.lab.counter", "--state-bytes", str(size))
     assert started.returncode == 0, started.stderr
     results = []
     try:

@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import measured
-from zdt import sandbox
-from zdt.engine import Observer
-from zdt.journal import StepRecord
-from zdt.rollout import RolloutRequest, Runner
+from zdt.app import App, RolloutRequest
+from zdt.lab import sandbox
+from zdt.workflow.engine import Observer
+from zdt.workflow.journal import StepRecord
 
 
 async def one_rollout(info: dict[str, Any], request: RolloutRequest,
                       observer: Observer | None = None) -> dict[str, Any]:
-    runner = Runner(Path(info["domain"]), observer=observer)
-    return await measured(info, lambda: runner.rollout(request))
+    runner = App(Path(info["domain"]), observer=observer)
+    return await measured(info, lambda: runner.start(request))
 
 
 def row(label: str, r: dict[str, Any]) -> str:
@@ -48,11 +48,13 @@ def bench(nodes: int, per_node: int, runs: int) -> list[str]:
     rows = []
     try:
         for run in range(runs):
-            r = asyncio.run(one_rollout(info, RolloutRequest(("domain",), shutdown_timeout=10)))
+            r = asyncio.run(one_rollout(info, RolloutRequest.of("restart", ("domain",),
+                                                                shutdown_timeout=10)))
             rows.append(row(f"restart {nodes}×{per_node} #{run + 1}", r))
         home = Path(next(n["home"] for n in info["nodes"] if n["name"] == "node2"))
         (home / "FAIL_STARTS").write_text("99")
-        request = RolloutRequest(("domain",), shutdown_timeout=10, retries=2, retry_delay=0.2)
+        request = RolloutRequest.of("restart", ("domain",), shutdown_timeout=10, retries=2,
+                                    retry_delay=0.2)
         r = asyncio.run(_failing(info, request, home))
         rows.append(row(f"failing {nodes}×{per_node} → revert", r))
     finally:

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import measured
-from zdt import adapters, archive, sandbox, staging
+from zdt import adapters, archive, staging
 from zdt import domain as dm
-from zdt.rollout import RolloutRequest, Runner
-from zdt.transport.ssh import SSHTransport
+from zdt.adapters.transport.ssh import SSHTransport
+from zdt.app import App, RolloutRequest
+from zdt.lab import sandbox
 
 HEADER = ("| rollout over SSH | LB | state | requests | failed | wall s | out avg s | out max s |"
           " zdt ms/node | SSH commands/node |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -59,21 +60,19 @@ def row(label: str, lb: str, r: dict[str, Any], commands: float) -> str:
 
 async def rollouts(info: dict[str, Any], runs: int, lb: str) -> list[str]:
     counting = Counting()
-    runner = Runner(Path(info["domain"]), build_adapters=counting.build)
-    v2 = RolloutRequest(("domain",), 10.0, kind="home", archive=info["archives"]["v2"])
+    runner = App(Path(info["domain"]), build_adapters=counting.build)
+    v2 = RolloutRequest.of("home", ("domain",), shutdown_timeout=10.0,
+                           archive=info["archives"]["v2"])
     rows = []
     for n in range(1, runs + 1):
-        up = await measured(info, lambda: runner.rollout(v2))
+        up = await measured(info, lambda: runner.start(v2))
         rows.append(row(f"home v1→v2 #{n}", lb, up, counting.take() / len(up["out"])))
-        back = await measured(info, lambda w=up["wid"]: _revert(runner, w))
+        back = await measured(info, lambda w=up["wid"]: runner.revert(w))
         back["out"], back["overhead"] = back["revert_out"], up["overhead"]
         rows.append(row(f"revert #{n}", lb, back, counting.take() / len(back["out"])))
     return rows
 
 
-async def _revert(runner: Runner, wid: str) -> str:
-    await runner.revert(wid)
-    return wid
 
 
 async def distribution(info: dict[str, Any], mib: int) -> list[str]:

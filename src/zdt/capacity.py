@@ -11,9 +11,9 @@ and warn below `[capacity] min_backlog`.
 
 from __future__ import annotations
 
+from zdt.adapters.transport import Transport
 from zdt.domain import Domain, Server
 from zdt.errors import ZdtError
-from zdt.transport import Transport
 
 
 def parse_listeners(text: str) -> dict[int, int]:

@@ -13,9 +13,9 @@ from typing import Any
 from rich.live import Live
 from rich.table import Table
 
-from zdt.journal import StepRecord
-from zdt.plan import Plan, StepSpec
 from zdt.terminal import SafeConsole, styled
+from zdt.workflow.journal import StepRecord
+from zdt.workflow.plan import Plan, StepSpec
 
 MARKS = {"pending": ("·", "dim"), "running": ("…", "yellow"), "done": ("✓", "green"),
          "failed": ("✗", "red"), "reverting": ("↺", "magenta"), "reverted": ("↩", "magenta")}

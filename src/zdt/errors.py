@@ -58,3 +58,15 @@ class CommandError(AdapterError):
     def __init__(self, message: str, result: Result) -> None:
         super().__init__(message)
         self.result = result
+
+
+def socket_problem(exc: BaseException, daemon: str) -> str:
+    """Why a unix socket of `daemon` (HAProxy, supervisord) could not be used, in words."""
+    if isinstance(exc, FileNotFoundError):
+        return "the socket does not exist"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused (stale socket, {daemon} is not running)"
+    if isinstance(exc, PermissionError):
+        return "permission denied (run zdt as the user that owns the socket)"
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or \
+        type(exc).__name__

@@ -17,7 +17,7 @@ import os
 import stat
 from pathlib import Path
 
-from zdt import atomic, procfs
+from zdt import atomic, changes, procfs
 from zdt.errors import LockedError, PreconditionError, ZdtError
 
 PROC_LOCKS = Path("/proc/locks")
@@ -72,6 +72,7 @@ class DomainLock:
                 self.path.unlink()
             os.close(self.fd)
             self.fd = None
+            changes.changed(self.dir)       # a watcher waits for the holder to be gone
 
     def held_by_other(self) -> bool:
         """Whether a live process other than this object holds the lock; never takes it."""

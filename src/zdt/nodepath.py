@@ -9,6 +9,9 @@ links on the node, which zdt cannot see from here).
 from __future__ import annotations
 
 import posixpath
+import re
+
+from zdt.errors import ConfigError
 
 
 def normalise(value: str, *, root_ok: bool = False) -> str:
@@ -33,3 +36,21 @@ def inside(path: str, parent: str) -> bool:
 def overlap(a: str, b: str) -> bool:
     """One of the two is the other or contains it."""
     return inside(a, b) or inside(b, a)
+
+
+SCRIPT_SAFE = re.compile(r"[A-Za-z0-9._/+@:,=~-]+")
+
+
+def option(name: str, value: str, what: str, *, in_scripts: bool = False) -> str:
+    """A node path given as an option: its normal spelling, or ConfigError (exit 2) naming
+    the option. `in_scripts`: it will be written into the nodes' shell scripts, so only
+    characters no shell reads are allowed."""
+    try:
+        path = normalise(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}; give {what}") from None
+    if in_scripts and not SCRIPT_SAFE.fullmatch(value):
+        raise ConfigError(f"{name} {value!r}: only letters, digits and . _ / + @ : , = ~ -"
+                          " are allowed (quotes, '$', spaces, ';' and the like would be read "
+                          "by the shell in the nodes' scripts); give " + what)
+    return path

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from zdt import capacity, nodepath
 from zdt.domain import Server
 from zdt.errors import PreconditionError, ZdtError
-from zdt.journal import Journal
-from zdt.plan import Plan
 from zdt.report import node_visits
 from zdt.steps import Context, each, nodefs, runtime
+from zdt.workflow.journal import Journal
+from zdt.workflow.plan import Plan
 
 if TYPE_CHECKING:
     from zdt.archive import Manifest

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from zdt import witness
-from zdt.journal import Journal, StepRecord, WorkflowRecord
+from zdt.workflow.journal import Journal, StepRecord, WorkflowRecord
 
 
 def iso(ts: float | None) -> str | None:

@@ -10,10 +10,10 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from zdt.adapters.transport import Transport
 from zdt.archive import HEX64, manifest_path, sha256_file, verify
 from zdt.domain import Domain
 from zdt.errors import AdapterError, ConfigError, ZdtError
-from zdt.transport import Transport
 
 
 def staged_path(domain: Domain, archive_sha256: str) -> str:

@@ -22,9 +22,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from zdt.adapters.lb import COUNT_FIELDS, Counters, Counts, LoadBalancer
 from zdt.errors import PreconditionError, ZdtError
-from zdt.journal import Journal
-from zdt.lb import COUNT_FIELDS, Counters, Counts, LoadBalancer
+from zdt.workflow.journal import Journal
 
 # Requests a client saw fail, each counted once: a 5xx answer (the LB's own 502/503 for a
 # server it could not connect to or that broke off before its head are among them: HAProxy

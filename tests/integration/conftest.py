@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from zdt import domain as dm
-from zdt import http, sandbox
-from zdt.journal import Journal
-from zdt.load import Load, LoadStats
+from zdt import http
+from zdt.lab import sandbox
+from zdt.lab.load import Load, LoadStats
+from zdt.workflow.journal import Journal
 
 
 @pytest.fixture
@@ -118,9 +119,12 @@ def assert_lossless(stats: LoadStats, report: dict[str, Any] | None = None) -> N
     w = report["witness"]
     assert w is not None and "unavailable" not in w, w
     assert (w["errors"], w["retries"], w["redispatches"]) == (0, 0, 0), w
-    # the LB saw the clients' requests during this run (which lasts less than the load)
+    # the LB saw requests during the workflow, and no more during its last run (which lasts
+    # less than the load) than the clients sent; a last run with nothing left to do (a
+    # resume after the last step) may end before one request arrives
     seen = w["runs"][-1]["requests"]
-    assert 0 < seen <= stats.requests + 16, (seen, stats.requests)
+    assert w["requests"] > 0 and seen <= stats.requests + 16, (w["requests"], seen,
+                                                               stats.requests)
 
 
 async def zdt_under_load(url: str, *argv: str, keep_alive: bool = True,

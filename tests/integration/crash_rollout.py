@@ -20,10 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from zdt.journal import StepRecord
-from zdt.rollout import RolloutRequest, Runner
-from zdt.transport import Result
-from zdt.transport.local import LocalTransport
+from zdt.adapters.transport import Result
+from zdt.adapters.transport.local import LocalTransport
+from zdt.app import App, RolloutRequest
+from zdt.workflow.journal import StepRecord
 
 
 def main() -> None:
@@ -49,19 +49,18 @@ def main() -> None:
 
     if archive.startswith("update:"):   # "update:ARCHIVE:RUNTIME:APPS": a combined update
         _, tarball, runtime, apps = archive.split(":")
-        request = RolloutRequest(("domain",), shutdown_timeout=10, kind="update",
-                                 archive=tarball, runtime_home=runtime, apps=apps,
-                                 retry_delay=0.1)
+        request = RolloutRequest.of("update", ("domain",), shutdown_timeout=10, archive=tarball,
+                                    runtime_home=runtime, apps=apps, retry_delay=0.1)
     elif archive == "restart":                 # a rolling restart of cluster1
-        request = RolloutRequest(("cluster1",), shutdown_timeout=10, retry_delay=0.1)
+        request = RolloutRequest.of("restart", ("cluster1",), shutdown_timeout=10, retry_delay=0.1)
     elif archive.startswith("runtime:"):       # "runtime:/opt/runtime-2": a runtime rollout
-        request = RolloutRequest(("cluster1",), shutdown_timeout=10, kind="runtime",
-                                 runtime_home=archive.removeprefix("runtime:"), retry_delay=0.1)
+        request = RolloutRequest.of("runtime", ("cluster1",), shutdown_timeout=10,
+                                    runtime_home=archive.removeprefix("runtime:"), retry_delay=0.1)
     else:
-        request = RolloutRequest(("cluster1",), shutdown_timeout=10, kind="home",
-                                 archive=archive, retry_delay=0.1)
-    runner = Runner(Path(domain), ids=lambda: wid, observer=kill_at)
-    asyncio.run(runner.rollout(request))
+        request = RolloutRequest.of("home", ("cluster1",), shutdown_timeout=10, archive=archive,
+                                    retry_delay=0.1)
+    runner = App(Path(domain), ids=lambda: wid, observer=kill_at)
+    asyncio.run(runner.start(request))
     sys.exit(3)   # not reached when the kill point is hit
 
 

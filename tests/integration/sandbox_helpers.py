@@ -28,7 +28,7 @@ def recorded_workflows(domain: str | Path) -> list[str]:
     """The ids of the workflows in the domain's journal; [] when a refusal created none
     (an exit 2, 3 or 4 creates no state dir, journal or lock)."""
     from zdt import domain as dm
-    from zdt.rollout import open_journal
+    from zdt.workflow.admission import open_journal
 
     if not (dm.load(domain).state_dir / "journal.db").exists():
         return []

@@ -25,9 +25,9 @@ import pytest
 
 from conftest import assert_lossless, capacity_load, running_sandbox, served, zdt
 from zdt import domain as dm
-from zdt.journal import Journal
-from zdt.lb.haproxy import HAProxy
-from zdt.load import Load
+from zdt.adapters.lb.haproxy import HAProxy
+from zdt.lab.load import Load
+from zdt.workflow.journal import Journal
 
 pytestmark = pytest.mark.integration
 

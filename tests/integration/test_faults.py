@@ -22,7 +22,7 @@ import pytest
 
 from conftest import capacity_load, running_sandbox, step_reached, zdt, zdt_background
 from zdt import domain as dm
-from zdt.lb.haproxy import HAProxy
+from zdt.adapters.lb.haproxy import HAProxy
 
 pytestmark = pytest.mark.integration
 

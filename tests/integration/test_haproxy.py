@@ -1,4 +1,4 @@
-"""`zdt.lb.haproxy.HAProxy` against the sandbox's real HAProxy."""
+"""`zdt.adapters.lb.haproxy.HAProxy` against the sandbox's real HAProxy."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from sandbox_helpers import get, lb_servers
 
 from zdt import domain as dm
+from zdt.adapters.lb.haproxy import HAProxy, admin_state, parse_servers_state
 from zdt.errors import AdapterError
-from zdt.lb.haproxy import HAProxy, admin_state, parse_servers_state
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,8 @@ import pytest
 
 from conftest import capacity_load, zdt
 from hostile_archives import HOSTILE, Members, Mutate, build
-from zdt import http, sandbox
+from zdt import http
+from zdt.lab import sandbox
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from conftest import assert_lossless, capacity_load, running_sandbox, served, zdt
-from zdt.lb.haproxy import HAProxy
-from zdt.load import Load
+from zdt.adapters.lb.haproxy import HAProxy
+from zdt.lab.load import Load
 
 pytestmark = pytest.mark.integration
 

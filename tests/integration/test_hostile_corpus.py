@@ -21,7 +21,7 @@ import pytest
 
 from conftest import running_sandbox, zdt
 from hostile_archives import HOSTILE, Members, Mutate, build, reg
-from zdt.lb.haproxy import HAProxy
+from zdt.adapters.lb.haproxy import HAProxy
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,8 @@ import pytest
 
 from conftest import ZDT, capacity_load, zdt
 from zdt import http
-from zdt.load import Load
+from zdt.lab.load import Load
+from zdt.live.journal import LiveJournal
 from zdt.lock import DomainLock
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,7 @@ class Live:
         health = ["--health", self.url] if plain else []
         started = zdt("live", "run", "--name", "web", "--listen", f"127.0.0.1:{self.port}",
                       "--home", str(base / "v1"), "--state-dir", self.state, "--detach",
-                      *health, "--json", "--", sys.executable, "-m", "zdt.samples.counter",
+                      *health, "--json", "--", sys.executable, "-m", "zdt.lab.counter",
                       *extra)
         assert started.returncode == 0, started.stdout + started.stderr
         self.status = json.loads(started.stdout)
@@ -109,6 +110,12 @@ async def test_update_and_revert_under_load_keep_every_connection_and_the_state(
     status = json.loads(live("status", "web", "--json").stdout)
     assert status["pid"] == again["pid"] and status["home"].endswith("/v1")
     assert status["last_update"]["kind"] == "revert"
+    revert, update = updates(live)[:2]
+    assert [(u["kind"], u["state"]) for u in (update, revert)] == [
+        ("update", "succeeded"), ("revert", "succeeded")]
+    assert [(ph["name"], ph["state"]) for ph in update["phases"]] == [
+        (name, "done") for name in ("surrogate", "ready", "checkpoint", "restore", "retire")]
+    assert update["facts"]["blackout_ms"] == result["blackout_ms"]
 
 
 @pytest.mark.parametrize(("switch", "where", "extra", "words"), [
@@ -127,6 +134,9 @@ async def test_a_failed_handoff_leaves_the_original_serving(
     after = await live.get()
     assert (after["pid"], after["version"]) == (before["pid"], "v1")
     assert after["count"] == before["count"] + posts
+    last = updates(live)[0]          # the journal tells the true end: the original serves
+    assert (last["state"], last["phases"][-1]["state"]) == ("reverted", "pending")
+    assert words in last["error"]
     (live.base / where / switch).unlink()
     ok = live("update", "web", "--home-dir", str(live.base / "v2"))
     assert ok.returncode == 0, ok.stderr                      # it can be run again
@@ -156,7 +166,7 @@ async def test_the_supervisor_killed_mid_checkpoint_leaves_the_original_serving(
     (live.base / "v1" / "SLOW_CHECKPOINT").write_text("1")
     before = await live.get()
     supervisor = live.status["supervisor_pid"]
-    journal = Path(live.state) / "journal.db"
+    journal = Path(live.state) / "updates.db"
     reads = capacity_load(live.url, keep_alive=False)
     incr = Load(live.url + "incr", concurrency=3, rate_per_worker=100, method="POST",
                 timeout=10.0)
@@ -312,11 +322,20 @@ def test_a_bad_data_file_changes_nothing(live: Live) -> None:
     assert json.loads(live("status", "web", "--json").stdout) == json.loads(before)
 
 
+def updates(live: Live) -> list[dict[str, Any]]:
+    """The workload's live journal, newest update first."""
+    journal = LiveJournal(Path(live.state))
+    try:
+        return journal.updates()
+    finally:
+        journal.close()
+
+
 def _steps_running(journal: Path) -> bytes:
     import sqlite3
 
     with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT name FROM steps WHERE state = 'running'").fetchall()
+        rows = db.execute("SELECT name FROM phases WHERE state = 'running'").fetchall()
     return b" ".join(r[0].encode() for r in rows)
 
 
@@ -371,7 +390,7 @@ async def test_the_original_dying_mid_update_leaves_the_surrogate_serving(live: 
     update = asyncio.create_task(asyncio.to_thread(
         live, "update", "web", "--home-dir", str(live.base / "v2"), "--checkpoint-timeout",
         "20"))
-    journal = Path(live.state) / "journal.db"
+    journal = Path(live.state) / "updates.db"
     for _ in range(200):          # until the checkpoint is under way (the journal says so)
         if journal.exists() and b"checkpoint" in _steps_running(journal):
             break
@@ -382,6 +401,7 @@ async def test_the_original_dying_mid_update_leaves_the_surrogate_serving(live: 
     served = await live.get()
     assert served["version"] == "v2" and served["pid"] != original
     assert json.loads(live("status", "web", "--json").stdout)["home"].endswith("/v2")
+    assert updates(live)[0]["state"] == "taken-over"
 
 
 async def test_stop_during_an_update_leaves_no_process_behind(live: Live) -> None:
@@ -409,7 +429,7 @@ def test_a_workload_never_ready_at_run_is_not_left_on_the_port(short_dir: Path) 
     started = zdt("live", "run", "--name", "web", "--listen", f"127.0.0.1:{port}", "--home",
                   str(short_dir / "home"), "--state-dir", str(short_dir / "sd"),
                   "--ready-timeout", "1", "--detach", "--", sys.executable, "-m",
-                  "zdt.samples.counter")
+                  "zdt.lab.counter")
     assert started.returncode == 1 and "not ready" in started.stderr, started.stderr
     with pytest.raises(ConnectionRefusedError), socket.create_connection(
             ("127.0.0.1", port), timeout=1):
@@ -427,7 +447,7 @@ def test_a_state_dir_of_another_user_is_refused(short_dir: Path) -> None:
     (short_dir / "v1").mkdir()
     result = zdt("live", "run", "--name", "web", "--listen", f"127.0.0.1:{free_port()}",
                  "--home", str(short_dir / "v1"), "--state-dir", str(theirs), "--detach",
-                 "--", sys.executable, "-m", "zdt.samples.counter")
+                 "--", sys.executable, "-m", "zdt.lab.counter")
     assert result.returncode == 3, result.stdout + result.stderr
     assert "belongs to uid 65534" in result.stderr
     assert os.listdir(theirs) == []

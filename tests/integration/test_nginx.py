@@ -22,10 +22,10 @@ import pytest
 from conftest import running_sandbox, zdt, zdt_under_load
 from zdt import domain as dm
 from zdt import http, procfs
+from zdt.adapters.lb.nginx import NginxLB
+from zdt.adapters.lb.nginx_lua import NginxLuaLB
+from zdt.adapters.transport.local import LocalTransport
 from zdt.errors import AdapterError
-from zdt.lb.nginx import NginxLB
-from zdt.lb.nginx_lua import NginxLuaLB
-from zdt.transport.local import LocalTransport
 
 pytestmark = [
     pytest.mark.integration,

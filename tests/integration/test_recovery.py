@@ -25,8 +25,8 @@ from conftest import (
     zdt_background,
 )
 from zdt import domain as dm
-from zdt.lb.haproxy import HAProxy
-from zdt.load import Load
+from zdt.adapters.lb.haproxy import HAProxy
+from zdt.lab.load import Load
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ import pytest
 from conftest import assert_lossless, capacity_load, running_sandbox
 from zdt import domain as dm
 from zdt import http, report
-from zdt.journal import Journal
-from zdt.lb.haproxy import HAProxy
-from zdt.rollout import RolloutRequest, Runner
+from zdt.adapters.lb.haproxy import HAProxy
+from zdt.app import App, RolloutRequest
+from zdt.workflow.journal import Journal
 
 pytestmark = pytest.mark.integration
 
@@ -56,14 +56,15 @@ async def restart_under_load(info: dict[str, Any], request: RolloutRequest
                              ) -> tuple[str, Any]:
     async with capacity_load(info["lb_url"]) as load:
         await asyncio.sleep(0.3)
-        wid = await Runner(Path(info["domain"])).rollout(request)
+        wid = (await App(Path(info["domain"])).start(request)).id
         await asyncio.sleep(0.3)
     return wid, load.stats
 
 
 async def test_rolling_restart_loses_no_request(sb: dict[str, Any]) -> None:
     before = await pids(sb)
-    wid, stats = await restart_under_load(sb, RolloutRequest(("domain",), shutdown_timeout=10))
+    wid, stats = await restart_under_load(sb, RolloutRequest.of("restart", ("domain",),
+                                                                shutdown_timeout=10))
     journal = journal_of(sb)
     try:
         assert_lossless(stats, report.workflow(journal, wid))
@@ -92,7 +93,8 @@ async def test_failed_start_is_retried_then_reverted(sb1: dict[str, Any]) -> Non
     home = Path(next(n["home"] for n in sb1["nodes"] if n["name"] == "node2"))
     (home / "FAIL_STARTS").write_text("3")
     before = await pids(sb1)
-    request = RolloutRequest(("cluster1",), shutdown_timeout=10, retries=2, retry_delay=0.2)
+    request = RolloutRequest.of("restart", ("cluster1",), shutdown_timeout=10, retries=2,
+                                retry_delay=0.2)
     wid, stats = await restart_under_load(sb1, request)
     assert stats.failed == 0, stats.errors
     assert (home / "FAIL_STARTS").read_text().strip() == "0"

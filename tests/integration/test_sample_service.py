@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sandbox_helpers import get
 
-from zdt.sandbox.layout import free_ports
+from zdt.lab.sandbox.layout import free_ports
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def home(tmp_path: Path) -> Path:
 
 def spawn(home: Path, port: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "zdt.sample.service", "--home", str(home), "--port", str(port),
+        [sys.executable, "-m", "zdt.lab.sample_service", "--home", str(home), "--port", str(port),
          "--server", "s1", "--node", "n1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

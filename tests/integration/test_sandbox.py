@@ -1,4 +1,4 @@
-"""`zdt.sandbox`: up builds a working domain, down leaves nothing running."""
+"""`zdt.lab.sandbox`: up builds a working domain, down leaves nothing running."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from sandbox_helpers import get, lb_servers
 
 from zdt import domain as dm
-from zdt import sandbox
 from zdt.errors import ConfigError, ZdtError
-from zdt.sandbox.processes import started_processes
+from zdt.lab import sandbox
+from zdt.lab.sandbox.processes import started_processes
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""`zdt.sandbox`: the v1 home, the ready-made v2 and broken archives, and home_link."""
+"""`zdt.lab.sandbox`: the v1 home, the ready-made v2 and broken archives, and home_link."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 from sandbox_helpers import get
 
-from zdt import archive, sandbox
+from zdt import archive
 from zdt import domain as dm
 from zdt.errors import ZdtError
-from zdt.sandbox.layout import free_ports
-from zdt.sandbox.processes import started_processes
+from zdt.lab import sandbox
+from zdt.lab.sandbox.layout import free_ports
+from zdt.lab.sandbox.processes import started_processes
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +92,7 @@ def test_an_archived_home_runs_with_its_version_and_health(
     [home] = {p.parent for p in tmp_path.rglob("VERSION")}
     [port] = free_ports(1)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zdt.sample.service", "--home", str(home),
+        [sys.executable, "-m", "zdt.lab.sample_service", "--home", str(home),
          "--port", str(port), "--server", "t1", "--node", "n1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -29,12 +29,13 @@ from conftest import (
     zdt,
     zdt_under_load,
 )
-from zdt import adapters, http, procfs, sandbox
+from zdt import adapters, http, procfs
 from zdt import domain as dm
-from zdt.rollout import open_journal
-from zdt.sandbox.isolated import wait_sshd
-from zdt.sandbox.processes import live_processes, wait_gone
-from zdt.services.supervisor import call as supervisor_call
+from zdt.adapters.services.supervisor import call as supervisor_call
+from zdt.lab import sandbox
+from zdt.lab.sandbox.isolated import wait_sshd
+from zdt.lab.sandbox.processes import live_processes, wait_gone
+from zdt.workflow.admission import open_journal
 
 pytestmark = [pytest.mark.integration, needs_isolation]
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from conftest import needs_isolation, running_sandbox
 from zdt import adapters
 from zdt import domain as dm
+from zdt.adapters.services import command_argv as fill
 from zdt.errors import CommandError
-from zdt.services.commands import fill
 
 pytestmark = [pytest.mark.integration, needs_isolation]
 

@@ -1,4 +1,4 @@
-"""`zdt.services.supervisor.SupervisorManager` against the sandbox's real supervisords."""
+"""`zdt.adapters.services.supervisor.SupervisorManager` against the sandbox's real supervisords."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from sandbox_helpers import get
 
 from zdt import domain as dm
+from zdt.adapters.services import ProcessState
+from zdt.adapters.services.supervisor import SupervisorManager
 from zdt.errors import AdapterError
-from zdt.services import ProcessState
-from zdt.services.supervisor import SupervisorManager
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ import pytest
 from conftest import assert_lossless, capacity_load, running_sandbox, zdt
 from zdt import domain as dm
 from zdt import report
-from zdt.journal import Journal, StepRecord
-from zdt.rollout import RolloutRequest, Runner
+from zdt.app import App, RolloutRequest
+from zdt.workflow.journal import Journal, StepRecord
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,8 @@ async def test_the_witness_counts_what_the_clients_sent_and_sees_no_error(
         sb: dict[str, Any]) -> None:
     async with capacity_load(sb["lb_url"]) as load:
         await asyncio.sleep(0.3)
-        wid = await Runner(Path(sb["domain"])).rollout(RolloutRequest(("cluster1",), 10.0))
+        wid = (await App(Path(sb["domain"])).start(
+            RolloutRequest.of("restart", ("cluster1",), shutdown_timeout=10.0))).id
         await asyncio.sleep(0.3)
     s = summary(sb, wid)
     assert s["state"] == "succeeded"
@@ -66,9 +67,10 @@ async def test_errors_the_lb_saw_during_a_visit_fail_it_with_fail_on_lb_errors(
         if (record.node, record.name, state) == ("node2", "stop", "done"):
             fail_through_lb(sb["lb_url"], 3)
 
-    runner = Runner(Path(sb["domain"]), observer=on_step)
-    request = RolloutRequest(("cluster1",), 10.0, retry_delay=0.1, fail_on_lb_errors=True)
-    wid = await runner.rollout(request)
+    runner = App(Path(sb["domain"]), observer=on_step)
+    request = RolloutRequest.of("restart", ("cluster1",), shutdown_timeout=10.0, retry_delay=0.1,
+                                fail_on_lb_errors=True)
+    wid = (await runner.start(request)).id
     s = summary(sb, wid)
     assert s["state"] == "reverted"
     ready = next(st for st in s["steps"] if (st["node"], st["name"]) == ("node2", "ready"))
@@ -90,8 +92,8 @@ async def test_without_the_flag_errors_are_reported_not_fatal(sb: dict[str, Any]
         if (record.node, record.name, state) == ("node3", "stop", "done"):
             fail_through_lb(sb["lb_url"], 2)
 
-    wid = await Runner(Path(sb["domain"]), observer=on_step).rollout(
-        RolloutRequest(("cluster1",), 10.0))
+    wid = (await App(Path(sb["domain"]), observer=on_step).start(
+        RolloutRequest.of("restart", ("cluster1",), shutdown_timeout=10.0))).id
     s = summary(sb, wid)
     assert (s["state"], s["witness"]["http_5xx"], s["witness"]["error_visits"]) == (
         "succeeded", 2, ["node3"])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from zdt import apps
+from zdt import appspec as apps
 from zdt import domain as dm
 from zdt.errors import ConfigError
 

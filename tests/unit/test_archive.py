@@ -29,11 +29,11 @@ from hostile_archives import (
 )
 from zdt import archive
 from zdt import domain as dm
+from zdt.adapters.transport import Transport
+from zdt.adapters.transport.local import LocalTransport
 from zdt.archive import Manifest, create, manifest_path, verify
 from zdt.errors import AdapterError, ConfigError
 from zdt.staging import distribute, staged_path
-from zdt.transport import Transport
-from zdt.transport.local import LocalTransport
 
 
 def make_home(root: Path, version: str | None = "v2") -> Path:

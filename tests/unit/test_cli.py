@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from zdt.cli import app
-from zdt.journal import Journal
+from zdt.cli.main import app
 from zdt.lock import DomainLock
-from zdt.plan import StepSpec
+from zdt.steps import StepSpec
+from zdt.workflow.journal import Journal
 
 runner = CliRunner()
 

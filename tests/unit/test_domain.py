@@ -82,9 +82,9 @@ BAD = [
     ("admin-in-cluster", lambda t: edit(t, '["s4"]', '["s4", "admin"]'), "domain.admin", 5,
      "also in clusters[1]"),
     ("bad-service-kind", lambda t: edit(t, 'kind = "supervisor"', 'kind = "upstart"'),
-     "services.kind", 8, "'supervisor'"),
+     "services.kind", 8, "unknown kind 'upstart' (known: command, supervisor, systemd)"),
     ("bad-lb-kind", lambda t: edit(t, 'kind = "haproxy"', 'kind = "f5"'), "lb.kind", 11,
-     "'haproxy'"),
+     "unknown kind 'f5' (known: command, haproxy, nginx)"),
     ("missing-lb", lambda t: edit(t, '[lb]\nkind = "haproxy"\nsocket = "haproxy/admin.sock"\n'
                                   'backend = "app"\n', ''), "lb", None, "required"),
     ("bad-name", lambda t: edit(t, 'name = "s3"', 'name = "s 3"'), "servers[3].name", 44,
@@ -101,8 +101,11 @@ BAD = [
                                           'name = "node3"\naddress = "ssh://web3"\n'
                                           'root = "nodes/node3"\n'),
      "nodes[2].root", 26, "root is for local nodes only"),
-    ("nginx-without-files", lambda t: edit(t, 'kind = "haproxy"', 'kind = "nginx"'),
-     "lb", None, "needs upstream_file"),
+    ("nginx-without-files", lambda t: edit(t, 'kind = "haproxy"\nsocket = "haproxy/admin.sock"',
+                                           'kind = "nginx"'), "lb", None, "needs upstream_file"),
+    # each kind has its own fields: HAProxy's socket means nothing to nginx
+    ("a-key-of-another-kind", lambda t: edit(t, 'kind = "haproxy"', 'kind = "nginx"'),
+     "lb.socket", 12, "unknown key"),
     ("ssh-timeout", lambda t: t + '\n[ssh]\nconnect_timeout = 0\n',
      "ssh.connect_timeout", None, "greater than 0"),
     ("ssh-unknown-key", lambda t: t + '\n[ssh]\nstrict = false\n',

@@ -6,15 +6,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import planning
 import pytest
 
 from zdt import domain as dm
-from zdt import plan
-from zdt.engine import Engine, Policy
 from zdt.errors import StepError
-from zdt.journal import Journal, StepRecord
-from zdt.plan import StepSpec
+from zdt.steps import StepSpec
 from zdt.waiting import Timing
+from zdt.workflow import plan
+from zdt.workflow.engine import Engine, Policy
+from zdt.workflow.journal import Journal, StepRecord
 
 
 class Recorder:
@@ -70,7 +71,7 @@ Setup = tuple[Journal, plan.Plan]
 @pytest.fixture
 def setup(domain_file: Path, clock: Callable[[], float]) -> Iterator[Setup]:
     domain = dm.load(domain_file)
-    p = plan.build("restart", domain, ["web"])
+    p = planning.build("restart", domain, ["web"])
     journal = Journal(domain.state_dir, clock)
     journal.create("wf-1", "restart", str(domain_file), {"targets": ["web"]}, p.steps)
     yield journal, p

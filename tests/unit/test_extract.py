@@ -11,12 +11,11 @@ import pytest
 
 from hostile_archives import build, directory, reg, special
 from zdt import domain as dm
+from zdt.adapters.transport import Result
+from zdt.adapters.transport.local import LocalTransport
 from zdt.archive import verify
 from zdt.errors import StepError
-from zdt.plan import StepSpec
-from zdt.steps import Context, HomeChange, home
-from zdt.transport import Result
-from zdt.transport.local import LocalTransport
+from zdt.steps import Context, HomeChange, StepSpec, home
 
 GOOD = [directory("bin"), reg("bin/start", b"#!/bin/sh\n"), reg("VERSION", b"v2\n")]
 

@@ -3,6 +3,7 @@ console markup (which crashed the CLI or hid lines), never as terminal control c
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import shutil
@@ -14,12 +15,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from zdt import cli_live, cli_rollout
-from zdt.cli import app
+from zdt.cli import live as cli_live
+from zdt.cli import preview as cli_preview
+from zdt.cli.main import app
 from zdt.display import Progress
-from zdt.journal import Journal, StepRecord
-from zdt.plan import Plan, StepSpec
 from zdt.terminal import SafeConsole, clean
+from zdt.workflow.journal import Journal, StepRecord
+from zdt.workflow.plan import Plan, StepSpec
 
 runner = CliRunner()
 # Markup that crashes Rich ([/]), markup that would restyle ([red], [link=…]), an ANSI
@@ -83,10 +85,10 @@ def capture(monkeypatch: pytest.MonkeyPatch, *modules: Any) -> io.StringIO:
 
 
 def test_preview_of_hostile_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    buffer = capture(monkeypatch, cli_rollout)
+    buffer = capture(monkeypatch, cli_preview)
     check = {"node": HOSTILE[0], "server": HOSTILE[1], "name": HOSTILE[2], "ok": False,
              "detail": " ".join(HOSTILE)}
-    cli_rollout._print_preview({
+    cli_preview._print_preview({
         "kind": "home", "targets": HOSTILE, "domain": HOSTILE[3],
         "archive": {"path": HOSTILE[4], "version": HOSTILE[5], "sha256": "0" * 64, "size": 1,
                     "unpacked": 1, "rollback": False},
@@ -142,18 +144,18 @@ def test_a_live_script_that_leaves_a_child_running_is_done_when_it_exits(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`daemon &` then exit 0 in a live stanza script: done at its exit, the child kept
     (before: waited for the pipes' end, so the child's 30 s ran past the timeout)."""
-    from zdt.cli_live import _run_script
+    from zdt.live import operations
 
-    monkeypatch.setattr(cli_live, "SCRIPT_TIMEOUT", 5.0)
+    monkeypatch.setattr(operations, "SCRIPT_TIMEOUT", 5.0)
     script = tmp_path / "pre"
     script.write_text("#!/bin/sh\nsleep 30 &\necho $! > \"$(dirname \"$0\")/child\"\n"
                       "echo fine >&2\n")
     script.chmod(0o755)
-    assert _run_script(str(script), {"PATH": "/usr/bin:/bin"}) is None
+    assert asyncio.run(operations.run_script(str(script), {"PATH": "/usr/bin:/bin"})) is None
     child = int((tmp_path / "child").read_text())
     try:
         assert Path(f"/proc/{child}").exists()
     finally:
         os.kill(child, 9)
     script.write_text("#!/bin/sh\necho broken >&2\nexit 4\n")
-    assert _run_script(str(script), {}) == "exited 4: broken"
+    assert asyncio.run(operations.run_script(str(script), {})) == "exited 4: broken"

@@ -8,7 +8,7 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from zdt.journal import Journal
+from zdt.workflow.journal import Journal
 
 
 def _open(state_dir: str, barrier: multiprocessing.synchronize.Barrier) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from zdt import wrk
-from zdt.load import _head
+from zdt.lab import wrk
+from zdt.lab.load import _head
 
 
 @pytest.mark.parametrize(("head", "expected"), [

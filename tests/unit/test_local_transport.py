@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from zdt.adapters.transport.local import LocalTransport
 from zdt.errors import CommandError, StepError
-from zdt.transport.local import LocalTransport
 
 
 async def test_argv_is_not_interpreted_by_a_shell(tmp_path: Path) -> None:

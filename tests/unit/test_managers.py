@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from zdt import domain as dm
+from zdt.adapters.lb.command import CommandLB
+from zdt.adapters.services.command import CommandManager
+from zdt.adapters.services.systemd import SystemdManager
+from zdt.adapters.transport import Result
+from zdt.adapters.transport.local import LocalTransport
 from zdt.errors import AdapterError, ConfigError
-from zdt.lb.command import CommandLB
-from zdt.services.command import CommandManager
-from zdt.services.systemd import SystemdManager
-from zdt.transport import Result
-from zdt.transport.local import LocalTransport
 from zdt.waiting import Timing
 
 HOSTILE_HOME = "/srv/my app/it's $(rm -rf ~); `id`"
@@ -291,7 +291,7 @@ async def test_preview_asks_sudo_for_the_real_commands(tmp_path: Path,
     ("99999999999\n", None)])
 def test_only_a_pid_alone_is_taken_for_one(stdout: str, pid: int | None) -> None:
     """A port, a date or a count in a status line must never be killed as a pid."""
-    from zdt.services.command import _pid
+    from zdt.adapters.services.command import _pid
     assert _pid(stdout) == pid
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from zdt.lb import Counts
-from zdt.lb.nginx_lua import parse_admin
-from zdt.lb.upstream_file import LINE, mark, parts, servers
+from zdt.adapters.lb import Counts
+from zdt.adapters.lb.nginx_lua import parse_admin
+from zdt.adapters.lb.upstream_file import LINE, mark, parts, servers
 
 FILE = """# operators may comment
 upstream app {

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import planning
 import pytest
 
 from zdt import domain as dm
-from zdt import plan
 from zdt.errors import ConfigError, PreconditionError
+from zdt.workflow import kinds, plan
+from zdt.workflow.request import RolloutRequest
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ NO_LB = ("stop", "start", "health")
         "domain"])
 def test_restart_order(domain: dm.Domain, targets: list[str],
                        expected: list[tuple[str, tuple[str, ...], tuple[str, ...]]]) -> None:
-    p = plan.build("restart", domain, targets, allow_downtime=True)
+    p = planning.build("restart", domain, targets, allow_downtime=True)
     want = [(node, name, servers) for node, names, servers in expected for name in names]
     assert steps(p) == want
     assert [s.index for s in p.steps] == list(range(len(want)))
@@ -47,7 +49,7 @@ def test_restart_order(domain: dm.Domain, targets: list[str],
 
 def test_one_node_at_a_time(domain: dm.Domain) -> None:
     """Each node visit is contiguous: a node is never revisited after another began."""
-    p = plan.build("restart", domain, ["domain"], allow_downtime=True)
+    p = planning.build("restart", domain, ["domain"], allow_downtime=True)
     groups = [s.group for s in p.steps]
     assert groups == sorted(groups)
 
@@ -60,7 +62,7 @@ def test_one_node_at_a_time(domain: dm.Domain) -> None:
 ])
 def test_bad_targets(domain: dm.Domain, targets: list[str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment) as err:
-        plan.build("restart", domain, targets)
+        planning.build("restart", domain, targets)
     assert err.value.exit_code == 2
 
 
@@ -68,26 +70,26 @@ def test_admin_target_without_admin(tmp_path: Path, sample_toml: str) -> None:
     path = tmp_path / "d.toml"
     path.write_text(sample_toml.replace('admin = "admin"\n', "", 1))
     with pytest.raises(ConfigError, match="names no admin server"):
-        plan.build("restart", dm.load(path), ["admin"])
+        planning.build("restart", dm.load(path), ["admin"])
 
 
 @pytest.mark.parametrize("targets", [["batch"], ["domain"]])
 def test_single_node_cluster_is_refused(domain: dm.Domain, targets: list[str]) -> None:
     with pytest.raises(PreconditionError, match="cluster 'batch' lives on the single node") as e:
-        plan.build("restart", domain, targets)
+        planning.build("restart", domain, targets)
     assert e.value.exit_code == 3
-    assert plan.build("restart", domain, targets, allow_downtime=True).steps
+    assert planning.build("restart", domain, targets, allow_downtime=True).steps
 
 
 def test_spread_cluster_is_allowed(domain: dm.Domain) -> None:
-    assert len(plan.build("restart", domain, ["web"]).steps) == 15
+    assert len(planning.build("restart", domain, ["web"]).steps) == 15
 
 
 @pytest.mark.parametrize("targets", [["s4"], ["s3", "s4"], ["web", "s4"]])
 def test_a_single_node_cluster_member_named_directly_is_refused(
         domain: dm.Domain, targets: list[str]) -> None:
     with pytest.raises(PreconditionError, match="cluster 'batch'"):
-        plan.build("restart", domain, targets)
+        planning.build("restart", domain, targets)
 
 
 ONE_NODE = """\
@@ -129,19 +131,19 @@ def test_a_visit_that_empties_the_lb_is_refused(tmp_path: Path) -> None:
     path.write_text(ONE_NODE)
     domain = dm.load(path)
     with pytest.raises(PreconditionError, match="while only is out of rotation no other"):
-        plan.build("restart", domain, ["domain"])
+        planning.build("restart", domain, ["domain"])
     with pytest.raises(PreconditionError):
-        plan.build("restart", domain, ["a", "b"])
-    steps = plan.build("restart", domain, ["c"]).steps
+        planning.build("restart", domain, ["a", "b"])
+    steps = planning.build("restart", domain, ["c"]).steps
     assert [s.name for s in steps] == ["stop", "start", "health"]
-    assert plan.build("restart", domain, ["domain"], allow_downtime=True).steps
+    assert planning.build("restart", domain, ["domain"], allow_downtime=True).steps
 
 
 HOME = ("extract", "drain", "stop", "backup", "switch", "start", "health", "ready")
 
 
 def test_home_plan_extracts_before_the_drain(domain: dm.Domain) -> None:
-    p = plan.home(domain, ["web"], allow_downtime=True)
+    p = planning.build("home", domain, ["web"], allow_downtime=True)
     assert p.kind == "home"
     assert [s.name for s in p.for_group(0)] == list(HOME)
     assert [s.node for s in p.steps if s.name == "switch"] == ["node1", "node2", "node3"]
@@ -150,28 +152,28 @@ def test_home_plan_extracts_before_the_drain(domain: dm.Domain) -> None:
 def test_a_home_visit_takes_every_server_of_the_node(domain: dm.Domain) -> None:
     """The home is the node's: s4 (untargeted, on s3's node) and the admin (on s1's node)
     are stopped with their neighbours, and the admin's node goes first."""
-    p = plan.home(domain, ["s1", "s3"], allow_downtime=True)
+    p = planning.build("home", domain, ["s1", "s3"], allow_downtime=True)
     assert p.nodes == ("node1", "node3")
     by = {(s.node, s.name): s.servers for s in p.steps}
     assert by[("node1", "stop")] == ("admin", "s1")
     assert by[("node1", "drain")] == ("s1",)
     assert by[("node3", "stop")] == ("s3", "s4")
     with pytest.raises(PreconditionError, match="cluster 'batch'"):
-        plan.home(domain, ["s3"])       # it would take batch's only server down
+        planning.build("home", domain, ["s3"])       # it would take batch's only server down
 
 
 def test_hooks_become_steps_where_named(tmp_path: Path, sample_toml: str) -> None:
     path = tmp_path / "domain.toml"
     path.write_text(sample_toml + '\n[hooks]\nbefore-update = "/h/a"\neach-node = "/h/b"\n'
                     'offline-after-update = "/h/c"\nafter-update = "/h/d"\n')
-    p = plan.home(dm.load(path), ["web"], allow_downtime=True)
+    p = planning.build("home", dm.load(path), ["web"], allow_downtime=True)
     first, last = p.for_group(0), p.for_group(2)
     assert [s.name for s in first] == [
         "hook:before-update", "hook:each-node", "extract", "drain", "stop", "backup", "switch",
         "hook:offline-after-update", "start", "health", "ready"]
     assert [s.name for s in last][-1] == "hook:after-update"
     assert [s.name for s in p.for_group(1)].count("hook:each-node") == 1
-    restart = plan.build("restart", dm.load(path), ["s2"])
+    restart = planning.build("restart", dm.load(path), ["s2"])
     assert [s.name for s in restart.steps] == [
         "hook:before-update", "hook:each-node", "drain", "stop", "hook:offline-after-update",
         "start", "health", "ready", "hook:after-update"]
@@ -211,7 +213,8 @@ def test_partition_restart_plans(tmp_path: Path, sample_toml: str, targets: list
                                  expected: list[tuple[str, tuple[str, ...]]]) -> None:
     path = tmp_path / "domain.toml"
     path.write_text(sample_toml + PARTS)
-    p = plan.build("restart", dm.load(path), targets, partitions=partitions, allow_downtime=True)
+    p = planning.build("restart", dm.load(path), targets, partitions=partitions,
+                       allow_downtime=True)
     assert [(s.node, s.servers) for s in p.steps if s.name == "stop"] == expected
 
 
@@ -219,13 +222,14 @@ def test_a_partition_the_targets_lack(tmp_path: Path, sample_toml: str) -> None:
     path = tmp_path / "domain.toml"
     path.write_text(sample_toml + PARTS)
     with pytest.raises(ConfigError, match="--partitions: no partition p2"):
-        plan.build("restart", dm.load(path), ["s1"], partitions=["p2"])
-    with pytest.raises(ConfigError, match="with a restart only"):
-        plan.build("home", dm.load(path), ["s1"], partitions=["p1"])
+        planning.build("restart", dm.load(path), ["s1"], partitions=["p2"])
+    with pytest.raises(ConfigError, match="--partitions: a home rollout has no such option"):
+        kinds.get("home").validate(RolloutRequest.of("home", ("s1",), archive="a.tar.gz",
+                                                     partitions=("p1",)))
 
 
 def test_a_partition_on_a_single_node_is_refused(tmp_path: Path, sample_toml: str) -> None:
     path = tmp_path / "domain.toml"
     path.write_text(sample_toml + PARTS)
     with pytest.raises(PreconditionError, match="partition 'p2' lives on the single node"):
-        plan.build("restart", dm.load(path), ["s2"], partitions=["p2"])
+        planning.build("restart", dm.load(path), ["s2"], partitions=["p2"])

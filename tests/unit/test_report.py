@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import planning
+
 from zdt import domain as dm
-from zdt import plan, report
-from zdt.journal import Journal
+from zdt import report
+from zdt.workflow.journal import Journal
 
 
 class Clock:
@@ -19,7 +21,7 @@ class Clock:
 
 def test_node_visits(domain_file: Path) -> None:
     clock = Clock()
-    p = plan.build("restart", dm.load(domain_file), ["s1", "s2"])
+    p = planning.build("restart", dm.load(domain_file), ["s1", "s2"])
     journal = Journal(domain_file.parent / "state", clock)
     journal.create("w", "restart", str(domain_file), {"targets": ["s1", "s2"]}, p.steps)
 

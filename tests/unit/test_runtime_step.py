@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from zdt import domain as dm
-from zdt.plan import StepSpec
-from zdt.steps import Context
+from zdt.adapters.transport.local import LocalTransport
+from zdt.steps import Context, StepSpec
 from zdt.steps.runtime import Rewrite, rewritten
-from zdt.transport.local import LocalTransport
 
 DOMAIN = """
 [domain]

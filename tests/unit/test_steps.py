@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from zdt import domain as dm
+from zdt.adapters.lb import LbState
+from zdt.adapters.services import ProcessState
 from zdt.errors import StepError
-from zdt.lb import LbState
-from zdt.plan import StepSpec
-from zdt.services import ProcessState
-from zdt.steps import Context, Options, restart
+from zdt.steps import Context, Options, StepSpec, servers
 from zdt.steps import lb as lb_steps
 from zdt.waiting import Timing
+
+
+def build(ctx: Context, spec: StepSpec) -> Any:
+    """A rolling restart's step object."""
+    return servers.RESTART[spec.name](ctx, spec)
 
 
 def proc(state: str, pid: int | None = 10) -> ProcessState:
@@ -107,7 +112,7 @@ def spec(name: str) -> StepSpec:
 ])
 async def test_stop_check_only_trusts_a_settled_down_state(
         domain: dm.Domain, clock: FakeClock, state: str, stopped: bool) -> None:
-    step = restart.build(ctx(domain, Services({"s1": [state]}), Balancer({}), clock),
+    step = build(ctx(domain, Services({"s1": [state]}), Balancer({}), clock),
                          spec("stop"))
     assert await step.check() is stopped
 
@@ -117,9 +122,9 @@ async def test_start_waits_through_starting_and_backoff(
     async def accepts(server: dm.Server) -> bool:
         return True
 
-    monkeypatch.setattr(restart, "_accepts", accepts)
+    monkeypatch.setattr(servers, "_accepts", accepts)
     services = Services({"s1": ["STARTING", "STARTING", "BACKOFF", "STARTING", "RUNNING"]})
-    step = restart.build(ctx(domain, services, Balancer({}), clock), spec("start"))
+    step = build(ctx(domain, services, Balancer({}), clock), spec("start"))
     assert await step.execute() == {"pids": {"s1": 10}}
     assert services.calls == [("start", "s1")]
 
@@ -128,7 +133,7 @@ async def test_start_waits_through_starting_and_backoff(
 async def test_start_fails_at_once_when_the_process_is_down(
         domain: dm.Domain, clock: FakeClock, end: str) -> None:
     services = Services({"s1": ["STARTING", end]})
-    step = restart.build(ctx(domain, services, Balancer({}), clock, start_timeout=30),
+    step = build(ctx(domain, services, Balancer({}), clock, start_timeout=30),
                          spec("start"))
     with pytest.raises(StepError, match=f"s1 on node1 did not start: {end}"):
         await step.execute()
@@ -136,7 +141,7 @@ async def test_start_fails_at_once_when_the_process_is_down(
 
 
 async def test_start_times_out_when_it_never_runs(domain: dm.Domain, clock: FakeClock) -> None:
-    step = restart.build(ctx(domain, Services({"s1": ["STARTING"]}), Balancer({}), clock,
+    step = build(ctx(domain, Services({"s1": ["STARTING"]}), Balancer({}), clock,
                              start_timeout=5), spec("start"))
     with pytest.raises(StepError, match="did not start: STARTING"):
         await step.execute()
@@ -171,20 +176,20 @@ async def test_drain_never_hangs(domain: dm.Domain, clock: FakeClock, states: li
 ])
 async def test_ready_check(domain: dm.Domain, clock: FakeClock, state: LbState,
                            in_rotation: bool) -> None:
-    step = restart.build(ctx(domain, Services({}), Balancer({"s1": [state]}), clock),
+    step = build(ctx(domain, Services({}), Balancer({"s1": [state]}), clock),
                          spec("ready"))
     assert await step.check() is in_rotation
 
 
 async def test_ready_waits_for_the_lb_check(domain: dm.Domain, clock: FakeClock) -> None:
     balancer = Balancer({"s1": [lb("ready", "DOWN"), lb("ready", "DOWN"), lb("ready", "UP")]})
-    step = restart.build(ctx(domain, Services({}), balancer, clock), spec("ready"))
+    step = build(ctx(domain, Services({}), balancer, clock), spec("ready"))
     await step.execute()
     assert balancer.calls == [("ready", "s1")]
 
 
 async def test_ready_fails_when_never_up(domain: dm.Domain, clock: FakeClock) -> None:
-    step = restart.build(ctx(domain, Services({}), Balancer({"s1": [lb("ready", "DOWN")]}),
+    step = build(ctx(domain, Services({}), Balancer({"s1": [lb("ready", "DOWN")]}),
                              clock, ready_timeout=3), spec("ready"))
     with pytest.raises(StepError, match=r"not UP in the load balancer after 3 s: s1 \(DOWN\)"):
         await step.execute()

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from zdt import capacity, witness
-from zdt.lb import Counts
-from zdt.lb.haproxy import parse_counters
+from zdt.adapters.lb import Counts
+from zdt.adapters.lb.haproxy import parse_counters
 
 HEADER = ("# pxname,svname,qcur,qmax,scur,stot,econ,eresp,wretr,wredis,status,hrsp_5xx,"
           "req_tot,cli_abrt,srv_abrt,")

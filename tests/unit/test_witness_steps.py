@@ -6,17 +6,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from zdt import domain as dm
+from zdt.adapters.lb import Counters, Counts, LbState
 from zdt.errors import PreconditionError, StepError
-from zdt.journal import Journal
-from zdt.lb import Counters, Counts, LbState
-from zdt.plan import StepSpec
-from zdt.steps import Context, Options, restart
+from zdt.steps import Context, Options, StepSpec, servers
 from zdt.waiting import Timing
 from zdt.witness import Witness, require_counters
+from zdt.workflow.journal import Journal
+
+
+def build(ctx: Context, spec: StepSpec) -> Any:
+    """A rolling restart's step object."""
+    return servers.RESTART[spec.name](ctx, spec)
 
 
 class ScriptedLB:
@@ -64,7 +69,7 @@ async def visit(domain_file: Path, journal: Journal, readings: list[Counters | s
     ctx = Context(dm.load(domain_file), None, lb, Options(),  # type: ignore[arg-type]
                   Timing(), witness=witness)
     for name in ("drain", "ready"):
-        await restart.build(ctx, StepSpec(0, 0, "node1", name, ("s1",))).execute()
+        await build(ctx, StepSpec(0, 0, "node1", name, ("s1",))).execute()
     return witness
 
 

@@ -17,9 +17,21 @@ from zdt.archive.manifest import (
     read_manifest,
     sha256_file,
 )
-from zdt.archive.names import node_name_problem
+from zdt.archive.names import node_name_problem, release_name
 from zdt.archive.verify import tree, verify
 
-__all__ = ["ARCHIVE_MARKER", "HEX64", "Manifest", "bundle", "check_tree", "create",
-           "manifest_path", "node_name_problem", "read_manifest", "sha256_file", "tree",
-           "verify"]
+__all__ = [
+    "ARCHIVE_MARKER",
+    "HEX64",
+    "Manifest",
+    "bundle",
+    "check_tree",
+    "create",
+    "manifest_path",
+    "node_name_problem",
+    "read_manifest",
+    "release_name",
+    "sha256_file",
+    "tree",
+    "verify",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 # Linux gives up with ELOOP after 40 symlinks (MAXSYMLINKS); a chain longer than that
@@ -62,3 +63,10 @@ def link_escapes(name: str, links: Mapping[str, str]) -> bool:
             resolved.pop()
             todo.extend(reversed(target.split("/")))
     return False
+
+
+def release_name(version: str, sha256: str) -> str:
+    """The directory name of a release extracted from an archive, on a node or this host:
+    its version made safe for a file name, and the start of its digest."""
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", version)[:40] or "release"
+    return f"{tag}-{sha256[:12]}"

@@ -67,6 +67,16 @@ def run(config: LiveConfig) -> None:
     asyncio.run(Supervisor(config).run())
 
 
+def run_argv(config: LiveConfig) -> list[str]:
+    """`zdt live run` arguments (without --detach) that run this very config."""
+    argv = ["--name", config.name, "--home", config.home, "--state-dir", config.state_dir,
+            "--ready-timeout", str(config.ready_timeout),
+            "--max-state-bytes", str(config.max_state_bytes)]
+    argv += [x for a in config.listen for x in ("--listen", a)]
+    argv += ["--health", config.health] if config.health else []
+    return [*argv, "--", *config.command]
+
+
 def detach(argv: list[str], directory: Path, timeout: float = 30.0) -> dict[str, Any]:
     """Start `zdt live run` (argv without --detach) in its own session and wait for it."""
     make_private_dir(directory)
@@ -154,7 +164,7 @@ def prepare_home(directory: Path, home: str | None, archive: str | None) -> str:
             shutil.copyfileobj(_Bounded(src, given.size + 1), dst)
         archives.manifest_path(copy).write_text(given.to_json())
         manifest = archives.verify(copy)
-        target = homes / f"{_tag(manifest.version)}-{manifest.sha256[:12]}"
+        target = homes / archives.release_name(manifest.version, manifest.sha256)
         if not (target / archives.ARCHIVE_MARKER).exists():
             scratch = Path(incoming) / "home"
             with tarfile.open(copy, "r:gz") as tar:
@@ -188,10 +198,6 @@ def entry_point_problem(command: list[str], home: str) -> str | None:
     if not (path.is_file() and os.access(path, os.X_OK)):
         return f"{home}: the entry point {first} is missing or not executable"
     return None
-
-
-def _tag(version: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", version)[:40] or "release"
 
 
 def require_running(directory: Path) -> dict[str, Any]:

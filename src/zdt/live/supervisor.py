@@ -34,13 +34,10 @@ from typing import Any
 
 from zdt import atomic, http
 from zdt.errors import PreconditionError, StepError, ZdtError
-from zdt.journal import Journal
 from zdt.live import handoff, process, readiness
+from zdt.live.journal import LiveJournal
 from zdt.live.process import Workload
 from zdt.live.protocol import encode
-from zdt.plan import StepSpec
-
-LIVE_STEPS = ("surrogate", "ready", "checkpoint", "restore", "retire")
 
 
 @dataclass(frozen=True)
@@ -78,7 +75,7 @@ class Supervisor:
         self.note: str | None = None
         self.busy = asyncio.Lock()
         self.done = asyncio.Event()
-        self.journal = Journal(self.dir, time.time)
+        self.journal = LiveJournal(self.dir)
 
     # -- life --------------------------------------------------------------------------
 
@@ -241,17 +238,14 @@ class Supervisor:
         timeouts = {k: float(request.get(k) or getattr(self.config, k))
                     for k in ("ready_timeout", "checkpoint_timeout", "stop_timeout")}
         wid = f"live-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
-        steps = tuple(StepSpec(i, 0, "localhost", n, (self.config.name,))
-                      for i, n in enumerate(LIVE_STEPS))
-        self.journal.create(wid, f"live-{kind}", self.config.name,
-                            {"home": home, "from": self.snapshot.home, **timeouts}, steps)
-        self.journal.set_state(wid, "running")
+        original = self.current
+        self.journal.begin(wid, self.config.name, kind, home, self.snapshot.home, timeouts)
         began = time.monotonic()
         try:
             facts = await self._handoff(wid, home, timeouts)
         except Exception as exc:       # whatever went wrong, the journal and caller hear it
             reason = str(exc) or type(exc).__name__
-            self.journal.set_state(wid, "reverted", reason)
+            self.journal.end(wid, self._end_after_failure(original), error=reason)
             raise StepError(f"live {kind} of {self.config.name} failed: {reason}; "
                             f"{self._who_serves()}") from exc
         facts.update(id=wid, kind=kind, total_ms=round((time.monotonic() - began) * 1000, 3),
@@ -259,9 +253,16 @@ class Supervisor:
         self.snapshot = Snapshot(home, self.snapshot.home, facts,
                                  [*self.snapshot.history, facts][-20:])
         self._save()
-        self.journal.event(wid, "facts", "measured", data=facts)
-        self.journal.set_state(wid, "succeeded")
+        self.journal.end(wid, "succeeded", facts=facts)
         return facts
+
+    def _end_after_failure(self, original: Workload | None) -> str:
+        """What a failed handoff left serving: the original (reverted), the surrogate
+        without the state (taken-over), or nothing (failed)."""
+        w = self.current
+        if w is None or not w.alive:
+            return "failed"
+        return "reverted" if w is original else "taken-over"
 
     def _who_serves(self) -> str:
         w = self.current
@@ -351,20 +352,18 @@ class Supervisor:
 
 
 class _Steps:
-    """Journals each step of a handoff as it begins (and the previous one as done)."""
+    """Journals each phase of a handoff as it begins (and the previous one as done)."""
 
-    def __init__(self, journal: Journal, wid: str) -> None:
-        self.journal, self.wid = journal, wid
-        self.index: int | None = None
+    def __init__(self, journal: LiveJournal, uid: str) -> None:
+        self.journal, self.uid = journal, uid
+        self.name: str | None = None
 
     def __call__(self, name: str | None, note: str | None = None) -> None:
-        if self.index is not None:
-            self.journal.set_step(self.wid, self.index, "done")
-        self.index = None if name is None else LIVE_STEPS.index(name)
-        if self.index is not None:
-            self.journal.set_step(self.wid, self.index, "running", attempt=True)
-            if note:
-                self.journal.event(self.wid, "note", note, step=self.index)
+        if self.name is not None:
+            self.journal.phase(self.uid, self.name, "done")
+        self.name = name
+        if name is not None:
+            self.journal.phase(self.uid, name, "running", note)
 
 
 def _listen(address: str) -> socket.socket:

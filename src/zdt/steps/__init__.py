@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from zdt.adapters.lb import LoadBalancer
+from zdt.adapters.services import ServiceManager
+from zdt.adapters.transport import Transport
+from zdt.appspec import AppChange
 from zdt.domain import Domain, Server
 from zdt.errors import StepError
-from zdt.lb import LoadBalancer
-from zdt.plan import StepSpec
-from zdt.services import ServiceManager
-from zdt.transport import Transport
 from zdt.waiting import Timing
 
 if TYPE_CHECKING:
@@ -55,6 +55,17 @@ def _first_leaf(eg: BaseExceptionGroup[BaseException]) -> BaseException:
         else:
             leaves.append(e)
     return next((e for e in leaves if isinstance(e, StepError)), leaves[0])
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step of a plan: an action on some servers of one node."""
+
+    index: int
+    group: int       # which node visit this step belongs to (0 = the first node worked on)
+    node: str
+    name: str
+    servers: tuple[str, ...]
 
 
 class Step(Protocol):
@@ -109,8 +120,9 @@ class Context:
     workflow: str = ""
     change: HomeChange | None = None
     runtime_home: str | None = None     # a runtime rollout's new runtime (node path)
-    apps: tuple[Any, ...] = ()          # an apps rollout's AppChange entries
+    apps: tuple[AppChange, ...] = ()    # an apps rollout's applications
     witness: Witness | None = None      # reads the LB's counters at each drain and ready
+    params: Mapping[str, Any] = field(default_factory=dict)   # the kind's request fields
 
     def servers(self, names: tuple[str, ...]) -> list[Server]:
         return [self.domain.server(n) for n in names]

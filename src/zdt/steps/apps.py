@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from zdt import archive as archives
-from zdt.apps import AppChange
+from zdt.adapters.transport import Transport
+from zdt.appspec import AppChange
 from zdt.errors import ConfigError, StepError
-from zdt.plan import StepSpec
-from zdt.steps import Context, StepClass, home, nodefs, runtime
-from zdt.transport import Transport
+from zdt.steps import Context, StepSpec, nodefs
 
 STAGED = ".zdt-staged"
 
@@ -126,9 +125,3 @@ async def _copy_dir(t: Transport, local: str, remote: str, timeout: float) -> No
                     timeout=timeout)
         await nodefs.remove(t, scratch)
         await nodefs.write_text(t, posixpath.join(remote, STAGED), "staged\n")
-
-
-STEPS: dict[str, StepClass] = {
-    "stage": Stage, "drain": home.Drain, "stop": home.Stop, "apps": Swap,
-    "start": home.Start, "health": home.Health, "ready": home.Ready}
-ALL: dict[str, StepClass] = {**home.STEPS, **runtime.STEPS, **STEPS}

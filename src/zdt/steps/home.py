@@ -18,17 +18,15 @@ its backup is a link to the old target. Each check reads the release marker (.zd
 from __future__ import annotations
 
 import posixpath
-import re
 from pathlib import Path
 from typing import Any
 
-from zdt.archive import Manifest, manifest_path
+from zdt.adapters.transport import Transport
+from zdt.archive import Manifest, manifest_path, release_name
 from zdt.archive import tree as archive_tree
 from zdt.errors import StepError
-from zdt.plan import StepSpec
 from zdt.staging import stage, staged_path
-from zdt.steps import Context, HomeChange, Step, StepClass, lb, nodefs, restart
-from zdt.transport import Transport
+from zdt.steps import Context, HomeChange, StepSpec, nodefs
 
 KEEP_BACKUPS = 3
 
@@ -41,8 +39,7 @@ class Paths:
         self.home = ctx.domain.domain.home
         self.parent = posixpath.dirname(self.home)
         self.releases = posixpath.join(self.parent, "releases")
-        tag = re.sub(r"[^A-Za-z0-9_.-]", "_", change.version)[:40] or "release"
-        self.release_name = f"{tag}-{change.sha256[:12]}"
+        self.release_name = release_name(change.version, change.sha256)
         self.release = posixpath.join(self.releases, self.release_name)
         self.scratch = posixpath.join(self.releases, f".tmp-{change.sha256[:12]}")
         self.backups = change.backup_dir or self.parent
@@ -251,39 +248,3 @@ async def restore(ctx: Context, t: Transport, p: Paths) -> dict[str, Any] | None
         raise StepError(f"{t.node}: {p.home} is {state} and its backup {p.backup} is gone "
                         "(pruned?): nothing to go back to", retryable=False)
     return None                                    # never backed up: the home is untouched
-
-
-class Drain(restart.Drain):
-    pass
-
-
-class Stop(restart.Stop):
-    pass
-
-
-class Start(restart.Start):
-    async def revert(self) -> dict[str, Any] | None:
-        """The node's home is about to be put back: its servers must be out and stopped."""
-        behind_lb = [s for s in self.servers if s.lb]
-        if behind_lb and not await lb.drained(self.ctx, behind_lb):
-            await lb.drain(self.ctx, behind_lb)
-        return await restart.Stop(self.ctx, self.spec).execute()
-
-
-class Health(restart.Health):
-    async def revert(self) -> dict[str, Any] | None:
-        return None
-
-
-class Ready(restart.Ready):
-    async def revert(self) -> dict[str, Any] | None:
-        return await lb.drain(self.ctx, self.servers)
-
-
-STEPS: dict[str, StepClass] = {
-    "extract": Extract, "drain": Drain, "stop": Stop, "backup": Backup, "switch": Switch,
-    "start": Start, "health": Health, "ready": Ready}
-
-
-def build(ctx: Context, spec: StepSpec) -> Step:
-    return STEPS[spec.name](ctx, spec)

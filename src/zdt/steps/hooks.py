@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zdt.plan import StepSpec
-from zdt.steps import Context
+from zdt.steps import Context, StepSpec
 from zdt.steps.home import Paths
 
 

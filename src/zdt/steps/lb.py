@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from zdt.adapters.lb import LbState
 from zdt.domain import Server
 from zdt.errors import StepError
-from zdt.lb import LbState
 from zdt.steps import Context, each
 from zdt.waiting import poll
 

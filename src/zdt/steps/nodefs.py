@@ -12,10 +12,11 @@ import os
 import posixpath
 import tempfile
 
+from zdt.adapters.transport import Transport
+from zdt.archive import ARCHIVE_MARKER
 from zdt.errors import StepError
-from zdt.transport import Transport
 
-MARKER = ".zdt-release"   # written by zdt into every release it extracts
+MARKER = ARCHIVE_MARKER      # written by zdt into every release it extracts
 
 TIMEOUT = 600.0
 

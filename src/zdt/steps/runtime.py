@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from zdt import nodepath
+from zdt.adapters.transport import Transport
 from zdt.errors import PreconditionError, StepError
-from zdt.plan import StepSpec
-from zdt.steps import Context, StepClass, home, nodefs
-from zdt.transport import Transport
+from zdt.steps import Context, StepSpec, nodefs
 
 BACKUP_TAG = ".zdt-runtime-"
 
@@ -232,8 +231,3 @@ async def _write(t: Transport, path: str, text: str) -> None:
     await t.run(["chmod", "--reference", t.path(path), t.path(fresh)], timeout=30)
     await t.run(["chown", "--reference", t.path(path), t.path(fresh)], check=False, timeout=30)
     await t.run(["mv", "-T", t.path(fresh), t.path(path)], timeout=30)
-
-
-STEPS: dict[str, StepClass] = {
-    "drain": home.Drain, "stop": home.Stop, "rewrite": Rewrite, "start": home.Start,
-    "health": home.Health, "ready": home.Ready}

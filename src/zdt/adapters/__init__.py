@@ -1,0 +1,67 @@
+"""The one place where a domain's config chooses implementations of the protocols."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from zdt.adapters.lb import LoadBalancer
+from zdt.adapters.services import ServiceManager
+from zdt.adapters.transport import Transport
+from zdt.adapters.transport.local import LocalTransport
+from zdt.domain import Domain, Node, adapter_config
+from zdt.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Connect:
+    """How nodes are reached, chosen per command (not journaled): whether first-seen SSH
+    host keys may be added, and how many nodes are worked on at once."""
+
+    accept_new_host_keys: bool = False
+    parallel: int = 8
+
+
+@dataclass
+class Adapters:
+    transports: dict[str, Transport]
+    services: ServiceManager
+    lb: LoadBalancer
+
+    async def close(self) -> None:
+        await self.services.close()
+        await self.lb.close()
+        for t in self.transports.values():
+            await t.close()
+
+
+def transports(domain: Domain, connect: Connect = Connect()) -> dict[str, Transport]:
+    gate = asyncio.Semaphore(connect.parallel)
+    return {n.name: _transport(domain, n, connect, gate) for n in domain.nodes}
+
+
+def _transport(domain: Domain, node: Node, connect: Connect,
+               gate: asyncio.Semaphore) -> Transport:
+    address = node.ssh
+    if address is None:
+        return LocalTransport(node.name, node.root)
+    from zdt.adapters.transport.ssh import SSHOptions, SSHTransport  # asyncssh only when needed
+
+    return SSHTransport(node.name, address,
+                        SSHOptions.of(domain, connect.accept_new_host_keys), gate)
+
+
+def build(domain: Domain, connect: Connect = Connect()) -> Adapters:
+    """The transports to every node, and the service manager and the load balancer the
+    domain's `kind`s name (each built by the factory its module registered)."""
+    ts = transports(domain, connect)
+    return Adapters(ts, _create("services", domain, ts), _create("lb", domain, ts))
+
+
+def _create(section: str, domain: Domain, ts: dict[str, Transport]) -> Any:
+    config = getattr(domain, section)
+    found = adapter_config.lookup(section, config.kind)
+    if found is None:                      # a domain is loaded with its kinds registered
+        raise ConfigError(f"{domain.source}: [{section}] kind {config.kind!r} is unknown")
+    return found[1](config, domain, ts)

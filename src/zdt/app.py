@@ -1,0 +1,280 @@
+"""The application layer: everything an operator can do with a domain, for every front end.
+
+The command line, the demo, the benches and the console call only this. Requests are plain
+dataclasses (`RolloutRequest`), results are plain data (a workflow's report as the journal
+tells it). A request is prepared once: `prepare` checks it and plans it, `preview` and
+`start` take what it returned, so the plan shown is the plan that runs.
+
+    app = App(Path("domain.toml"))
+    prepared = app.prepare(RolloutRequest.of("home", ("cluster1",), archive="v2.tar.gz"))
+    outcome = await app.start(prepared)          # or: await app.preview(prepared)
+    await app.revert(outcome.id)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from zdt import adapters as adapter_factory
+from zdt import archive as archives
+from zdt import domain as domain_model
+from zdt import preview as checks
+from zdt import report, staging
+from zdt.changes import Changes
+from zdt.errors import NotFoundError
+from zdt.live import client
+from zdt.live import operations as live_ops
+from zdt.live.journal import LiveJournal
+from zdt.live.operations import LiveRequest
+from zdt.live.supervisor import LiveConfig
+from zdt.lock import DomainLock
+from zdt.workflow import kinds
+from zdt.workflow.admission import interrupted, open_journal, request_stop
+from zdt.workflow.journal import Journal
+from zdt.workflow.kinds import Kind
+from zdt.workflow.plan import Plan
+from zdt.workflow.request import RolloutRequest
+from zdt.workflow.runner import Prepared, Runner, Wiring, context
+
+__all__ = ["App", "LiveConfig", "LiveRequest", "Outcome", "Prepared", "RolloutRequest", "kinds"]
+
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a workflow run (a start, a resume, a revert) ended, and its report."""
+
+    id: str
+    state: str
+    report: dict[str, Any]
+
+
+@dataclass
+class App(Wiring):
+    """Everything an operator does with one domain (and, below, with this host)."""
+
+    def _runner(self) -> Runner:
+        return Runner(**{f.name: getattr(self, f.name) for f in fields(Wiring)})
+
+    # -- workflows ---------------------------------------------------------------------
+
+    @staticmethod
+    def workflow_kinds() -> list[Kind]:
+        """The workflow kinds, with the fields each one's request takes."""
+        return kinds.every()
+
+    def prepare(self, request: RolloutRequest) -> Prepared:
+        """Check the request against the domain and its inputs and plan it; change nothing
+        (exit 2 for bad input, 3 for a plan that cannot be done without downtime)."""
+        return self._runner().prepare(request)
+
+    async def preview(self, request: RolloutRequest | Prepared) -> dict[str, Any]:
+        """Validate, check the preconditions on the nodes, plan and estimate; change
+        nothing. `ok` says whether a start would be accepted now."""
+        p = request if isinstance(request, Prepared) else self.prepare(request)
+        adapters = self.build_adapters(p.domain, self.connect)
+        ctx = context(p.domain, p.request, p.inputs, adapters, self.timing, "preview")
+        runtime_home = p.request.get("runtime_home")
+        try:
+            found = await checks.preconditions(ctx, p.plan, p.inputs.manifest)
+            rewrites = await checks.runtime_changes(ctx, p.plan) if runtime_home else None
+        finally:
+            await adapters.close()
+        estimates = self._estimate(p)
+        m = p.inputs.manifest
+        if m is not None:
+            estimates["disk_per_node_bytes"] = checks.disk_needed(ctx, m)
+        return {"kind": p.request.kind, "targets": list(p.plan.targets),
+                "domain": p.domain.source, "request": p.request.flat(),
+                "archive": None if m is None else {
+                    "path": p.request.get("archive"), "sha256": m.sha256,
+                    "version": m.version, "size": m.size, "unpacked": m.unpacked,
+                    "rollback": bool(p.request.get("rollback", False))},
+                "preconditions": checks.as_dict(found), "runtime_changes": rewrites,
+                "ok": all(c.ok for c in found), "plan": plan_rows(p.plan),
+                "estimates": estimates}
+
+    def _estimate(self, p: Prepared) -> dict[str, Any]:
+        """From earlier runs of the kind when the journal has some."""
+        journal = None
+        if (p.domain.state_dir / "journal.db").exists():
+            journal = Journal(p.domain.state_dir, self.clock)
+        try:
+            return checks.estimate(p.plan, journal, {
+                "shutdown_timeout": p.request.timeout,
+                "delay_between_nodes": p.request.delay_between_nodes})
+        finally:
+            if journal is not None:
+                journal.close()
+
+    async def start(self, request: RolloutRequest | Prepared) -> Outcome:
+        """Run a new workflow to its end (or its canary pause, or an operator's stop)."""
+        wid = await self._runner().rollout(request)
+        return self._outcome(wid)
+
+    async def resume(self, wid: str) -> Outcome:
+        """Go on with a failed, stopped or interrupted workflow from its first step not done."""
+        await self._runner().resume(wid)
+        return self._outcome(wid)
+
+    async def revert(self, wid: str) -> Outcome:
+        """Revert a workflow's completed steps, last first (also one that succeeded)."""
+        await self._runner().revert(wid)
+        return self._outcome(wid)
+
+    def stop(self, wid: str) -> str:
+        """Ask a running workflow (in any process) to stop once its node visit under way is
+        done; returns its state now."""
+        return request_stop(self.domain_path, wid)
+
+    async def distribute(self, archive: Path) -> dict[str, str]:
+        """Copy a verified archive to every node's staging dir (skipping nodes that hold
+        it); what was done per node."""
+        domain = domain_model.load(self.domain_path)
+        transports = adapter_factory.transports(domain, self.connect)
+        try:
+            return await staging.distribute(domain, archive, transports,
+                                            parallel=self.connect.parallel)
+        finally:
+            for t in transports.values():
+                await t.close()
+
+    def _outcome(self, wid: str) -> Outcome:
+        summary = self.status(wid)
+        return Outcome(wid, summary["state"], summary)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def status(self, wid: str | None = None) -> dict[str, Any]:
+        """A workflow's report (the newest one's when no id is given), and whether it is
+        interrupted: under way in the journal, but no zdt process runs it."""
+        journal = open_journal(self.domain_path, self.clock)
+        try:
+            return _status(journal, wid or _newest(journal))
+        finally:
+            journal.close()
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every workflow of the domain, newest first."""
+        journal = open_journal(self.domain_path, self.clock)
+        try:
+            return [report.brief(w) for w in journal.history()]
+        finally:
+            journal.close()
+
+    async def watch(self, wid: str | None = None, *, after: int = 0,
+                    patience: float = 2.0) -> AsyncIterator[dict[str, Any]]:
+        """A workflow's journal events as they are written, from the one after `after`,
+        until it is no longer under way and no zdt process holds the domain (so the events
+        written after its end state, its last witness reading and hooks, are seen too; a
+        run killed half-way ends it as well). Woken by the journal's commits and the lock's
+        release, in this process or another; `patience` only bounds how long a process
+        that died without a word goes unnoticed."""
+        journal = open_journal(self.domain_path, self.clock)
+        try:
+            wid = wid or _newest(journal)
+            journal.workflow(wid)                      # an unknown id: exit 2
+            with Changes(journal.state_dir) as changes:
+                while True:
+                    for event in journal.events(wid, after):
+                        after = event["id"]
+                        yield event
+                    if not DomainLock(journal.state_dir).held_by_other():
+                        # ended, or interrupted: a workflow is journaled only once its
+                        # process holds the lock
+                        for event in journal.events(wid, after):
+                            yield event      # written before the holder let go
+                        return
+                    await changes.wait(patience)
+        finally:
+            journal.close()
+
+
+def plan_rows(plan: Plan) -> list[dict[str, Any]]:
+    """Per node visit: the node, its servers, its steps (what preview shows)."""
+    return [{"node": node, "servers": sorted({x for s in plan.for_group(g) for x in s.servers}),
+             "steps": [s.name for s in plan.for_group(g)]} for g, node in enumerate(plan.nodes)]
+
+
+def _status(journal: Journal, wid: str) -> dict[str, Any]:
+    summary = report.workflow(journal, wid)
+    summary["interrupted"] = interrupted(journal, journal.workflow(wid))
+    return summary
+
+
+def _newest(journal: Journal) -> str:
+    workflows = journal.history()
+    if not workflows:
+        raise NotFoundError(f"no workflow has run in {journal.state_dir} yet")
+    return workflows[0].id
+
+
+# -- one host: live updates (AIX Live Update's role) and stale processes -------------------
+
+def live_state_dir(name: str, given: str | None = None) -> Path:
+    """A workload's state dir: the one given, or ~/.local/state/zdt/live/NAME."""
+    return client.state_dir(name, given)
+
+
+def live_run(config: LiveConfig, *, detach: bool = False, timeout: float = 35.0
+             ) -> dict[str, Any] | None:
+    """Run a workload under a live supervisor that holds its sockets: in this process
+    until it stops, or (`detach`) in the background once it is ready (its status)."""
+    client.check_config(config)
+    if not detach:
+        client.run(config)
+        return None
+    return client.detach(client.run_argv(config), Path(config.state_dir), timeout=timeout)
+
+
+def live_update(request: LiveRequest) -> dict[str, Any]:
+    """Move a workload onto a new home: surrogate, checkpoint, restore, retire."""
+    return live_ops.update(request)
+
+
+def live_revert(name: str, state_dir: str | None = None) -> dict[str, Any]:
+    """Back to the workload's previous home, by the same handoff."""
+    return live_ops.update(LiveRequest(name, state_dir=state_dir), "revert")
+
+
+def live_preview(request: LiveRequest) -> dict[str, Any]:
+    return live_ops.preview(request)
+
+
+def live_status(name: str, state_dir: str | None = None) -> dict[str, Any]:
+    return live_ops.status(name, state_dir)
+
+
+def live_updates(name: str, state_dir: str | None = None) -> list[dict[str, Any]]:
+    """The workload's updates, newest first, each with its phases and its true end."""
+    journal = LiveJournal(client.state_dir(name, state_dir))
+    try:
+        return journal.updates()
+    finally:
+        journal.close()
+
+
+def live_stop(name: str, state_dir: str | None = None) -> None:
+    live_ops.stop(name, state_dir)
+
+
+def stale_processes() -> dict[str, Any]:
+    """Processes of this host still using files deleted or replaced since they loaded them."""
+    from zdt import stale
+
+    return stale.as_dict(stale.scan())
+
+
+# -- archives ------------------------------------------------------------------------------
+
+def create_archive(home: Path, output: Path, version: str | None = None) -> archives.Manifest:
+    """A deterministic, checksummed archive of a patched home (manifest beside it)."""
+    return archives.create(home, output, version=version)
+
+
+def verify_archive(path: Path) -> archives.Manifest:
+    """An archive checked against its manifest member by member; reads only."""
+    return archives.verify(path)

@@ -1,0 +1,148 @@
+"""`zdt live …` (single-host live update) and `zdt stale`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from zdt import app
+from zdt.app import LiveConfig, LiveRequest
+from zdt.cli.common import JsonOpt, group, handled, out, print_json
+from zdt.terminal import clean
+
+live_app = group("Update the software under a running workload on one host: a "
+                 "surrogate takes over its sockets and its state.")
+
+NameArg = Annotated[str, typer.Argument(help="The workload's name (`zdt live run --name`).")]
+StateDir = Annotated[str | None, typer.Option(help="The supervisor's state dir [default: "
+                                                   "~/.local/state/zdt/live/NAME].")]
+HomeDir = Annotated[str | None, typer.Option("--home-dir", help="The new home (a directory).")]
+ArchiveOpt = Annotated[str | None, typer.Option("--archive", help="The new home as an archive "
+                                                "(`zdt archive create`).")]
+DataOpt = Annotated[Path | None, typer.Option("--data", help="A liveupdate.data file.")]
+
+
+@live_app.command("run", context_settings={"allow_interspersed_args": False})
+@handled
+def run(
+    command: Annotated[list[str], typer.Argument(help="-- CMD ARGS…: the workload.")],
+    name: Annotated[str, typer.Option(help="The workload's name.")],
+    listen: Annotated[list[str], typer.Option(help="HOST:PORT to listen on (repeat).")],
+    home: Annotated[str, typer.Option(help="The workload's home [default: the current "
+                                           "directory].")] = ".",
+    health: Annotated[str | None, typer.Option(help="Readiness by this URL answering 200 "
+                                                    "(else sd_notify READY=1).")] = None,
+    state_dir: StateDir = None,
+    ready_timeout: Annotated[float, typer.Option(min=0.1, max=86400, help="Seconds for the "
+                                                 "workload to be ready.")] = 30.0,
+    detach: Annotated[bool, typer.Option(help="Run the supervisor in the background.")] = False,
+    max_state_bytes: Annotated[int, typer.Option(
+        min=0, max=1 << 40, help="The largest state a checkpoint may hand over (a larger "
+        "one fails the update; the original serves on).")] = 1 << 30,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a workload under a live supervisor that holds its listening sockets."""
+    directory = app.live_state_dir(name, state_dir)
+    config = LiveConfig(name, tuple(listen), str(Path(home).resolve()), tuple(command),
+                        str(directory), health, ready_timeout=ready_timeout,
+                        max_state_bytes=max_state_bytes)
+    status = app.live_run(config, detach=detach, timeout=ready_timeout + 5)
+    if status is not None:
+        _show_status(status, json_out)
+
+
+Seconds = Annotated[float | None, typer.Option(min=0.01, max=86400)]
+
+
+@live_app.command("update")
+@handled
+def update(name: NameArg, home_dir: HomeDir = None, archive: ArchiveOpt = None,
+           data: DataOpt = None, state_dir: StateDir = None,
+           ready_timeout: Seconds = None, checkpoint_timeout: Seconds = None,
+           stop_timeout: Seconds = None, json_out: JsonOpt = False) -> None:
+    """Move the workload onto a new home: surrogate, checkpoint, restore, retire."""
+    timeouts = {"ready_timeout": ready_timeout, "checkpoint_timeout": checkpoint_timeout,
+                "stop_timeout": stop_timeout}
+    request = LiveRequest(name, home_dir, archive, data, state_dir, timeouts)
+    _show_handoff(name, "update", app.live_update(request), json_out)
+
+
+@live_app.command("revert")
+@handled
+def revert(name: NameArg, state_dir: StateDir = None, json_out: JsonOpt = False) -> None:
+    """Go back to the previous home by the same handoff."""
+    _show_handoff(name, "revert", app.live_revert(name, state_dir), json_out)
+
+
+def _show_handoff(name: str, op: str, result: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        print_json(result)
+        return
+    out.print(f"{name}: {op} done in {result['total_ms']:.0f} ms, blackout "
+              f"{result['blackout_ms']:.1f} ms ({result['mode']}, {result['state_bytes']} bytes "
+              f"of state), pid {result['original_pid']} → {result['surrogate_pid']}, home "
+              f"{result['home']}")
+
+
+@live_app.command("status")
+@handled
+def status(name: NameArg, state_dir: StateDir = None, json_out: JsonOpt = False) -> None:
+    """Pids, home, version, last blackout."""
+    _show_status(app.live_status(name, state_dir), json_out)
+
+
+def _show_status(s: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        print_json(s)
+        return
+    last = s.get("last_update") or {}
+    blackout = f", last blackout {last['blackout_ms']:.1f} ms" if last else ""
+    out.print(f"{s['name']}: pid {s['pid']} ({'ready' if s['ready'] else 'not ready'}) on "
+              f"{', '.join(s['listen'])}, home {s['home']} (version {s['version']})"
+              f"{blackout}")
+
+
+@live_app.command("stop")
+@handled
+def stop(name: NameArg, state_dir: StateDir = None) -> None:
+    """Stop the workload and its supervisor."""
+    app.live_stop(name, state_dir)
+    out.print(f"{name} stopped")
+
+
+@live_app.command("preview")
+@handled
+def preview(name: NameArg, home_dir: HomeDir = None, archive: ArchiveOpt = None,
+            data: DataOpt = None, state_dir: StateDir = None, json_out: JsonOpt = False) -> None:
+    """Validate the inputs, check the restrictions, estimate; change nothing."""
+    report = app.live_preview(LiveRequest(name, home_dir, archive, data, state_dir))
+    if json_out:
+        print_json({k: v for k, v in report.items() if k != "ok"})
+    else:
+        for c in report["restrictions"]:
+            out.print(f"  {'ok' if c['ok'] else 'NO'}  {c['name']}: {c['detail']}")
+        e = report["estimates"]
+        out.print(f"estimate: total {e['total_ms']:.0f} ms, blackout {e['blackout_ms']:.1f} ms "
+                  f"({e['basis']}); nothing was changed")
+    if not report["ok"]:
+        raise typer.Exit(3)
+
+
+@handled
+def stale(json_out: JsonOpt = False) -> None:
+    """Processes still using files deleted or replaced since they loaded them."""
+    scan = app.stale_processes()
+    if json_out:
+        print_json(scan)
+        return
+    for p in scan["processes"]:
+        out.print(f"{p['pid']} {clean(p['command'], lines=False)}")   # one line each: a
+        for f in p["files"]:                                          # name cannot forge
+            out.print(f"    {f['why']:<8} {clean(f['path'], lines=False)}")   # another
+    if not scan["processes"]:
+        out.print("no process uses a deleted or replaced file")
+    if scan["unreadable"]:
+        out.print(f"could not read {len(scan['unreadable'])} process(es) (not ours): "
+                  + " ".join(map(str, scan["unreadable"][:20])))

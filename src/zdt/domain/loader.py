@@ -1,0 +1,189 @@
+"""domain.toml → a validated, immutable model of a domain (`model.py`).
+
+Every problem found is reported at once, each with the file, the line where it can be
+located, and the field path (`servers[2].node`), as a ConfigError (exit 2). Loading a
+domain reads one file and touches nothing else. `[lb]` and `[services]` are validated
+against the model their `kind` registered (adapter_config.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from zdt.domain import adapter_config, checks
+from zdt.domain.model import Domain, SSHAddress
+from zdt.errors import ConfigError
+
+
+def load(path: str | Path) -> Domain:
+    """Read and validate a domain file; raise ConfigError naming every problem found."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the domain file: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte {data[exc.start]:#04x} at offset "
+                          f"{exc.start}); a domain file is TOML, which is UTF-8") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path) -> Domain:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    locate = _Locator(text)
+    base = path.parent.resolve()
+    _resolve_paths(raw, base)
+    _default_hosts(raw)
+    raw["source"] = str(path.resolve())
+    problems: list[tuple[str, str]] = []
+    for section in adapter_config.PACKAGES:
+        problems += _adapter_section(raw, section, base)
+    reported = {field.split(".")[0] for field, _ in problems}
+    try:
+        model = Domain.model_validate(raw)
+    except ValidationError as exc:
+        problems += [(_field_path(e["loc"]), _explain(e)) for e in exc.errors()
+                     if e["loc"][:1] and str(e["loc"][0]) not in reported]
+    if problems:
+        raise ConfigError(_message(path, locate, problems))
+    problems = list(checks.cross_references(model))
+    if problems:
+        raise ConfigError(_message(path, locate, problems))
+    return model
+
+
+def _adapter_section(raw: dict[str, Any], section: str, base: Path) -> list[tuple[str, str]]:
+    """Validate `[lb]` / `[services]` against its kind's model, in place; the problems."""
+    given = raw.get(section, {} if section == "services" else None)
+    if not isinstance(given, dict):
+        return []                          # missing or not a table: the schema says so
+    kind = given.get("kind", adapter_config.DEFAULT_KIND[section])
+    found = adapter_config.lookup(section, kind) if isinstance(kind, str) else None
+    if found is None:
+        known = ", ".join(adapter_config.kinds(section))
+        return [(f"{section}.kind", f"unknown kind {kind!r} (known: {known})")]
+    model = found[0]
+    fields = {**given, "kind": kind}
+    for key in model.local_paths:
+        if isinstance(fields.get(key), str) and fields[key]:
+            fields[key] = str(base / fields[key])
+    try:
+        raw[section] = model.model_validate(fields)
+    except ValidationError as exc:
+        raw.pop(section, None)
+        return [(_field_path((section, *e["loc"])), _explain(e)) for e in exc.errors()]
+    return []
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    """Make the zdt-side paths absolute, relative to the domain file."""
+    section = raw.get("domain")
+    if isinstance(section, dict) and isinstance(section.get("state_dir"), str):
+        section["state_dir"] = str(base / section["state_dir"])
+    for node in raw.get("nodes") or ():
+        if isinstance(node, dict) and isinstance(node.get("root"), str):
+            node["root"] = str(base / node["root"])
+    ssh = raw.get("ssh")
+    if isinstance(ssh, dict):
+        for key in ("known_hosts", "identity", "config"):
+            if isinstance(ssh.get(key), str) and ssh[key]:
+                ssh[key] = str(base / Path(ssh[key]).expanduser())
+
+
+def _default_hosts(raw: dict) -> None:
+    """A server without `host` is reached at its node's address: the ssh:// host, or
+    127.0.0.1 for a local node (a remote server probed at 127.0.0.1 would be whatever
+    listens on this machine: a false "healthy")."""
+    hosts = {}
+    for node in raw.get("nodes") or ():
+        if isinstance(node, dict) and isinstance(node.get("address"), str) and \
+                node["address"].startswith("ssh://"):
+            with contextlib.suppress(ValueError):     # a bad address is reported by its field
+                hosts[node.get("name")] = SSHAddress.parse(node["address"]).host
+    for server in raw.get("servers") or ():
+        if isinstance(server, dict) and "host" not in server and server.get("node") in hosts:
+            server["host"] = hosts[server["node"]]
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _explain(err: ErrorDetails) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required field is missing"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def _message(path: Path, locate: _Locator, problems: list[tuple[str, str]]) -> str:
+    lines = [f"{path}: {len(problems)} problem(s) in the domain file:"]
+    for field, why in problems:
+        line = locate(field)
+        where = f"{path}:{line}" if line else str(path)
+        lines.append(f"  {where}: {field}: {why}")
+    lines.append("Fix the file and run the command again; nothing was changed.")
+    return "\n".join(lines)
+
+
+class _Locator:
+    """Finds the line of a field path in TOML text (tables and arrays of tables, by count).
+
+    tomllib keeps no positions, so this scans headers: `servers[2].node` is the `node =`
+    line after the third `[[servers]]` header. Returns None when it cannot tell.
+    """
+
+    _header = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+    _key = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def __call__(self, field: str) -> int | None:
+        m = re.match(r"^([A-Za-z_]+)(?:\[(\d+)\])?(?:\.([A-Za-z_-]+))?", field)
+        if not m:
+            return None
+        table, index, key = m.group(1), m.group(2), m.group(3)
+        start = self._table_start(table, int(index) if index is not None else None)
+        if start is None:
+            return None
+        if key is None:
+            return start + 1
+        for n in range(start + 1, len(self.lines)):
+            if self._header.match(self.lines[n]):
+                break
+            k = self._key.match(self.lines[n])
+            if k and k.group(1) == key:
+                return n + 1
+        return start + 1
+
+    def _table_start(self, table: str, index: int | None) -> int | None:
+        count = -1
+        for n, line in enumerate(self.lines):
+            h = self._header.match(line)
+            if h and h.group(2) == table:
+                count += 1
+                if index is None or count == index:
+                    return n
+        return None

@@ -1,1 +1,0 @@
-"""Sample workloads that ship with zdt for its tests, demo and benchmarks."""

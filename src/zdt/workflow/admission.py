@@ -1,0 +1,112 @@
+"""Whether a workflow may start, resume, revert or stop now: the domain's lock and the
+journal's holder, the servers a workflow began with, later workflows that a revert would
+strand. Each refusal creates nothing and names what to do."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from zdt import domain as domain_model
+from zdt.domain import Domain
+from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError
+from zdt.lock import DomainLock
+from zdt.workflow import kinds
+from zdt.workflow.journal import Journal, StepRecord, WorkflowRecord
+
+
+def refuse_if_superseded(journal_path: Path, wf: WorkflowRecord) -> None:
+    """Going back from a home that later workflows moved on from would strand them: their
+    backups name the home this one put in place. Revert those first, newest first."""
+    if not kinds.changes_nodes(wf.kind):
+        return
+    journal = open_journal(journal_path)
+    try:
+        later = [w for w in journal.history() if kinds.changes_nodes(w.kind)
+                 and w.created > wf.created and w.state != "reverted"]
+    finally:
+        journal.close()
+    if later:
+        names = ", ".join(f"{w.id} ({w.state})" for w in later)
+        raise PreconditionError(f"workflow {wf.id} was followed by home workflow(s) {names}: "
+                                "revert them first, newest first")
+
+
+def same_servers(domain: Domain, steps: list[StepRecord], wid: str) -> None:
+    """Resume and revert work on the servers the workflow began with: all still declared."""
+    known = {s.name: s.node for s in domain.servers}
+    missing = sorted({f"{name} on {s.node}" for s in steps for name in s.servers
+                      if known.get(name) != s.node})
+    if missing:
+        raise ConfigError(f"{domain.source}: workflow {wid} worked on servers this domain file "
+                          f"no longer declares: {', '.join(missing)}; restore them in the file "
+                          "to resume or revert")
+
+
+def refuse_if_held_now(domain: Domain, clock: Callable[[], float]) -> tuple[Any, ...]:
+    """Before the preconditions are checked on the nodes: a domain locked by a live zdt or
+    held by a workflow half-way is refused at once (exit 4), by looking, creating nothing.
+    Returns what the journal says now, to tell whether a workflow ran before the lock."""
+    state_dir = domain.state_dir
+    DomainLock(state_dir).refuse_if_held()
+    if not (state_dir / "journal.db").exists():
+        return ()
+    journal = Journal(state_dir, clock)
+    try:
+        refuse_if_held(journal)
+        return fingerprint(journal)
+    finally:
+        journal.close()
+
+
+def fingerprint(journal: Journal) -> tuple[Any, ...]:
+    """The workflows recorded and the newest one's state: any workflow that starts or ends
+    changes it."""
+    workflows = journal.history()
+    if not workflows:
+        return ()
+    newest = workflows[0]
+    return (len(workflows), newest.id, newest.state, newest.ended)
+
+
+def refuse_if_held(journal: Journal) -> None:
+    holder = journal.holder()
+    if holder is not None:
+        raise LockedError(
+            f"the domain is held by workflow {holder.id} ({holder.kind}, {holder.state}); "
+            f"finish it with `zdt resume {holder.id}` or `zdt revert {holder.id}`")
+
+
+def open_journal(domain_path: Path, clock: Callable[[], float] = time.time) -> Journal:
+    """The domain's journal for reading; refuses (exit 2, creating nothing) when none exists."""
+    domain = domain_model.load(domain_path)
+    if not (domain.state_dir / "journal.db").exists():
+        raise NotFoundError(f"{domain.state_dir}: no journal yet (no workflow has run in "
+                            f"this domain); see `zdt rollout --help`")
+    return Journal(domain.state_dir, clock)
+
+
+def request_stop(domain_path: Path, wid: str) -> str:
+    """Ask a running workflow to stop once its node visit under way is done; its state now."""
+    journal = open_journal(domain_path)
+    try:
+        wf = journal.workflow(wid)
+        if wf.state not in ("running", "pending"):
+            raise PreconditionError(f"workflow {wid} is {wf.state}, not running: nothing to stop")
+        if not DomainLock(journal.state_dir).held_by_other():
+            raise PreconditionError(
+                f"workflow {wid} is {wf.state} in the journal but no zdt process runs it (it "
+                f"was interrupted): finish it with `zdt resume {wid}` or `zdt revert {wid}`")
+        if not journal.request_stop(wid):
+            raise PreconditionError(f"workflow {wid} ended while asking it to stop")
+        return wf.state
+    finally:
+        journal.close()
+
+
+def interrupted(journal: Journal, wf: WorkflowRecord) -> bool:
+    """The journal says the workflow is under way but no live zdt process holds the lock."""
+    return wf.state in ("pending", "running", "reverting") and \
+        not DomainLock(journal.state_dir).held_by_other()

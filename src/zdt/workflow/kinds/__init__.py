@@ -1,0 +1,154 @@
+"""Workflow kinds: one module per kind, each declaring everything the kind is.
+
+A kind says which fields its request takes (the CLI builds its command from them, the
+console its form), how they are checked, what it prepares before anything runs (an archive
+verified, an apps spec read: journaled with the request), the steps of one node visit and
+which step object does each, and whether its change reaches every server of a node.
+
+A module of this package makes a `Kind` and passes it to `register`; `get` imports the
+package's modules the first time it is asked, so adding a kind is adding a module. A kind
+defined elsewhere (a plugin, a test) registers the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from zdt.errors import ConfigError
+from zdt.steps import HomeChange, StepClass
+from zdt.steps.hooks import Hook
+from zdt.workflow.plan import Shape
+
+if TYPE_CHECKING:
+    from zdt.appspec import AppChange
+    from zdt.archive import Manifest
+    from zdt.domain import Domain
+    from zdt.workflow.request import RolloutRequest
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a kind's request: `--name-with-dashes` on the command line."""
+
+    name: str
+    help: str
+    type: str = "str"        # str | bool | path (a file on this machine) | list (comma list)
+    required: bool = False
+    default: Any = None
+    metavar: str | None = None
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a kind prepared from its request before anything runs. `change` and `apps` are
+    journaled with the request; the manifest is what was verified (for preview)."""
+
+    change: HomeChange | None = None
+    apps: tuple[AppChange, ...] = ()
+    manifest: Manifest | None = None
+
+
+class Kind:
+    """A kind of workflow. Subclasses set the class attributes and override what differs."""
+
+    name: ClassVar[str] = ""
+    order: ClassVar[int] = 100           # where its command is listed
+    help: ClassVar[str] = ""             # one line: the CLI command's help
+    fields: ClassVar[tuple[Field, ...]] = ()
+    visit_steps: ClassVar[tuple[str, ...]] = ()   # `hook:PHASE` steps: where hooks are named
+    steps: ClassVar[Mapping[str, StepClass]] = {}
+    node_wide: ClassVar[bool] = False    # the change reaches every server of the node
+    changes_nodes: ClassVar[bool] = False   # it changes node files (a revert may strand)
+
+    def validate(self, request: RolloutRequest) -> None:
+        """The kind's own checks, after the common ones (ConfigError: exit 2)."""
+        for name in sorted(set(request.params) - self.field_names()):
+            known = ", ".join(f.option for f in self.fields) or "none"
+            raise ConfigError(f"--{name.replace('_', '-')}: a {self.name} rollout has no such "
+                              f"option (its own: {known})")
+        for f in self.fields:
+            if f.required and request.get(f.name) in (None, "", ()):
+                raise ConfigError(f"{f.option}: a {self.name} rollout needs it ({f.help})")
+
+    def normalised(self, request: RolloutRequest) -> RolloutRequest:
+        """One spelling of every value, journaled as such."""
+        return request
+
+    def shape(self, request: RolloutRequest) -> Shape:
+        """What the plan needs from the kind for this request."""
+        return Shape(self.name, self.visit_steps, self.node_wide)
+
+    def prepare(self, request: RolloutRequest, domain: Domain) -> Inputs:
+        """Read and verify the request's inputs against the domain; no side effect."""
+        return Inputs()
+
+    def restore(self, recorded: Mapping[str, Any]) -> Inputs:
+        """The prepared inputs back from the journal (for resume and revert)."""
+        return Inputs()
+
+    def step(self, name: str) -> StepClass:
+        if name.startswith("hook:"):
+            return Hook
+        if name not in self.steps:
+            raise ConfigError(f"no step {name!r} in a {self.name} workflow")
+        return self.steps[name]
+
+    def field_names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.fields)
+
+
+_KINDS: dict[str, Kind] = {}
+_loaded = False
+
+
+def register(kind: Kind) -> Kind:
+    if not kind.name or (kind.name in _KINDS and type(_KINDS[kind.name]) is not type(kind)):
+        raise ValueError(f"kind {kind.name!r}: no name, or a second kind of that name")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def unregister(name: str) -> None:
+    """Forget a kind registered from outside this package (a plugin being unloaded)."""
+    _KINDS.pop(name, None)
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+            importlib.import_module(f"{__name__}.{module.name}")
+        _loaded = True
+
+
+def get(name: str) -> Kind:
+    _load()
+    if name not in _KINDS:
+        raise ConfigError(f"unknown rollout kind {name!r} (known: {', '.join(names())})")
+    return _KINDS[name]
+
+
+def every() -> list[Kind]:
+    _load()
+    return sorted(_KINDS.values(), key=lambda k: (k.order, k.name))
+
+
+def names() -> list[str]:
+    return [k.name for k in every()]
+
+
+def changes_nodes(name: str) -> bool:
+    """Whether a journaled workflow of this kind changed node files (an unknown kind, from
+    a newer zdt, is taken to have)."""
+    _load()
+    kind = _KINDS.get(name)
+    return kind is None or kind.changes_nodes
