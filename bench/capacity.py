@@ -64,7 +64,7 @@ async def measured(info: dict[str, Any], shape: str, work: Callable[[], Awaitabl
     """work() (returning a workflow id) under load; the clients' and the LB's figures."""
     domain = dm.load(info["domain"])
     connections, keep_alive = SHAPES[shape]
-    witnessed = domain.lb.kind != "nginx" or bool(domain.lb.admin_socket)
+    witnessed = domain.lb.kind != "nginx" or bool(getattr(domain.lb, "admin_socket", ""))
     before = await counters(domain) if witnessed else None
     load = at_capacity(info["lb_url"], connections=connections, keep_alive=keep_alive)
     async with load:
@@ -119,19 +119,20 @@ def local_plan(info: dict[str, Any]) -> list[tuple[str, RolloutRequest | None]]:
     """(label, request) in order; None: revert the workflow of the row before."""
     v2, broken = info["archives"]["v2"], info["archives"]["broken"]
     runtime, apps = info["runtime_home"], info["apps"]
-    base = {"targets": ("domain",), "shutdown_timeout": 10.0, "retry_delay": 0.2}
+    base: dict[str, Any] = {"shutdown_timeout": 10.0, "retry_delay": 0.2}
     return [
-        ("restart", RolloutRequest.of("restart", **base)),
-        ("home v1→v2", RolloutRequest.of("home", **base, archive=v2)),
+        ("restart", RolloutRequest.of("restart", ("domain",), **base)),
+        ("home v1→v2", RolloutRequest.of("home", ("domain",), **base, archive=v2)),
         ("revert after success", None),
-        ("broken → auto-revert", RolloutRequest.of("home", **base, archive=broken, retries=1,
+        ("broken → auto-revert", RolloutRequest.of("home", ("domain",), **base,
+                                                   archive=broken, retries=1,
                                                    health_timeout=3.0)),
-        ("runtime", RolloutRequest.of("runtime", **base, runtime_home=runtime)),
+        ("runtime", RolloutRequest.of("runtime", ("domain",), **base, runtime_home=runtime)),
         ("runtime revert", None),
-        ("apps", RolloutRequest.of("apps", **base, apps=apps)),
+        ("apps", RolloutRequest.of("apps", ("domain",), **base, apps=apps)),
         ("apps revert", None),
-        ("combined update", RolloutRequest.of("update", **base, archive=v2, runtime_home=runtime,
-                                              apps=apps)),
+        ("combined update", RolloutRequest.of("update", ("domain",), **base, archive=v2,
+                                              runtime_home=runtime, apps=apps)),
         ("combined revert", None),
     ]
 

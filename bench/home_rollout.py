@@ -49,11 +49,11 @@ async def one_round(info: dict[str, Any], runner: App, n: int) -> list[str]:
 async def combined_against_separate(info: dict[str, Any], runner: App) -> list[str]:
     """Home, runtime and apps as three rollouts, against all three in one combined update:
     each node's total time out of rotation."""
-    base = {"targets": ("domain",), "shutdown_timeout": 10.0}
-    parts = [RolloutRequest.of("home", **base, archive=info["archives"]["v2"]),
-             RolloutRequest.of("runtime", **base, runtime_home=info["runtime_home"]),
-             RolloutRequest.of("apps", **base, apps=info["apps"])]
-    both = RolloutRequest.of("update", **base, archive=info["archives"]["v2"],
+    base: dict[str, Any] = {"shutdown_timeout": 10.0}
+    parts = [RolloutRequest.of("home", ("domain",), **base, archive=info["archives"]["v2"]),
+             RolloutRequest.of("runtime", ("domain",), **base, runtime_home=info["runtime_home"]),
+             RolloutRequest.of("apps", ("domain",), **base, apps=info["apps"])]
+    both = RolloutRequest.of("update", ("domain",), **base, archive=info["archives"]["v2"],
                              runtime_home=info["runtime_home"], apps=info["apps"])
     runs = []
     for request in parts:

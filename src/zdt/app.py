@@ -23,6 +23,8 @@ from zdt import archive as archives
 from zdt import domain as domain_model
 from zdt import preview as checks
 from zdt import report, staging
+from zdt.adapters import Connect
+from zdt.archive import manifest_path
 from zdt.changes import Changes
 from zdt.errors import NotFoundError
 from zdt.live import client
@@ -34,12 +36,16 @@ from zdt.lock import DomainLock
 from zdt.workflow import kinds
 from zdt.workflow.admission import interrupted, open_journal, request_stop
 from zdt.workflow.journal import Journal
-from zdt.workflow.kinds import Kind
+from zdt.workflow.kinds import Field, Kind
 from zdt.workflow.plan import Plan
-from zdt.workflow.request import RolloutRequest
+from zdt.workflow.request import DEFAULT_HEALTH_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, RolloutRequest
 from zdt.workflow.runner import Prepared, Runner, Wiring, context
 
-__all__ = ["App", "LiveConfig", "LiveRequest", "Outcome", "Prepared", "RolloutRequest", "kinds"]
+UNDER_WAY = ("pending", "running", "reverting")
+
+__all__ = ["DEFAULT_HEALTH_TIMEOUT", "DEFAULT_SHUTDOWN_TIMEOUT", "App", "Connect", "Field",
+           "Kind", "LiveConfig", "LiveRequest", "Outcome", "Prepared", "RolloutRequest",
+           "manifest_path"]
 
 
 
@@ -168,11 +174,10 @@ class App(Wiring):
     async def watch(self, wid: str | None = None, *, after: int = 0,
                     patience: float = 2.0) -> AsyncIterator[dict[str, Any]]:
         """A workflow's journal events as they are written, from the one after `after`,
-        until it is no longer under way and no zdt process holds the domain (so the events
-        written after its end state, its last witness reading and hooks, are seen too; a
-        run killed half-way ends it as well). Woken by the journal's commits and the lock's
-        release, in this process or another; `patience` only bounds how long a process
-        that died without a word goes unnoticed."""
+        until its run is over: its end state and what its process writes after it (the
+        last witness reading, hooks), or a run that died half-way. Woken by the journal's
+        commits and the lock's release, in this process or another; `patience` only bounds
+        how long a process that died without a word goes unnoticed."""
         journal = open_journal(self.domain_path, self.clock)
         try:
             wid = wid or _newest(journal)
@@ -182,11 +187,9 @@ class App(Wiring):
                     for event in journal.events(wid, after):
                         after = event["id"]
                         yield event
-                    if not DomainLock(journal.state_dir).held_by_other():
-                        # ended, or interrupted: a workflow is journaled only once its
-                        # process holds the lock
+                    if not _being_run(journal, wid):
                         for event in journal.events(wid, after):
-                            yield event      # written before the holder let go
+                            yield event      # written before its process let go
                         return
                     await changes.wait(patience)
         finally:
@@ -197,6 +200,19 @@ def plan_rows(plan: Plan) -> list[dict[str, Any]]:
     """Per node visit: the node, its servers, its steps (what preview shows)."""
     return [{"node": node, "servers": sorted({x for s in plan.for_group(g) for x in s.servers}),
              "steps": [s.name for s in plan.for_group(g)]} for g, node in enumerate(plan.nodes)]
+
+
+def _being_run(journal: Journal, wid: str) -> bool:
+    """Whether a live zdt process is running this workflow now: it holds the domain's lock
+    and the workflow is under way, or it just ended it there (the process that wrote the
+    end still holds the lock, and no later workflow has begun since)."""
+    holders = DomainLock(journal.state_dir).holders()
+    if not holders:
+        return False
+    wf = journal.workflow(wid)
+    if wf.state in UNDER_WAY:
+        return True
+    return wf.pid in holders and journal.history()[0].id == wid
 
 
 def _status(journal: Journal, wid: str) -> dict[str, Any]:
@@ -250,7 +266,10 @@ def live_status(name: str, state_dir: str | None = None) -> dict[str, Any]:
 
 def live_updates(name: str, state_dir: str | None = None) -> list[dict[str, Any]]:
     """The workload's updates, newest first, each with its phases and its true end."""
-    journal = LiveJournal(client.state_dir(name, state_dir))
+    directory = client.state_dir(name, state_dir)
+    if not (directory / "updates.db").exists():
+        return []                              # no update yet: nothing is made to say so
+    journal = LiveJournal(directory)
     try:
         return journal.updates()
     finally:

@@ -74,6 +74,13 @@ class DomainLock:
             self.fd = None
             changes.changed(self.dir)       # a watcher waits for the holder to be gone
 
+    def holders(self) -> list[int]:
+        """The pids of the live processes holding the lock now (this one included)."""
+        try:
+            return _flock_holders(os.stat(self.dir))
+        except OSError:
+            return []
+
     def held_by_other(self) -> bool:
         """Whether a live process other than this object holds the lock; never takes it."""
         try:

@@ -3,13 +3,25 @@ and write transactions whose failure is an error naming the file."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from zdt.errors import ZdtError
+from zdt.errors import PreconditionError, ZdtError
+
+
+def create_private(path: Path) -> None:
+    """A new journal file, 0600 (SQLite gives its -wal and -shm files the same mode)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass                                   # another zdt made it meanwhile
+    except OSError as exc:
+        raise PreconditionError(f"{path}: cannot create the journal: {exc.strerror}") from exc
 
 
 def setup(db: sqlite3.Connection, schema: str, patience: float = 10.0) -> None:

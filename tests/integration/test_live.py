@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 
 from conftest import ZDT, capacity_load, zdt
-from zdt import http
+from zdt import app, http
 from zdt.lab.load import Load
-from zdt.live.journal import LiveJournal
 from zdt.lock import DomainLock
 
 pytestmark = pytest.mark.integration
@@ -324,11 +323,7 @@ def test_a_bad_data_file_changes_nothing(live: Live) -> None:
 
 def updates(live: Live) -> list[dict[str, Any]]:
     """The workload's live journal, newest update first."""
-    journal = LiveJournal(Path(live.state))
-    try:
-        return journal.updates()
-    finally:
-        journal.close()
+    return app.live_updates("web", str(live.state))
 
 
 def _steps_running(journal: Path) -> bytes:

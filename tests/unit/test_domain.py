@@ -105,7 +105,8 @@ BAD = [
                                            'kind = "nginx"'), "lb", None, "needs upstream_file"),
     # each kind has its own fields: HAProxy's socket means nothing to nginx
     ("a-key-of-another-kind", lambda t: edit(t, 'kind = "haproxy"', 'kind = "nginx"'),
-     "lb.socket", 12, "unknown key"),
+     "lb.socket", 12, "unknown key for kind 'nginx' (a key of kind haproxy; it would do "
+                      "nothing here: remove it)"),
     ("ssh-timeout", lambda t: t + '\n[ssh]\nconnect_timeout = 0\n',
      "ssh.connect_timeout", None, "greater than 0"),
     ("ssh-unknown-key", lambda t: t + '\n[ssh]\nstrict = false\n',

@@ -223,7 +223,7 @@ def test_a_partition_the_targets_lack(tmp_path: Path, sample_toml: str) -> None:
     path.write_text(sample_toml + PARTS)
     with pytest.raises(ConfigError, match="--partitions: no partition p2"):
         planning.build("restart", dm.load(path), ["s1"], partitions=["p2"])
-    with pytest.raises(ConfigError, match="--partitions: a home rollout has no such option"):
+    with pytest.raises(ConfigError, match="--partitions: `zdt rollout home` has no such option"):
         kinds.get("home").validate(RolloutRequest.of("home", ("s1",), archive="a.tar.gz",
                                                      partitions=("p1",)))
 

@@ -112,6 +112,9 @@ BAD = [
      "scripts.pre", "not an absolute path: 'hooks/pre'"),
     ("empty-script-in-list", "scripts:\n  post = /ok,,/ok\n", 2, "scripts.post",
      "empty path"),
+    # `env NAME=VALUE… SCRIPT` would run nothing and pass: refused like a hook's '='
+    ("script-with-equals", "scripts:\n  pre = /opt/hooks/pre=1.sh\n", 2, "scripts.pre",
+     "may not contain '='"),
 ]
 
 

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from zdt.adapters import Connect
+from zdt import app
+from zdt.app import Connect, manifest_path
 from zdt.cli.common import AcceptNew, DomainOpt, JsonOpt, Parallel, group, handled, out, print_json
 
 archive_app = group("Checksummed archives of a patched home.")
@@ -24,11 +25,9 @@ def archive_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Make a deterministic, checksummed archive of HOME_DIR (manifest beside it)."""
-    from zdt import archive
-
-    manifest = archive.create(home_dir, output, version=version)
+    manifest = app.create_archive(home_dir, output, version)
     if json_out:
-        print_json({"archive": str(output), "manifest": str(archive.manifest_path(output)),
+        print_json({"archive": str(output), "manifest": str(manifest_path(output)),
                     "version": manifest.version, "sha256": manifest.sha256,
                     "size": manifest.size, "files": len(manifest.files)})
     else:
@@ -44,9 +43,7 @@ def archive_verify(
 ) -> None:
     """Check an archive against its manifest, member by member, as a rollout would; reads
     only (exit 2 naming the member on the first problem)."""
-    from zdt import archive
-
-    manifest = archive.verify(archive_path)
+    manifest = app.verify_archive(archive_path)
     if json_out:
         print_json({"archive": str(archive_path), "version": manifest.version,
                     "sha256": manifest.sha256, "size": manifest.size,
@@ -67,19 +64,8 @@ def archive_distribute(
     json_out: JsonOpt = False,
 ) -> None:
     """Copy a verified archive to every node's staging dir (skipping nodes that hold it)."""
-    from zdt import adapters, staging
-    from zdt import domain as domain_model
-
-    d = domain_model.load(domain)
-
-    async def run() -> dict[str, str]:
-        transports = adapters.transports(d, Connect(accept_new_host_keys, parallel))
-        try:
-            return await staging.distribute(d, archive_path, transports, parallel=parallel)
-        finally:
-            for t in transports.values():
-                await t.close()
-    result = asyncio.run(run())
+    connect = Connect(accept_new_host_keys, parallel)
+    result = asyncio.run(app.App(domain, connect=connect).distribute(archive_path))
     if json_out:
         print_json({"archive": str(archive_path), "nodes": result})
     else:

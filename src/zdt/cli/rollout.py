@@ -15,14 +15,18 @@ from typing import Annotated, Any
 
 import typer
 
-from zdt.adapters import Connect
-from zdt.app import App
+from zdt.app import (
+    DEFAULT_HEALTH_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    App,
+    Connect,
+    Field,
+    Kind,
+    RolloutRequest,
+)
 from zdt.cli.common import AcceptNew, DomainOpt, JsonOpt, Parallel, finish, group, handled, out
 from zdt.cli.preview import show_preview
 from zdt.display import Progress
-from zdt.workflow import kinds
-from zdt.workflow.kinds import Field, Kind
-from zdt.workflow.request import DEFAULT_HEALTH_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, RolloutRequest
 
 rollout_app = group("Roll a change across a domain, one node at a time.")
 preview_app = group("Validate, check preconditions, plan and estimate a rollout; "
@@ -146,6 +150,6 @@ def preview_callback(ctx: typer.Context, domain: DomainOpt = Path("domain.toml")
     ctx.obj = {"domain": domain}
 
 
-for each in kinds.every():
+for each in App.workflow_kinds():
     for parent in (rollout_app, preview_app, preview_rollout):
         parent.command(each.name)(command(each))

@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from zdt.adapters import Connect
-from zdt.app import App
+from zdt.app import App, Connect
 from zdt.cli.common import (
     AcceptNew,
     DomainOpt,

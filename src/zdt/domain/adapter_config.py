@@ -87,16 +87,22 @@ def _discover() -> None:
     global _discovered
     if _discovered:
         return
-    _discovered = True
     for package in PACKAGES.values():
         root = importlib.import_module(package)
         for module in pkgutil.iter_modules(root.__path__):
             importlib.import_module(f"{package}.{module.name}")
+    _discovered = True          # only once every module is in: a failed import is retried
 
 
 def lookup(section: str, kind: str) -> tuple[type[AdapterConfig], Factory] | None:
     _discover()
     return _models[section].get(kind)
+
+
+def fields_of(section: str, kind: str) -> frozenset[str]:
+    """The keys a kind's section takes (none for an unknown kind)."""
+    found = lookup(section, kind)
+    return frozenset(found[0].model_fields) if found else frozenset()
 
 
 def kinds(section: str) -> list[str]:

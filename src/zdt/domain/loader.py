@@ -55,8 +55,10 @@ def parse(text: str, path: Path) -> Domain:
     try:
         model = Domain.model_validate(raw)
     except ValidationError as exc:
+        # a section whose own model failed is missing here: said once, above
         problems += [(_field_path(e["loc"]), _explain(e)) for e in exc.errors()
-                     if e["loc"][:1] and str(e["loc"][0]) not in reported]
+                     if not e["loc"] or str(e["loc"][0]) not in reported]
+        raise ConfigError(_message(path, locate, problems)) from None
     if problems:
         raise ConfigError(_message(path, locate, problems))
     problems = list(checks.cross_references(model))
@@ -84,8 +86,24 @@ def _adapter_section(raw: dict[str, Any], section: str, base: Path) -> list[tupl
         raw[section] = model.model_validate(fields)
     except ValidationError as exc:
         raw.pop(section, None)
-        return [(_field_path((section, *e["loc"])), _explain(e)) for e in exc.errors()]
+        return [(_field_path((section, *e["loc"])), _explain_in(section, kind, e))
+                for e in exc.errors()]
     return []
+
+
+def _explain_in(section: str, kind: str, err: ErrorDetails) -> str:
+    """An unknown key of `[lb]` / `[services]` that another kind has is named as such: it
+    would do nothing for this kind (a kind changed, a key left behind)."""
+    why = _explain(err)
+    if err["type"] != "extra_forbidden" or not err["loc"]:
+        return why
+    key = str(err["loc"][0])
+    owners = [k for k in adapter_config.kinds(section)
+              if k != kind and key in adapter_config.fields_of(section, k)]
+    if owners:
+        return (f"unknown key for kind {kind!r} (a key of kind {', '.join(owners)}; it would "
+                "do nothing here: remove it)")
+    return why
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:

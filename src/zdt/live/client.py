@@ -1,6 +1,5 @@
-"""What `zdt live …` commands do on the operator's side: find a supervisor by name, talk
-to it over its control socket, start one (in the background with --detach), and prepare
-an update's inputs (a home dir, or an archive verified and extracted) before asking."""
+"""The operator's side of a live supervisor: find it by name, talk to it over its control
+socket, start one (in the background with --detach)."""
 
 from __future__ import annotations
 
@@ -8,16 +7,12 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from zdt import archive as archives
 from zdt import atomic
 from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError, ZdtError
 from zdt.live.protocol import encode
@@ -140,64 +135,6 @@ async def _exchange(path: Path, request: dict[str, Any], timeout: float | None
         raise ZdtError(f"{path}: the supervisor closed the connection without an answer")
     answer: dict[str, Any] = json.loads(line)
     return answer
-
-
-def prepare_home(directory: Path, home: str | None, archive: str | None) -> str:
-    """The new home as a directory: given, or extracted from a verified archive."""
-    if bool(home) == bool(archive):
-        raise ConfigError("give the new home with --home-dir or --archive (one of them)")
-    if home:
-        path = Path(home).resolve()
-        if not path.is_dir():
-            raise ConfigError(f"--home-dir {home}: not a directory")
-        return str(path)
-    assert archive is not None
-    given = archives.read_manifest(Path(archive))   # a regular file with its sidecar (exit 2)
-    homes = directory / "homes"
-    make_private_dir(homes)
-    with tempfile.TemporaryDirectory(dir=homes, prefix=".incoming-") as incoming:
-        # verified and extracted from a private copy: the file given cannot be swapped
-        # between the check and the extraction. The copy stops one byte past the size the
-        # manifest declares (a larger file fails verify without being copied whole).
-        copy = Path(incoming) / "home.tar.gz"
-        with open(archive, "rb") as src, open(copy, "xb") as dst:
-            shutil.copyfileobj(_Bounded(src, given.size + 1), dst)
-        archives.manifest_path(copy).write_text(given.to_json())
-        manifest = archives.verify(copy)
-        target = homes / archives.release_name(manifest.version, manifest.sha256)
-        if not (target / archives.ARCHIVE_MARKER).exists():
-            scratch = Path(incoming) / "home"
-            with tarfile.open(copy, "r:gz") as tar:
-                tar.extractall(scratch, filter="data")
-            (scratch / archives.ARCHIVE_MARKER).write_text(json.dumps(
-                {"sha256": manifest.sha256, "version": manifest.version}))
-            shutil.rmtree(target, ignore_errors=True)     # a partial one from a crash
-            os.replace(scratch, target)
-    return str(target)
-
-
-class _Bounded:
-    """A reader that ends after `limit` bytes."""
-
-    def __init__(self, f: Any, limit: int) -> None:
-        self.f, self.left = f, limit
-
-    def read(self, size: int = -1) -> bytes:
-        want = self.left if size < 0 else min(size, self.left)
-        data = self.f.read(want) if want > 0 else b""
-        self.left -= len(data)
-        return bytes(data)
-
-
-def entry_point_problem(command: list[str], home: str) -> str | None:
-    """A command given relative to the home must exist there and be executable."""
-    first = command[0] if command else ""
-    if "/" not in first or first.startswith("/"):
-        return None
-    path = Path(home) / first
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        return f"{home}: the entry point {first} is missing or not executable"
-    return None
 
 
 def require_running(directory: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from zdt import sqlitedb
 from zdt.errors import ZdtError
+from zdt.lock import make_private_dir
 
 PHASES = ("surrogate", "ready", "checkpoint", "restore", "retire")
 ENDS = ("succeeded", "reverted", "taken-over", "failed")
@@ -40,8 +41,11 @@ CREATE TABLE IF NOT EXISTS phases (
 
 class LiveJournal:
     def __init__(self, state_dir: Path, clock: Callable[[], float] = time.time) -> None:
+        """The workload's journal, made (0600, in a 0700 dir) when it does not exist."""
         self.path = Path(state_dir) / "updates.db"
         self.clock = clock
+        make_private_dir(self.path.parent)
+        sqlitedb.create_private(self.path)
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
             sqlitedb.setup(self.db, SCHEMA)
@@ -82,15 +86,21 @@ class LiveJournal:
             self.db.execute(
                 "UPDATE phases SET state = 'failed', ended = ? WHERE update_id = ? AND "
                 "state = 'running'", (self.clock(), uid))
+            if state == "succeeded":          # an overlap handoff restores no state
+                self.db.execute("UPDATE phases SET state = 'skipped' WHERE update_id = ? "
+                                "AND state = 'pending'", (uid,))
             self.db.execute(
                 "UPDATE updates SET state = ?, ended = ?, error = ?, facts = ? WHERE id = ?",
                 (state, self.clock(), error, json.dumps(facts) if facts else None, uid))
 
     def updates(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest updates first, each with its phases."""
-        rows = self.db.execute("SELECT * FROM updates ORDER BY created DESC, rowid DESC "
-                               "LIMIT ?", (limit,)).fetchall()
-        return [self._update(r) for r in rows]
+        try:
+            rows = self.db.execute("SELECT * FROM updates ORDER BY created DESC, rowid DESC "
+                                   "LIMIT ?", (limit,)).fetchall()
+            return [self._update(r) for r in rows]
+        except sqlite3.Error as exc:
+            raise ZdtError(f"{self.path}: cannot read the live journal: {exc}") from exc
 
     def _update(self, r: sqlite3.Row) -> dict[str, Any]:
         phases = self.db.execute("SELECT * FROM phases WHERE update_id = ? ORDER BY idx",

@@ -19,7 +19,7 @@ from zdt import archive as archives
 from zdt import procfs
 from zdt.adapters.transport.local import LocalTransport
 from zdt.errors import ConfigError, PreconditionError, ZdtError
-from zdt.live import client
+from zdt.live import client, homes
 from zdt.lock import DomainLock
 
 SCRIPT_TIMEOUT = 600.0
@@ -54,9 +54,9 @@ def update(req: LiveRequest, op: str = "update") -> dict[str, Any]:
     lock.acquire(f"zdt live {op} of {req.name}")
     try:
         if op == "update":
-            request["home"] = client.prepare_home(directory, request.pop("home_dir"),
+            request["home"] = homes.prepare_home(directory, request.pop("home_dir"),
                                                   request.pop("archive"))
-            problem = client.entry_point_problem(status.get("command", []), request["home"])
+            problem = homes.entry_point_problem(status.get("command", []), request["home"])
             if problem:
                 raise PreconditionError(problem)
         env = {"ZDT_NAME": req.name, "ZDT_HOME": str(request.get("home", "")),
@@ -105,12 +105,15 @@ def run_scripts(scripts: dict[str, tuple[str, ...]], phases: tuple[str, ...],
 
 
 async def run_script(script: str, env: dict[str, str]) -> str | None:
-    """Why the script failed, or None."""
+    """Why the script failed, or None. (A script path never holds '=': the stanza file's
+    parser refuses it, since `env` would take it for one more variable.)"""
     argv = ["env", *(f"{k}={v}" for k, v in env.items()), script]
     try:
         result = await LocalTransport("localhost").run(argv, check=False,
                                                        timeout=SCRIPT_TIMEOUT)
     except ZdtError as exc:
+        if "timed out" in str(exc):
+            return f"ran longer than {SCRIPT_TIMEOUT:g} s (it and its children were killed)"
         return str(exc)
     tail = result.stderr[-300:].strip()
     return f"exited {result.returncode}: {tail}" if result.returncode != 0 else None
@@ -158,7 +161,7 @@ def preview(req: LiveRequest) -> dict[str, Any]:
         exists = Path(home).is_dir()
         check("new home exists", exists, home)
         if exists:
-            problem = client.entry_point_problem(status.get("command", []), home)
+            problem = homes.entry_point_problem(status.get("command", []), home)
             check("entry point", problem is None, problem or "present")
     rss, available = procfs.rss(status.get("pid")), procfs.mem_available()
     check("memory for the surrogate", available >= rss,

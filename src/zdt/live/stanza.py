@@ -214,6 +214,8 @@ class _Parser:
                 self.problem(no, where, f"empty path in the list {value!r}")
             elif not path.startswith("/"):
                 self.problem(no, where, f"not an absolute path: {path!r}")
+            elif "=" in path:        # `env NAME=VALUE… SCRIPT` would take it for a variable
+                self.problem(no, where, f"{path!r}: a script path may not contain '='")
             elif self.check_files and not (os.path.isfile(path) and os.access(path, os.X_OK)):
                 self.problem(no, where, f"{path} is missing or not an executable file")
             else:

@@ -296,13 +296,21 @@ class Supervisor:
         # even if this supervisor dies now
         self.current = surrogate
         await handoff.retire(original)
+        problems = []      # from here on the update has happened, whatever fails
         try:
             step("retire")
-        finally:
+        except ZdtError as exc:
+            problems.append(str(exc))
+        try:
             clean = await original.retire(t["stop_timeout"])
-        step(None)
+        except Exception as exc:
+            clean = False
+            problems.append(f"retiring the original (pid {original.pid}): {exc}")
+        with contextlib.suppress(ZdtError):
+            step(None)
         return {**facts, "original_pid": original.pid, "surrogate_pid": surrogate.pid,
-                "original_exited_cleanly": clean}
+                "original_exited_cleanly": clean,
+                **({"problems_after_handoff": problems} if problems else {})}
 
     async def _fall_back(self, original: Workload, surrogate: Workload) -> None:
         """A failed handoff: the original serves on (told to RESUME whatever failed after

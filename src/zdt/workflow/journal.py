@@ -88,7 +88,7 @@ class Journal:
         path = self.state_dir / "journal.db"
         if not path.exists():
             make_private_dir(self.state_dir)
-            _create_private(path)
+            sqlitedb.create_private(path)
         try:
             self.db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
         except (OSError, sqlite3.Error) as exc:
@@ -229,17 +229,6 @@ class Journal:
         self.db.execute(
             "INSERT INTO events (workflow, ts, step, kind, message, data) VALUES (?,?,?,?,?,?)",
             (wid, self.clock(), step, kind, message, json.dumps(data) if data else None))
-
-
-def _create_private(path: Path) -> None:
-    """A new journal is 0600 (SQLite gives its -wal and -shm files the same mode)."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o600))
-    except FileExistsError:
-        pass                                   # another zdt made it meanwhile
-    except OSError as exc:
-        raise PreconditionError(f"{path}: cannot create the journal: {exc.strerror}") from exc
 
 
 def _check_schema(db: sqlite3.Connection) -> None:

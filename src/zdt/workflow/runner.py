@@ -58,7 +58,7 @@ def prepare(domain_path: Path, request: RolloutRequest) -> Prepared:
     kind = kinds.get(request.kind)
     request.validate_common()
     kind.validate(request)
-    request = kind.normalised(request)
+    request = kind.normalised(kind.with_defaults(request))
     domain = domain_model.load(domain_path)
     inputs = kind.prepare(request, domain)
     plan = planner.build(kind.shape(request), domain, request.targets,

@@ -73,15 +73,22 @@ class Kind:
         """The kind's own checks, after the common ones (ConfigError: exit 2)."""
         for name in sorted(set(request.params) - self.field_names()):
             known = ", ".join(f.option for f in self.fields) or "none"
-            raise ConfigError(f"--{name.replace('_', '-')}: a {self.name} rollout has no such "
-                              f"option (its own: {known})")
+            raise ConfigError(f"--{name.replace('_', '-')}: `zdt rollout {self.name}` has no "
+                              f"such option (its own: {known})")
         for f in self.fields:
             if f.required and request.get(f.name) in (None, "", ()):
-                raise ConfigError(f"{f.option}: a {self.name} rollout needs it ({f.help})")
+                raise ConfigError(f"{f.option}: required by `zdt rollout {self.name}` "
+                                  f"({f.help})")
 
     def normalised(self, request: RolloutRequest) -> RolloutRequest:
         """One spelling of every value, journaled as such."""
         return request
+
+    def with_defaults(self, request: RolloutRequest) -> RolloutRequest:
+        """Every field the request leaves out, at its default (journaled as such)."""
+        missing = {f.name: f.default for f in self.fields
+                   if f.default is not None and request.params.get(f.name) is None}
+        return request.with_params(**missing) if missing else request
 
     def shape(self, request: RolloutRequest) -> Shape:
         """What the plan needs from the kind for this request."""
@@ -108,11 +115,16 @@ class Kind:
 
 _KINDS: dict[str, Kind] = {}
 _loaded = False
+_loading = False
 
 
 def register(kind: Kind) -> Kind:
-    if not kind.name or (kind.name in _KINDS and type(_KINDS[kind.name]) is not type(kind)):
-        raise ValueError(f"kind {kind.name!r}: no name, or a second kind of that name")
+    """Add a kind; a second kind under a name taken (zdt's own included) is refused."""
+    _load()
+    known = _KINDS.get(kind.name)
+    if not kind.name or (known is not None and type(known) is not type(kind)):
+        raise ConfigError(f"workflow kind {kind.name!r}: no name, or a name taken by "
+                          f"{type(known).__module__}")
     _KINDS[kind.name] = kind
     return kind
 
@@ -123,11 +135,17 @@ def unregister(name: str) -> None:
 
 
 def _load() -> None:
-    global _loaded
-    if not _loaded:
+    """zdt's own kinds, imported once (their modules register them as they load)."""
+    global _loaded, _loading
+    if _loaded or _loading:
+        return
+    _loading = True
+    try:
         for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
             importlib.import_module(f"{__name__}.{module.name}")
         _loaded = True
+    finally:
+        _loading = False
 
 
 def get(name: str) -> Kind:

@@ -30,6 +30,7 @@ class Runtime(Kind):
     changes_nodes = True
 
     def validate(self, request: RolloutRequest) -> None:
+        super().validate(request)
         nodepath.option("--runtime-home", request.get("runtime_home", ""), WHAT,
                         in_scripts=True)
 

@@ -38,6 +38,7 @@ class Update(Kind):
     changes_nodes = True
 
     def validate(self, request: RolloutRequest) -> None:
+        super().validate(request)
         if not any(request.get(part) for part in PARTS):
             raise ConfigError("an update needs at least one of --archive, --runtime-home and "
                               "--apps")
