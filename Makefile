@@ -14,10 +14,12 @@ deps:
 	  [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	  command -v ssh-keygen >/dev/null 2>&1 || missing="$$missing openssh-client"; \
 	  command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  [ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
 	  [ -z "$$missing" ] || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; }
 	@$(PYTHON) -c "import zdt, supervisor, typer, rich, pydantic, asyncssh, pytest, \
-	  pytest_asyncio, xdist, mypy, hypothesis" 2>/dev/null || $(PYTHON) -m pip install -q -e '.[test]'
+	  pytest_asyncio, xdist, mypy, hypothesis, starlette, uvicorn, httpx, selenium" 2>/dev/null || $(PYTHON) -m pip install -q -e '.[test]'
 
 demo: deps
 	$(PYTHON) -m zdt.cli demo

@@ -21,11 +21,12 @@ from typing import Any
 from zdt import adapters as adapter_factory
 from zdt import archive as archives
 from zdt import domain as domain_model
+from zdt import inventory, report, staging
 from zdt import preview as checks
-from zdt import report, staging
 from zdt.adapters import Connect
 from zdt.archive import manifest_path
 from zdt.changes import Changes
+from zdt.domain import Domain
 from zdt.errors import NotFoundError
 from zdt.live import client
 from zdt.live import operations as live_ops
@@ -33,19 +34,18 @@ from zdt.live.journal import LiveJournal
 from zdt.live.operations import LiveRequest
 from zdt.live.supervisor import LiveConfig
 from zdt.lock import DomainLock
-from zdt.workflow import kinds
+from zdt.workflow import admission, kinds
 from zdt.workflow.admission import interrupted, open_journal, request_stop
 from zdt.workflow.journal import Journal
 from zdt.workflow.kinds import Field, Kind
 from zdt.workflow.plan import Plan
-from zdt.workflow.request import DEFAULT_HEALTH_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, RolloutRequest
+from zdt.workflow.request import OPTIONS, Option, RolloutRequest
 from zdt.workflow.runner import Prepared, Runner, Wiring, context
 
 UNDER_WAY = ("pending", "running", "reverting")
 
-__all__ = ["DEFAULT_HEALTH_TIMEOUT", "DEFAULT_SHUTDOWN_TIMEOUT", "App", "Connect", "Field",
-           "Kind", "LiveConfig", "LiveRequest", "Outcome", "Prepared", "RolloutRequest",
-           "manifest_path"]
+__all__ = ["OPTIONS", "App", "Connect", "Field", "Kind", "LiveConfig", "LiveRequest", "Option",
+           "Outcome", "Prepared", "RolloutRequest", "manifest_path"]
 
 
 
@@ -71,6 +71,10 @@ class App(Wiring):
     def workflow_kinds() -> list[Kind]:
         """The workflow kinds, with the fields each one's request takes."""
         return kinds.every()
+
+    def domain(self) -> Domain:
+        """The domain file, read and checked (exit 2 naming file, line and field)."""
+        return domain_model.load(self.domain_path)
 
     def prepare(self, request: RolloutRequest) -> Prepared:
         """Check the request against the domain and its inputs and plan it; change nothing
@@ -147,6 +151,29 @@ class App(Wiring):
         finally:
             for t in transports.values():
                 await t.close()
+
+    async def inventory(self) -> dict[str, Any]:
+        """The domain as it is now: each node's home and version, each server's process
+        and its state in the load balancer, and the workflow holding the domain if any."""
+        domain = domain_model.load(self.domain_path)
+        adapters = self.build_adapters(domain, self.connect)
+        try:
+            found = await inventory.read(domain, adapters)
+        finally:
+            await adapters.close()
+        found["workflow"] = None
+        if (domain.state_dir / "journal.db").exists():
+            journal = Journal(domain.state_dir, self.clock)
+            try:
+                holder = journal.holder()
+                found["workflow"] = report.brief(holder) if holder else None
+            finally:
+                journal.close()
+        return found
+
+    def actions(self, wid: str) -> dict[str, str | None]:
+        """Which of stop, resume and revert the workflow allows now: None, or why not."""
+        return admission.actions(self.domain_path, wid)
 
     def _outcome(self, wid: str) -> Outcome:
         summary = self.status(wid)
@@ -274,6 +301,18 @@ def live_updates(name: str, state_dir: str | None = None) -> list[dict[str, Any]
         return journal.updates()
     finally:
         journal.close()
+
+
+def live_workloads(limit: int = 20) -> list[dict[str, Any]]:
+    """This host's workloads kept in the default state root, each with its newest updates
+    (phases, true end, blackout): what `zdt live` did here."""
+    root = client.default_root()
+    found = []
+    for directory in sorted(root.iterdir()) if root.is_dir() else ():
+        if client.NAME.match(directory.name) and (directory / "updates.db").is_file():
+            found.append({"name": directory.name,
+                          "updates": live_updates(directory.name)[:limit]})
+    return found
 
 
 def live_stop(name: str, state_dir: str | None = None) -> None:

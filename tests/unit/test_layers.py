@@ -22,10 +22,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("zdt.steps",),
     ("zdt.workflow.plan", "zdt.workflow.request", "zdt.workflow.journal",
      "zdt.workflow.engine", "zdt.witness", "zdt.report",
-     "zdt.preview", "zdt.display", "zdt.live"),
+     "zdt.preview", "zdt.display", "zdt.live", "zdt.inventory"),
     ("zdt.workflow.kinds", "zdt.workflow.admission", "zdt.workflow.runner"),
     ("zdt.app",),
-    ("zdt.cli", "zdt.lab"),
+    ("zdt.cli", "zdt.lab", "zdt.console"),
 ]
 
 

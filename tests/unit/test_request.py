@@ -55,7 +55,9 @@ def test_a_journal_of_an_earlier_zdt_is_read_by_the_kind_it_names() -> None:
      "--no-session-compatible: the new version cannot serve old sessions"),
     ("restart", {"archive": "a"}, "--archive: `zdt rollout restart` has no such option "
                                   "(its own: --partitions)"),
-    ("restart", {"partitions": "p1"}, "--partitions: give partition names"),
+    ("restart", {"partitions": "p1"}, "--partitions: give names, comma-separated"),
+    ("home", {"archive": 3}, "--archive: 3 is not a text"),
+    ("home", {"archive": "a", "rollback": "yes"}, "--rollback: 'yes' is not true or false"),
 ])
 def test_each_kind_checks_its_own_fields(kind: str, given: dict[str, Any], words: str) -> None:
     request = RolloutRequest.of(kind, ("domain",), **given)
@@ -68,6 +70,9 @@ def test_each_kind_checks_its_own_fields(kind: str, given: dict[str, Any], words
     ("retries", 101, "--retries: 101 is not between 0 and 100"),
     ("shutdown_timeout", -1.0, "--shutdown-timeout: -1 is not between 0 and 86400"),
     ("pause_after", 0, "--pause-after: 0 is not a number of nodes"),
+    ("retries", "2", "--retries: '2' is not a whole number"),
+    ("auto_revert", 1, "--auto-revert: 1 is not true or false"),
+    ("retry_delay", True, "--retry-delay: True is not a number"),
 ])
 def test_the_common_options_are_checked_once_for_every_kind(option: str, value: Any,
                                                             words: str) -> None:

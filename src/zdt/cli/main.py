@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from zdt.cli import status
 from zdt.cli.archive import archive_app
 from zdt.cli.common import JsonOpt, group, handled, out, print_json
+from zdt.cli.console import console, serve
 from zdt.cli.live import live_app, stale
 from zdt.cli.rollout import preview_app, rollout_app
 
@@ -25,7 +26,8 @@ app.add_typer(archive_app, name="archive")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(live_app, name="live")
 app.command("stale")(stale)
-for command in (status.status, status.history, status.stop, status.resume, status.revert):
+for command in (status.status, status.history, status.stop, status.resume, status.revert,
+                console):
     app.command()(command)
 
 
@@ -89,14 +91,22 @@ def demo(
     isolated: Annotated[bool, typer.Option(
         "--isolated", help="Root: every node a network namespace reached over SSH.")] = False,
     lb: LbOpt = SandboxLB.haproxy,
+    with_console: Annotated[bool, typer.Option(
+        "--console", help="Then leave the console open on the demo's sandbox until "
+        "Ctrl-C.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Sandbox up, load at capacity through the LB, rolling restart and home rollout, the
     clients' count beside the LB's witness, sandbox down."""
     from zdt.lab import demo as demo_module
 
+    def console_on(info: dict[str, Any]) -> None:
+        out.print("the console on the demo's sandbox, until Ctrl-C:")
+        serve(Path(info["domain"]))
+
     result = demo_module.run(dir, nodes, console=None if json_out else out,
-                             isolated=isolated, lb=lb.value)
+                             isolated=isolated, lb=lb.value,
+                             then=console_on if with_console else None)
     if json_out:
         print_json(result)
     ok = result["failed_requests"] == 0 and result["lb_errors"] == 0 and \

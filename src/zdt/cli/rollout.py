@@ -15,15 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from zdt.app import (
-    DEFAULT_HEALTH_TIMEOUT,
-    DEFAULT_SHUTDOWN_TIMEOUT,
-    App,
-    Connect,
-    Field,
-    Kind,
-    RolloutRequest,
-)
+from zdt.app import OPTIONS, App, Connect, Field, Kind, Option, RolloutRequest
 from zdt.cli.common import AcceptNew, DomainOpt, JsonOpt, Parallel, finish, group, handled, out
 from zdt.cli.preview import show_preview
 from zdt.display import Progress
@@ -41,31 +33,20 @@ def _option(name: str, annotation: Any, default: Any = inspect.Parameter.empty
                              annotation=annotation)
 
 
+def _common(o: Option) -> inspect.Parameter:
+    """An option every kind shares, as `--name-with-dashes` (a flag pair for a bool)."""
+    kind: Any = {"int": int, "float": float, "bool": bool, "str": str}[o.type]
+    annotation: Any = kind | None if o.optional else kind
+    if o.flag:
+        return _option(o.name, Annotated[bool, typer.Option(
+            "--" + o.name.replace("_", "-"), help=o.help)], o.default)
+    return _option(o.name, Annotated[annotation, typer.Option(help=o.help)], o.default)
+
+
 # The options of every rollout kind, in the order `--help` lists them (after the kind's own).
 COMMON = (
     _option("domain", DomainOpt, Path("domain.toml")),
-    _option("targets", Annotated[str, typer.Option(
-        help="domain | admin | cluster and server names, comma-separated")], "domain"),
-    _option("shutdown_timeout", Annotated[float | None, typer.Option(
-        help="Seconds to wait for a drain and for a graceful stop "
-             f"[default: {DEFAULT_SHUTDOWN_TIMEOUT:g}].")], None),
-    _option("retries", Annotated[int, typer.Option(help="Retries of a failing step.")], 2),
-    _option("retry_delay", Annotated[float, typer.Option(
-        help="Seconds between retries.")], 1.0),
-    _option("delay_between_nodes", Annotated[float, typer.Option(
-        help="Seconds between nodes (session replication).")], 0.0),
-    _option("auto_revert", Annotated[bool, typer.Option(
-        help="Revert completed steps on failure.")], True),
-    _option("allow_downtime", Annotated[bool, typer.Option(
-        help="Allow a cluster on a single node.")], False),
-    _option("pause_after", Annotated[int | None, typer.Option(
-        help="Stop after the first N nodes (a canary) until `zdt resume`.")], None),
-    _option("health_timeout", Annotated[float, typer.Option(
-        help="Seconds for a started server to answer its health URL with 200.")],
-        DEFAULT_HEALTH_TIMEOUT),
-    _option("fail_on_lb_errors", Annotated[bool, typer.Option(
-        "--fail-on-lb-errors", help="Errors the load balancer counted while a node was out "
-        "(connection, response, 5xx, server aborts) fail that node's ready step.")], False),
+    *(_common(o) for o in OPTIONS),
     _option("dry_run", Annotated[bool, typer.Option(
         "--dry-run", help="Preview only: change nothing.")], False),
     _option("json_out", JsonOpt, False),

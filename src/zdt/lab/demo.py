@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,10 @@ WARMUP = 1.0     # seconds of load before and after the rollout, so both edges a
 
 
 def run(dir: Path | None, nodes: int = 3, console: Console | None = None, *,
-        isolated: bool = False, lb: str = "haproxy") -> dict[str, Any]:
+        isolated: bool = False, lb: str = "haproxy",
+        then: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The demo; `then(info)` runs on the sandbox after the report, before it goes down
+    (`zdt demo --console`)."""
     base = dir or Path(tempfile.mkdtemp(prefix="zdt-demo-", dir="/tmp"))
     say = console.print if console else (lambda *a, **k: None)
     where = "each node a network namespace reached over SSH, " if isolated else ""
@@ -42,12 +46,14 @@ def run(dir: Path | None, nodes: int = 3, console: Console | None = None, *,
     info = sandbox.up(base, nodes, 2, isolated=isolated, lb=lb)
     try:
         result = asyncio.run(_rollout_under_load(info, console))
+        if console:
+            _print(console, result)
+        if then is not None:
+            then(info)
     finally:
         sandbox.down(base)
         if dir is None:
             shutil.rmtree(base, ignore_errors=True)
-    if console:
-        _print(console, result)
     return result
 
 

@@ -29,8 +29,13 @@ def state_dir(name: str, given: str | None = None) -> Path:
         raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
     if given:
         return Path(given).resolve()
+    return default_root() / name
+
+
+def default_root() -> Path:
+    """Where workloads started without --state-dir keep their state: one dir each."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "zdt" / "live" / name
+    return Path(base) / "zdt" / "live"
 
 
 def check_config(config: LiveConfig) -> None:

@@ -37,11 +37,20 @@ async def readlink(t: Transport, path: str) -> str:
 
 async def marker(t: Transport, release: str) -> str | None:
     """The sha256 a release dir was extracted from, or None (not one of zdt's)."""
+    return await _marker_field(t, release, "sha256")
+
+
+async def marker_version(t: Transport, release: str) -> str | None:
+    """The version its release marker names, or None (not one of zdt's releases)."""
+    return await _marker_field(t, release, "version")
+
+
+async def _marker_field(t: Transport, release: str, field: str) -> str | None:
     r = await t.run(["cat", t.path(posixpath.join(release, MARKER))], check=False, timeout=30)
     if r.returncode != 0:
         return None
     try:
-        value = json.loads(r.stdout).get("sha256")
+        value = json.loads(r.stdout).get(field)
     except (ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None

@@ -16,6 +16,52 @@ from zdt.lock import DomainLock
 from zdt.workflow import kinds
 from zdt.workflow.journal import Journal, StepRecord, WorkflowRecord
 
+RESUMABLE = ("pending", "failed", "stopped", "running")
+REVERTIBLE = ("pending", "failed", "stopped", "running", "reverting", "revert-failed",
+              "succeeded")
+
+
+def actions(domain_path: Path, wid: str) -> dict[str, str | None]:
+    """Which of stop, resume and revert the workflow allows now: None, or why not (the
+    reasons `zdt stop|resume|revert` would give)."""
+    journal = open_journal(domain_path)
+    try:
+        wf = journal.workflow(wid)
+        holder = journal.holder()
+        running = DomainLock(journal.state_dir).held_by_other()
+    finally:
+        journal.close()
+    revert = _why_not_again(wf, holder, running, "revert", REVERTIBLE)
+    if revert is None:
+        try:
+            refuse_if_superseded(domain_path, wf)
+        except PreconditionError as exc:
+            revert = str(exc)
+    return {"stop": _why_not_stop(wf, running),
+            "resume": _why_not_again(wf, holder, running, "resume", RESUMABLE),
+            "revert": revert}
+
+
+def _why_not_stop(wf: WorkflowRecord, running: bool) -> str | None:
+    if wf.state not in ("running", "pending"):
+        return f"workflow {wf.id} is {wf.state}, not running: nothing to stop"
+    if not running:
+        return (f"workflow {wf.id} is {wf.state} in the journal but no zdt process runs it "
+                "(it was interrupted): resume or revert it")
+    return None
+
+
+def _why_not_again(wf: WorkflowRecord, holder: WorkflowRecord | None, running: bool,
+                   action: str, allowed: tuple[str, ...]) -> str | None:
+    if running:
+        return "a zdt process works on the domain now: wait for it to end, or stop it"
+    if wf.state not in allowed:
+        return f"workflow {wf.id} is {wf.state}: nothing to {action}"
+    if holder is not None and holder.id != wf.id:
+        return (f"the domain is held by workflow {holder.id} ({holder.state}); finish that "
+                "one first")
+    return None
+
 
 def refuse_if_superseded(journal_path: Path, wf: WorkflowRecord) -> None:
     """Going back from a home that later workflows moved on from would strand them: their

@@ -37,7 +37,8 @@ class RolloutRequest:
     fail_on_lb_errors: bool = False      # errors the LB saw during a visit fail its ready
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "targets", tuple(self.targets))
+        targets = self.targets.split(",") if isinstance(self.targets, str) else self.targets
+        object.__setattr__(self, "targets", tuple(targets))
         object.__setattr__(self, "params", dict(self.params))
 
     @classmethod
@@ -72,6 +73,10 @@ class RolloutRequest:
 
     def validate_common(self) -> None:
         """The options every kind shares (exit 2 naming the option)."""
+        for option in OPTIONS[1:]:
+            check_type(option.name, getattr(self, option.name), option.type, option.optional)
+        if not self.targets or not all(isinstance(t, str) for t in self.targets):
+            raise ConfigError("--targets: give 'domain', 'admin', or cluster and server names")
         for name in SECONDS:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 86400:
@@ -84,6 +89,53 @@ class RolloutRequest:
 
 
 COMMON = frozenset(f.name for f in fields(RolloutRequest)) - {"params"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """An option every kind shares, as front ends offer it (the CLI's `--name-with-dashes`,
+    the console's form field)."""
+
+    name: str
+    type: str                  # int | float | bool | str
+    default: Any
+    help: str
+    optional: bool = False     # None (not given) is a value
+    flag: bool = False         # a bool that is off unless given (no --no-… form)
+
+
+OPTIONS = (
+    Option("targets", "str", "domain", "domain | admin | cluster and server names, "
+           "comma-separated"),
+    Option("shutdown_timeout", "float", None, "Seconds to wait for a drain and for a "
+           f"graceful stop [default: {DEFAULT_SHUTDOWN_TIMEOUT:g}].", optional=True),
+    Option("retries", "int", 2, "Retries of a failing step."),
+    Option("retry_delay", "float", 1.0, "Seconds between retries."),
+    Option("delay_between_nodes", "float", 0.0, "Seconds between nodes (session "
+           "replication)."),
+    Option("auto_revert", "bool", True, "Revert completed steps on failure."),
+    Option("allow_downtime", "bool", False, "Allow a cluster on a single node."),
+    Option("pause_after", "int", None, "Stop after the first N nodes (a canary) until "
+           "`zdt resume`.", optional=True),
+    Option("health_timeout", "float", DEFAULT_HEALTH_TIMEOUT, "Seconds for a started server "
+           "to answer its health URL with 200."),
+    Option("fail_on_lb_errors", "bool", False, "Errors the load balancer counted while a "
+           "node was out (connection, response, 5xx, server aborts) fail that node's ready "
+           "step.", flag=True),
+)
+_PYTHON = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false",
+          "str": "a text"}
+
+
+def check_type(option: str, value: Any, kind: str, optional: bool = False) -> None:
+    """A value of the type an option takes (a JSON body can hold anything): ConfigError
+    (exit 2) naming the option otherwise."""
+    if value is None and optional:
+        return
+    types = _PYTHON[kind]
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        raise ConfigError(f"--{option.replace('_', '-')}: {value!r} is not {_WORDS[kind]}")
 
 
 def from_journal(data: Mapping[str, Any], kind_fields: frozenset[str]) -> RolloutRequest:

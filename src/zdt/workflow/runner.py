@@ -24,6 +24,8 @@ from zdt.witness import Witness, require_counters
 from zdt.workflow import kinds
 from zdt.workflow import plan as planner
 from zdt.workflow.admission import (
+    RESUMABLE,
+    REVERTIBLE,
     fingerprint,
     open_journal,
     refuse_if_held,
@@ -86,6 +88,7 @@ class Wiring:
     ids: Callable[[], str] = new_id
     timing: Timing = REAL_TIME
     observer: Observer | None = None       # told of every step's state change (a display)
+    on_run: Callable[[str, str], None] | None = None   # (id, action) once a run is under way
     connect: adapter_factory.Connect = field(default_factory=adapter_factory.Connect)
     build_adapters: Callable[[Domain, adapter_factory.Connect], adapter_factory.Adapters] = \
         adapter_factory.build
@@ -136,13 +139,11 @@ class Runner(Wiring):
 
     async def resume(self, wid: str) -> str:
         """Go on with a failed, stopped or interrupted workflow from its first step not done."""
-        return await self._again(wid, "resume", ("pending", "failed", "stopped", "running"))
+        return await self._again(wid, "resume", RESUMABLE)
 
     async def revert(self, wid: str) -> str:
         """Revert a workflow's completed steps, last first; also after it succeeded."""
-        return await self._again(wid, "revert",
-                                 ("pending", "failed", "stopped", "running", "reverting",
-                                  "revert-failed", "succeeded"))
+        return await self._again(wid, "revert", REVERTIBLE)
 
     async def _again(self, wid: str, action: str, allowed: tuple[str, ...]) -> str:
         domain = domain_model.load(self.domain_path)
@@ -186,6 +187,8 @@ class Runner(Wiring):
     async def _run(self, domain: Domain, journal: Journal, request: RolloutRequest, kind: Kind,
                    inputs: Inputs, wid: str, action: str,
                    adapters: adapter_factory.Adapters) -> str:
+        if self.on_run is not None:       # accepted: locked, journaled, about to act
+            self.on_run(wid, action)
         witness = Witness(adapters.lb, journal, wid, action,
                           fail_on_errors=request.fail_on_lb_errors)
         ctx = context(domain, request, inputs, adapters, self.timing, wid, witness)

@@ -23,6 +23,7 @@ from zdt.errors import ConfigError
 from zdt.steps import HomeChange, StepClass
 from zdt.steps.hooks import Hook
 from zdt.workflow.plan import Shape
+from zdt.workflow.request import check_type
 
 if TYPE_CHECKING:
     from zdt.appspec import AppChange
@@ -76,6 +77,13 @@ class Kind:
             raise ConfigError(f"--{name.replace('_', '-')}: `zdt rollout {self.name}` has no "
                               f"such option (its own: {known})")
         for f in self.fields:
+            value = request.params.get(f.name)
+            if f.type == "list":
+                if value is not None and (isinstance(value, str) or not all(
+                        isinstance(v, str) for v in value)):
+                    raise ConfigError(f"{f.option}: give names, comma-separated")
+            else:
+                check_type(f.name, value, "bool" if f.type == "bool" else "str", True)
             if f.required and request.get(f.name) in (None, "", ()):
                 raise ConfigError(f"{f.option}: required by `zdt rollout {self.name}` "
                                   f"({f.help})")

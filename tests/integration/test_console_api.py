@@ -1,0 +1,169 @@
+"""The console's API against a real `zdt console` and a real sandbox: who may use it, the
+CLI's checks and error codes, workflows started, watched (SSE), stopped, resumed and
+reverted from it — and a console-started workflow stopped by the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from console_helpers import Console, running_console
+
+from conftest import assert_lossless, capacity_load, running_sandbox, zdt
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    import shutil
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="zdt-capi-", dir="/tmp"))
+    try:
+        with running_sandbox(short, 3, 1) as info:
+            yield info
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def console(sb: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Console]:
+    with running_console(sb["domain"], tmp_path_factory.mktemp("token") / "t") as c:
+        yield c
+
+
+def events(c: Console, wid: str) -> list[dict[str, Any]]:
+    """The workflow's journal events over SSE, until the stream ends with its run."""
+    found = []
+    with c.client().stream("GET", f"/api/workflows/{wid}/events") as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in reply.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind == "journal":
+                found.append(json.loads(line[6:]))
+            elif line.startswith("data: ") and kind == "end":
+                break
+    return found
+
+
+@pytest.mark.parametrize(("headers", "cookies"), [
+    ({}, {}),                                              # nothing
+    ({"Authorization": "Bearer " + "0" * 64}, {}),         # a wrong token
+    ({}, {"zdt_console": "0" * 64}),                       # a made-up cookie
+])
+def test_without_the_token_nothing_is_answered(console: Console, headers: dict[str, str],
+                                               cookies: dict[str, str]) -> None:
+    for path in ("/", "/api/domain", "/api/workflows", "/api/kinds"):
+        reply = httpx.get(console.url + path, headers=headers, cookies=cookies, timeout=30)
+        assert reply.status_code == 401
+        assert "sandbox" not in reply.text and "node1" not in reply.text
+    assert httpx.post(console.url + "/api/workflows", headers=headers, cookies=cookies,
+                      json={"kind": "restart"}, timeout=30).status_code == 401
+
+
+def test_the_login_link_gives_a_cookie_and_changes_need_the_page_s_csrf_token(
+        console: Console) -> None:
+    browser = httpx.Client(base_url=console.url, timeout=30)
+    assert browser.get("/login?token=" + "1" * 64).status_code == 401
+    reply = browser.get(console.login.removeprefix(console.url), follow_redirects=False)
+    assert reply.status_code == 303 and "httponly" in reply.headers["set-cookie"].lower()
+    assert "samesite=strict" in reply.headers["set-cookie"].lower()
+    page = browser.get("/")
+    assert page.status_code == 200 and "script-src 'self'" in page.headers[
+        "content-security-policy"]
+    csrf = page.text.split('name="csrf" content="', 1)[1].split('"', 1)[0]
+    assert browser.get("/api/domain").json()["name"] == "sandbox"
+    body = {"kind": "restart", "targets": "nosuch"}
+    refused = browser.post("/api/preview", json=body)       # a cookie alone changes nothing
+    assert refused.status_code == 403 and "CSRF" in refused.json()["message"]
+    answered = browser.post("/api/preview", json=body, headers={"X-CSRF-Token": csrf})
+    assert answered.status_code == 400                       # through: the CLI's own check
+    cross = browser.post("/api/preview", json=body, headers={
+        "X-CSRF-Token": csrf, "Origin": "http://elsewhere.example"})
+    assert cross.status_code == 403 and "another origin" in cross.json()["message"]
+
+
+@pytest.mark.parametrize(("body", "args", "status", "name"), [
+    ({"kind": "restart", "targets": "nosuch"}, ["restart", "--targets", "nosuch"], 400,
+     "bad-input"),
+    ({"kind": "home", "targets": "domain"}, None, 400, "bad-input"),
+    ({"kind": "restart", "retries": "many"}, None, 400, "bad-input"),
+    ({"kind": "restart", "colour": "blue"}, None, 400, "bad-input"),
+    ({"kind": "runtime", "runtime_home": "/opt/runtime-2;reboot"},
+     ["runtime", "--runtime-home", "/opt/runtime-2;reboot"], 400, "bad-input"),
+    ({"kind": "home", "archive": "/nonexistent.tar.gz"},
+     ["home", "--archive", "/nonexistent.tar.gz"], 400, "bad-input"),
+])
+def test_bad_input_is_refused_with_the_cli_s_message(console: Console, sb: dict[str, Any],
+                                                     body: dict[str, Any],
+                                                     args: list[str] | None, status: int,
+                                                     name: str) -> None:
+    with console.client() as c:
+        for path in ("/api/preview", "/api/workflows"):
+            reply = c.post(path, json=body)
+            assert (reply.status_code, reply.json()["error"], reply.json()["exit_code"]) == (
+                status, name, 2), reply.text
+    if args is not None:                                     # word for word the CLI's
+        cli = zdt("preview", "-d", sb["domain"], *args)
+        assert cli.returncode == 2 and reply.json()["message"] in cli.stderr.replace(
+            "\n", " ").replace("zdt: ", ""), (reply.json()["message"], cli.stderr)
+
+
+async def test_a_workflow_from_the_api_under_load_then_stopped_by_the_cli_and_reverted(
+        console: Console, sb: dict[str, Any]) -> None:
+    with console.client() as c:
+        preview = c.post("/api/preview", json={"kind": "restart", "targets": "cluster1",
+                                               "shutdown_timeout": 10})
+        assert preview.status_code == 200 and preview.json()["ok"] is True
+        assert [v["node"] for v in preview.json()["plan"]] == ["node1", "node2", "node3"]
+        async with capacity_load(sb["lb_url"]) as load:
+            started = c.post("/api/workflows", json={
+                "kind": "restart", "targets": "cluster1", "shutdown_timeout": 10,
+                "delay_between_nodes": 2})
+            assert started.status_code == 202, started.text
+            wid = started.json()["id"]
+            locked = c.post("/api/workflows", json={"kind": "restart", "targets": "cluster1"})
+            assert (locked.status_code, locked.json()["error"]) == (423, "locked")
+            stopped = await asyncio.to_thread(zdt, "stop", wid, "-d", sb["domain"])
+            assert stopped.returncode == 0, stopped.stderr      # the CLI stops it …
+            seen = await asyncio.to_thread(events, console, wid)
+            states = [e["message"] for e in seen if e["kind"] == "workflow"]
+            assert states[-1] == "stopped"                     # … and the API shows it
+            shown = c.get(f"/api/workflows/{wid}").json()
+            assert shown["state"] == "stopped" and shown["actions"]["stop"] is not None
+            assert shown["actions"]["resume"] is None and shown["actions"]["revert"] is None
+            resumed = c.post(f"/api/workflows/{wid}/resume")
+            assert resumed.status_code == 202
+            await asyncio.to_thread(events, console, wid)
+            assert c.get(f"/api/workflows/{wid}").json()["state"] == "succeeded"
+            again = c.post(f"/api/workflows/{wid}/resume")
+            assert (again.status_code, again.json()["error"]) == (409, "precondition")
+            assert "nothing to resume" in again.json()["message"]
+            c.post(f"/api/workflows/{wid}/revert")
+            await asyncio.to_thread(events, console, wid)
+        report = c.get(f"/api/workflows/{wid}").json()
+        assert report["state"] == "reverted"
+        assert_lossless(load.stats, report)
+        history = c.get("/api/workflows").json()
+        assert history[0]["id"] == wid and history[0]["state"] == "reverted"
+        stop = c.post(f"/api/workflows/{wid}/stop")
+        assert (stop.status_code, stop.json()["exit_code"]) == (409, 3)
+        assert c.get("/api/workflows/nosuch").status_code == 404
+
+
+def test_a_read_only_console_changes_nothing(sb: dict[str, Any], tmp_path: Path) -> None:
+    with running_console(sb["domain"], tmp_path / "t", "--read-only") as ro, \
+            ro.client() as c:
+        assert c.get("/api/domain").json()["read_only"] is True
+        for path in ("/api/preview", "/api/workflows"):
+            reply = c.post(path, json={"kind": "restart"})
+            assert reply.status_code == 403 and "read-only" in reply.json()["message"]
