@@ -105,7 +105,7 @@ class App(Wiring):
                     "rollback": bool(p.request.get("rollback", False))},
                 "preconditions": checks.as_dict(found), "runtime_changes": rewrites,
                 "ok": all(c.ok for c in found), "plan": plan_rows(p.plan),
-                "estimates": estimates}
+                "estimates": estimates, "digest": p.digest()}
 
     def _estimate(self, p: Prepared) -> dict[str, Any]:
         """From earlier runs of the kind when the journal has some."""
@@ -171,8 +171,9 @@ class App(Wiring):
                 journal.close()
         return found
 
-    def actions(self, wid: str) -> dict[str, str | None]:
-        """Which of stop, resume and revert the workflow allows now: None, or why not."""
+    def actions(self, wid: str) -> dict[str, dict[str, Any] | None]:
+        """Which of stop, resume and revert the workflow allows now: None, or the error the
+        CLI would give (exit code, message)."""
         return admission.actions(self.domain_path, wid)
 
     def _outcome(self, wid: str) -> Outcome:

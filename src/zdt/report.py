@@ -40,7 +40,8 @@ def workflow(journal: Journal, wid: str) -> dict[str, Any]:
 def brief(wf: WorkflowRecord) -> dict[str, Any]:
     """The object `zdt history --json` lists."""
     return {"id": wf.id, "kind": wf.kind, "state": wf.state, "started": iso(wf.started),
-            "created": iso(wf.created), "targets": wf.request.get("targets")}
+            "created": iso(wf.created), "ended": iso(wf.ended),
+            "duration": _span(wf.started, wf.ended), "targets": wf.request.get("targets")}
 
 
 def _step(s: StepRecord) -> dict[str, Any]:

@@ -54,6 +54,19 @@ def running_sandbox(base: Path, nodes: int = 3, servers_per_node: int = 1,
         sandbox.down(base / "sb")
 
 
+@contextlib.contextmanager
+def fresh_sandbox(nodes: int = 3, servers_per_node: int = 1,
+                  **options: Any) -> Iterator[dict[str, Any]]:
+    """A sandbox in a new short dir under /tmp (unix socket paths are short), brought down
+    and removed at the end of the with-block: for fixtures wider than a test."""
+    base = Path(tempfile.mkdtemp(prefix="zdt-", dir="/tmp"))
+    try:
+        with running_sandbox(base, nodes, servers_per_node, **options) as info:
+            yield info
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 ZDT = [sys.executable, "-m", "zdt.cli"]
 
 # The isolated sandbox: network namespaces and mounts need root, the nodes need sshd.

@@ -41,7 +41,7 @@ def running_console(domain: str, token_file: Path, *extra: str) -> Iterator[Cons
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
-        login = proc.stdout.readline().split("log in: ", 1)[-1].strip()
+        login = proc.stdout.readline().split("min): ", 1)[-1].strip()
         if not login.startswith("http://127.0.0.1:"):
             proc.kill()
             _, err = proc.communicate()

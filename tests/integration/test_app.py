@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -16,7 +14,7 @@ import pytest
 from conftest import (
     assert_lossless,
     capacity_load,
-    running_sandbox,
+    fresh_sandbox,
     served,
     step_reached,
     zdt_background,
@@ -35,12 +33,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def sb() -> Iterator[dict[str, Any]]:
-    short = Path(tempfile.mkdtemp(prefix="zdt-app-", dir="/tmp"))   # unix socket paths
-    try:                                                            # are short
-        with running_sandbox(short, admin=False) as info:
-            yield info
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
+    with fresh_sandbox(admin=False) as info:
+        yield info
 
 
 def homes(sb: dict[str, Any]) -> dict[str, str]:

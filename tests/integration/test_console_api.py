@@ -14,22 +14,15 @@ import httpx
 import pytest
 from console_helpers import Console, running_console
 
-from conftest import assert_lossless, capacity_load, running_sandbox, zdt
+from conftest import assert_lossless, capacity_load, fresh_sandbox, zdt
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    import shutil
-    import tempfile
-
-    short = Path(tempfile.mkdtemp(prefix="zdt-capi-", dir="/tmp"))
-    try:
-        with running_sandbox(short, 3, 1) as info:
-            yield info
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
+def sb() -> Iterator[dict[str, Any]]:
+    with fresh_sandbox(3, 1) as info:
+        yield info
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +63,19 @@ def test_without_the_token_nothing_is_answered(console: Console, headers: dict[s
                       json={"kind": "restart"}, timeout=30).status_code == 401
 
 
-def test_the_login_link_gives_a_cookie_and_changes_need_the_page_s_csrf_token(
+def test_the_login_link_works_once_and_changes_need_the_page_s_csrf_token(
         console: Console) -> None:
     browser = httpx.Client(base_url=console.url, timeout=30)
-    assert browser.get("/login?token=" + "1" * 64).status_code == 401
-    reply = browser.get(console.login.removeprefix(console.url), follow_redirects=False)
-    assert reply.status_code == 303 and "httponly" in reply.headers["set-cookie"].lower()
-    assert "samesite=strict" in reply.headers["set-cookie"].lower()
+    assert browser.get("/login?code=" + "1" * 32).status_code == 401
+    assert browser.get("/login?token=" + console.token).status_code == 401  # never in a URL
+    link = console.login.removeprefix(console.url)
+    reply = browser.get(link, follow_redirects=False)
+    assert reply.status_code == 303 and reply.headers["referrer-policy"] == "no-referrer"
+    cookie = reply.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "max-age=" in cookie
+    assert cookie.startswith(f"zdt_console_{console.url.rsplit(':', 1)[1]}=")
+    other = httpx.Client(base_url=console.url, timeout=30)
+    assert other.get(link, follow_redirects=False).status_code == 401    # used up
     page = browser.get("/")
     assert page.status_code == 200 and "script-src 'self'" in page.headers[
         "content-security-policy"]
@@ -90,6 +89,11 @@ def test_the_login_link_gives_a_cookie_and_changes_need_the_page_s_csrf_token(
     cross = browser.post("/api/preview", json=body, headers={
         "X-CSRF-Token": csrf, "Origin": "http://elsewhere.example"})
     assert cross.status_code == 403 and "another origin" in cross.json()["message"]
+    typed = other.post("/login", data={"token": console.token}, follow_redirects=False)
+    assert typed.status_code == 303                          # the logged-out page's form
+    assert other.get("/api/workflows").status_code == 200
+    wrong = httpx.post(console.url + "/login", data={"token": "0" * 64}, timeout=30)
+    assert wrong.status_code == 401 and "sandbox" not in wrong.text
 
 
 @pytest.mark.parametrize(("body", "args", "status", "name"), [
@@ -102,6 +106,10 @@ def test_the_login_link_gives_a_cookie_and_changes_need_the_page_s_csrf_token(
      ["runtime", "--runtime-home", "/opt/runtime-2;reboot"], 400, "bad-input"),
     ({"kind": "home", "archive": "/nonexistent.tar.gz"},
      ["home", "--archive", "/nonexistent.tar.gz"], 400, "bad-input"),
+    ({"kind": "restart", "start_timeout": None}, None, 400, "bad-input"),   # not offered
+    ({"kind": "restart", "partitions": 5}, None, 400, "bad-input"),
+    ({"kind": "restart", "targets": 7}, None, 400, "bad-input"),
+    ({"kind": "blue"}, None, 400, "bad-input"),
 ])
 def test_bad_input_is_refused_with_the_cli_s_message(console: Console, sb: dict[str, Any],
                                                      body: dict[str, Any],
@@ -133,13 +141,17 @@ async def test_a_workflow_from_the_api_under_load_then_stopped_by_the_cli_and_re
             wid = started.json()["id"]
             locked = c.post("/api/workflows", json={"kind": "restart", "targets": "cluster1"})
             assert (locked.status_code, locked.json()["error"]) == (423, "locked")
+            busy = c.post(f"/api/workflows/{wid}/resume")         # the CLI's refusal: exit 4
+            assert (busy.status_code, busy.json()["exit_code"]) == (423, 4)
+            allowed = c.get(f"/api/workflows/{wid}").json()["actions"]
+            assert allowed["stop"] is None and allowed["resume"]["exit_code"] == 4
             stopped = await asyncio.to_thread(zdt, "stop", wid, "-d", sb["domain"])
             assert stopped.returncode == 0, stopped.stderr      # the CLI stops it …
             seen = await asyncio.to_thread(events, console, wid)
             states = [e["message"] for e in seen if e["kind"] == "workflow"]
             assert states[-1] == "stopped"                     # … and the API shows it
             shown = c.get(f"/api/workflows/{wid}").json()
-            assert shown["state"] == "stopped" and shown["actions"]["stop"] is not None
+            assert shown["state"] == "stopped" and shown["actions"]["stop"]["exit_code"] == 3
             assert shown["actions"]["resume"] is None and shown["actions"]["revert"] is None
             resumed = c.post(f"/api/workflows/{wid}/resume")
             assert resumed.status_code == 202
@@ -160,10 +172,23 @@ async def test_a_workflow_from_the_api_under_load_then_stopped_by_the_cli_and_re
         assert c.get("/api/workflows/nosuch").status_code == 404
 
 
+def test_a_start_runs_only_what_was_previewed(console: Console) -> None:
+    body = {"kind": "restart", "targets": "cluster1", "shutdown_timeout": 10}
+    with console.client() as c:
+        digest = c.post("/api/preview", json=body).json()["digest"]
+        other = c.post("/api/preview", json={**body, "retries": 1}).json()["digest"]
+        assert digest != other
+        stale = c.post("/api/workflows", json={**body, "retries": 1,
+                                                "preview_digest": digest})
+        assert (stale.status_code, stale.json()["error"]) == (409, "precondition")
+        assert "changed since the preview" in stale.json()["message"]
+
+
 def test_a_read_only_console_changes_nothing(sb: dict[str, Any], tmp_path: Path) -> None:
     with running_console(sb["domain"], tmp_path / "t", "--read-only") as ro, \
             ro.client() as c:
         assert c.get("/api/domain").json()["read_only"] is True
+        assert c.get("/api/kinds").json()["read_only"] is True
         for path in ("/api/preview", "/api/workflows"):
             reply = c.post(path, json={"kind": "restart"})
             assert reply.status_code == 403 and "read-only" in reply.json()["message"]

@@ -7,8 +7,6 @@ test's artifacts (ZDT_ARTIFACTS, default build/artifacts)."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from conftest import assert_lossless, capacity_load, running_sandbox
+from conftest import assert_lossless, capacity_load, fresh_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +43,8 @@ def browser() -> Iterator[WebDriver]:
 
 @pytest.fixture
 def sb() -> Iterator[dict[str, Any]]:
-    short = Path(tempfile.mkdtemp(prefix="zdt-cbr-", dir="/tmp"))
-    try:
-        with running_sandbox(short, 3, 1) as info:
-            yield info
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
+    with fresh_sandbox(3, 1) as info:
+        yield info
 
 
 def wait(driver: WebDriver, what: str, until: Any, timeout: float = 60) -> Any:

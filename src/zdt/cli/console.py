@@ -24,8 +24,8 @@ def console(
                                            "loopback reaches the network (and warns).")]
     = DEFAULT_BIND,
     token_file: Annotated[Path | None, typer.Option(
-        help="The token's file (0600) [default: console.token in the domain's state "
-             "dir, made the first time].")] = None,
+        help="The token's file (0600) [default: console.token, or console-ro.token with "
+             "--read-only, in the domain's state dir, made the first time].")] = None,
     read_only: Annotated[bool, typer.Option("--read-only", help="Show; start and change "
                                             "nothing.")] = False,
     accept_new_host_keys: AcceptNew = False,
@@ -43,18 +43,21 @@ def serve(domain: Path, bind: str = DEFAULT_BIND, token_file: Path | None = None
 
     connect = connect or Connect()
     state_dir = App(domain, connect=connect).domain().state_dir
-    token = auth.token(state_dir, token_file)
+    token = auth.token(state_dir, token_file, read_only=read_only)
     listening = _listen(bind)
     host, port = listening.getsockname()[:2]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
     if not server.loopback(host):
         err.print(styled(("warning:", "yellow"), f" the console listens on {host}, beyond "
-                         "this machine: anyone who reaches it and holds the token drives "
-                         "the domain"))
+                         "this machine, over plain HTTP: anyone who can reach it and holds "
+                         "the token drives the domain, and the traffic is not encrypted"),
+                  soft_wrap=True)
+    sessions = auth.Sessions(token, port)
     out.print(f"zdt console of {domain} on {url}" + (" (read-only)" if read_only else ""),
               soft_wrap=True)
-    out.print(f"  log in: {url}login?token={token}", soft_wrap=True)
-    asgi = server.build(domain, token, read_only=read_only, connect=connect)
+    out.print(f"  log in (once, within {auth.LINK_LIFETIME / 60:.0f} min): "
+              f"{url}login?code={sessions.login_code()}", soft_wrap=True)
+    asgi = server.build(domain, sessions, read_only=read_only, connect=connect)
     asyncio.run(server.serve(asgi, listening))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import asdict
 from typing import Any
@@ -26,6 +27,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from zdt import app as zdt_app
 from zdt.app import OPTIONS, App, Outcome, RolloutRequest
 from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError, ZdtError
+
+log = logging.getLogger("zdt.console")
 
 ERRORS: list[tuple[type[ZdtError], int, str]] = [
     (NotFoundError, 404, "not-found"), (ConfigError, 400, "bad-input"),
@@ -51,29 +54,38 @@ class Api:
     async def domain(self, request: Request) -> Response:
         return JSONResponse({**await self.new_app().inventory(), "read_only": self.read_only})
 
+    def _actions(self, app: App, wid: str) -> dict[str, dict[str, Any] | None]:
+        if self.read_only:
+            return {action: {"exit_code": None, "message": "this console is read-only"}
+                    for action in ("stop", "resume", "revert")}
+        return app.actions(wid)
+
     async def kinds(self, request: Request) -> Response:
         return JSONResponse({
             "kinds": [{"name": k.name, "help": k.help, "fields": [asdict(f) for f in k.fields]}
                       for k in App.workflow_kinds()],
-            "options": [asdict(o) for o in OPTIONS]})
+            "options": [asdict(o) for o in OPTIONS], "read_only": self.read_only})
 
     async def workflows(self, request: Request) -> Response:
         try:
-            return JSONResponse(self.new_app().history())
+            return JSONResponse(await asyncio.to_thread(self.new_app().history))
         except NotFoundError:
             return JSONResponse([])                # no journal yet: no workflow yet
 
     async def workflow(self, request: Request) -> Response:
         wid = request.path_params["wid"]
         app = self.new_app()
-        return JSONResponse({**app.status(wid), "actions": app.actions(wid)})
+
+        def read() -> dict[str, Any]:
+            return {**app.status(wid), "actions": self._actions(app, wid)}
+        return JSONResponse(await asyncio.to_thread(read))
 
     async def events(self, request: Request) -> Response:
         wid = request.path_params["wid"]
         after = _event_id(request.headers.get("last-event-id")
                           or request.query_params.get("after"))
         app = self.new_app()
-        app.status(wid)                            # an unknown id: 404 before streaming
+        await asyncio.to_thread(app.status, wid)   # an unknown id: 404 before streaming
 
         async def stream() -> AsyncIterator[str]:
             async for event in app.watch(wid, after=after):
@@ -84,19 +96,24 @@ class Api:
 
     async def preview(self, request: Request) -> Response:
         app = self.new_app()
-        return JSONResponse(await app.preview(app.prepare(await _request_of(request))))
+        rollout, _ = await _request_of(request)
+        prepared = await asyncio.to_thread(app.prepare, rollout)   # hashes an archive
+        return JSONResponse(await app.preview(prepared))
 
     async def start(self, request: Request) -> Response:
-        rollout = await _request_of(request)
-        prepared = self.new_app().prepare(rollout)         # bad input: 400 before anything
+        rollout, previewed = await _request_of(request)
+        prepared = await asyncio.to_thread(self.new_app().prepare, rollout)   # bad input:
+        if previewed is not None and previewed != prepared.digest():          # 400 first
+            raise PreconditionError("the request, the domain file or its inputs changed "
+                                    "since the preview shown: preview again")
         wid = await self._run(lambda app: app.start(prepared))
         return JSONResponse({"id": wid}, status_code=202)
 
     async def act(self, request: Request) -> Response:
         wid, action = request.path_params["wid"], request.path_params["action"]
         if action == "stop":
-            return JSONResponse({"id": wid, "state": self.new_app().stop(wid)},
-                                status_code=202)
+            state = await asyncio.to_thread(self.new_app().stop, wid)
+            return JSONResponse({"id": wid, "state": state}, status_code=202)
         work: dict[str, Callable[[App], Coroutine[Any, Any, Outcome]]] = {
             "resume": lambda app: app.resume(wid), "revert": lambda app: app.revert(wid)}
         if action not in work:
@@ -104,7 +121,7 @@ class Api:
         return JSONResponse({"id": await self._run(work[action])}, status_code=202)
 
     async def live(self, request: Request) -> Response:
-        return JSONResponse(zdt_app.live_workloads())
+        return JSONResponse(await asyncio.to_thread(zdt_app.live_workloads))
 
     async def _run(self, work: Callable[[App], Coroutine[Any, Any, Outcome]]) -> str:
         """Start a run in the background; return its id once it is under way (locked and
@@ -126,8 +143,13 @@ class Api:
 
     def _ended(self, task: asyncio.Task[Outcome]) -> None:
         self.runs.discard(task)
-        if not task.cancelled():
-            task.exception()                       # seen: the journal tells the rest
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, ZdtError):   # a refusal was answered
+            log.error("a workflow run of the console ended in an error (the journal shows "
+                      "where it stopped; `zdt resume` or `zdt revert` finishes it)",
+                      exc_info=exc)
 
 
 def _event_id(value: str | None) -> int:
@@ -137,9 +159,10 @@ def _event_id(value: str | None) -> int:
         raise ConfigError(f"Last-Event-ID: {value!r} is not an event number") from None
 
 
-async def _request_of(request: Request) -> RolloutRequest:
+async def _request_of(request: Request) -> tuple[RolloutRequest, str | None]:
     """A JSON body → the request the CLI would make: {"kind", "targets", the shared options
-    and the kind's fields, by their names}. Checked by the kind, with the CLI's messages."""
+    and the kind's fields, by their names}, and the digest of the preview it follows, if
+    any. Only what the CLI offers is taken; the kind checks it, with the CLI's messages."""
     try:
         body = await request.json()
     except ValueError:
@@ -147,9 +170,19 @@ async def _request_of(request: Request) -> RolloutRequest:
     if not isinstance(body, dict) or not isinstance(body.get("kind"), str):
         raise ConfigError('the request body must be a JSON object with "kind" (restart, '
                           'home, runtime, apps, update), "targets" and the options')
-    values: dict[str, Any] = {k: v for k, v in body.items() if k not in ("kind", "targets")}
+    kind = next((k for k in App.workflow_kinds() if k.name == body["kind"]), None)
+    if kind is None:
+        known = ", ".join(k.name for k in App.workflow_kinds())
+        raise ConfigError(f"unknown rollout kind {body['kind']!r} (known: {known})")
+    offered = {o.name for o in OPTIONS} | kind.field_names() | {"kind", "preview_digest"}
+    for key in body:
+        if key not in offered:
+            raise ConfigError(f"--{str(key).replace('_', '-')}: `zdt rollout {kind.name}` "
+                              "has no such option")
+    digest = body.get("preview_digest")
+    values = {k: v for k, v in body.items() if k not in ("kind", "targets", "preview_digest")}
     targets = body.get("targets", "domain")
-    if not isinstance(targets, str | list):
+    if not isinstance(targets, str | list) or not isinstance(digest, str | None):
         raise ConfigError("--targets: give 'domain', 'admin', or cluster and server names")
-    return RolloutRequest.of(body["kind"], targets.split(",") if isinstance(targets, str)
-                             else targets, **values)
+    names = targets.split(",") if isinstance(targets, str) else targets
+    return RolloutRequest.of(kind.name, names, **values), digest

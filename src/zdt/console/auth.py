@@ -1,10 +1,13 @@
 """Who may use the console: whoever holds its token.
 
-The token (32 random bytes, hex) lives in the domain's state dir (`console.token`, 0600) or
-in the file `--token-file` names. A browser shows it once, in the login link; the console
-answers with a cookie (HttpOnly, SameSite=Strict) and the page carries a CSRF token that
-every state-changing call must send back (`X-CSRF-Token`). A script sends the token itself
-(`Authorization: Bearer …`). A request from another origin never changes anything.
+The token (32 random bytes, hex) lives in the domain's state dir — `console.token` for a
+console that acts, `console-ro.token` for a read-only one, so a viewer's token never drives
+a console that acts — or in the file `--token-file` names. A script sends it
+(`Authorization: Bearer …`). A browser never sees it: the console prints a one-time login
+link (a random code, good once, for ten minutes), or the logged-out page takes the token in
+a form; either gives a session cookie — random, held in the console's memory only (a
+restart ends every session), expiring, named after the console's port so two consoles do
+not share it — and the page carries a CSRF token that every change must send back.
 """
 
 from __future__ import annotations
@@ -13,23 +16,27 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from zdt.errors import ConfigError
 from zdt.lock import make_private_dir
 
 TOKEN_FILE = "console.token"
-COOKIE = "zdt_console"
+READ_ONLY_TOKEN_FILE = "console-ro.token"
 CSRF_HEADER = "x-csrf-token"
 MIN_LENGTH = 32
+LINK_LIFETIME = 600.0          # s a login link is good for (once)
+SESSION_LIFETIME = 12 * 3600.0
 
 
-def token(state_dir: Path, given: Path | None = None) -> str:
+def token(state_dir: Path, given: Path | None = None, *, read_only: bool = False) -> str:
     """The console's token: read from `given`, or from the state dir (made there, 0600,
     the first time)."""
     if given is not None:
         return _read(given)
-    path = state_dir / TOKEN_FILE
+    path = state_dir / (READ_ONLY_TOKEN_FILE if read_only else TOKEN_FILE)
     if not path.exists():
         make_private_dir(state_dir)
         try:
@@ -55,17 +62,44 @@ def _read(path: Path) -> str:
     return text
 
 
-def same(given: str | None, token: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+def same(given: str | None, expected: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def csrf(token: str) -> str:
-    """The CSRF token the page sends back: derived from the console's token, so it needs no
-    state of its own and changes with it."""
-    return hmac.new(token.encode(), b"zdt console csrf", hashlib.sha256).hexdigest()
+class Sessions:
+    """The console's login codes and browser sessions, in memory only."""
 
+    def __init__(self, token: str, port: int, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.token = token
+        self.cookie = f"zdt_console_{port}"
+        self.clock = clock
+        self._codes: dict[str, float] = {}
+        self._sessions: dict[str, float] = {}
 
-def cookie_value(token: str) -> str:
-    """What the cookie holds: not the token itself (it would sit in the browser's store),
-    a value only the token's holder can make."""
-    return hmac.new(token.encode(), b"zdt console session", hashlib.sha256).hexdigest()
+    def login_code(self) -> str:
+        """A code for one login within LINK_LIFETIME."""
+        code = secrets.token_urlsafe(24)
+        self._codes[code] = self.clock() + LINK_LIFETIME
+        return code
+
+    def redeem(self, code: str | None) -> str | None:
+        """A new session for a code not used nor expired (it is used up), else None."""
+        expires = self._codes.pop(code or "", None)
+        return self.open() if expires is not None and expires > self.clock() else None
+
+    def open(self) -> str:
+        session = secrets.token_urlsafe(32)
+        self._sessions[session] = self.clock() + SESSION_LIFETIME
+        return session
+
+    def valid(self, session: str | None) -> bool:
+        now = self.clock()
+        for key in [k for k, until in self._sessions.items() if until <= now]:
+            del self._sessions[key]
+        return session is not None and session in self._sessions
+
+    def csrf(self) -> str:
+        """The CSRF token the page sends back: derived from the console's token, so it
+        needs no state of its own and changes with it."""
+        return hmac.new(self.token.encode(), b"zdt console csrf", hashlib.sha256).hexdigest()

@@ -44,8 +44,9 @@ function fail(error) { return el("p", {class: "error", role: "alert"}, error.mes
 
 // -- the domain -------------------------------------------------------------------------
 
-async function domainView() {
+async function domainView(mine) {
   const d = await api("/api/domain");
+  if (mine !== shown) return;            // the operator went elsewhere meanwhile
   const running = d.workflow ? el("p", {}, "Workflow in progress: ",
     el("a", {href: `#/workflows/${d.workflow.id}`}, d.workflow.id), " ",
     stateOf(d.workflow.state)) : el("p", {}, "No workflow holds the domain.");
@@ -70,8 +71,14 @@ async function domainView() {
 
 // -- starting a workflow ----------------------------------------------------------------
 
-async function newView() {
+async function newView(mine) {
   const meta = await api("/api/kinds");
+  if (mine !== shown) return;
+  if (meta.read_only) {
+    view.replaceChildren(el("h1", {}, "Start a workflow"),
+      el("p", {}, "This console is read-only: it starts nothing."));
+    return;
+  }
   const form = el("form", {class: "grid", id: "start-form"});
   const kind = el("select", {name: "kind", id: "kind"},
     meta.kinds.map(k => el("option", {value: k.name}, k.name)));
@@ -101,11 +108,13 @@ async function newView() {
     const body = {kind: kind.value};
     for (const input of form.querySelectorAll("input")) {
       const type = input.dataset.type;
+      if (input.validity.badInput) throw new Error(`${input.name}: not a number`);
       if (type === "bool") body[input.name] = input.checked;
       else if (input.value === "") continue;
-      else if (type === "int") body[input.name] = parseInt(input.value, 10);
-      else if (type === "float") body[input.name] = parseFloat(input.value);
-      else body[input.name] = input.value;
+      else if (type === "int" || type === "float") {
+        const n = Number(input.value);     // the server says what is wrong with it
+        body[input.name] = Number.isFinite(n) ? n : input.value;
+      } else body[input.name] = input.value;
     }
     if (body.partitions !== undefined) body.partitions = body.partitions.split(",");
     return body;
@@ -113,13 +122,15 @@ async function newView() {
   function changed() { start.disabled = true; previewed = null; }
   kind.onchange = () => { showFields(); changed(); result.replaceChildren(); };
   form.oninput = changed;
+  let digest = null;                     // what the server prepared for that preview
   preview.onclick = async () => {
-    const body = request();
     result.replaceChildren(el("p", {}, "Checking…"));
     try {
+      const body = request();
       const r = await api("/api/preview", body);
       result.replaceChildren(previewReport(r));
       previewed = r.ok ? JSON.stringify(body) : null;
+      digest = r.digest;
       start.disabled = !r.ok;
     } catch (e) { result.replaceChildren(fail(e)); }
   };
@@ -127,8 +138,8 @@ async function newView() {
     const body = request();
     if (JSON.stringify(body) !== previewed) { changed(); return; }
     start.disabled = true;
-    try {
-      const r = await api("/api/workflows", body);
+    try {                                  // refused if anything changed since the preview
+      const r = await api("/api/workflows", {...body, preview_digest: digest});
       location.hash = `#/workflows/${r.id}`;
     } catch (e) { result.append(fail(e)); }
   };
@@ -158,24 +169,34 @@ function previewReport(r) {
 
 // -- a workflow -------------------------------------------------------------------------
 
-async function workflowView(id) {
+let shown = 0;                           // which route is on screen (a late answer of a
+                                         // route left meanwhile must not act)
+async function workflowView(id, mine) {
+  const first = await api(`/api/workflows/${encodeURIComponent(id)}`);
+  if (mine !== shown) return;
   const header = el("div", {id: "workflow-header"});
   const buttons = el("div", {class: "buttons", id: "actions"});
   const steps = el("div", {id: "steps"});
   const visits = el("div", {id: "visits"});
   const witness = el("p", {id: "witness"});
-  view.replaceChildren(el("h1", {}, `Workflow ${id}`), header, buttons, steps, visits,
-                       witness);
+  const errors = el("div", {id: "errors"});
+  view.replaceChildren(el("h1", {}, `Workflow ${id}`), header, buttons, steps, errors,
+                       visits, witness);
   let pending = null;
-  async function refresh() {
-    const w = await api(`/api/workflows/${encodeURIComponent(id)}`);
+  async function refresh(given) {
+    const w = given || await api(`/api/workflows/${encodeURIComponent(id)}`);
+    if (mine !== shown) return;
     header.replaceChildren(el("p", {}, `${w.kind} of ${(w.targets || []).join(", ")}: `,
       el("span", {id: "workflow-state", class: "state", "data-state": w.state}, w.state),
-      ` · ${seconds(w.duration)}`, remaining(w),
+      ` · ${seconds(w.duration ?? elapsed(w.started))}`, remaining(w),
       w.interrupted ? " · interrupted: no zdt process runs it" : ""),
       w.error ? el("p", {class: "error"}, w.error) : "");
     buttons.replaceChildren(...["stop", "resume", "revert"].map(a => action(id, a, w.actions)));
     steps.replaceChildren(stepRows(w.steps));
+    const failed = w.steps.filter(s => s.error);
+    errors.replaceChildren(...(failed.length ? [el("h2", {}, "Errors"),
+      table(["node", "step", "tries", "error"], failed.map(s => [s.node, s.name, s.attempts,
+        el("span", {class: "error"}, s.error)]))] : []));
     visits.replaceChildren(visitRows(w.nodes, w.steps));
     witness.textContent = w.witness ? witnessLine(w.witness) : "";
   }
@@ -184,7 +205,7 @@ async function workflowView(id) {
     pending = setTimeout(() => { pending = null; refresh().catch(showError); }, 150);
   }
   function showError(e) { header.append(fail(e)); }
-  await refresh();
+  await refresh(first);
   stream = new EventSource(`/api/workflows/${encodeURIComponent(id)}/events`);
   stream.addEventListener("journal", message => {
     const event = JSON.parse(message.data);
@@ -197,6 +218,10 @@ async function workflowView(id) {
   stream.addEventListener("end", () => { stream.close(); soon(); });
 }
 
+function elapsed(started) {
+  return started ? (Date.now() - Date.parse(started)) / 1000 : null;
+}
+
 function remaining(w) {
   const done = w.nodes.filter(v => v.completed && v.wall);
   const left = new Set(w.steps.filter(s => s.state === "pending").map(s => s.node)).size;
@@ -206,16 +231,21 @@ function remaining(w) {
 }
 
 function action(id, name, allowed) {
+  // enabled exactly when the CLI would accept it; else the CLI's reason and exit code
   const why = allowed[name];
-  const button = el("button", {type: "button", id: `action-${name}`, disabled: why !== null,
-                               title: why || ""}, name[0].toUpperCase() + name.slice(1));
+  const button = el("button", {type: "button", id: `action-${name}`, disabled: why !== null},
+                    name[0].toUpperCase() + name.slice(1));
   button.onclick = async () => {
     button.disabled = true;
-    try { await api(`/api/workflows/${encodeURIComponent(id)}/${name}`, {}); }
-    catch (e) { view.append(fail(e)); }
-    if (name !== "stop") route();        // a resume or revert streams on from the journal
+    try {
+      await api(`/api/workflows/${encodeURIComponent(id)}/${name}`, {});
+      if (name !== "stop") route();      // a resume or revert streams on from the journal
+    } catch (e) { view.append(fail(e)); }
   };
-  return el("span", {}, button, why ? el("span", {class: "why"}, ` ${why}`) : null);
+  const reason = why ? ` ${why.message}` + (why.exit_code ? ` (exit ${why.exit_code})` : "")
+                     : "";
+  return el("div", {class: "action"}, button, reason ? el("span", {class: "why"}, reason)
+                                                     : null);
 }
 
 function stepRows(steps) {
@@ -239,8 +269,9 @@ function visitRows(nodes, steps) {
   const ends = steps.map(s => time(s.ended)).filter(x => x !== null);
   const t0 = Math.min(...starts), span = Math.max(0.001, Math.max(...ends, ...starts) - t0);
   const rows = nodes.map((v, i) => {
-    const mine = visitSteps(steps, i);
-    const drain = mine.find(s => s.name === "drain"), ready = mine.find(s => s.name === "ready");
+    const visit = visitSteps(steps, i);
+    const drain = visit.find(s => s.name === "drain");
+    const ready = visit.find(s => s.name === "ready");
     const from = drain ? time(drain.started) : null;
     const to = ready && ready.state === "done" ? time(ready.ended) : null;
     const bar = el("div", {class: "bar"});
@@ -272,14 +303,15 @@ function witnessLine(w) {
 
 // -- history ----------------------------------------------------------------------------
 
-async function historyView() {
+async function historyView(mine) {
   const [workflows, live] = await Promise.all([api("/api/workflows"), api("/api/live")]);
+  if (mine !== shown) return;
   const rows = workflows.map(w => [el("a", {href: `#/workflows/${w.id}`}, w.id), w.kind,
-    stateOf(w.state), w.started || "", (w.targets || []).join(", ")]);
+    stateOf(w.state), w.started || "", seconds(w.duration), (w.targets || []).join(", ")]);
   const updates = live.flatMap(l => l.updates.map(u => [l.name, u.kind, stateOf(u.state),
     u.facts ? `${u.facts.blackout_ms} ms` : "", u.home]));
   view.replaceChildren(el("h1", {}, "History"),
-    table(["workflow", "kind", "state", "started", "targets"], rows),
+    table(["workflow", "kind", "state", "started", "duration", "targets"], rows),
     el("h2", {}, "Live updates on this host"),
     updates.length ? table(["workload", "kind", "state", "blackout", "home"], updates)
                    : el("p", {class: "why"}, "none"));
@@ -289,18 +321,19 @@ async function historyView() {
 
 async function route() {
   if (stream) { stream.close(); stream = null; }
+  const mine = ++shown;
   const hash = location.hash || "#/";
-  const id = hash.startsWith("#/workflows/") ? decodeURIComponent(hash.slice(12)) : null;
-  const page = id ? "workflow" : hash === "#/new" ? "new" : hash === "#/history" ? "history"
-                                                                              : "domain";
+  const page = hash.startsWith("#/workflows/") ? "workflow" : hash === "#/new" ? "new"
+             : hash === "#/history" ? "history" : "domain";
   for (const a of document.querySelectorAll("nav a"))
     a.classList.toggle("current", a.dataset.nav === page);
   try {
-    if (id) await workflowView(id);
-    else if (page === "new") await newView();
-    else if (page === "history") await historyView();
-    else await domainView();
-  } catch (e) { view.replaceChildren(fail(e)); }
+    const id = page === "workflow" ? decodeURIComponent(hash.slice(12)) : null;
+    if (id) await workflowView(id, mine);
+    else if (page === "new") await newView(mine);
+    else if (page === "history") await historyView(mine);
+    else await domainView(mine);
+  } catch (e) { if (mine === shown) view.replaceChildren(fail(e)); }
 }
 
 window.addEventListener("hashchange", route);

@@ -11,7 +11,7 @@ from typing import Any
 
 from zdt import domain as domain_model
 from zdt.domain import Domain
-from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError
+from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError, ZdtError
 from zdt.lock import DomainLock
 from zdt.workflow import kinds
 from zdt.workflow.journal import Journal, StepRecord, WorkflowRecord
@@ -21,46 +21,56 @@ REVERTIBLE = ("pending", "failed", "stopped", "running", "reverting", "revert-fa
               "succeeded")
 
 
-def actions(domain_path: Path, wid: str) -> dict[str, str | None]:
-    """Which of stop, resume and revert the workflow allows now: None, or why not (the
-    reasons `zdt stop|resume|revert` would give)."""
+def check_state(journal: Journal, wf: WorkflowRecord, action: str,
+                allowed: tuple[str, ...]) -> None:
+    """A resume or revert of `wf` now, as the journal tells (the CLI's errors and codes)."""
+    if wf.state not in allowed:
+        raise PreconditionError(f"workflow {wf.id} is {wf.state}: nothing to {action}")
+    holder = journal.holder()
+    if holder is not None and holder.id != wf.id:
+        raise LockedError(f"the domain is held by workflow {holder.id} "
+                          f"({holder.state}); finish that one first")
+
+
+def check_stop(journal: Journal, wf: WorkflowRecord) -> None:
+    if wf.state not in ("running", "pending"):
+        raise PreconditionError(f"workflow {wf.id} is {wf.state}, not running: nothing to stop")
+    if not DomainLock(journal.state_dir).held_by_other():
+        raise PreconditionError(
+            f"workflow {wf.id} is {wf.state} in the journal but no zdt process runs it (it "
+            f"was interrupted): finish it with `zdt resume {wf.id}` or `zdt revert {wf.id}`")
+
+
+def actions(domain_path: Path, wid: str) -> dict[str, dict[str, Any] | None]:
+    """Which of stop, resume and revert the workflow allows now: None, or the error (exit
+    code and message) the CLI would give for it — by the very checks the CLI makes."""
+    domain = domain_model.load(domain_path)
     journal = open_journal(domain_path)
     try:
         wf = journal.workflow(wid)
-        holder = journal.holder()
-        running = DomainLock(journal.state_dir).held_by_other()
+        checks: dict[str, Callable[[], None]] = {
+            "stop": lambda: check_stop(journal, wf),
+            "resume": lambda: _again(domain, journal, wf, "resume", RESUMABLE),
+            "revert": lambda: _again(domain, journal, wf, "revert", REVERTIBLE)}
+        found: dict[str, dict[str, Any] | None] = {}
+        for action, check in checks.items():
+            try:
+                check()
+                found[action] = None
+            except ZdtError as exc:
+                found[action] = {"exit_code": exc.exit_code, "message": str(exc)}
+        return found
     finally:
         journal.close()
-    revert = _why_not_again(wf, holder, running, "revert", REVERTIBLE)
-    if revert is None:
-        try:
-            refuse_if_superseded(domain_path, wf)
-        except PreconditionError as exc:
-            revert = str(exc)
-    return {"stop": _why_not_stop(wf, running),
-            "resume": _why_not_again(wf, holder, running, "resume", RESUMABLE),
-            "revert": revert}
 
 
-def _why_not_stop(wf: WorkflowRecord, running: bool) -> str | None:
-    if wf.state not in ("running", "pending"):
-        return f"workflow {wf.id} is {wf.state}, not running: nothing to stop"
-    if not running:
-        return (f"workflow {wf.id} is {wf.state} in the journal but no zdt process runs it "
-                "(it was interrupted): resume or revert it")
-    return None
-
-
-def _why_not_again(wf: WorkflowRecord, holder: WorkflowRecord | None, running: bool,
-                   action: str, allowed: tuple[str, ...]) -> str | None:
-    if running:
-        return "a zdt process works on the domain now: wait for it to end, or stop it"
-    if wf.state not in allowed:
-        return f"workflow {wf.id} is {wf.state}: nothing to {action}"
-    if holder is not None and holder.id != wf.id:
-        return (f"the domain is held by workflow {holder.id} ({holder.state}); finish that "
-                "one first")
-    return None
+def _again(domain: Domain, journal: Journal, wf: WorkflowRecord, action: str,
+           allowed: tuple[str, ...]) -> None:
+    same_servers(domain, journal.steps(wf.id), wf.id)
+    if action == "revert":
+        refuse_if_superseded(Path(domain.source), wf)
+    DomainLock(journal.state_dir).refuse_if_held()
+    check_state(journal, wf, action, allowed)
 
 
 def refuse_if_superseded(journal_path: Path, wf: WorkflowRecord) -> None:
@@ -139,12 +149,7 @@ def request_stop(domain_path: Path, wid: str) -> str:
     journal = open_journal(domain_path)
     try:
         wf = journal.workflow(wid)
-        if wf.state not in ("running", "pending"):
-            raise PreconditionError(f"workflow {wid} is {wf.state}, not running: nothing to stop")
-        if not DomainLock(journal.state_dir).held_by_other():
-            raise PreconditionError(
-                f"workflow {wid} is {wf.state} in the journal but no zdt process runs it (it "
-                f"was interrupted): finish it with `zdt resume {wid}` or `zdt revert {wid}`")
+        check_stop(journal, wf)
         if not journal.request_stop(wid):
             raise PreconditionError(f"workflow {wid} ended while asking it to stop")
         return wf.state

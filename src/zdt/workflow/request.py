@@ -75,6 +75,7 @@ class RolloutRequest:
         """The options every kind shares (exit 2 naming the option)."""
         for option in OPTIONS[1:]:
             check_type(option.name, getattr(self, option.name), option.type, option.optional)
+        check_type("start_timeout", self.start_timeout, "float")   # no front end offers it
         if not self.targets or not all(isinstance(t, str) for t in self.targets):
             raise ConfigError("--targets: give 'domain', 'admin', or cluster and server names")
         for name in SECONDS:

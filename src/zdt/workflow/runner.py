@@ -7,6 +7,8 @@ A request is prepared once (`prepare`): the plan shown is the plan that runs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -16,7 +18,7 @@ from zdt import adapters as adapter_factory
 from zdt import domain as domain_model
 from zdt import preview
 from zdt.domain import Domain
-from zdt.errors import LockedError, PreconditionError, ZdtError
+from zdt.errors import ZdtError
 from zdt.lock import DomainLock
 from zdt.steps import Context, hooks
 from zdt.waiting import REAL_TIME, Timing
@@ -26,6 +28,7 @@ from zdt.workflow import plan as planner
 from zdt.workflow.admission import (
     RESUMABLE,
     REVERTIBLE,
+    check_state,
     fingerprint,
     open_journal,
     refuse_if_held,
@@ -48,6 +51,15 @@ class Prepared:
     request: RolloutRequest
     kind: Kind
     inputs: Inputs
+
+    def digest(self) -> str:
+        """What a preview was made for: the request as prepared, the plan and the inputs'
+        digests. A start that names it runs nothing else (the console's Start)."""
+        data = {"request": self.request.flat(), "domain": self.domain.source,
+                "plan": [asdict(s) for s in self.plan.steps],
+                "archive": self.inputs.manifest.sha256 if self.inputs.manifest else None,
+                "apps": [asdict(a) for a in self.inputs.apps]}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def recorded(self) -> dict[str, object]:
         """What the journal keeps: the request as given, and what was prepared from it."""
@@ -163,13 +175,7 @@ class Runner(Wiring):
         try:
             journal = Journal(domain.state_dir, self.clock)
             try:
-                wf = journal.workflow(wid)
-                if wf.state not in allowed:
-                    raise PreconditionError(f"workflow {wid} is {wf.state}: nothing to {action}")
-                holder = journal.holder()
-                if holder is not None and holder.id != wid:
-                    raise LockedError(f"the domain is held by workflow {holder.id} "
-                                      f"({holder.state}); finish that one first")
+                check_state(journal, journal.workflow(wid), action, allowed)
                 if action == "resume" and any(e["kind"] == "pause" for e in
                                               journal.events(wid)):
                     request = replace(request, pause_after=None)   # the canary was seen

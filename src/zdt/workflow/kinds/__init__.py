@@ -79,7 +79,7 @@ class Kind:
         for f in self.fields:
             value = request.params.get(f.name)
             if f.type == "list":
-                if value is not None and (isinstance(value, str) or not all(
+                if value is not None and (not isinstance(value, list | tuple) or not all(
                         isinstance(v, str) for v in value)):
                     raise ConfigError(f"{f.option}: give names, comma-separated")
             else:
