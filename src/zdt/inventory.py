@@ -8,6 +8,7 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
+from zdt import procfs, stale
 from zdt.adapters import Adapters
 from zdt.adapters.transport import Transport
 from zdt.domain import Domain, Server
@@ -22,6 +23,7 @@ async def read(domain: Domain, adapters: Adapters) -> dict[str, Any]:
     """Nodes (with their home), clusters and servers (with their live state)."""
     nodes = await each(_node(domain, n.name, adapters.transports[n.name]) for n in domain.nodes)
     servers = await each(_server(s, adapters) for s in domain.servers)
+    _stale(domain, servers)
     return {
         "name": domain.domain.name, "source": domain.source, "home": domain.domain.home,
         "admin": domain.domain.admin, "lb": domain.lb.kind, "services": domain.services.kind,
@@ -58,6 +60,20 @@ async def home_of(t: Transport, home: str) -> dict[str, Any]:
         version = text[0] if r.returncode == 0 and text else None
     out["version"] = version
     return out
+
+
+def _stale(domain: Domain, servers: list[dict[str, Any]]) -> None:
+    """Each server on a node of this machine (a local node): its processes that still use
+    files deleted or replaced since they loaded them (`zdt stale`). Servers on ssh:// nodes
+    say None: not known from here."""
+    for s in servers:
+        pid = s["process"].get("pid")
+        if domain.node(s["node"]).ssh is not None or not pid:
+            s["stale"] = None
+            continue
+        found = stale.scan(pids=[pid, *procfs.descendants({pid})])
+        s["stale"] = [{"pid": p.pid, "command": p.command,
+                       "files": [f.path for f in p.files]} for p in found.processes]
 
 
 async def _server(server: Server, adapters: Adapters) -> dict[str, Any]:

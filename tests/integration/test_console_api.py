@@ -172,6 +172,19 @@ async def test_a_workflow_from_the_api_under_load_then_stopped_by_the_cli_and_re
         assert c.get("/api/workflows/nosuch").status_code == 404
 
 
+def test_the_domain_as_it_is(console: Console, sb: dict[str, Any]) -> None:
+    with console.client() as c:
+        d = c.get("/api/domain").json()
+    assert [(n["name"], n["home"]["version"]) for n in d["nodes"]] == [
+        ("node1", "v1"), ("node2", "v1"), ("node3", "v1")]
+    servers = {s["name"]: s for s in d["servers"]}
+    assert all(s["process"]["state"] == "RUNNING" and s["process"]["pid"] > 1
+               for s in servers.values())
+    assert [(n, s["balancer"]["admin"]) for n, s in servers.items() if s["lb"]] == [
+        ("node1-s1", "ready"), ("node2-s1", "ready"), ("node3-s1", "ready")]
+    assert all(s["stale"] == [] for s in servers.values())   # local nodes: scanned
+
+
 def test_a_start_runs_only_what_was_previewed(console: Console) -> None:
     body = {"kind": "restart", "targets": "cluster1", "shutdown_timeout": 10}
     with console.client() as c:

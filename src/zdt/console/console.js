@@ -56,15 +56,18 @@ async function domainView(mine) {
     s.process.error || stateOf(s.process.state), s.process.pid || "",
     !s.balancer ? "(not behind the LB)" : s.balancer.error ||
       `${s.balancer.admin} / ${s.balancer.status}`,
-    s.balancer && !s.balancer.error ? s.balancer.sessions : ""]);
+    s.balancer && !s.balancer.error ? s.balancer.sessions : "",
+    s.stale === null ? "not known" : s.stale.length ?
+      el("span", {class: "error"}, s.stale.map(p => `${p.pid}: ${p.files.join(", ")}`)
+        .join("; ")) : "none"]);
   view.replaceChildren(el("h1", {}, `Domain ${d.name}`),
     el("p", {class: "why"}, `${d.source} · LB ${d.lb} · services ${d.services}`,
        d.read_only ? " · read-only console" : ""),
     running,
     el("h2", {}, "Nodes"), table(["node", "address", "version", "home"], nodes),
     el("h2", {}, "Servers"),
-    table(["server", "node", "port", "process", "pid", "LB admin / status", "sessions"],
-          servers),
+    table(["server", "node", "port", "process", "pid", "LB admin / status", "sessions",
+           "stale files"], servers),
     el("h2", {}, "Clusters"),
     table(["cluster", "servers"], d.clusters.map(c => [c.name, c.servers.join(", ")])));
 }
