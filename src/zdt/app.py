@@ -199,13 +199,15 @@ class App(Wiring):
         finally:
             journal.close()
 
-    async def watch(self, wid: str | None = None, *, after: int = 0,
-                    patience: float = 2.0) -> AsyncIterator[dict[str, Any]]:
+    async def watch(self, wid: str | None = None, *, after: int = 0, patience: float = 2.0,
+                    follow: bool = False) -> AsyncIterator[dict[str, Any]]:
         """A workflow's journal events as they are written, from the one after `after`,
         until its run is over: its end state and what its process writes after it (the
-        last witness reading, hooks), or a run that died half-way. Woken by the journal's
-        commits and the lock's release, in this process or another; `patience` only bounds
-        how long a process that died without a word goes unnoticed."""
+        last witness reading, hooks), or a run that died half-way. With `follow`, on past
+        its end: a later resume or revert (from any process) streams on, until the caller
+        stops reading. Woken by the journal's commits and the lock's release, in this
+        process or another; `patience` only bounds how long a process that died without a
+        word goes unnoticed."""
         journal = open_journal(self.domain_path, self.clock)
         try:
             wid = wid or _newest(journal)
@@ -215,7 +217,7 @@ class App(Wiring):
                     for event in journal.events(wid, after):
                         after = event["id"]
                         yield event
-                    if not _being_run(journal, wid):
+                    if not follow and not _being_run(journal, wid):
                         for event in journal.events(wid, after):
                             yield event      # written before its process let go
                         return

@@ -172,6 +172,44 @@ async def test_a_workflow_from_the_api_under_load_then_stopped_by_the_cli_and_re
         assert c.get("/api/workflows/nosuch").status_code == 404
 
 
+def follow_through_a_cli_resume(c: Console, wid: str, domain: str
+                                ) -> tuple[list[dict[str, Any]], int]:
+    """A page's stream (?follow=1), open before `zdt resume` starts in another process:
+    everything it saw, up to the resumed run's end, and the resume's exit code."""
+    found: list[dict[str, Any]] = []
+    code = None
+    with c.client().stream("GET", f"/api/workflows/{wid}/events?follow=1") as reply:
+        kind = None
+        for line in reply.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind == "journal":
+                found.append(json.loads(line[6:]))
+                last = found[-1]
+                if (last["kind"], last["message"]) == ("workflow", "stopped") and code is None:
+                    code = zdt("resume", wid, "-d", domain).returncode
+                if (last["kind"], last["message"]) == ("workflow", "succeeded"):
+                    break
+    assert code is not None
+    return found, code
+
+
+async def test_a_page_following_a_workflow_sees_its_resume_from_the_cli(
+        console: Console, sb: dict[str, Any]) -> None:
+    with console.client() as c:
+        started = c.post("/api/workflows", json={"kind": "restart", "targets": "cluster1",
+                                                 "shutdown_timeout": 10, "pause_after": 1})
+        wid = started.json()["id"]
+        first = await asyncio.to_thread(events, console, wid)   # the canary run, to its end
+        assert [e["message"] for e in first if e["kind"] == "workflow"][-1] == "stopped"
+        seen, code = await asyncio.wait_for(asyncio.to_thread(
+            follow_through_a_cli_resume, console, wid, sb["domain"]), 120)
+    assert code == 0
+    states = [e["message"] for e in seen if e["kind"] == "workflow"]
+    assert states[-2:] == ["running", "succeeded"]          # the CLI's run, streamed on
+    assert [e["id"] for e in seen] == sorted(e["id"] for e in seen)
+
+
 def test_the_domain_as_it_is(console: Console, sb: dict[str, Any]) -> None:
     with console.client() as c:
         d = c.get("/api/domain").json()

@@ -5,7 +5,8 @@ same checks and messages as the command line, errors named by the CLI's exit cod
     GET  /api/kinds                       workflow kinds, their fields, the shared options
     GET  /api/workflows                   every workflow, newest first
     GET  /api/workflows/{id}              its report, and which actions it allows now
-    GET  /api/workflows/{id}/events       its journal events as Server-Sent Events
+    GET  /api/workflows/{id}/events       its journal events as Server-Sent Events, until its
+                                          run is over (?follow=1: and its later runs)
     POST /api/preview                     a request → checks, plan, estimates (changes nothing)
     POST /api/workflows                   a request → started (202, its id)
     POST /api/workflows/{id}/stop|resume|revert
@@ -87,8 +88,10 @@ class Api:
         app = self.new_app()
         await asyncio.to_thread(app.status, wid)   # an unknown id: 404 before streaming
 
+        follow = request.query_params.get("follow") == "1"   # past the end (the page)
+
         async def stream() -> AsyncIterator[str]:
-            async for event in app.watch(wid, after=after):
+            async for event in app.watch(wid, after=after, follow=follow):
                 yield f"id: {event['id']}\nevent: journal\ndata: {json.dumps(event)}\n\n"
             yield "event: end\ndata: {}\n\n"
         return StreamingResponse(stream(), media_type="text/event-stream",

@@ -209,7 +209,8 @@ async function workflowView(id, mine) {
   }
   function showError(e) { header.append(fail(e)); }
   await refresh(first);
-  stream = new EventSource(`/api/workflows/${encodeURIComponent(id)}/events`);
+  // follow: a resume or revert started later, from here or the CLI, streams on
+  stream = new EventSource(`/api/workflows/${encodeURIComponent(id)}/events?follow=1`);
   stream.addEventListener("journal", message => {
     const event = JSON.parse(message.data);
     if (event.kind === "step") {
@@ -218,7 +219,7 @@ async function workflowView(id, mine) {
     }
     soon();
   });
-  stream.addEventListener("end", () => { stream.close(); soon(); });
+  stream.addEventListener("end", () => soon());
 }
 
 function elapsed(started) {
