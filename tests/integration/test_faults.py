@@ -8,6 +8,7 @@ hang, never a traceback — and no client request fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import pytest
 
 from conftest import capacity_load, running_sandbox, step_reached, zdt, zdt_background
 from zdt import domain as dm
+from zdt import procfs
 from zdt.adapters.lb.haproxy import HAProxy
 
 pytestmark = pytest.mark.integration
@@ -109,13 +111,19 @@ async def test_a_hung_supervisord_mid_rollout(sb: dict[str, Any]) -> None:
 
 async def test_a_killed_supervisord_is_refused_before_anything(sb: dict[str, Any]) -> None:
     pid = sb["pids"]["supervisord"]["node3"]
+    orphans = procfs.descendants({pid})       # its servers outlive it: stopped at the end
     os.kill(pid, signal.SIGKILL)
-    before = await rotation(sb)
-    result = zdt(*ROLLOUT, "-d", sb["domain"])
-    assert result.returncode == 3, result.stdout + result.stderr
-    assert "node3" in result.stderr and "supervisord" in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
-    assert await rotation(sb) == before
+    try:
+        before = await rotation(sb)
+        result = zdt(*ROLLOUT, "-d", sb["domain"])
+        assert result.returncode == 3, result.stdout + result.stderr
+        assert "node3" in result.stderr and "supervisord" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert await rotation(sb) == before
+    finally:
+        for child in orphans:                 # ours, by pid (the sandbox cannot see them)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None,
