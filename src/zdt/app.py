@@ -68,6 +68,11 @@ class App(Wiring):
     # -- workflows ---------------------------------------------------------------------
 
     @staticmethod
+    def workflow_kind(name: str) -> Kind:
+        """One workflow kind (bad input naming the known ones if there is none)."""
+        return kinds.get(name)
+
+    @staticmethod
     def workflow_kinds() -> list[Kind]:
         """The workflow kinds, with the fields each one's request takes."""
         return kinds.every()

@@ -65,15 +65,17 @@ async def home_of(t: Transport, home: str) -> dict[str, Any]:
 def _stale(domain: Domain, servers: list[dict[str, Any]]) -> None:
     """Each server on a node of this machine (a local node): its processes that still use
     files deleted or replaced since they loaded them (`zdt stale`). Servers on ssh:// nodes
-    say None: not known from here."""
+    say None: not known from here. One reading of /proc and one scan for them all."""
+    owner: dict[int, dict[str, Any]] = {}
+    stats = procfs.live()
     for s in servers:
         pid = s["process"].get("pid")
-        if domain.node(s["node"]).ssh is not None or not pid:
-            s["stale"] = None
-            continue
-        found = stale.scan(pids=[pid, *procfs.descendants({pid})])
-        s["stale"] = [{"pid": p.pid, "command": p.command,
-                       "files": [f.path for f in p.files]} for p in found.processes]
+        s["stale"] = None if domain.node(s["node"]).ssh is not None or not pid else []
+        if s["stale"] is not None:
+            owner.update(dict.fromkeys([pid, *procfs.descendants({pid}, stats)], s))
+    for p in stale.scan(pids=owner).processes:
+        owner[p.pid]["stale"].append({"pid": p.pid, "command": p.command,
+                                      "files": [f.path for f in p.files]})
 
 
 async def _server(server: Server, adapters: Adapters) -> dict[str, Any]:

@@ -77,17 +77,14 @@ class DomainLock:
     def holders(self) -> list[int]:
         """The pids of the live processes holding the lock now (this one included)."""
         try:
-            return _flock_holders(os.stat(self.dir))
+            st = os.stat(self.dir)
         except OSError:
-            return []
+            return []                           # no state dir: nobody holds it
+        return _flock_holders(st)
 
     def held_by_other(self) -> bool:
         """Whether a live process other than this object holds the lock; never takes it."""
-        try:
-            st = os.stat(self.dir)
-        except OSError:
-            return False
-        return any(pid != os.getpid() or self.fd is None for pid in _flock_holders(st))
+        return any(pid != os.getpid() or self.fd is None for pid in self.holders())
 
     def refuse_if_held(self) -> None:
         """LockedError (exit 4) naming the holder when another process holds the lock."""

@@ -49,9 +49,10 @@ def children(parent: int) -> list[int]:
     return sorted(pid for pid, st in live().items() if st.ppid == parent)
 
 
-def descendants(parents: set[int]) -> list[int]:
-    """Children, their children, and so on, of any of `parents` (not the parents)."""
-    stats = live()
+def descendants(parents: set[int], stats: dict[int, Stat] | None = None) -> list[int]:
+    """Children, their children, and so on, of any of `parents` (not the parents), from
+    `stats` (one reading of /proc shared by several calls) or a fresh one."""
+    stats = live() if stats is None else stats
     found: list[int] = []
     seen = set(parents)
     while parents:

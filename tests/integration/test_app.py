@@ -19,10 +19,11 @@ from conftest import (
     step_reached,
     zdt_background,
 )
-from zdt.adapters.lb.haproxy import HAProxy, HAProxyConfig
+from zdt.adapters.lb.haproxy import HAProxy
 from zdt.adapters.transport import Transport
 from zdt.app import App, RolloutRequest, plan_rows
-from zdt.domain import Domain, Server, adapter_config
+from zdt.domain import Domain, LbConfig, Server, adapter_config
+from zdt.errors import ConfigError
 from zdt.steps import Context, StepClass, StepSpec, nodefs, servers
 from zdt.workflow import kinds
 from zdt.workflow.journal import StepRecord
@@ -150,10 +151,11 @@ def touch_kind() -> Iterator[None]:
 async def test_a_toy_kind_plugs_in_through_the_registry(sb: dict[str, Any],
                                                         touch_kind: None) -> None:
     app = App(Path(sb["domain"]))
-    with pytest.raises(Exception, match="--note: required by `zdt rollout touch`"):
+    with pytest.raises(ConfigError, match="--note: required by `zdt rollout touch`"):
         app.prepare(RolloutRequest.of("touch", ("cluster1",)))
     files = {n["name"]: Path(n["home"]).parent / f"touched-{n['name']}" for n in sb["nodes"]}
-    async with capacity_load(sb["lb_url"]) as load:
+    # a new connection per request here (the home rollout above: keep-alive clients)
+    async with capacity_load(sb["lb_url"], keep_alive=False) as load:
         done = await app.start(RolloutRequest.of("touch", ("cluster1",), note="hello",
                                                  shutdown_timeout=10.0))
         assert done.state == "succeeded", done.report["error"]
@@ -165,8 +167,13 @@ async def test_a_toy_kind_plugs_in_through_the_registry(sb: dict[str, Any],
     assert_lossless(load.stats, back.report)
 
 
-class CountingConfig(HAProxyConfig):
-    kind: Literal["counting"] = "counting"   # type: ignore[assignment]
+class CountingConfig(LbConfig):
+    """The toy kind's own `[lb]` keys: an HAProxy admin socket and backend."""
+
+    kind: Literal["counting"] = "counting"
+    socket: str
+    backend: str = "app"
+    local_paths = ("socket",)
 
 
 class CountingLB(HAProxy):
@@ -175,11 +182,11 @@ class CountingLB(HAProxy):
     asked: ClassVar[list[tuple[str, str]]] = []
 
     async def drain(self, servers: Sequence[Server]) -> None:
-        self.asked += [("drain", s.name) for s in servers]
+        CountingLB.asked.extend(("drain", s.name) for s in servers)
         await super().drain(servers)
 
     async def ready(self, servers: Sequence[Server]) -> None:
-        self.asked += [("ready", s.name) for s in servers]
+        CountingLB.asked.extend(("ready", s.name) for s in servers)
         await super().ready(servers)
 
 

@@ -32,20 +32,23 @@ def console(sb: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
         yield c
 
 
-def events(c: Console, wid: str) -> list[dict[str, Any]]:
-    """The workflow's journal events over SSE, until the stream ends with its run."""
-    found = []
-    with c.client().stream("GET", f"/api/workflows/{wid}/events") as reply:
+def stream(c: Console, wid: str, query: str = "") -> Iterator[dict[str, Any]]:
+    """The workflow's journal events over SSE, as they come, until the stream ends."""
+    with c.client().stream("GET", f"/api/workflows/{wid}/events{query}") as reply:
         assert reply.headers["content-type"].startswith("text/event-stream")
         kind = None
         for line in reply.iter_lines():
             if line.startswith("event: "):
                 kind = line[7:]
             elif line.startswith("data: ") and kind == "journal":
-                found.append(json.loads(line[6:]))
+                yield json.loads(line[6:])
             elif line.startswith("data: ") and kind == "end":
-                break
-    return found
+                return
+
+
+def events(c: Console, wid: str) -> list[dict[str, Any]]:
+    """The workflow's journal events, until the stream ends with its run."""
+    return list(stream(c, wid))
 
 
 @pytest.mark.parametrize(("headers", "cookies"), [
@@ -133,7 +136,8 @@ async def test_a_workflow_from_the_api_under_load_then_stopped_by_the_cli_and_re
                                                "shutdown_timeout": 10})
         assert preview.status_code == 200 and preview.json()["ok"] is True
         assert [v["node"] for v in preview.json()["plan"]] == ["node1", "node2", "node3"]
-        async with capacity_load(sb["lb_url"]) as load:
+        # new-connection clients here; the browser test's keep their connections alive
+        async with capacity_load(sb["lb_url"], keep_alive=False) as load:
             started = c.post("/api/workflows", json={
                 "kind": "restart", "targets": "cluster1", "shutdown_timeout": 10,
                 "delay_between_nodes": 2})
@@ -178,18 +182,12 @@ def follow_through_a_cli_resume(c: Console, wid: str, domain: str
     everything it saw, up to the resumed run's end, and the resume's exit code."""
     found: list[dict[str, Any]] = []
     code = None
-    with c.client().stream("GET", f"/api/workflows/{wid}/events?follow=1") as reply:
-        kind = None
-        for line in reply.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: ") and kind == "journal":
-                found.append(json.loads(line[6:]))
-                last = found[-1]
-                if (last["kind"], last["message"]) == ("workflow", "stopped") and code is None:
-                    code = zdt("resume", wid, "-d", domain).returncode
-                if (last["kind"], last["message"]) == ("workflow", "succeeded"):
-                    break
+    for event in stream(c, wid, "?follow=1"):
+        found.append(event)
+        if (event["kind"], event["message"]) == ("workflow", "stopped") and code is None:
+            code = zdt("resume", wid, "-d", domain).returncode
+        if (event["kind"], event["message"]) == ("workflow", "succeeded"):
+            break
     assert code is not None
     return found, code
 

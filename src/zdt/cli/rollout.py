@@ -102,6 +102,9 @@ def command(kind: Kind) -> Callable[..., None]:
 
     context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                 annotation=typer.Context)
+    # Typer reads a command's options from inspect.signature(), which honours
+    # __signature__ (documented in the inspect module); typeshed does not declare the
+    # attribute on functions, hence the one ignore
     run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [context, *(_field(f) for f in kind.fields), *COMMON])
     run.__name__ = kind.name

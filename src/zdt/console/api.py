@@ -173,10 +173,7 @@ async def _request_of(request: Request) -> tuple[RolloutRequest, str | None]:
     if not isinstance(body, dict) or not isinstance(body.get("kind"), str):
         raise ConfigError('the request body must be a JSON object with "kind" (restart, '
                           'home, runtime, apps, update), "targets" and the options')
-    kind = next((k for k in App.workflow_kinds() if k.name == body["kind"]), None)
-    if kind is None:
-        known = ", ".join(k.name for k in App.workflow_kinds())
-        raise ConfigError(f"unknown rollout kind {body['kind']!r} (known: {known})")
+    kind = App.workflow_kind(body["kind"])
     offered = {o.name for o in OPTIONS} | kind.field_names() | {"kind", "preview_digest"}
     for key in body:
         if key not in offered:
