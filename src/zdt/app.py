@@ -14,7 +14,7 @@ tells it). A request is prepared once: `prepare` checks it and plans it, `previe
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from zdt.live.journal import LiveJournal
 from zdt.live.operations import LiveRequest
 from zdt.live.supervisor import LiveConfig
 from zdt.lock import DomainLock
-from zdt.workflow import admission, kinds
+from zdt.workflow import admission, batches, kinds
 from zdt.workflow.admission import interrupted, open_journal, request_stop
 from zdt.workflow.journal import Journal
 from zdt.workflow.kinds import Field, Kind
@@ -110,7 +110,7 @@ class App(Wiring):
                     "rollback": bool(p.request.get("rollback", False))},
                 "preconditions": checks.as_dict(found), "runtime_changes": rewrites,
                 "ok": all(c.ok for c in found), "plan": plan_rows(p.plan),
-                "estimates": estimates, "digest": p.digest()}
+                "capacity": capacity_of(p), "estimates": estimates, "digest": p.digest()}
 
     def _estimate(self, p: Prepared) -> dict[str, Any]:
         """From earlier runs of the kind when the journal has some."""
@@ -232,9 +232,20 @@ class App(Wiring):
 
 
 def plan_rows(plan: Plan) -> list[dict[str, Any]]:
-    """Per node visit: the node, its servers, its steps (what preview shows)."""
-    return [{"node": node, "servers": sorted({x for s in plan.for_group(g) for x in s.servers}),
+    """One row per node visit: its batch (from 1), node, servers and steps."""
+    batch_of = {g: n for n, b in enumerate(plan.batches, start=1) for g in b}
+    return [{"batch": batch_of.get(g, g + 1), "node": node,
+             "servers": sorted({x for s in plan.for_group(g) for x in s.servers}),
              "steps": [s.name for s in plan.for_group(g)]} for g, node in enumerate(plan.nodes)]
+
+
+def capacity_of(p: Prepared) -> dict[str, Any]:
+    """The batches asked for and the capacity guard's arithmetic, cluster by cluster."""
+    minimum = batches.parse_minimum(p.request.min_in_service)
+    return {"batch": p.request.batch, "min_in_service": p.request.min_in_service,
+            "batches": len(p.plan.batches),
+            "largest_batch": max((len(b) for b in p.plan.batches), default=0),
+            "clusters": [{**asdict(b), "line": b.line(minimum)} for b in p.plan.budgets]}
 
 
 def _being_run(journal: Journal, wid: str) -> bool:

@@ -55,15 +55,16 @@ class Progress:
 
     def _table(self) -> Table:
         """Narrow enough for 80 columns: one mark per step, then the step under way."""
-        table = Table("node", "servers", "steps", "now", "elapsed",
+        table = Table("batch", "node", "servers", "steps", "now", "elapsed",
                       title=f"{self.plan.kind} of {', '.join(self.plan.targets)}",
                       title_justify="left")
+        batch_of = {g: n for n, b in enumerate(self.plan.batches, start=1) for g in b}
         for group, node in enumerate(self.plan.nodes):
             steps = self.plan.for_group(group)
             servers = sorted({x for s in steps for x in s.servers})
             marks = styled(*(part for s in steps for part in (MARKS[self.states[s.index]], " ")))
-            table.add_row(node, ", ".join(servers), marks, self._now(steps),
-                          self._elapsed(group))
+            table.add_row(str(batch_of.get(group, group + 1)), node, ", ".join(servers), marks,
+                          self._now(steps), self._elapsed(group))
         return table
 
     def _now(self, steps: list[StepSpec]) -> str:

@@ -288,10 +288,12 @@ async def _others_serving(ctx: Context, plan: Plan) -> list[Check]:
 
 def estimate(plan: Plan, journal: Journal | None, options: dict[str, float]) -> dict[str, Any]:
     """Time per node visit and in all, from earlier succeeded runs of the same kind when the
-    journal has them, else an upper bound from the timeouts."""
+    journal has them, else an upper bound from the timeouts. A batch's visits run side by
+    side: a batch takes as long as one visit."""
     visits = len(plan.nodes)
+    batches = len(plan.batches) or visits
     history = _history(plan.kind, journal)
-    delay = options.get("delay_between_nodes", 0.0) * max(0, visits - 1)
+    delay = options.get("delay_between_nodes", 0.0) * max(0, batches - 1)
     if history:
         wall = statistics.mean(v["wall"] for v in history)
         outs = [v["out_of_rotation"] for v in history if v["out_of_rotation"] is not None]
@@ -302,7 +304,8 @@ def estimate(plan: Plan, journal: Journal | None, options: dict[str, float]) -> 
         out = 2 * shutdown + 3 * 30.0          # drain + stop, then start, health, ready
         wall = out + 60.0                      # and extract / hooks, bounded by their timeouts
         basis = "upper bound from the timeouts (no earlier run in the journal)"
-    return {"basis": basis, "total_seconds": round(wall * visits + delay, 3),
+    return {"basis": basis, "total_seconds": round(wall * batches + delay, 3),
+            "batches": batches,
             "per_node": [{"node": n, "seconds": round(wall, 3),
                           "out_of_rotation": None if out is None else round(out, 3)}
                          for n in plan.nodes]}

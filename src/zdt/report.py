@@ -21,6 +21,7 @@ def workflow(journal: Journal, wid: str) -> dict[str, Any]:
         wf = journal.workflow(wid)
         steps = journal.steps(wid)
         events = journal.events(wid)
+    batch_of = visit_batches(steps)
     return {
         **brief(wf),
         "domain": wf.domain,
@@ -28,7 +29,7 @@ def workflow(journal: Journal, wid: str) -> dict[str, Any]:
         "ended": iso(wf.ended),
         "duration": _span(wf.started, wf.ended),
         "error": wf.error,
-        "steps": [_step(s) for s in steps],
+        "steps": [_step(s, batch_of[s.group]) for s in steps],
         "nodes": node_visits(steps, events),
         "facts": [{"step": e["step"], "name": e["message"], **(e["data"] or {})}
                   for e in events if e["kind"] == "facts"],
@@ -44,8 +45,10 @@ def brief(wf: WorkflowRecord) -> dict[str, Any]:
             "duration": _span(wf.started, wf.ended), "targets": wf.request.get("targets")}
 
 
-def _step(s: StepRecord) -> dict[str, Any]:
-    return {"index": s.index, "node": s.node, "name": s.name, "servers": list(s.servers),
+def _step(s: StepRecord, batch: int) -> dict[str, Any]:
+    """A step as reports show it: its node visit and that visit's batch (from 1)."""
+    return {"index": s.index, "visit": s.group, "batch": batch, "node": s.node,
+            "name": s.name, "servers": list(s.servers),
             "state": s.state, "attempts": s.attempts, "started": iso(s.started),
             "ended": iso(s.ended), "duration": _span(s.started, s.ended), "error": s.error}
 
@@ -61,6 +64,7 @@ def node_visits(steps: list[StepRecord], events: list[dict[str, Any]]) -> list[d
     forward = _attempt_spans(events, ("running", ("done", "failed")))
     backward = _attempt_spans(events, ("reverting", ("reverted", "failed")))
     visits = []
+    batch_of = visit_batches(steps)
     for group in sorted({s.group for s in steps}):
         mine = [s for s in steps if s.group == group]
         spans = [span for s in mine for span in forward.get(s.index, [])]
@@ -72,7 +76,8 @@ def node_visits(steps: list[StepRecord], events: list[dict[str, Any]]) -> list[d
         out = _out_of_rotation(mine, forward, backward, events)
         servers = sorted({x for s in mine for x in s.servers})
         done = {e["step"] for e in events if e["kind"] == "step" and e["message"] == "done"}
-        visits.append({"visit": group, "node": mine[0].node, "servers": servers,
+        visits.append({"visit": group, "batch": batch_of[group], "node": mine[0].node,
+                       "servers": servers,
                        "wall": round(end - start, 4),
                        "out_of_rotation": None if out is None else round(out, 4),
                        "overhead": round(max(0.0, end - start - inside), 4),
@@ -80,6 +85,17 @@ def node_visits(steps: list[StepRecord], events: list[dict[str, Any]]) -> list[d
                        "revert": round(sum(undo), 4) if undo else None,
                        "revert_out_of_rotation": _revert_out(mine, backward)})
     return visits
+
+
+def visit_batches(steps: list[StepRecord]) -> dict[int, int]:
+    """Each node visit's batch, counted from 1 over the batches that hold a visit's own
+    steps (the before- and after-update hooks are batches of their own, not counted)."""
+    own: dict[int, int] = {}
+    for s in sorted(steps, key=lambda s: s.name in ("hook:before-update",
+                                                   "hook:after-update")):
+        own.setdefault(s.group, s.batch)
+    numbers = {b: n for n, b in enumerate(sorted(set(own.values())), start=1)}
+    return {g: numbers[b] for g, b in own.items()}
 
 
 def _revert_out(mine: list[StepRecord], backward: dict[int, list[tuple[float, float]]]

@@ -1,13 +1,14 @@
 """Run a rollout and kill -9 this very process at a chosen point of a chosen step.
 
     python crash_rollout.py DOMAIN ARCHIVE|restart|runtime:PATH|update:ARCHIVE:PATH:APPS \
-        NODE STEP POINT
+        NODE STEP POINT [BATCH]
 
 POINT is a state the journal records (`running`, `done`): the kill comes from the engine's
 observer right after the journal committed it, so the crash lands at a precise point every
 run. `running+S`: S seconds after the step began (inside a drain's wait). `during:CMD`:
 while the step's first CMD runs on the node (tar mid-extract, mv mid-switch); its process
-is left to finish or not, as after a real crash. The workflow id is printed first.
+is left to finish or not, as after a real crash. BATCH is the rollout's --batch (default 1).
+The workflow id is printed first.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from zdt.workflow.journal import StepRecord
 
 def main() -> None:
     domain, archive, node, step, state = sys.argv[1:6]
+    batch = sys.argv[6] if len(sys.argv) > 6 else "1"
     wid = "crash-" + os.urandom(3).hex()
     print(wid, flush=True)
 
@@ -59,6 +62,7 @@ def main() -> None:
     else:
         request = RolloutRequest.of("home", ("cluster1",), shutdown_timeout=10, archive=archive,
                                     retry_delay=0.1)
+    request = replace(request, batch=batch)
     runner = App(Path(domain), ids=lambda: wid, observer=kill_at)
     asyncio.run(runner.start(request))
     sys.exit(3)   # not reached when the kill point is hit

@@ -57,7 +57,7 @@ def wait(driver: WebDriver, what: str, until: Any, timeout: float = 60) -> Any:
 STATE = "const s = document.getElementById('workflow-state'); return s ? s.textContent : ''"
 CELL = """
 for (const row of document.querySelectorAll('#steps tbody tr')) {
-  if (row.cells[0].textContent !== arguments[0]) continue;
+  if (row.cells[1].textContent !== arguments[0]) continue;
   for (const c of row.querySelectorAll('.step'))
     if (c.textContent === arguments[1]) return c.dataset.state;
 }

@@ -95,7 +95,9 @@ def test_preview_of_hostile_names(monkeypatch: pytest.MonkeyPatch) -> None:
         "preconditions": [check], "ok": False,
         "runtime_changes": {HOSTILE[6]: [{"path": HOSTILE[7], "line": 1, "before": HOSTILE[0],
                                           "after": HOSTILE[1]}]},
-        "plan": [{"node": HOSTILE[2], "servers": HOSTILE, "steps": ["drain"]}],
+        "plan": [{"batch": 1, "node": HOSTILE[2], "servers": HOSTILE, "steps": ["drain"]}],
+        "capacity": {"batches": 1, "batch": HOSTILE[5], "largest_batch": 1,
+                     "clusters": [{"line": HOSTILE[6]}]},
         "estimates": {"total_seconds": 1.0, "per_node": [{"node": HOSTILE[3], "seconds": 1}],
                       "basis": HOSTILE[4]}})
     shown(buffer.getvalue())

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("zdt.domain", "zdt.archive", "zdt.appspec"),
     ("zdt.adapters", "zdt.staging", "zdt.stale", "zdt.capacity"),
     ("zdt.steps",),
-    ("zdt.workflow.plan", "zdt.workflow.request", "zdt.workflow.journal",
+    ("zdt.workflow.plan", "zdt.workflow.batches", "zdt.workflow.request", "zdt.workflow.journal",
      "zdt.workflow.engine", "zdt.witness", "zdt.report",
      "zdt.preview", "zdt.display", "zdt.live", "zdt.inventory"),
     ("zdt.workflow.kinds", "zdt.workflow.admission", "zdt.workflow.runner"),

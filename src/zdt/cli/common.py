@@ -29,7 +29,8 @@ AcceptNew = Annotated[bool, typer.Option(
     "--accept-new-host-keys", help="Add the host key of an ssh:// node seen for the first "
     "time to known_hosts (OpenSSH's accept-new); a changed key is always refused.")]
 Parallel = Annotated[int, typer.Option(min=1, max=256, help="Nodes worked on at once where "
-                                       "the plan allows (checks, staging).")]
+                                       "the plan allows (checks, staging, the node visits of "
+                                       "a batch).")]
 
 
 def group(text: str, **options: Any) -> typer.Typer:
@@ -87,7 +88,8 @@ def print_summary(s: dict[str, Any], *, with_witness: bool = True) -> None:
 def print_visits(nodes: list[dict[str, Any]], w: dict[str, Any] | None) -> None:
     """Per node visit: times, and what the LB saw while the node was out."""
     seen = {v["group"]: v for v in (w or {}).get("visits", [])}
-    table = Table("node", "servers", "wall s", "out s", "zdt ms", "in rotation", "LB requests",
+    table = Table("batch", "node", "servers", "wall s", "out s", "zdt ms", "in rotation",
+                  "LB requests",
                   "LB errors", caption="out: out of rotation; in rotation: the backend's "
                   "servers left in rotation meanwhile; LB: what the load balancer counted "
                   "meanwhile", caption_justify="left")
@@ -97,7 +99,8 @@ def print_visits(nodes: list[dict[str, Any]], w: dict[str, Any] | None) -> None:
         share = (f"{lb['in_rotation']}/{lb['backend_servers']}" if "in_rotation" in lb
                  else "-")
         errors = lb.get("errors")
-        table.add_row(v["node"], ", ".join(v["servers"]), f"{v['wall']:.3f}",
+        table.add_row(str(v.get("batch", "")), v["node"], ", ".join(v["servers"]),
+                      f"{v['wall']:.3f}",
                       oor, f"{v['overhead'] * 1000:.1f}", share,
                       str(lb["requests"]) if "requests" in lb else "-",
                       "-" if errors is None else

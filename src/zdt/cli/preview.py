@@ -40,10 +40,16 @@ def _print_preview(r: dict[str, Any]) -> None:
         for c in lines:
             out.print(f"  {node}: {c['path']}:{c['line']}: {c['before'].strip()}  →  "
                       f"{c['after'].strip()}")
-    plan = Table("node", "servers", "steps", title="plan", title_justify="left")
+    plan = Table("batch", "node", "servers", "steps", title="plan", title_justify="left")
     for visit in r["plan"]:
-        plan.add_row(visit["node"], ", ".join(visit["servers"]), " → ".join(visit["steps"]))
+        plan.add_row(str(visit["batch"]), visit["node"], ", ".join(visit["servers"]),
+                     " → ".join(visit["steps"]))
     out.print(plan)
+    c = r["capacity"]
+    out.print(f"batches: {c['batches']} (--batch {c['batch']}, at most {c['largest_batch']} "
+              "node visit(s) side by side)")
+    for cluster in c["clusters"]:
+        out.print(f"  capacity: {cluster['line']}")
     e = r["estimates"]
     out.print(f"estimate: {e['total_seconds']:.1f} s in all; per node "
               + ", ".join(f"{v['node']} {v['seconds']:.1f} s" for v in e["per_node"])

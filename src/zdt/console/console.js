@@ -158,14 +158,19 @@ async function newView(mine) {
 function previewReport(r) {
   const checks = r.preconditions.map(c => [c.node || "", c.server || "", c.name,
     stateOf(!c.ok ? "no" : c.warn ? "warn" : "ok"), c.detail]);
-  const plan = r.plan.map(v => [v.node, v.servers.join(", "), v.steps.join(" → ")]);
+  const plan = r.plan.map(v => [String(v.batch), v.node, v.servers.join(", "),
+                                v.steps.join(" → ")]);
+  const c = r.capacity;
   const e = r.estimates;
   return el("section", {id: "preview-report"},
     el("h2", {}, `Preview of a ${r.kind} rollout of ${r.targets.join(", ")}: nothing was ` +
        "changed"),
     r.archive ? el("p", {}, `archive ${r.archive.path}: version ${r.archive.version}`) : null,
     table(["node", "server", "check", "", "detail"], checks),
-    el("h2", {}, "Plan"), table(["node", "servers", "steps"], plan),
+    el("h2", {}, "Plan"), table(["batch", "node", "servers", "steps"], plan),
+    el("p", {id: "batches"}, `${c.batches} batch(es) (--batch ${c.batch}, at most ` +
+       `${c.largest_batch} node visit(s) side by side)`),
+    el("ul", {id: "capacity"}, ...c.clusters.map(b => el("li", {}, b.line))),
     el("p", {id: "estimate"}, `estimate: ${e.total_seconds.toFixed(1)} s in all (${e.basis})`),
     r.ok ? null : el("p", {class: "error"}, "preconditions not met: a start would be refused"));
 }
@@ -259,11 +264,11 @@ function stepRows(steps) {
     const cell = el("span", {class: "step", "data-index": s.index, "data-state": s.state,
       title: `${s.servers.join(", ")} · ${s.state} · tries ${s.attempts}` +
              (s.error ? ` · ${s.error}` : "")}, s.name);
-    if (last && last.node === s.node) last.cells.push(cell);
-    else rows.push({node: s.node, cells: [cell]});
+    if (last && last.visit === s.visit) last.cells.push(cell);
+    else rows.push({visit: s.visit, batch: s.batch, node: s.node, cells: [cell]});
   }
-  return table(["node", "steps"], rows.map(r => [r.node, el("div", {class: "steps"},
-                                                                 r.cells)]));
+  return table(["batch", "node", "steps"], rows.map(r => [
+    String(r.batch), r.node, el("div", {class: "steps"}, r.cells)]));
 }
 
 function visitRows(nodes, steps) {
@@ -272,8 +277,8 @@ function visitRows(nodes, steps) {
   const starts = steps.map(s => time(s.started)).filter(x => x !== null);
   const ends = steps.map(s => time(s.ended)).filter(x => x !== null);
   const t0 = Math.min(...starts), span = Math.max(0.001, Math.max(...ends, ...starts) - t0);
-  const rows = nodes.map((v, i) => {
-    const visit = visitSteps(steps, i);
+  const rows = nodes.map(v => {
+    const visit = steps.filter(s => s.visit === v.visit);
     const drain = visit.find(s => s.name === "drain");
     const ready = visit.find(s => s.name === "ready");
     const from = drain ? time(drain.started) : null;
@@ -283,19 +288,11 @@ function visitRows(nodes, steps) {
       bar.style.marginLeft = `${(100 * (from - t0) / span).toFixed(2)}%`;
       bar.style.width = `${(100 * ((to ?? t0 + span) - from) / span).toFixed(2)}%`;
     }
-    return [v.node, seconds(v.out_of_rotation), el("div", {class: "track"}, bar),
-            seconds(v.wall)];
+    return [String(v.batch ?? ""), v.node, seconds(v.out_of_rotation),
+            el("div", {class: "track"}, bar), seconds(v.wall)];
   });
-  return starts.length ? table(["node", "out of rotation", "timeline", "wall"], rows) : "";
-}
-
-function visitSteps(steps, visit) {
-  // the steps of the visit-th node visit: runs of steps on one node, in order
-  let number = -1, node = null;
-  return steps.filter(s => {
-    if (s.node !== node) { number += 1; node = s.node; }
-    return number === visit;
-  });
+  return starts.length ? table(["batch", "node", "out of rotation", "timeline", "wall"], rows)
+                       : "";
 }
 
 function witnessLine(w) {

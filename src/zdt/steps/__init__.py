@@ -66,6 +66,7 @@ class StepSpec:
     node: str
     name: str
     servers: tuple[str, ...]
+    batch: int = 0   # steps of one batch run side by side, node visit by node visit
 
 
 class Step(Protocol):

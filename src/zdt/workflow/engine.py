@@ -11,6 +11,7 @@ reverted | revert-failed. `failed` and `stopped` wait for an operator's resume o
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ class Policy:
     auto_revert: bool = True
     delay_between_nodes: float = 0.0
     pause_after: int | None = None     # node visits done before a canary pause
+    parallel: int = 8                  # node visits of a batch worked on at once
 
 
 def _quiet(record: StepRecord, state: str) -> None:
@@ -47,33 +49,59 @@ class Engine:
         self.observer = observer or _quiet
 
     async def run(self, wid: str) -> str:
-        """Run (or resume) the workflow from its first step not done; return its end state."""
+        """Run (or resume) the workflow from its first step not done; return its end state.
+
+        Batch by batch: the node visits of a batch run side by side (at most `parallel` at
+        once), each visit's steps in order. A failure in one visit stops the batch's other
+        visits at their next step boundary; then the workflow fails (and reverts)."""
         self.journal.set_state(wid, "running")
-        previous_group: int | None = None
-        for record in self.journal.steps(wid):
-            if record.state == "done":
-                previous_group = record.group
+        previous: list[StepRecord] | None = None
+        for batch in _batches(self.journal.steps(wid)):
+            if all(r.state == "done" for r in batch):
+                previous = batch
                 continue
-            between = previous_group is not None and record.group != previous_group
-            if between and record.group == self.policy.pause_after:
-                self.journal.event(wid, "pause", f"paused after {record.group} node "
-                                   "visit(s), as asked; `zdt resume` goes on")
+            if previous is not None:
+                if _pauses_before(previous, batch, self.policy.pause_after):
+                    self.journal.event(wid, "pause", f"paused after {batch[0].group} node "
+                                       "visit(s), as asked; `zdt resume` goes on")
+                    self.journal.set_state(wid, "stopped")
+                    return "stopped"
+                if batch[0].group != previous[-1].group:
+                    await self._between_nodes(wid)
+            # an operator's stop is honoured between batches only: a batch under way is
+            # finished, so no node is left drained or stopped
+            if self.journal.workflow(wid).stop_requested:
                 self.journal.set_state(wid, "stopped")
                 return "stopped"
-            if between:
-                await self._between_nodes(wid)
-            # an operator's stop is honoured between node visits only: a visit under way
-            # is finished, so no node is left drained or stopped
-            if (between or previous_group is None) and \
-                    self.journal.workflow(wid).stop_requested:
-                self.journal.set_state(wid, "stopped")
-                return "stopped"
-            previous_group = record.group
-            error = await self._forward(wid, record)
-            if error is not None:
-                return await self._failed(wid, record, error)
+            previous = batch
+            failure = await self._batch(wid, batch)
+            if failure is not None:
+                return await self._failed(wid, *failure)
         self.journal.set_state(wid, "succeeded")
         return "succeeded"
+
+    async def _batch(self, wid: str, batch: list[StepRecord]) -> tuple[StepRecord, str] | None:
+        """The batch's node visits side by side; the first failure, if any."""
+        failures: list[tuple[StepRecord, str]] = []
+        gate = asyncio.Semaphore(max(1, self.policy.parallel))
+
+        async def visit(records: list[StepRecord]) -> None:
+            async with gate:
+                for record in records:
+                    if failures:          # another visit of the batch failed: stop here
+                        return
+                    if record.state == "done":
+                        continue
+                    error = await self._forward(wid, record)
+                    if error is not None:
+                        failures.append((record, error))
+                        return
+
+        by_visit: dict[int, list[StepRecord]] = {}
+        for record in batch:
+            by_visit.setdefault(record.group, []).append(record)
+        await asyncio.gather(*(visit(records) for records in by_visit.values()))
+        return failures[0] if failures else None
 
     async def resume(self, wid: str) -> str:
         """An operator's resume: a stop asked for earlier no longer applies."""
@@ -155,3 +183,24 @@ class Engine:
         except Exception as exc:  # a broken display must not stop a rollout
             self.observer = _quiet
             self.journal.event(wid, "display", f"progress display turned off: {exc!r}")
+
+
+def _batches(records: list[StepRecord]) -> list[list[StepRecord]]:
+    """The steps in index order, cut where the batch changes."""
+    out: list[list[StepRecord]] = []
+    for record in records:
+        if out and out[-1][-1].batch == record.batch:
+            out[-1].append(record)
+        else:
+            out.append([record])
+    return out
+
+
+def _pauses_before(previous: list[StepRecord], batch: list[StepRecord],
+                   pause_after: int | None) -> bool:
+    """A canary pause after N node visits falls between these batches: the previous one
+    ended the Nth visit (groups count from 0) and this one begins a later one."""
+    if pause_after is None:
+        return False
+    return previous[0].group < pause_after <= batch[0].group and \
+        previous[-1].group != batch[0].group

@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS steps (
     workflow TEXT NOT NULL REFERENCES workflows(id), idx INTEGER NOT NULL,
     grp INTEGER NOT NULL, node TEXT NOT NULL, name TEXT NOT NULL, servers TEXT NOT NULL,
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, started REAL, ended REAL,
-    error TEXT, PRIMARY KEY (workflow, idx));
+    error TEXT, batch INTEGER, PRIMARY KEY (workflow, idx));
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, workflow TEXT NOT NULL, ts REAL NOT NULL,
     step INTEGER, kind TEXT NOT NULL, message TEXT NOT NULL, data TEXT);
@@ -57,9 +57,10 @@ class StepRecord:
     started: float | None
     ended: float | None
     error: str | None
+    batch: int = 0   # a journal written before batches: each node visit its own batch
 
     def spec(self) -> StepSpec:
-        return StepSpec(self.index, self.group, self.node, self.name, self.servers)
+        return StepSpec(self.index, self.group, self.node, self.name, self.servers, self.batch)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,13 @@ class WorkflowRecord:
 
 def _setup(db: sqlite3.Connection) -> None:
     sqlitedb.setup(db, _SCHEMA)
+    steps = {row[1] for row in db.execute("PRAGMA table_info(steps)")}
+    if "batch" not in steps:        # a journal of a zdt before batches
+        try:
+            db.execute("ALTER TABLE steps ADD COLUMN batch INTEGER")
+        except sqlite3.OperationalError as exc:   # another process added it meanwhile
+            if "duplicate column" not in str(exc):
+                raise
 
 
 class Journal:
@@ -117,9 +125,9 @@ class Journal:
                 "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
                 (wid, kind, domain, json.dumps(request), self.clock(), os.getpid()))
             self.db.executemany(
-                "INSERT INTO steps (workflow, idx, grp, node, name, servers, state) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
-                [(wid, s.index, s.group, s.node, s.name, json.dumps(list(s.servers)))
+                "INSERT INTO steps (workflow, idx, grp, node, name, servers, state, batch) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                [(wid, s.index, s.group, s.node, s.name, json.dumps(list(s.servers)), s.batch)
                  for s in steps])
             self._event(wid, None, "created", f"{kind} workflow created", request)
 
@@ -185,7 +193,8 @@ class Journal:
         rows = self._read("SELECT * FROM steps WHERE workflow = ? ORDER BY idx", (wid,))
         return [StepRecord(r["idx"], r["grp"], r["node"], r["name"],
                            tuple(json.loads(r["servers"])), r["state"], r["attempts"],
-                           r["started"], r["ended"], r["error"]) for r in rows]
+                           r["started"], r["ended"], r["error"],
+                           r["grp"] if r["batch"] is None else r["batch"]) for r in rows]
 
     def events(self, wid: str, after: int = 0) -> list[dict[str, Any]]:
         """The workflow's events in order (those after the event numbered `after`)."""

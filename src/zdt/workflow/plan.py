@@ -1,7 +1,10 @@
 """Request → ordered steps per node. Pure: no I/O, no clock; everything here is data.
 
 Order (DESIGN.md, "Workflow semantics" 1 and 2): the admin server first, on its own; then
-each node that holds a targeted server, one node at a time, in the domain's node order.
+each node that holds a targeted server, in the domain's node order, one node at a time or
+in batches of node visits run side by side (`workflow/batches.py`: `--batch`, and the
+capacity guard `--min-in-service`). The `before-update` and `after-update` hooks are
+batches of their own, so no node of a batch is out before the first or after the last.
 The steps of a visit are the workflow kind's (workflow/kinds/): a restart's are drain →
 stop → start → health → ready; a home rollout adds extract (before the drain, so the node
 is out of rotation only for the switch), backup and switch. Each step covers that visit's
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from zdt.domain import Domain, Server
 from zdt.errors import ConfigError, PreconditionError
 from zdt.steps import StepSpec
+from zdt.workflow import batches as batching
 
 LB_STEPS = frozenset({"drain", "ready"})
 
@@ -40,6 +44,8 @@ class Plan:
     targets: tuple[str, ...]
     steps: tuple[StepSpec, ...]
     nodes: tuple[str, ...] = field(default=())   # node visits, in order (admin's node may recur)
+    batches: tuple[tuple[int, ...], ...] = ()    # the node visits (groups) of each batch
+    budgets: tuple[batching.Budget, ...] = ()    # the capacity guard's arithmetic
 
     def for_group(self, group: int) -> list[StepSpec]:
         return [s for s in self.steps if s.group == group]
@@ -117,7 +123,8 @@ def partition_servers(domain: Domain, servers: list[Server], names: Iterable[str
 
 
 def build(shape: Shape, domain: Domain, targets: Iterable[str], *,
-          allow_downtime: bool = False, partitions: Iterable[str] = ()) -> Plan:
+          allow_downtime: bool = False, partitions: Iterable[str] = (), batch: str = "1",
+          min_in_service: str = "50%", pause_after: int | None = None) -> Plan:
     """Targets → the steps of every node visit, in order (see the module docstring)."""
     targets = tuple(t.strip() for t in targets if t.strip())
     servers = resolve_targets(domain, targets)
@@ -128,6 +135,14 @@ def build(shape: Shape, domain: Domain, targets: Iterable[str], *,
         servers = _whole_nodes(domain, servers)
     groups = _node_groups(domain, servers, shape.node_wide)
     check_spread(domain, servers, groups, allow_downtime)
+    minimum = batching.parse_minimum(min_in_service)
+    visits = _visits(domain, groups)
+    batched = batching.form(visits, batching.parse_batch(batch), _nodes_of(domain),
+                            pause_after)
+    budgets = batching.guard(batched, {v.group: v for v in visits}, _in_lb(domain), minimum,
+                             [node for node, _ in groups], refuse=not allow_downtime)
+    of_group = {g: number for number, b in enumerate(batched) for g in b}
+    first = 1 if domain.hooks.at("before-update") else 0   # the hook: a batch of its own
     steps: list[StepSpec] = []
     for number, (node, group) in enumerate(groups):
         names = list(shape.visit_steps)
@@ -141,9 +156,55 @@ def build(shape: Shape, domain: Domain, targets: Iterable[str], *,
             if name in shape.omit or (name.startswith("hook:") and not domain.hooks.at(name[5:])):
                 continue
             members = in_lb if name in LB_STEPS else every
+            where = {"hook:before-update": 0,
+                     "hook:after-update": first + len(batched)}.get(name, first + of_group[number])
             if members:
-                steps.append(StepSpec(len(steps), number, node, name, members))
-    return Plan(shape.kind, targets, tuple(steps), tuple(node for node, _ in groups))
+                steps.append(StepSpec(len(steps), number, node, name, members, where))
+    return Plan(shape.kind, targets, tuple(steps), tuple(node for node, _ in groups),
+                tuple(tuple(b) for b in batched), budgets)
+
+
+def _clusters_of(domain: Domain) -> dict[str, list[str]]:
+    """Each server's clusters ("" for a server in none)."""
+    out: dict[str, list[str]] = {s.name: [] for s in domain.servers}
+    for cluster in domain.clusters:
+        for name in cluster.servers:
+            out[name].append(cluster.name)
+    return {name: found or [""] for name, found in out.items()}
+
+
+def _visits(domain: Domain, groups: list[tuple[str, list[Server]]]) -> list[batching.Visit]:
+    clusters = _clusters_of(domain)
+    visits = []
+    for number, (node, group) in enumerate(groups):
+        out: dict[str, int] = {}
+        for server in (s for s in group if s.lb):
+            for c in clusters[server.name]:
+                out[c] = out.get(c, 0) + 1
+        visits.append(batching.Visit(
+            number, node, frozenset(c for s in group for c in clusters[s.name]), out,
+            admin=domain.domain.admin in {s.name for s in group}))
+    return visits
+
+
+def _nodes_of(domain: Domain) -> dict[str, int]:
+    """Each cluster's count of nodes (the base of `--batch P%`)."""
+    clusters = _clusters_of(domain)
+    nodes: dict[str, set[str]] = {}
+    for server in domain.servers:
+        for c in clusters[server.name]:
+            nodes.setdefault(c, set()).add(server.node)
+    return {c: len(n) for c, n in nodes.items()}
+
+
+def _in_lb(domain: Domain) -> dict[str, int]:
+    """Each cluster's count of servers behind the load balancer."""
+    clusters = _clusters_of(domain)
+    counts: dict[str, int] = {}
+    for server in (s for s in domain.servers if s.lb):
+        for c in clusters[server.name]:
+            counts[c] = counts.get(c, 0) + 1
+    return counts
 
 
 def _whole_nodes(domain: Domain, servers: list[Server]) -> list[Server]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from zdt.errors import ConfigError
 from zdt.steps import Options
+from zdt.workflow import batches
 
 DEFAULT_SHUTDOWN_TIMEOUT = Options.shutdown_timeout   # the one default, the steps' own
 DEFAULT_HEALTH_TIMEOUT = Options.health_timeout
@@ -35,6 +36,8 @@ class RolloutRequest:
     health_timeout: float = DEFAULT_HEALTH_TIMEOUT
     start_timeout: float = Options.start_timeout
     fail_on_lb_errors: bool = False      # errors the LB saw during a visit fail its ready
+    batch: str = "1"                     # N | P% | a ramp 1,2,25% (workflow/batches.py)
+    min_in_service: str = "50%"          # P% | N servers of each cluster kept in rotation
 
     def __post_init__(self) -> None:
         targets = self.targets.split(",") if isinstance(self.targets, str) else self.targets
@@ -87,6 +90,8 @@ class RolloutRequest:
             raise ConfigError(f"--retries: {self.retries} is not between 0 and 100")
         if self.pause_after is not None and self.pause_after < 1:
             raise ConfigError(f"--pause-after: {self.pause_after} is not a number of nodes ≥ 1")
+        batches.parse_batch(self.batch)
+        batches.parse_minimum(self.min_in_service)
 
 
 COMMON = frozenset(f.name for f in fields(RolloutRequest)) - {"params"}
@@ -120,6 +125,11 @@ OPTIONS = (
            "`zdt resume`.", optional=True),
     Option("health_timeout", "float", DEFAULT_HEALTH_TIMEOUT, "Seconds for a started server "
            "to answer its health URL with 200."),
+    Option("batch", "str", "1", "Node visits run side by side: N, P% (of each cluster's "
+           "nodes) or a ramp like 1,2,25% (one entry per batch, the last repeated)."),
+    Option("min_in_service", "str", "50%", "Servers of each cluster that stay in rotation "
+           "while a batch is out: P% or a count (at least 1); a plan that would break it is "
+           "refused."),
     Option("fail_on_lb_errors", "bool", False, "Errors the load balancer counted while a "
            "node was out (connection, response, 5xx, server aborts) fail that node's ready "
            "step.", flag=True),

@@ -77,7 +77,9 @@ def prepare(domain_path: Path, request: RolloutRequest) -> Prepared:
     inputs = kind.prepare(request, domain)
     plan = planner.build(kind.shape(request), domain, request.targets,
                          allow_downtime=request.allow_downtime,
-                         partitions=request.get("partitions", ()))
+                         partitions=request.get("partitions", ()), batch=request.batch,
+                         min_in_service=request.min_in_service,
+                         pause_after=request.pause_after)
     return Prepared(domain, plan, request, kind, inputs)
 
 
