@@ -26,7 +26,8 @@ async def read(domain: Domain, adapters: Adapters) -> dict[str, Any]:
     _stale(domain, servers)
     return {
         "name": domain.domain.name, "source": domain.source, "home": domain.domain.home,
-        "admin": domain.domain.admin, "lb": domain.lb.kind, "services": domain.services.kind,
+        "admin": domain.domain.admin, "lb": " + ".join(lb.kind for lb in domain.lbs),
+        "services": domain.services.kind,
         "nodes": nodes,
         "clusters": [{"name": c.name, "servers": list(c.servers)} for c in domain.clusters],
         "servers": servers,

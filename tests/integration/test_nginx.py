@@ -143,7 +143,7 @@ async def test_nginx_errors_leave_the_file_as_nginx_has_it(rsb: dict[str, Any]) 
     nsb = rsb
     domain = dm.load(nsb["domain"])
     upstream = Path(nsb["nginx_upstream"])
-    lb = NginxLB(domain, LocalTransport("load balancer"))
+    lb = NginxLB(domain.lb, LocalTransport("load balancer"))
     server = domain.server("node2-s1")
     original = upstream.read_text()
     # a config nginx refuses: the change is undone, nothing reloaded, not retried
@@ -163,8 +163,7 @@ async def test_nginx_errors_leave_the_file_as_nginx_has_it(rsb: dict[str, Any]) 
         await lb.state(server)
     upstream.write_text(original)
     # no nginx behind the pid file: said so, the file as it was
-    gone = domain.model_copy(update={"lb": domain.lb.model_copy(
-        update={"pid_file": str(Path(nsb["dir"], "nginx", "no.pid"))})})
+    gone = domain.lb.model_copy(update={"pid_file": str(Path(nsb["dir"], "nginx", "no.pid"))})
     with pytest.raises(AdapterError, match="nginx is not running"):
         await NginxLB(gone, LocalTransport("load balancer")).drain([server])
     assert upstream.read_text() == original
@@ -194,7 +193,7 @@ async def test_nginx_errors_leave_the_file_as_nginx_has_it(rsb: dict[str, Any]) 
 async def test_the_lua_peer_list_is_what_nginx_routes(nsb: dict[str, Any]) -> None:
     domain = dm.load(nsb["domain"])
     upstream = Path(nsb["nginx_upstream"])
-    lb = NginxLuaLB(domain)
+    lb = NginxLuaLB(domain.lb)
     server = domain.server("node2-s1")
     original = upstream.read_text()
     # drained: nginx sends it nothing, the file says so, and a reload of nginx (by an
@@ -240,8 +239,8 @@ async def test_the_lua_peer_list_is_what_nginx_routes(nsb: dict[str, Any]) -> No
     ghost = server.model_copy(update={"name": "ghost"})
     with pytest.raises(AdapterError, match="no line `server ADDRESS"):
         await lb.state(ghost)
-    gone = domain.model_copy(update={"lb": domain.lb.model_copy(
-        update={"admin_socket": str(Path(nsb["dir"], "nginx", "no.sock"))})})
+    gone = domain.lb.model_copy(
+        update={"admin_socket": str(Path(nsb["dir"], "nginx", "no.sock"))})
     with pytest.raises(AdapterError, match="cannot reach nginx's admin socket") as err:
         await NginxLuaLB(gone).drain([server])
     assert err.value.retryable

@@ -164,15 +164,16 @@ async def test_command_lb_with_real_scripts(tmp_path: Path) -> None:
                     f'ready = [{q}, "ready", "{{server}}"]',
                     f'state = [{q}, "state", "{{server}}"]'])
     d = domain_with(tmp_path, 'kind = "supervisor"', lb)
-    balancer = CommandLB(d, LocalTransport("lb"))
+    balancer = CommandLB(d, d.lb, LocalTransport("lb"))
     server = d.server("web1")
     assert (await balancer.state(server)).in_rotation
     await balancer.drain([server])
     assert (await balancer.state(server)).admin == "drain"
     await balancer.ready([server])
     assert (await balancer.state(server)).in_rotation
-    broken = CommandLB(domain_with(tmp_path, 'kind = "supervisor"', lb.replace(
-        '"state", "{server}"', '"broken", "{server}"')), LocalTransport("lb"))
+    other = domain_with(tmp_path, 'kind = "supervisor"', lb.replace(
+        '"state", "{server}"', '"broken", "{server}"'))
+    broken = CommandLB(other, other.lb, LocalTransport("lb"))
     with pytest.raises(AdapterError, match="not the JSON object"):
         await broken.state(server)
 

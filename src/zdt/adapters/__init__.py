@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zdt.adapters.lb import LoadBalancer
+from zdt.adapters.lb.every import EveryLB
 from zdt.adapters.services import ServiceManager
 from zdt.adapters.transport import Transport
 from zdt.adapters.transport.local import LocalTransport
@@ -53,14 +54,27 @@ def _transport(domain: Domain, node: Node, connect: Connect,
 
 
 def build(domain: Domain, connect: Connect = Connect()) -> Adapters:
-    """The transports to every node, and the service manager and the load balancer the
+    """The transports to every node, and the service manager and the load balancer(s) the
     domain's `kind`s name (each built by the factory its module registered)."""
     ts = transports(domain, connect)
-    return Adapters(ts, _create("services", domain, ts), _create("lb", domain, ts))
+    return Adapters(ts, _create("services", domain.services, domain, ts),
+                    load_balancer(domain, ts))
 
 
-def _create(section: str, domain: Domain, ts: dict[str, Transport]) -> Any:
-    config = getattr(domain, section)
+def load_balancer(domain: Domain, ts: dict[str, Transport]) -> LoadBalancer:
+    """The domain's load balancer; several ([[lb]]) driven as one."""
+    lbs = [_create("lb", config, domain, ts) for config in domain.lbs]
+    if len(lbs) == 1:
+        return lbs[0]
+    return EveryLB(lbs, [_lb_name(i, c) for i, c in enumerate(domain.lbs)])
+
+
+def _lb_name(index: int, config: Any) -> str:
+    node = getattr(config, "node", None)
+    return f"lb[{index}] ({config.kind}{f' on {node}' if node else ''})"
+
+
+def _create(section: str, config: Any, domain: Domain, ts: dict[str, Transport]) -> Any:
     found = adapter_config.lookup(section, config.kind)
     if found is None:                      # a domain is loaded with its kinds registered
         raise ConfigError(f"{domain.source}: [{section}] kind {config.kind!r} is unknown")

@@ -50,17 +50,19 @@ def sandbox_up(
         "--isolated", help="Root: every node a network namespace of its own with sshd and "
         "private /srv, /opt, /run, reached over SSH.")] = False,
     lb: LbOpt = SandboxLB.haproxy,
+    lbs: Annotated[int, typer.Option(min=1, max=4, help="HAProxies in front of the same "
+                                     "servers (an HA pair: [[lb]] in the domain).")] = 1,
     json_out: JsonOpt = False,
 ) -> None:
     """Start a local domain: a supervisord per node, sample service v1, HAProxy in front."""
     from zdt.lab import sandbox
 
-    info = sandbox.up(dir, nodes, servers_per_node, isolated=isolated, lb=lb.value)
+    info = sandbox.up(dir, nodes, servers_per_node, isolated=isolated, lb=lb.value, lbs=lbs)
     if json_out:
         print_json(info)
         return
     out.print(f"sandbox up in {info['dir']}\n  domain: {info['domain']}\n"
-              f"  load balancer: {info['lb_url']}")
+              f"  load balancer: {', '.join(info['lb_urls'])}")
     for node in info["nodes"]:
         urls = ", ".join(s["url"] for s in node["servers"])
         out.print(f"  {node['name']}: {urls}")

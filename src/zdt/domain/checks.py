@@ -78,6 +78,12 @@ def cross_references(d: Domain) -> Iterable[tuple[str, str]]:
             yield (f"clusters[{i}].name",
                    f"{c.name!r} is also a server name; targets would be ambiguous")
     yield from _duplicates("applications", [a.name for a in d.applications])
+    many = isinstance(d.lb, tuple)
+    for i, lb in enumerate(d.lbs):
+        node = getattr(lb, "node", None)      # an LB reached through a node's transport
+        if node is not None and node not in nodes:
+            yield (f"lb[{i}].node" if many else "lb.node",
+                   f"unknown node {node!r} (known: {_names(nodes)})")
     for i, a in enumerate(d.applications):
         for j, member in enumerate(a.servers):
             if member not in servers:

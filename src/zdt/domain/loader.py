@@ -51,7 +51,7 @@ def parse(text: str, path: Path) -> Domain:
     problems: list[tuple[str, str]] = []
     for section in adapter_config.PACKAGES:
         problems += _adapter_section(raw, section, base)
-    reported = {field.split(".")[0] for field, _ in problems}
+    reported = {re.split(r"[.\[]", field)[0] for field, _ in problems}
     try:
         model = Domain.model_validate(raw)
     except ValidationError as exc:
@@ -68,27 +68,53 @@ def parse(text: str, path: Path) -> Domain:
 
 
 def _adapter_section(raw: dict[str, Any], section: str, base: Path) -> list[tuple[str, str]]:
-    """Validate `[lb]` / `[services]` against its kind's model, in place; the problems."""
+    """Validate `[lb]` / `[services]` (or each `[[lb]]`) against its kind's model, in place;
+    the problems."""
     given = raw.get(section, {} if section == "services" else None)
+    if section == "lb" and isinstance(given, list):
+        if not given:
+            raw.pop(section)
+            return [("lb", "an empty list: give one [lb] table or [[lb]] tables")]
+        problems, models = [], []
+        for i, item in enumerate(given):
+            model, found = _adapter_model(item, section, (section, i), base)
+            problems += found
+            models.append(model)
+        raw[section] = tuple(models)
+        if problems:
+            raw.pop(section)
+        return problems
     if not isinstance(given, dict):
         return []                          # missing or not a table: the schema says so
+    model, problems = _adapter_model(given, section, (section,), base)
+    if problems:
+        raw.pop(section, None)
+    else:
+        raw[section] = model
+    return problems
+
+
+def _adapter_model(given: object, section: str, where: tuple[str | int, ...], base: Path
+                   ) -> tuple[Any, list[tuple[str, str]]]:
+    """One table validated against its kind's model; (the model, the problems)."""
+    if not isinstance(given, dict):
+        return None, [(_field_path(where), "not a table")]
     kind = given.get("kind", adapter_config.DEFAULT_KIND[section])
     found = adapter_config.lookup(section, kind) if isinstance(kind, str) else None
     if found is None:
         known = ", ".join(adapter_config.kinds(section))
-        return [(f"{section}.kind", f"unknown kind {kind!r} (known: {known})")]
+        return None, [(_field_path((*where, "kind")), f"unknown kind {kind!r} (known: {known})")]
     model = found[0]
     fields = {**given, "kind": kind}
     for key in model.local_paths:
-        if isinstance(fields.get(key), str) and fields[key]:
-            fields[key] = str(base / fields[key])
+        value = fields.get(key)
+        if isinstance(value, str) and value and "://" not in value and not fields.get("node"):
+            fields[key] = str(base / value)
     try:
-        raw[section] = model.model_validate(fields)
+        return model.model_validate(fields), []
     except ValidationError as exc:
-        raw.pop(section, None)
-        return [(_field_path((section, *e["loc"])), _explain_in(section, kind, e))
-                for e in exc.errors()]
-    return []
+        return None, [(_field_path((*where, *e["loc"])), _explain_in(section, kind, e))
+                      for e in exc.errors()]
 
 
 def _explain_in(section: str, kind: str, err: ErrorDetails) -> str:

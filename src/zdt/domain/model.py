@@ -263,7 +263,7 @@ class Domain(_Model):
     servers: tuple[Server, ...] = Field(min_length=1)
     clusters: tuple[Cluster, ...] = ()
     services: ServicesConfig
-    lb: LbConfig
+    lb: LbConfig | tuple[LbConfig, ...]   # [lb], or [[lb]]: every one of them (an HA pair)
     hooks: Hooks = Hooks()
     runtime: Runtime | None = None
     applications: tuple[Application, ...] = ()
@@ -286,9 +286,17 @@ class Domain(_Model):
                 return item
         raise ConfigError(f"{self.source}: no {what} named {name!r}")
 
+    @property
+    def lbs(self) -> tuple[LbConfig, ...]:
+        """Every load balancer of the domain, in the file's order."""
+        return self.lb if isinstance(self.lb, tuple) else (self.lb,)
+
     def config_of(self, section: Literal["lb", "services"], model: type[C]) -> C:
         """`[lb]` or `[services]` as the model of its kind (an adapter reads its own)."""
         config = getattr(self, section)
+        if isinstance(config, tuple):
+            raise ConfigError(f"{self.source}: the domain has {len(config)} [[lb]]: each "
+                              "adapter is given its own")
         if not isinstance(config, model):
             raise ConfigError(f"{self.source}: [{section}] is of kind {config.kind!r}, not "
                               f"the one {model.__name__} describes")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -88,7 +88,17 @@ class LoadBalancer(Protocol):
 async def unix_exchange(path: str, data: bytes) -> bytes:
     """Send data on a new connection to a unix socket and read the answer to EOF: how
     HAProxy's Runtime API and zdt's nginx admin location both answer."""
-    reader, writer = await asyncio.open_unix_connection(path)
+    return await _exchange(asyncio.open_unix_connection(path), data)
+
+
+async def tcp_exchange(host: str, port: int, data: bytes) -> bytes:
+    """The same exchange over TCP (HAProxy's `stats socket ipv4@HOST:PORT`)."""
+    return await _exchange(asyncio.open_connection(host, port), data)
+
+
+async def _exchange(opening: Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+                    data: bytes) -> bytes:
+    reader, writer = await opening
     try:
         writer.write(data)
         await writer.drain()

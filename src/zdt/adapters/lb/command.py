@@ -22,9 +22,8 @@ from zdt.template import fill
 
 
 class CommandLB:
-    def __init__(self, domain: Domain, transport: Transport) -> None:
-        self.domain, self.transport = domain, transport
-        self.config = domain.config_of("lb", CommandLbConfig)
+    def __init__(self, domain: Domain, config: CommandLbConfig, transport: Transport) -> None:
+        self.domain, self.config, self.transport = domain, config, transport
 
     def _argv(self, template: tuple[str, ...], server: Server) -> list[str]:
         values = {"server": server.backend_name, "node": server.node,
@@ -76,7 +75,7 @@ class CommandLbConfig(LbConfig):
 
 def create(config: CommandLbConfig, domain: Domain, transports: Mapping[str, Transport]
            ) -> CommandLB:
-    return CommandLB(domain, LocalTransport("load balancer"))
+    return CommandLB(domain, config, LocalTransport("load balancer"))
 
 
 register("lb", CommandLbConfig, create)

@@ -9,6 +9,11 @@ after answering, so the end of the answer needs no parsing. Commands used (HAPro
   show info                                         "Name: value" lines, the Pid among them
   show servers state <backend>                      version line, "# " header, rows
 
+The socket is on this machine (`socket = "/run/haproxy/admin.sock"`), on a node of the
+domain reached over its transport (`node = "lb1"`: over SSH, forwarded through the node's
+connection; `stats socket` needs no change), or a TCP address (`socket =
+"tcp://10.0.0.5:9999"`, for `stats socket ipv4@10.0.0.5:9999 level admin`).
+
 The parsers are plain functions on text so that code without an event loop (the sandbox)
 can reuse them with a blocking socket.
 """
@@ -17,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import model_validator
+from pydantic import ValidationInfo, field_validator
 
-from zdt.adapters.lb import Counters, Counts, LbState, unix_exchange
+from zdt.adapters.lb import Counters, Counts, LbState, tcp_exchange, unix_exchange
 from zdt.adapters.transport import Transport
 from zdt.domain import Domain, Name, Server
 from zdt.domain.adapter_config import LbConfig, register
@@ -131,12 +137,18 @@ def lb_state(row: dict[str, str], admin_bits: int) -> LbState:
                    sessions=int(row.get("scur") or 0), queued=int(row.get("qcur") or 0))
 
 
-class HAProxy:
-    """One backend of one HAProxy, through its admin socket."""
+Exchange = Callable[[bytes], Awaitable[bytes]]   # one command sent, the whole answer read
 
-    def __init__(self, socket_path: str, backend: str) -> None:
+
+class HAProxy:
+    """One backend of one HAProxy, through its admin socket. `socket_path` names it in
+    messages; `exchange` reaches it (default: the Unix socket at that path)."""
+
+    def __init__(self, socket_path: str, backend: str, exchange: Exchange | None = None
+                 ) -> None:
         self.socket_path = socket_path
         self.backend = backend
+        self._exchange = exchange or (lambda data: unix_exchange(socket_path, data))
         self._gate = asyncio.Semaphore(MAX_CONNECTIONS)
 
     async def drain(self, servers: Sequence[Server]) -> None:
@@ -205,8 +217,8 @@ class HAProxy:
         """
         try:
             async with self._gate:
-                answer = await asyncio.wait_for(
-                    unix_exchange(self.socket_path, line.encode() + b"\n"), COMMAND_TIMEOUT)
+                answer = await asyncio.wait_for(self._exchange(line.encode() + b"\n"),
+                                                COMMAND_TIMEOUT)
                 return answer.decode(errors="replace")
         except TimeoutError as exc:
             raise AdapterError(
@@ -222,22 +234,65 @@ class HAProxy:
 
 class HAProxyConfig(LbConfig):
     """`[lb] kind = "haproxy"` (the default): HAProxy's Runtime API on its admin socket
-    (`stats socket PATH level admin`), a path on this machine."""
+    (`stats socket PATH level admin`): a path on this machine, a path on `node` (a node of
+    the domain), or `tcp://HOST:PORT`."""
 
     kind: Literal["haproxy"] = "haproxy"
     socket: str = ""
     backend: Name = "app"
+    node: Name | None = None
     local_paths = ("socket",)
 
-    @model_validator(mode="after")
-    def _complete(self) -> HAProxyConfig:
-        if not self.socket:
+    @field_validator("socket")
+    @classmethod
+    def _socket(cls, v: str) -> str:
+        if not v:
             raise ValueError("kind = \"haproxy\" needs socket (the Runtime API socket)")
-        return self
+        if v.startswith("tcp://"):
+            tcp_address(v)
+        elif "://" in v:
+            raise ValueError(f"socket {v!r}: a path, or tcp://HOST:PORT")
+        return v
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, v: str | None, info: ValidationInfo) -> str | None:
+        socket = info.data.get("socket", "")
+        if v is not None and socket.startswith("tcp://"):
+            raise ValueError("socket = \"tcp://…\" is reached from this machine: leave node "
+                             "out")
+        if v is not None and socket and not socket.startswith("/"):
+            raise ValueError(f"socket {socket!r}: an absolute path on node {v!r}")
+        return v
+
+
+def tcp_address(socket: str) -> tuple[str, int]:
+    """`tcp://HOST:PORT` → (host, port); ValueError naming what is wrong."""
+    parts = urlsplit(socket)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None or parts.path not in ("", "/") or parts.query \
+            or parts.username:
+        raise ValueError(f"socket {socket!r}: give tcp://HOST:PORT (the `stats socket "
+                         "ipv4@HOST:PORT level admin` address)")
+    return parts.hostname, port
 
 
 def create(config: HAProxyConfig, domain: Domain, transports: Mapping[str, Transport]
            ) -> HAProxy:
+    if config.socket.startswith("tcp://"):
+        host, port = tcp_address(config.socket)
+        return HAProxy(config.socket, config.backend,
+                       lambda data: tcp_exchange(host, port, data))
+    if config.node is not None:
+        transport = transports[config.node]
+
+        async def forwarded(data: bytes) -> bytes:
+            return await unix_exchange(await transport.unix_socket(config.socket), data)
+
+        return HAProxy(f"{config.node}:{config.socket}", config.backend, forwarded)
     return HAProxy(config.socket, config.backend)
 
 

@@ -39,8 +39,7 @@ from zdt.errors import AdapterError, StepError
 
 RELOAD_TIMEOUT = 10.0    # s; for the master to start the new workers after a SIGHUP
 class NginxLB:
-    def __init__(self, domain: Domain, transport: Transport) -> None:
-        cfg = domain.config_of("lb", NginxConfig)
+    def __init__(self, cfg: NginxConfig, transport: Transport) -> None:
         self.upstream = Path(cfg.upstream_file)
         # the digest of the text nginx was last reloaded with, kept beside the file
         self.loaded = self.upstream.with_name(f".{self.upstream.name}.zdt-loaded")
@@ -258,8 +257,8 @@ def create(config: NginxConfig, domain: Domain, transports: Mapping[str, Transpo
     if config.admin_socket:
         from zdt.adapters.lb.nginx_lua import NginxLuaLB  # it builds on this module
 
-        return NginxLuaLB(domain)
-    return NginxLB(domain, LocalTransport("load balancer"))
+        return NginxLuaLB(config)
+    return NginxLB(config, LocalTransport("load balancer"))
 
 
 register("lb", NginxConfig, create)

@@ -31,7 +31,7 @@ from zdt.adapters.lb import Counters, Counts, LbState, unix_exchange
 from zdt.adapters.lb.nginx import NginxConfig
 from zdt.adapters.lb.upstream_file import mark, write_atomically
 from zdt.adapters.lb.upstream_file import servers as in_file
-from zdt.domain import Domain, Server
+from zdt.domain import Server
 from zdt.errors import AdapterError
 
 LUA_DIR = Path(__file__).resolve().parent     # zdt_nginx.lua, for lua_package_path
@@ -68,8 +68,7 @@ def parse_admin(text: str) -> Peers:
 
 
 class NginxLuaLB:
-    def __init__(self, domain: Domain) -> None:
-        cfg = domain.config_of("lb", NginxConfig)
+    def __init__(self, cfg: NginxConfig) -> None:
         self.upstream = Path(cfg.upstream_file)
         self.socket = cfg.admin_socket
         self.backend = cfg.backend

@@ -89,7 +89,7 @@ def info(dir: str | Path) -> dict:
 
 def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
        admin: bool = True, home_link: bool = False, partitions: tuple[str, ...] = (),
-       isolated: bool = False, lb: str = "haproxy") -> dict:
+       isolated: bool = False, lb: str = "haproxy", lbs: int = 1) -> dict:
     """Build and start a sandbox in `dir`; return (and write to D/sandbox.json) its info.
 
     Every node gets a fresh v1 home at /srv/app/home; with `home_link` that path is a
@@ -98,6 +98,8 @@ def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
 
     With `isolated` (root), every node is a network namespace of its own with an sshd,
     reached over SSH (see zdt.lab.sandbox.isolated); the domain has ssh:// addresses.
+    With `lbs` > 1, as many HAProxies stand in front of the same servers (an HA pair:
+    `[[lb]]` in the domain; the second's Runtime API on loopback TCP).
 
     Returns once every server answers /health and HAProxy reports every LB server UP.
     On any failure, whatever was started is stopped again before the error is raised.
@@ -106,21 +108,22 @@ def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
         raise ConfigError(f"a sandbox needs at least 1 node and 1 server per node "
                           f"(got nodes={nodes}, servers_per_node={servers_per_node})")
     if not isolated:
-        return _up(dir, nodes, servers_per_node, admin, home_link, partitions, None, lb)
+        return _up(dir, nodes, servers_per_node, admin, home_link, partitions, None, lb, lbs)
     isolation.require()
     isolation.check_hidden([sys.executable, layout_module.IMPORT_ROOT])
     _refuse_running(Path(dir).resolve())
     down(dir)   # what a sandbox that crashed here left: its network and stragglers
     with isolation.reserving():
         net = isolation.plan(nodes)
-        return _up(dir, nodes, servers_per_node, admin, home_link, partitions, net, lb)
+        return _up(dir, nodes, servers_per_node, admin, home_link, partitions, net, lb, lbs)
 
 
 def _up(dir: str | Path, nodes: int, servers_per_node: int, admin: bool, home_link: bool,
-        partitions: tuple[str, ...], net: isolation.Network | None, lb: str) -> dict:
+        partitions: tuple[str, ...], net: isolation.Network | None, lb: str,
+        lbs: int = 1) -> dict:
     layout = Layout.plan(Path(dir).resolve(), nodes, servers_per_node, admin=admin,
                          home_link=home_link, partitions=tuple(partitions),
-                         addresses=net.addresses if net else (), lb=lb)
+                         addresses=net.addresses if net else (), lb=lb, lbs=lbs)
     _check_paths(layout)
     _refuse_running(layout.dir)
     lb_binary = _lb_binary(lb)
@@ -169,7 +172,7 @@ def down(dir: str | Path) -> dict:
     if stuck:
         raise ZdtError(f"{d}: still running after SIGKILL: {_describe(stuck)}; check them "
                        f"with `ps -o pid,stat,cmd -p PID`")
-    for pidfile in (d / "haproxy" / "haproxy.pid", d / "nginx" / "nginx.pid",
+    for pidfile in (*d.glob("haproxy*/haproxy.pid"), d / "nginx" / "nginx.pid",
                     *d.glob("nodes/*/run/supervisord.pid")):
         pidfile.unlink(missing_ok=True)  # every process named in them is gone now
     return {"dir": str(d),
@@ -246,12 +249,14 @@ def _start(layout: Layout, lb_binary: str, net: isolation.Network | None) -> dic
         nginx = wait_pidfile(layout.dir / "nginx" / "nginx.pid")
         _wait_answers(f"http://127.0.0.1:{layout.lb_port}/health", "nginx")
         return {"supervisord": supervisords, "nginx": nginx}
-    cfg = layout.dir / "haproxy" / "haproxy.cfg"
-    pidfile = layout.dir / "haproxy" / "haproxy.pid"
-    spawn_daemon([lb_binary, "-D", "-p", str(pidfile), "-f", str(cfg)],
-                  layout.dir / "haproxy" / "haproxy.out", "haproxy")
-    haproxy_pids = wait_pidfile(pidfile)
-    _wait_lb_up(layout)
+    haproxy_pids: list[int] = []
+    for number in range(1, layout.haproxies + 1):
+        d = layout.haproxy_dir(number)
+        spawn_daemon([lb_binary, "-D", "-p", str(d / "haproxy.pid"), "-f",
+                      str(d / "haproxy.cfg")], d / "haproxy.out", f"haproxy {number}")
+        haproxy_pids += wait_pidfile(d / "haproxy.pid")
+    for number in range(1, layout.haproxies + 1):
+        _wait_lb_up(layout, number)
     return {"supervisord": supervisords, "haproxy": haproxy_pids}
 
 
@@ -304,12 +309,13 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _wait_lb_up(layout: Layout) -> None:
+def _wait_lb_up(layout: Layout, number: int = 1) -> None:
     wanted = {s.name for s in layout.servers if s.lb}
     status: dict[str, str] = {}
     for _ in polls(READY_TIMEOUT):
         try:
-            rows = parse_stat(_haproxy_command(layout.haproxy_socket, f"show stat {BACKEND} 4 -1"))
+            rows = parse_stat(_haproxy_command(layout.admin_address(number),
+                                               f"show stat {BACKEND} 4 -1"))
         except (OSError, ValueError):
             continue  # the socket appears a moment after the pidfile
         status = {name: row["status"] for name, row in rows.items()}
@@ -317,15 +323,21 @@ def _wait_lb_up(layout: Layout) -> None:
             return
     down = {name: status.get(name, "unknown") for name in sorted(wanted)
             if status.get(name) != "UP"}
-    raise ZdtError(f"{layout.dir}: HAProxy does not report these servers UP after "
-                   f"{READY_TIMEOUT:.0f} s: {down}; see {layout.dir / 'haproxy'}")
+    raise ZdtError(f"{layout.dir}: HAProxy {number} does not report these servers UP after "
+                   f"{READY_TIMEOUT:.0f} s: {down}; see {layout.haproxy_dir(number)}")
 
 
-def _haproxy_command(sock: Path, line: str, timeout: float = 2.0) -> str:
-    """One blocking Runtime API command (for code without an event loop)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+def _haproxy_command(address: str, line: str, timeout: float = 2.0) -> str:
+    """One blocking Runtime API command (for code without an event loop), on a Unix
+    socket's path or a tcp://127.0.0.1:PORT address."""
+    tcp = address.startswith("tcp://")
+    with socket.socket(socket.AF_INET if tcp else socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
-        s.connect(str(sock))
+        if tcp:
+            host, port = address.removeprefix("tcp://").rsplit(":", 1)
+            s.connect((host, int(port)))
+        else:
+            s.connect(address)
         s.sendall(line.encode() + b"\n")
         chunks = []
         while chunk := s.recv(65536):
@@ -346,6 +358,8 @@ def _report(layout: Layout, pids: dict, archives: dict[str, Path],
         "lb_url": f"http://127.0.0.1:{layout.lb_port}/",
         "lb": layout.lb,
         "haproxy_socket": str(layout.haproxy_socket) if layout.lb == "haproxy" else None,
+        "lb_urls": [f"http://127.0.0.1:{port}/" for port in layout.lb_ports()],
+        "haproxy_sockets": [layout.admin_address(n) for n in range(1, layout.haproxies + 1)],
         "nginx_upstream": str(layout.dir / "nginx" / "upstream.conf")
         if layout.nginx else None,
         "backend": BACKEND,

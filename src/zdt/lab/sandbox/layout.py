@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import zdt
+from zdt.errors import ConfigError
 from zdt.lab.sandbox.inputs import APP, RUNTIMES, write_app, write_home
 
 HOME = "/srv/app/home"                   # the home, as a node path (same on every node)
@@ -51,6 +52,9 @@ class Layout:
     # there, its sshd too) and sees its own root's srv/, opt/ and run/ at /srv, /opt, /run.
     addresses: tuple[str, ...] = ()
     lb: str = "haproxy"       # or "nginx" (zdt's Lua peer list), "nginx-reload"
+    # More HAProxies in front of the same servers (an HA pair): (frontend port, admin
+    # port) of each, its Runtime API on loopback TCP (`[[lb]] socket = "tcp://…"`)
+    more_lbs: tuple[tuple[int, int], ...] = ()
 
     @property
     def nginx(self) -> bool:
@@ -59,7 +63,7 @@ class Layout:
     @classmethod
     def plan(cls, d: Path, nodes: int, per_node: int, *, admin: bool,
              home_link: bool = False, partitions: tuple[str, ...] = (),
-             addresses: tuple[str, ...] = (), lb: str = "haproxy") -> Layout:
+             addresses: tuple[str, ...] = (), lb: str = "haproxy", lbs: int = 1) -> Layout:
         names = tuple(f"node{i}" for i in range(1, nodes + 1))
         specs: list[tuple[str, str, bool, str | None, str | None]] = \
             [(ADMIN, names[0], False, None, None)] if admin else []
@@ -77,8 +81,13 @@ class Layout:
             lb_port, *ports = free_ports(1 + len(specs))
         servers = tuple(SandboxServer(name, node, port, lb, of, part)
                         for (name, node, lb, of, part), port in zip(specs, ports, strict=True))
+        if lbs > 1 and lb != "haproxy":
+            raise ConfigError(f"--lbs {lbs}: several load balancers are HAProxies; leave "
+                              f"--lb {lb} out")
+        extra = free_ports(2 * (lbs - 1))
+        more = tuple((extra[2 * i], extra[2 * i + 1]) for i in range(lbs - 1))
         return cls(d, names, servers, lb_port, ADMIN if admin else None, home_link,
-                   tuple(addresses), lb)
+                   tuple(addresses), lb, more)
 
     @property
     def isolated(self) -> bool:
@@ -100,6 +109,23 @@ class Layout:
     @property
     def haproxy_socket(self) -> Path:
         return self.dir / "haproxy" / "admin.sock"
+
+    def haproxy_dir(self, number: int) -> Path:
+        """HAProxy number 1, 2…: its config, pid file and output."""
+        return self.dir / ("haproxy" if number == 1 else f"haproxy{number}")
+
+    @property
+    def haproxies(self) -> int:
+        return 0 if self.nginx else 1 + len(self.more_lbs)
+
+    def lb_ports(self) -> list[int]:
+        return [self.lb_port, *(port for port, _ in self.more_lbs)]
+
+    def admin_address(self, number: int) -> str:
+        """How zdt reaches HAProxy number N's Runtime API (`[lb] socket`)."""
+        if number == 1:
+            return str(self.haproxy_socket)
+        return f"tcp://127.0.0.1:{self.more_lbs[number - 2][1]}"
 
     def root(self, node: str) -> Path:
         return self.dir / "nodes" / node
@@ -152,9 +178,9 @@ def write_files(layout: Layout) -> None:
         (layout.dir / "nginx" / "tmp").mkdir(parents=True, exist_ok=True)
         (layout.dir / "nginx" / "nginx.conf").write_text(nginx_conf(layout))
         (layout.dir / "nginx" / "upstream.conf").write_text(nginx_upstream(layout))
-    else:
-        (layout.dir / "haproxy").mkdir(parents=True, exist_ok=True)
-        (layout.dir / "haproxy" / "haproxy.cfg").write_text(haproxy_cfg(layout))
+    for number in range(1, layout.haproxies + 1):
+        layout.haproxy_dir(number).mkdir(parents=True, exist_ok=True)
+        (layout.haproxy_dir(number) / "haproxy.cfg").write_text(haproxy_cfg(layout, number))
     (layout.dir / "state").mkdir(exist_ok=True)
     layout.domain.write_text(domain_toml(layout))
 
@@ -194,7 +220,7 @@ def domain_toml(layout: Layout) -> str:
         out.append(f"admin = {q(layout.admin)}")
     out += ["", "[services]", 'kind = "supervisor"', f"socket = {q(SUPERVISOR_SOCKET)}",
             'program = "{server}"',
-            "", "[lb]", *_lb_section(layout),
+            *_lb_sections(layout),
             "", "[runtime]", f"home = {q(RUNTIMES[0])}", 'variable = "JAVA_HOME"',
             'scripts = ["bin/*.sh", "lib/*.conf"]',
             "", "[[applications]]", 'name = "shop"', f"location = {q(APP)}", 'mode = "stage"']
@@ -221,6 +247,17 @@ def domain_toml(layout: Layout) -> str:
     members = ", ".join(q(s.name) for s in layout.servers if s.lb and not s.partition)
     out += ["", "[[clusters]]", f"name = {q(CLUSTER)}", f"servers = [{members}]", ""]
     return "\n".join(out)
+
+
+def _lb_sections(layout: Layout) -> list[str]:
+    if not layout.more_lbs:
+        return ["", "[lb]", *_lb_section(layout)]
+    out = []
+    for number in range(1, layout.haproxies + 1):
+        socket = "haproxy/admin.sock" if number == 1 else layout.admin_address(number)
+        out += ["", "[[lb]]", 'kind = "haproxy"', f"socket = {json.dumps(socket)}",
+                f"backend = {json.dumps(BACKEND)}"]
+    return out
 
 
 def _lb_section(layout: Layout) -> list[str]:

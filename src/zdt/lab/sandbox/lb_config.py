@@ -12,13 +12,17 @@ def haproxy_servers(layout: Layout) -> list[str]:
             for s in layout.servers if s.lb]
 
 
-def haproxy_cfg(layout: Layout) -> str:
+def haproxy_cfg(layout: Layout, number: int = 1) -> str:
+    """HAProxy number N of the sandbox (the first on its Unix socket; the others, an HA
+    pair's second, with their Runtime API on loopback TCP)."""
     servers = haproxy_servers(layout)
+    admin = (f"{layout.haproxy_socket} mode 600" if number == 1 else
+             "ipv4@" + layout.admin_address(number).removeprefix("tcp://"))
     return "\n".join([
-        "# HAProxy of the sandbox, written by `zdt sandbox up`.",
+        f"# HAProxy {number} of the sandbox, written by `zdt sandbox up`.",
         "# No user/group/chroot and no syslog: it runs as whoever starts it.",
         "global",
-        f"    stats socket {layout.haproxy_socket} mode 600 level admin",
+        f"    stats socket {admin} level admin",
         "",
         "defaults",
         "    mode http",
@@ -29,7 +33,7 @@ def haproxy_cfg(layout: Layout) -> str:
         "    retries 0",
         "",
         "frontend www",
-        f"    bind 127.0.0.1:{layout.lb_port}",
+        f"    bind 127.0.0.1:{layout.lb_ports()[number - 1]}",
         f"    default_backend {BACKEND}",
         "",
         f"backend {BACKEND}",

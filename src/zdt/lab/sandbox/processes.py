@@ -48,7 +48,8 @@ def started_processes(d: Path) -> list[Proc]:
     for pidfile in sorted(d.glob("nodes/*/run/supervisord.pid")):
         conf = pidfile.parent.parent / "etc" / "supervisord.conf"
         found += _verified(pidfile, conf, "supervisord")
-    found += _verified(d / "haproxy" / "haproxy.pid", d / "haproxy" / "haproxy.cfg", "haproxy")
+    for pidfile in sorted(d.glob("haproxy*/haproxy.pid")):
+        found += _verified(pidfile, pidfile.with_name("haproxy.cfg"), "haproxy")
     nginx = _verified(d / "nginx" / "nginx.pid", d / "nginx" / "nginx.conf", "nginx")
     parents = {p.pid for p in found if p.what == "supervisord"}
     workers = _descendants({p.pid for p in nginx}, "nginx worker")
