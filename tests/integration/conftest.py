@@ -140,6 +140,30 @@ def assert_lossless(stats: LoadStats, report: dict[str, Any] | None = None) -> N
                                                                stats.requests)
 
 
+def split_load(sb: dict[str, Any]) -> tuple[Load, Load]:
+    """Clients at capacity on two LBs of an HA pair: keep-alive ones on the first,
+    new-connection ones on the second (processes of their own, niced, bounded by the
+    with-block)."""
+    first, second = sb["lb_urls"]
+    return (Load(first, concurrency=8, rate_per_worker=0, keep_alive=True, process=True,
+                 nice=10),
+            Load(second, concurrency=8, rate_per_worker=0, keep_alive=False, process=True,
+                 nice=10))
+
+
+def lossless_split(loads: tuple[Load, Load], report: dict[str, Any]) -> None:
+    """0 failed requests on both LBs as their clients saw them, and as both LBs counted
+    them (the witness adds up both)."""
+    stats = [load.stats for load in loads]
+    assert [s.failed for s in stats] == [0, 0], [s.as_dict() for s in stats]
+    assert all(s.requests > 150 for s in stats), [s.as_dict() for s in stats]
+    w = report["witness"]
+    assert w is not None and "unavailable" not in w, w
+    assert "lb[0]" in w["source"] and "lb[1]" in w["source"], w["source"]
+    assert (w["errors"], w["retries"], w["redispatches"]) == (0, 0, 0), w
+    assert 0 < w["runs"][-1]["requests"] <= sum(s.requests for s in stats) + 16
+
+
 async def zdt_under_load(url: str, *argv: str, keep_alive: bool = True,
                          witness: bool = True) -> subprocess.CompletedProcess[str]:
     """`zdt ARGV` while clients keep sending requests to url at capacity: not one may fail,

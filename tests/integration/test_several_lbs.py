@@ -14,11 +14,18 @@ from typing import Any
 
 import pytest
 
-from conftest import fresh_sandbox, served, step_reached, zdt, zdt_background
+from conftest import (
+    fresh_sandbox,
+    lossless_split,
+    served,
+    split_load,
+    step_reached,
+    zdt,
+    zdt_background,
+)
 from zdt import domain as dm
 from zdt.adapters import load_balancer
 from zdt.adapters.lb.every import EveryLB
-from zdt.lab.load import Load, LoadStats
 
 pytestmark = pytest.mark.integration
 
@@ -49,27 +56,6 @@ async def all_ready(sb: dict[str, Any]) -> bool:
     return all(set(v.values()) == {("ready", "UP")} for v in views)
 
 
-def split_load(sb: dict[str, Any]) -> tuple[Load, Load]:
-    """Clients at capacity on both LBs: keep-alive ones on the first, new-connection ones
-    on the second (in processes of their own, niced, bounded by the with-block)."""
-    first, second = sb["lb_urls"]
-    return (Load(first, concurrency=8, rate_per_worker=0, keep_alive=True, process=True,
-                 nice=10),
-            Load(second, concurrency=8, rate_per_worker=0, keep_alive=False, process=True,
-                 nice=10))
-
-
-def lossless(loads: tuple[Load, Load], report: dict[str, Any]) -> None:
-    stats: list[LoadStats] = [load.stats for load in loads]
-    assert [s.failed for s in stats] == [0, 0], [s.as_dict() for s in stats]
-    assert all(s.requests > 150 for s in stats), [s.as_dict() for s in stats]
-    w = report["witness"]
-    assert w is not None and "unavailable" not in w, w
-    assert "lb[0]" in w["source"] and "lb[1]" in w["source"], w["source"]
-    assert (w["errors"], w["retries"], w["redispatches"]) == (0, 0, 0), w
-    assert 0 < w["runs"][-1]["requests"] <= sum(s.requests for s in stats) + 16
-
-
 async def test_a_home_rollout_through_both_then_its_revert(sb: dict[str, Any]) -> None:
     args = ["rollout", "home", "-d", sb["domain"], "--targets", "cluster1", "--archive",
             sb["archives"]["v2"], "--shutdown-timeout", "10", "--json"]
@@ -83,7 +69,7 @@ async def test_a_home_rollout_through_both_then_its_revert(sb: dict[str, Any]) -
         await asyncio.sleep(0.2)
     assert proc.returncode == 0, out + err
     report = json.loads(out)
-    lossless(loads, report)
+    lossless_split(loads, report)
     for view in views:
         assert view["node2-s1"][0] == "drain", views
         assert {view[s][0] for s in ("node1-s1", "node3-s1")} == {"ready"}, views
@@ -97,7 +83,7 @@ async def test_a_home_rollout_through_both_then_its_revert(sb: dict[str, Any]) -
                                        "--json")
         await asyncio.sleep(0.2)
     assert back.returncode == 0, back.stdout + back.stderr
-    lossless(loads, json.loads(back.stdout))
+    lossless_split(loads, json.loads(back.stdout))
     for url in sb["lb_urls"]:
         assert await served({"lb_url": url}) == {"v1"}
     assert await all_ready(sb)
@@ -120,7 +106,7 @@ async def test_one_lb_unreachable_fails_the_step_and_both_end_in_rotation(
         wid = await step_reached(sb, "node1", "ready", {"done"}, proc)
         sock.rename(hidden)
         try:
-            out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+            out, _ = await asyncio.to_thread(proc.communicate, timeout=120)
         finally:
             hidden.rename(sock)
         report = json.loads(out)

@@ -114,7 +114,7 @@ def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
     _refuse_running(Path(dir).resolve())
     down(dir)   # what a sandbox that crashed here left: its network and stragglers
     with isolation.reserving():
-        net = isolation.plan(nodes)
+        net = isolation.plan(nodes + (lbs if lbs > 1 else 0))
         return _up(dir, nodes, servers_per_node, admin, home_link, partitions, net, lb, lbs)
 
 
@@ -193,7 +193,9 @@ def _wake_supervisords(d: Path) -> None:
 
 
 def _check_paths(layout: Layout) -> None:
-    for path in (*(layout.supervisor_socket(n) for n in layout.nodes), layout.haproxy_socket):
+    for path in (*(layout.supervisor_socket(n) for n in layout.hosts), layout.haproxy_socket,
+                 *(Path(layout.admin_address(n)) for n in range(1, layout.haproxies + 1)
+                   if not layout.admin_address(n).startswith("tcp://"))):
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             raise ConfigError(
                 f"{layout.dir}: too long for a sandbox: the Unix socket {path} would be "
@@ -235,13 +237,13 @@ def _lb_binary(lb: str) -> str:
 
 def _start(layout: Layout, lb_binary: str, net: isolation.Network | None) -> dict:
     # Nodes are independent: starting their supervisords side by side saves ~0.1 s each.
-    with ThreadPoolExecutor(max_workers=len(layout.nodes)) as pool:
+    with ThreadPoolExecutor(max_workers=len(layout.hosts)) as pool:
         pids = list(pool.map(lambda node: _start_supervisord(layout, node, net),
-                             layout.nodes))
+                             layout.hosts))
     _wait_healthy(layout)
     for address in layout.addresses:
         isolation.wait_sshd(address, READY_TIMEOUT)
-    supervisords = dict(zip(layout.nodes, pids, strict=True))
+    supervisords = dict(zip(layout.hosts, pids, strict=True))
     if layout.nginx:
         conf = layout.dir / "nginx" / "nginx.conf"
         spawn_daemon([lb_binary, "-e", str(layout.dir / "nginx" / "error.log"), "-c", str(conf)],
@@ -251,6 +253,8 @@ def _start(layout: Layout, lb_binary: str, net: isolation.Network | None) -> dic
         return {"supervisord": supervisords, "nginx": nginx}
     haproxy_pids: list[int] = []
     for number in range(1, layout.haproxies + 1):
+        if layout.lb_nodes:
+            break         # on LB hosts of their own: their supervisords started them
         d = layout.haproxy_dir(number)
         spawn_daemon([lb_binary, "-D", "-p", str(d / "haproxy.pid"), "-f",
                       str(d / "haproxy.cfg")], d / "haproxy.out", f"haproxy {number}")
@@ -358,7 +362,8 @@ def _report(layout: Layout, pids: dict, archives: dict[str, Path],
         "lb_url": f"http://127.0.0.1:{layout.lb_port}/",
         "lb": layout.lb,
         "haproxy_socket": str(layout.haproxy_socket) if layout.lb == "haproxy" else None,
-        "lb_urls": [f"http://127.0.0.1:{port}/" for port in layout.lb_ports()],
+        "lb_urls": layout.lb_urls(),
+        "lb_nodes": list(layout.lb_nodes),
         "haproxy_sockets": [layout.admin_address(n) for n in range(1, layout.haproxies + 1)],
         "nginx_upstream": str(layout.dir / "nginx" / "upstream.conf")
         if layout.nginx else None,

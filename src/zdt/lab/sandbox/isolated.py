@@ -200,7 +200,7 @@ def check_hidden(paths: list[str]) -> None:
 
 def node_argv(layout: Layout, net: Network, node: str, argv: list[str]) -> list[str]:
     """argv run in the node's namespaces, with its own /srv, /opt and /run."""
-    ns = net.namespaces[layout.nodes.index(node)]
+    ns = net.namespaces[layout.hosts.index(node)]
     return ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
             "/bin/sh", "-c", BIND_AND_EXEC, "sh", str(layout.root(node)),
             os.path.join(pwd.getpwnam(USER).pw_dir, ".bashrc"), *argv]
@@ -216,7 +216,7 @@ def write_ssh(layout: Layout) -> None:
     _keygen(client, "zdt sandbox")
     (keys / "authorized_keys").write_text(client.with_suffix(".pub").read_text())
     known = []
-    for node in layout.nodes:
+    for node in layout.hosts:
         etc = layout.root(node) / "etc" / "ssh"
         etc.mkdir(parents=True, exist_ok=True)
         host_key = etc / "ssh_host_ed25519_key"

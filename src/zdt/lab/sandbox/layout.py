@@ -28,6 +28,8 @@ ADMIN = "admin"
 VERSION = "v1"
 NGINX = "/usr/sbin/nginx"
 NGINX_MODULES = Path("/usr/lib/nginx/modules")   # Debian's libnginx-mod-* packages
+LB_NODE_SOCKET = "/run/haproxy/admin.sock"      # an LB host's Runtime API (a node path)
+LB_NODE_PORT = 80
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class Layout:
     # More HAProxies in front of the same servers (an HA pair): (frontend port, admin
     # port) of each, its Runtime API on loopback TCP (`[[lb]] socket = "tcp://…"`)
     more_lbs: tuple[tuple[int, int], ...] = ()
+    # Isolated, with several LBs: each HAProxy on a host of its own (lb1, lb2…: a
+    # namespace with sshd, no servers), reached over SSH (`[[lb]] node = "lb1"`)
+    lb_nodes: tuple[str, ...] = ()
 
     @property
     def nginx(self) -> bool:
@@ -84,6 +89,9 @@ class Layout:
         if lbs > 1 and lb != "haproxy":
             raise ConfigError(f"--lbs {lbs}: several load balancers are HAProxies; leave "
                               f"--lb {lb} out")
+        if addresses and lbs > 1:
+            return cls(d, names, servers, lb_port, ADMIN if admin else None, home_link,
+                       tuple(addresses), lb, (), tuple(f"lb{i}" for i in range(1, lbs + 1)))
         extra = free_ports(2 * (lbs - 1))
         more = tuple((extra[2 * i], extra[2 * i + 1]) for i in range(lbs - 1))
         return cls(d, names, servers, lb_port, ADMIN if admin else None, home_link,
@@ -93,9 +101,14 @@ class Layout:
     def isolated(self) -> bool:
         return bool(self.addresses)
 
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every host of the sandbox: the nodes, then the LB hosts (isolated, --lbs)."""
+        return self.nodes + self.lb_nodes
+
     def host(self, node: str) -> str:
         """The address the node's servers listen on, as the LB and health checks see it."""
-        return self.addresses[self.nodes.index(node)] if self.isolated else "127.0.0.1"
+        return self.addresses[self.hosts.index(node)] if self.isolated else "127.0.0.1"
 
     def node_path(self, node: str, path: str) -> str:
         """A node path as the node's own processes see it: the path itself on an isolated
@@ -112,17 +125,27 @@ class Layout:
 
     def haproxy_dir(self, number: int) -> Path:
         """HAProxy number 1, 2…: its config, pid file and output."""
+        if self.lb_nodes:
+            return self.root(self.lb_nodes[number - 1]) / "etc"
         return self.dir / ("haproxy" if number == 1 else f"haproxy{number}")
 
     @property
     def haproxies(self) -> int:
+        if self.lb_nodes:
+            return len(self.lb_nodes)
         return 0 if self.nginx else 1 + len(self.more_lbs)
 
-    def lb_ports(self) -> list[int]:
-        return [self.lb_port, *(port for port, _ in self.more_lbs)]
+    def lb_urls(self) -> list[str]:
+        if self.lb_nodes:
+            return [f"http://{self.host(n)}:{LB_NODE_PORT}/" for n in self.lb_nodes]
+        return [f"http://127.0.0.1:{port}/"
+                for port in [self.lb_port, *(port for port, _ in self.more_lbs)]]
 
     def admin_address(self, number: int) -> str:
-        """How zdt reaches HAProxy number N's Runtime API (`[lb] socket`)."""
+        """Where this machine reaches HAProxy number N's Runtime API: its Unix socket
+        (an LB host's own /run, seen from here), or tcp://127.0.0.1:PORT."""
+        if self.lb_nodes:
+            return str(self.on_node(self.lb_nodes[number - 1], LB_NODE_SOCKET))
         if number == 1:
             return str(self.haproxy_socket)
         return f"tcp://127.0.0.1:{self.more_lbs[number - 2][1]}"
@@ -178,6 +201,11 @@ def write_files(layout: Layout) -> None:
         (layout.dir / "nginx" / "tmp").mkdir(parents=True, exist_ok=True)
         (layout.dir / "nginx" / "nginx.conf").write_text(nginx_conf(layout))
         (layout.dir / "nginx" / "upstream.conf").write_text(nginx_upstream(layout))
+    for node in layout.lb_nodes:
+        for sub in ("etc", "run/haproxy", "var/log"):
+            (layout.root(node) / sub).mkdir(parents=True, exist_ok=True)
+        (layout.root(node) / "etc" / "supervisord.conf").write_text(
+            supervisord_conf(layout, node))
     for number in range(1, layout.haproxies + 1):
         layout.haproxy_dir(number).mkdir(parents=True, exist_ok=True)
         (layout.haproxy_dir(number) / "haproxy.cfg").write_text(haproxy_cfg(layout, number))
@@ -226,7 +254,7 @@ def domain_toml(layout: Layout) -> str:
             "", "[[applications]]", 'name = "shop"', f"location = {q(APP)}", 'mode = "stage"']
     if layout.isolated:
         out += ["", "[ssh]", 'known_hosts = "ssh/known_hosts"', 'identity = "ssh/id_ed25519"']
-    for node in layout.nodes:
+    for node in layout.hosts:
         if layout.isolated:
             out += ["", "[[nodes]]", f"name = {q(node)}",
                     f"address = {q(f'ssh://root@{layout.host(node)}')}"]
@@ -250,6 +278,11 @@ def domain_toml(layout: Layout) -> str:
 
 
 def _lb_sections(layout: Layout) -> list[str]:
+    if layout.lb_nodes:
+        return [line for node in layout.lb_nodes
+                for line in ("", "[[lb]]", 'kind = "haproxy"', f"node = {json.dumps(node)}",
+                             f"socket = {json.dumps(LB_NODE_SOCKET)}",
+                             f"backend = {json.dumps(BACKEND)}")]
     if not layout.more_lbs:
         return ["", "[lb]", *_lb_section(layout)]
     out = []
@@ -292,6 +325,8 @@ def supervisord_conf(layout: Layout, node: str) -> str:
     ]
     if layout.isolated:
         out += ["", *_sshd_program(layout, node)]
+    if node in layout.lb_nodes:
+        out += ["", *_haproxy_program(layout, node)]
     groups: dict[str, list[str]] = {}
     for s in layout.servers:
         if s.node == node:
@@ -332,6 +367,17 @@ def _sshd_program(layout: Layout, node: str) -> list[str]:
             "autostart = true", "autorestart = false", "startsecs = 0", "startretries = 0",
             "stopsignal = TERM", "stopwaitsecs = 5",
             f"stdout_logfile = {_ini(log / 'sshd.log')}", "redirect_stderr = true"]
+
+
+def _haproxy_program(layout: Layout, node: str) -> list[str]:
+    """An LB host's HAProxy, in the foreground under its supervisord."""
+    conf = layout.root(node) / "etc" / "haproxy.cfg"
+    log = layout.root(node) / "var" / "log"
+    argv = ["/usr/sbin/haproxy", "-db", "-f", str(conf)]
+    return ["[program:haproxy]", f"command = {_ini(shlex.join(argv))}",
+            "autostart = true", "autorestart = false", "startsecs = 0", "startretries = 0",
+            "stopsignal = TERM", "stopwaitsecs = 5",
+            f"stdout_logfile = {_ini(log / 'haproxy.log')}", "redirect_stderr = true"]
 
 
 def sshd_config(layout: Layout, node: str) -> str:

@@ -4,7 +4,7 @@ redispatch), or nginx with zdt's Lua peer list or with reloads."""
 from __future__ import annotations
 
 from zdt.errors import ConfigError
-from zdt.lab.sandbox.layout import BACKEND, NGINX_MODULES, Layout
+from zdt.lab.sandbox.layout import BACKEND, LB_NODE_PORT, LB_NODE_SOCKET, NGINX_MODULES, Layout
 
 
 def haproxy_servers(layout: Layout) -> list[str]:
@@ -16,8 +16,13 @@ def haproxy_cfg(layout: Layout, number: int = 1) -> str:
     """HAProxy number N of the sandbox (the first on its Unix socket; the others, an HA
     pair's second, with their Runtime API on loopback TCP)."""
     servers = haproxy_servers(layout)
-    admin = (f"{layout.haproxy_socket} mode 600" if number == 1 else
-             "ipv4@" + layout.admin_address(number).removeprefix("tcp://"))
+    if layout.lb_nodes:      # on a host of its own: its own /run, its own address
+        admin = f"{LB_NODE_SOCKET} mode 600"
+        bind = f"{layout.host(layout.lb_nodes[number - 1])}:{LB_NODE_PORT}"
+    else:
+        admin = (f"{layout.haproxy_socket} mode 600" if number == 1 else
+                 "ipv4@" + layout.admin_address(number).removeprefix("tcp://"))
+        bind = layout.lb_urls()[number - 1].removeprefix("http://").rstrip("/")
     return "\n".join([
         f"# HAProxy {number} of the sandbox, written by `zdt sandbox up`.",
         "# No user/group/chroot and no syslog: it runs as whoever starts it.",
@@ -33,7 +38,7 @@ def haproxy_cfg(layout: Layout, number: int = 1) -> str:
         "    retries 0",
         "",
         "frontend www",
-        f"    bind 127.0.0.1:{layout.lb_ports()[number - 1]}",
+        f"    bind {bind}",
         f"    default_backend {BACKEND}",
         "",
         f"backend {BACKEND}",

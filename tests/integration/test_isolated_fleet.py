@@ -1,0 +1,66 @@
+"""A fleet as it really stands: 8 nodes, each a host of its own reached over SSH, behind
+two HAProxies on hosts of their own (an HA pair, their Runtime API reached over each LB
+host's SSH connection), the load split across both. A home rollout at `--batch 25%`
+drains and readies every server on both together: 0 failed requests, as the clients and
+both LBs counted them; then its revert."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import fresh_sandbox, lossless_split, needs_isolation, served, split_load, zdt
+from zdt.adapters.lb.haproxy import HAProxy
+
+pytestmark = [pytest.mark.integration, needs_isolation]
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[dict[str, Any]]:
+    with fresh_sandbox(nodes=8, servers_per_node=1, admin=False, isolated=True,
+                       lbs=2) as info:
+        yield info
+
+
+def homes(sb: dict[str, Any]) -> set[str]:
+    return {(Path(n["home"]) / "VERSION").read_text().strip() for n in sb["nodes"]}
+
+
+async def all_ready(sb: dict[str, Any]) -> bool:
+    views = [await HAProxy(sock, "app").servers() for sock in sb["haproxy_sockets"]]
+    return all({(s.admin, s.status) for s in v.values()} == {("ready", "UP")} for v in views)
+
+
+async def test_a_batch_rollout_of_eight_hosts_through_two_remote_lbs(
+        fleet: dict[str, Any]) -> None:
+    text = Path(fleet["domain"]).read_text()
+    assert 'node = "lb1"' in text and 'node = "lb2"' in text   # reached over SSH
+    loads = split_load(fleet)
+    async with loads[0], loads[1]:
+        await asyncio.sleep(0.2)
+        done = await asyncio.to_thread(
+            zdt, "rollout", "home", "-d", fleet["domain"], "--targets", "cluster1",
+            "--archive", fleet["archives"]["v2"], "--batch", "25%", "--shutdown-timeout",
+            "10", "--json")
+        await asyncio.sleep(0.2)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    lossless_split(loads, report)
+    assert [v["batch"] for v in report["nodes"]] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert homes(fleet) == {"v2"} and await all_ready(fleet)
+    for url in fleet["lb_urls"]:
+        assert await served({"lb_url": url}) == {"v2"}
+    loads = split_load(fleet)
+    async with loads[0], loads[1]:
+        await asyncio.sleep(0.2)
+        back = await asyncio.to_thread(zdt, "revert", report["id"], "-d", fleet["domain"],
+                                       "--json")
+        await asyncio.sleep(0.2)
+    assert back.returncode == 0, back.stdout + back.stderr
+    lossless_split(loads, json.loads(back.stdout))
+    assert homes(fleet) == {"v1"} and await all_ready(fleet)
