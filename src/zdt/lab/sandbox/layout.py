@@ -202,8 +202,8 @@ def write_files(layout: Layout) -> None:
         (layout.dir / "nginx" / "nginx.conf").write_text(nginx_conf(layout))
         (layout.dir / "nginx" / "upstream.conf").write_text(nginx_upstream(layout))
     for node in layout.lb_nodes:
-        for sub in ("etc", "run/haproxy", "var/log"):
-            (layout.root(node) / sub).mkdir(parents=True, exist_ok=True)
+        for part in ("etc", "run/haproxy", "var/log"):
+            (layout.root(node) / part).mkdir(parents=True, exist_ok=True)
         (layout.root(node) / "etc" / "supervisord.conf").write_text(
             supervisord_conf(layout, node))
     for number in range(1, layout.haproxies + 1):
