@@ -16,10 +16,12 @@ deps:
 	  command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  [ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	  ls /usr/lib/*/libpq.so.5 >/dev/null 2>&1 || missing="$$missing libpq5"; \
 	  [ -z "$$missing" ] || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; }
 	@$(PYTHON) -c "import zdt, supervisor, typer, rich, pydantic, asyncssh, pytest, \
-	  pytest_asyncio, xdist, mypy, hypothesis, starlette, uvicorn, httpx, selenium" 2>/dev/null || $(PYTHON) -m pip install -q -e '.[test]'
+	  pytest_asyncio, xdist, mypy, hypothesis, starlette, uvicorn, httpx, selenium, psycopg" 2>/dev/null || $(PYTHON) -m pip install -q -e '.[test]'
 
 demo: deps
 	$(PYTHON) -m zdt.cli demo

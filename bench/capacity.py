@@ -38,7 +38,7 @@ from zdt.app import App, Outcome, RolloutRequest
 from zdt.lab import sandbox, wrk
 from zdt.lab.load import Load, at_capacity, describe
 from zdt.witness import ERROR_FIELDS
-from zdt.workflow.journal import Journal
+from zdt.workflow.journal import store_of
 
 SHAPES = {"ka16": (16, True), "ka64": (64, True), "ka256": (256, True),
           "close16": (16, False)}
@@ -75,7 +75,7 @@ async def measured(info: dict[str, Any], shape: str, work: Callable[[], Awaitabl
         await asyncio.sleep(EDGE)
     await asyncio.sleep(0.2)            # the LB logs a request once its answer is sent
     after = await counters(domain) if witnessed else None
-    journal = Journal(domain.state_dir, time.time)
+    journal = store_of(domain).open(time.time)
     try:
         summary = report.workflow(journal, wid)
     finally:

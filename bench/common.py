@@ -13,7 +13,7 @@ from zdt import domain as dm
 from zdt import report
 from zdt.app import Outcome
 from zdt.lab.load import at_capacity
-from zdt.workflow.journal import Journal
+from zdt.workflow.journal import store_of
 
 
 async def measured(info: dict[str, Any], work: Callable[[], Awaitable[Outcome]]) -> dict[str, Any]:
@@ -24,7 +24,7 @@ async def measured(info: dict[str, Any], work: Callable[[], Awaitable[Outcome]])
         wid = (await work()).id
         wall = time.monotonic() - began
         await asyncio.sleep(0.5)
-    journal = Journal(dm.load(Path(info["domain"])).state_dir, time.time)
+    journal = store_of(dm.load(Path(info["domain"]))).open(time.time)
     try:
         summary = report.workflow(journal, wid)
     finally:

@@ -1,9 +1,18 @@
 from __future__ import annotations
 
+import hashlib
 import itertools
+import os
+import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from pg_server import Postgres
+from zdt.workflow.journal import Store
+from zdt.workflow.journal.postgres import PostgresStore
+from zdt.workflow.journal.sqlite import SqliteStore
 
 SAMPLE = """\
 [domain]
@@ -94,3 +103,32 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL of the tests' own, for the whole session (of this worker); its
+    password in a PGPASSFILE that the tests' processes inherit."""
+    server = Postgres()
+    try:
+        server.start()
+        os.environ["PGPASSFILE"] = str(server.passfile)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def stores(request: pytest.FixtureRequest) -> Callable[[Path], Store]:
+    """The journal's store of a state dir: SQLite in it, or a domain of this test's own in
+    the tests' PostgreSQL (the same suite runs against both)."""
+    if request.param == "sqlite":
+        return SqliteStore
+    server: Postgres = request.getfixturevalue("postgres")
+    salt = secrets.token_hex(4)
+
+    def store(state_dir: Path) -> Store:
+        scope = hashlib.sha256(f"{salt}:{state_dir}".encode()).hexdigest()[:12]
+        return PostgresStore(server.url, f"test-{scope}")
+
+    return store

@@ -25,7 +25,6 @@ from zdt import inventory, report, staging
 from zdt import preview as checks
 from zdt.adapters import Connect
 from zdt.archive import manifest_path
-from zdt.changes import Changes
 from zdt.domain import Domain
 from zdt.errors import NotFoundError
 from zdt.live import client
@@ -33,10 +32,9 @@ from zdt.live import operations as live_ops
 from zdt.live.journal import LiveJournal
 from zdt.live.operations import LiveRequest
 from zdt.live.supervisor import LiveConfig
-from zdt.lock import DomainLock
 from zdt.workflow import admission, batches, kinds
 from zdt.workflow.admission import interrupted, open_journal, request_stop
-from zdt.workflow.journal import Journal
+from zdt.workflow.journal import Journal, store_of
 from zdt.workflow.kinds import Field, Kind
 from zdt.workflow.plan import Plan
 from zdt.workflow.request import OPTIONS, Option, RolloutRequest
@@ -115,8 +113,9 @@ class App(Wiring):
     def _estimate(self, p: Prepared) -> dict[str, Any]:
         """From earlier runs of the kind when the journal has some."""
         journal = None
-        if (p.domain.state_dir / "journal.db").exists():
-            journal = Journal(p.domain.state_dir, self.clock)
+        store = store_of(p.domain)
+        if store.exists():
+            journal = store.open(self.clock)
         try:
             return checks.estimate(p.plan, journal, {
                 "shutdown_timeout": p.request.timeout,
@@ -167,8 +166,9 @@ class App(Wiring):
         finally:
             await adapters.close()
         found["workflow"] = None
-        if (domain.state_dir / "journal.db").exists():
-            journal = Journal(domain.state_dir, self.clock)
+        store = store_of(domain)
+        if store.exists():
+            journal = store.open(self.clock)
             try:
                 holder = journal.holder()
                 found["workflow"] = report.brief(holder) if holder else None
@@ -217,7 +217,7 @@ class App(Wiring):
         try:
             wid = wid or _newest(journal)
             journal.workflow(wid)                      # an unknown id: exit 2
-            with Changes(journal.state_dir) as changes:
+            with journal.store.changes() as changes:
                 while True:
                     for event in journal.events(wid, after):
                         after = event["id"]
@@ -252,13 +252,13 @@ def _being_run(journal: Journal, wid: str) -> bool:
     """Whether a live zdt process is running this workflow now: it holds the domain's lock
     and the workflow is under way, or it just ended it there (the process that wrote the
     end still holds the lock, and no later workflow has begun since)."""
-    holders = DomainLock(journal.state_dir).holders()
-    if not holders:
+    lock = journal.store.lock()
+    if not lock.held():
         return False
     wf = journal.workflow(wid)
     if wf.state in UNDER_WAY:
         return True
-    return wf.pid in holders and journal.history()[0].id == wid
+    return lock.held_by(wf.host, wf.pid) and journal.history()[0].id == wid
 
 
 def _status(journal: Journal, wid: str) -> dict[str, Any]:
@@ -270,7 +270,7 @@ def _status(journal: Journal, wid: str) -> dict[str, Any]:
 def _newest(journal: Journal) -> str:
     workflows = journal.history()
     if not workflows:
-        raise NotFoundError(f"no workflow has run in {journal.state_dir} yet")
+        raise NotFoundError(f"no workflow has run in {journal.store.where} yet")
     return workflows[0].id
 
 

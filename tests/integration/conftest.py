@@ -21,7 +21,7 @@ from zdt import domain as dm
 from zdt import http
 from zdt.lab import sandbox
 from zdt.lab.load import Load, LoadStats
-from zdt.workflow.journal import Journal
+from zdt.workflow.journal.sqlite import SqliteJournal
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ async def step_reached(info: dict[str, Any], node: str, name: str, states: set[s
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         if (state_dir / "journal.db").exists():
-            journal = Journal(state_dir, time.time)
+            journal = SqliteJournal(state_dir, time.time)
             try:
                 wfs = journal.history()
                 steps = journal.steps(wfs[0].id) if wfs else []

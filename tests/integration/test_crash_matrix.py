@@ -28,6 +28,7 @@ from zdt import domain as dm
 from zdt.adapters.lb.haproxy import HAProxy
 from zdt.lab.load import Load
 from zdt.workflow.journal import Journal
+from zdt.workflow.journal.sqlite import SqliteJournal
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +73,7 @@ async def in_rotation(sb: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 def journal_of(sb: dict[str, Any]) -> Journal:
-    return Journal(dm.load(sb["domain"]).state_dir, lambda: 0.0)
+    return SqliteJournal(dm.load(sb["domain"]).state_dir, lambda: 0.0)
 
 
 @pytest.mark.parametrize("then", ["resume", "revert"])

@@ -16,6 +16,7 @@ from zdt import http, report
 from zdt.adapters.lb.haproxy import HAProxy
 from zdt.app import App, RolloutRequest
 from zdt.workflow.journal import Journal
+from zdt.workflow.journal.sqlite import SqliteJournal
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ async def lb_states(info: dict[str, Any]) -> dict[str, tuple[str, str]]:
 def journal_of(info: dict[str, Any]) -> Journal:
     import time
 
-    return Journal(dm.load(info["domain"]).state_dir, time.time)
+    return SqliteJournal(dm.load(info["domain"]).state_dir, time.time)
 
 
 async def restart_under_load(info: dict[str, Any], request: RolloutRequest

@@ -90,7 +90,7 @@ def test_down_stops_everything_and_is_idempotent(short_dir: Path) -> None:
 
 def test_a_failed_up_stops_what_it_started(short_dir: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    def lb_never_ready(layout: object) -> None:
+    def lb_never_ready(*_: object) -> None:
         raise ZdtError("HAProxy is not ready (injected)")
 
     monkeypatch.setattr(sandbox, "_wait_lb_up", lb_never_ready)

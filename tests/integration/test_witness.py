@@ -17,7 +17,8 @@ from conftest import assert_lossless, capacity_load, running_sandbox, zdt
 from zdt import domain as dm
 from zdt import report
 from zdt.app import App, RolloutRequest
-from zdt.workflow.journal import Journal, StepRecord
+from zdt.workflow.journal import StepRecord
+from zdt.workflow.journal.sqlite import SqliteJournal
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ def sb(short_dir: Path) -> Iterator[dict[str, Any]]:
 
 
 def summary(info: dict[str, Any], wid: str) -> dict[str, Any]:
-    journal = Journal(dm.load(info["domain"]).state_dir, lambda: 0.0)
+    journal = SqliteJournal(dm.load(info["domain"]).state_dir, lambda: 0.0)
     try:
         return report.workflow(journal, wid)
     finally:
@@ -74,7 +75,7 @@ async def test_errors_the_lb_saw_during_a_visit_fail_it_with_fail_on_lb_errors(
     s = summary(sb, wid)
     assert s["state"] == "reverted"
     ready = next(st for st in s["steps"] if (st["node"], st["name"]) == ("node2", "ready"))
-    journal = Journal(dm.load(sb["domain"]).state_dir, lambda: 0.0)
+    journal = SqliteJournal(dm.load(sb["domain"]).state_dir, lambda: 0.0)
     try:
         retries = [e for e in journal.events(wid) if e["kind"] == "retry"]
     finally:

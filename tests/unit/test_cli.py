@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from zdt.cli.main import app
 from zdt.lock import DomainLock
 from zdt.steps import StepSpec
-from zdt.workflow.journal import Journal
+from zdt.workflow.journal.sqlite import SqliteJournal
 
 runner = CliRunner()
 
@@ -62,7 +62,7 @@ def test_locked_by_a_running_workflow(domain_file: Path) -> None:
 
 
 def test_held_by_a_failed_workflow(domain_file: Path) -> None:
-    journal = Journal(domain_file.parent / "state", time.time)
+    journal = SqliteJournal(domain_file.parent / "state", time.time)
     journal.create("wf-old", "restart", str(domain_file), {"targets": ["web"]},
                    (StepSpec(0, 0, "node1", "drain", ("s1",)),))
     journal.set_state("wf-old", "failed", "boom")
@@ -70,11 +70,11 @@ def test_held_by_a_failed_workflow(domain_file: Path) -> None:
     result = runner.invoke(app, ["rollout", "restart", "-d", str(domain_file), "--targets", "web"])
     assert result.exit_code == 4
     assert "zdt revert wf-old" in result.output
-    assert len(Journal(domain_file.parent / "state", time.time).history()) == 1
+    assert len(SqliteJournal(domain_file.parent / "state", time.time).history()) == 1
 
 
 def test_history_and_status_json(domain_file: Path) -> None:
-    journal = Journal(domain_file.parent / "state", time.time)
+    journal = SqliteJournal(domain_file.parent / "state", time.time)
     for wid in ("wf-a", "wf-b"):
         journal.create(wid, "restart", str(domain_file), {"targets": ["web"]},
                        (StepSpec(0, 0, "node1", "drain", ("s1",)),))
@@ -94,7 +94,7 @@ def test_history_and_status_json(domain_file: Path) -> None:
 
 
 def test_status_of_unknown_workflow(domain_file: Path) -> None:
-    Journal(domain_file.parent / "state", time.time).close()
+    SqliteJournal(domain_file.parent / "state", time.time).close()
     result = runner.invoke(app, ["status", "nope", "-d", str(domain_file)])
     assert result.exit_code == 2
     assert "no workflow 'nope'" in result.output

@@ -15,7 +15,7 @@ from zdt.steps import StepSpec
 from zdt.waiting import Timing
 from zdt.workflow import plan
 from zdt.workflow.engine import Engine, Policy
-from zdt.workflow.journal import Journal, StepRecord
+from zdt.workflow.journal import Journal, StepRecord, Store
 
 
 class Recorder:
@@ -69,10 +69,11 @@ Setup = tuple[Journal, plan.Plan]
 
 
 @pytest.fixture
-def setup(domain_file: Path, clock: Callable[[], float]) -> Iterator[Setup]:
+def setup(domain_file: Path, clock: Callable[[], float],
+          stores: Callable[[Path], Store]) -> Iterator[Setup]:
     domain = dm.load(domain_file)
     p = planning.build("restart", domain, ["web"])
-    journal = Journal(domain.state_dir, clock)
+    journal = stores(domain.state_dir).open(clock)
     journal.create("wf-1", "restart", str(domain_file), {"targets": ["web"]}, p.steps)
     yield journal, p
     journal.close()

@@ -17,7 +17,7 @@ from zdt.errors import StepError
 from zdt.steps import StepSpec
 from zdt.waiting import Timing
 from zdt.workflow.engine import Engine, Policy
-from zdt.workflow.journal import Journal, StepRecord
+from zdt.workflow.journal import Journal, StepRecord, Store
 
 VISIT = ("drain", "stop", "start", "health", "ready")
 
@@ -66,13 +66,13 @@ async def _no_sleep(seconds: float) -> None:
     return None
 
 
-def setup(tmp_path: Path, clock: Callable[[], float], nodes: int, batch: str,
-          **options: Any) -> Journal:
+def setup(tmp_path: Path, clock: Callable[[], float], store: Callable[[Path], Store],
+          nodes: int, batch: str, **options: Any) -> Journal:
     path = tmp_path / "domain.toml"
     path.write_text(planning.fleet(nodes))
     domain = dm.load(path)
     p = planning.build("restart", domain, ["web"], batch=batch, **options)
-    journal = Journal(domain.state_dir, clock)
+    journal = store(domain.state_dir).open(clock)
     journal.create("wf", "restart", str(path), {"targets": ["web"]}, p.steps)
     return journal
 
@@ -89,8 +89,9 @@ def states(journal: Journal) -> dict[str, list[str]]:
     return out
 
 
-async def test_a_batch_runs_its_visits_side_by_side(tmp_path: Path, clock: Any) -> None:
-    journal = setup(tmp_path, clock, 6, "3")
+async def test_a_batch_runs_its_visits_side_by_side(tmp_path: Path, clock: Any,
+                                                     stores: Any) -> None:
+    journal = setup(tmp_path, clock, stores, 6, "3")
     visits = Visits()
     assert await engine(journal, visits).run("wf") == "succeeded"
     assert visits.most == 3
@@ -101,8 +102,9 @@ async def test_a_batch_runs_its_visits_side_by_side(tmp_path: Path, clock: Any) 
     assert {x for _, x, _ in visits.calls[:first_of_2]} == {"node1", "node2", "node3"}
 
 
-async def test_parallel_bounds_the_visits_at_once(tmp_path: Path, clock: Any) -> None:
-    journal = setup(tmp_path, clock, 6, "3")
+async def test_parallel_bounds_the_visits_at_once(tmp_path: Path, clock: Any,
+                                                   stores: Any) -> None:
+    journal = setup(tmp_path, clock, stores, 6, "3")
     visits = Visits()
     assert await engine(journal, visits, parallel=2).run("wf") == "succeeded"
     assert visits.most == 2
@@ -111,8 +113,8 @@ async def test_parallel_bounds_the_visits_at_once(tmp_path: Path, clock: Any) ->
 
 @pytest.mark.parametrize("failing", ["drain", "stop", "start", "ready"])
 async def test_a_failure_stops_the_batch_and_reverts_every_node_touched(
-        tmp_path: Path, clock: Any, failing: str) -> None:
-    journal = setup(tmp_path, clock, 6, "3")
+        tmp_path: Path, clock: Any, stores: Any, failing: str) -> None:
+    journal = setup(tmp_path, clock, stores, 6, "3")
     visits = Visits(fail={("node4", failing)})
     assert await engine(journal, visits).run("wf") == "reverted"
     at = VISIT.index(failing)
@@ -131,11 +133,11 @@ async def test_a_failure_stops_the_batch_and_reverts_every_node_touched(
 
 
 async def test_resume_after_a_crash_with_three_visits_in_flight(tmp_path: Path,
-                                                                clock: Any) -> None:
+                                                                clock: Any, stores: Any) -> None:
     """A crash left batch 2 with node4 done to its stop, node5 in its start, node6 in its
     drain: a resume re-checks the steps under way and goes on from each visit's first
     step not done, the three side by side."""
-    journal = setup(tmp_path, clock, 6, "3")
+    journal = setup(tmp_path, clock, stores, 6, "3")
     steps = journal.steps("wf")
     visits = Visits()
     for s in steps[:15]:                                   # batch 1 done
@@ -159,8 +161,9 @@ async def test_resume_after_a_crash_with_three_visits_in_flight(tmp_path: Path,
     assert all(st == ["done"] * 5 for st in states(journal).values())
 
 
-async def test_a_stop_asked_during_a_batch_finishes_it(tmp_path: Path, clock: Any) -> None:
-    journal = setup(tmp_path, clock, 6, "3")
+async def test_a_stop_asked_during_a_batch_finishes_it(tmp_path: Path, clock: Any,
+                                                        stores: Any) -> None:
+    journal = setup(tmp_path, clock, stores, 6, "3")
     visits = Visits()
 
     def stop_at_node2_start(record: StepRecord, state: str) -> None:
@@ -176,8 +179,8 @@ async def test_a_stop_asked_during_a_batch_finishes_it(tmp_path: Path, clock: An
     assert await eng.resume("wf") == "succeeded"
 
 
-async def test_a_canary_pause_then_the_ramp(tmp_path: Path, clock: Any) -> None:
-    journal = setup(tmp_path, clock, 6, "1,3", pause_after=1)
+async def test_a_canary_pause_then_the_ramp(tmp_path: Path, clock: Any, stores: Any) -> None:
+    journal = setup(tmp_path, clock, stores, 6, "1,3", pause_after=1)
     visits = Visits()
     assert await engine(journal, visits, pause_after=1).run("wf") == "stopped"
     got = states(journal)
@@ -187,8 +190,8 @@ async def test_a_canary_pause_then_the_ramp(tmp_path: Path, clock: Any) -> None:
 
 
 async def test_delay_between_batches_not_between_visits_of_one(tmp_path: Path,
-                                                               clock: Any) -> None:
-    journal = setup(tmp_path, clock, 6, "3")
+                                                               clock: Any, stores: Any) -> None:
+    journal = setup(tmp_path, clock, stores, 6, "3")
     slept: list[float] = []
 
     async def sleep(seconds: float) -> None:

@@ -20,7 +20,8 @@ from zdt.cli import preview as cli_preview
 from zdt.cli.main import app
 from zdt.display import Progress
 from zdt.terminal import SafeConsole, clean
-from zdt.workflow.journal import Journal, StepRecord
+from zdt.workflow.journal import StepRecord
+from zdt.workflow.journal.sqlite import SqliteJournal
 from zdt.workflow.plan import Plan, StepSpec
 
 runner = CliRunner()
@@ -39,7 +40,7 @@ def shown(text: str) -> None:
 
 @pytest.fixture
 def hostile_journal(domain_file: Path) -> Iterator[str]:
-    journal = Journal(domain_file.parent / "state", lambda: 1_800_000_000.0)
+    journal = SqliteJournal(domain_file.parent / "state", lambda: 1_800_000_000.0)
     try:
         steps = tuple(StepSpec(i, 0, f"n{i}{HOSTILE[i]}", "drain", (f"s{HOSTILE[-1 - i]}",))
                       for i in range(len(HOSTILE)))

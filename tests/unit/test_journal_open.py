@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 from zdt.steps import StepSpec
-from zdt.workflow.journal import Journal
+from zdt.workflow.journal.sqlite import SqliteJournal
 
 
 def _open(state_dir: str, barrier: multiprocessing.synchronize.Barrier) -> None:
     barrier.wait()
-    Journal(Path(state_dir), time.time).close()
+    SqliteJournal(Path(state_dir), time.time).close()
 
 
 def test_processes_opening_a_new_journal_at_once_all_succeed(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_a_journal_written_before_batches_is_read_and_extended(tmp_path: Path) -
     db = sqlite3.connect(tmp_path / "journal.db")
     db.executescript(OLD_SCHEMA)
     db.close()
-    journal = Journal(tmp_path, time.time)
+    journal = SqliteJournal(tmp_path, time.time)
     try:
         assert [(s.group, s.batch, s.state) for s in journal.steps("old")] == [
             (0, 0, "done"), (1, 1, "pending")]

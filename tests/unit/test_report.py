@@ -8,7 +8,7 @@ import planning
 
 from zdt import domain as dm
 from zdt import report
-from zdt.workflow.journal import Journal
+from zdt.workflow.journal.sqlite import SqliteJournal
 
 
 class Clock:
@@ -22,7 +22,7 @@ class Clock:
 def test_node_visits(domain_file: Path) -> None:
     clock = Clock()
     p = planning.build("restart", dm.load(domain_file), ["s1", "s2"])
-    journal = Journal(domain_file.parent / "state", clock)
+    journal = SqliteJournal(domain_file.parent / "state", clock)
     journal.create("w", "restart", str(domain_file), {"targets": ["s1", "s2"]}, p.steps)
 
     def step(index: int, seconds: float, gap: float = 0.002, end: str = "done") -> None:

@@ -17,6 +17,7 @@ from zdt.steps import Context, Options, StepSpec, servers
 from zdt.waiting import Timing
 from zdt.witness import Witness, require_counters
 from zdt.workflow.journal import Journal
+from zdt.workflow.journal.sqlite import SqliteJournal
 
 
 def build(ctx: Context, spec: StepSpec) -> Any:
@@ -54,7 +55,7 @@ def counted(requests: int, http_5xx: int = 0) -> Counters:
 
 @pytest.fixture
 def journal(tmp_path: Path, clock: Callable[[], float]) -> Iterator[Journal]:
-    j = Journal(tmp_path, clock)
+    j = SqliteJournal(tmp_path, clock)
     j.create("w1", "restart", "d", {}, ())
     yield j
     j.close()

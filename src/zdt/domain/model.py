@@ -255,6 +255,33 @@ class Capacity(_Model):
     min_backlog: Annotated[int, Field(ge=0, le=1_000_000)] = 128
 
 
+class State(_Model):
+    """[state]: where the journal and the domain's lock live. Without `url`, in the domain's
+    state_dir on this machine (SQLite); with `url = "postgresql://…"`, in a PostgreSQL
+    database that several control hosts and the console share. A password belongs in
+    ~/.pgpass or PGPASSWORD, not in the file."""
+
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("postgresql", "postgres") or not (parts.hostname or
+                                                                   parts.path.strip("/")):
+            raise ValueError("not a postgresql://[user@]host[:port]/database URL")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {parts.netloc!r}") from exc
+        if parts.password:
+            raise ValueError("a password in the URL would be printed and kept in the file: "
+                             "put it in ~/.pgpass or PGPASSWORD")
+        return v
+
+
 class Domain(_Model):
     """A whole domain. Paths in it are absolute (resolved against the file's directory)."""
 
@@ -269,6 +296,7 @@ class Domain(_Model):
     applications: tuple[Application, ...] = ()
     ssh: SSH = SSH()
     capacity: Capacity = Capacity()
+    state: State | None = None
     source: str = Field(default="", exclude=True)
 
     def node(self, name: str) -> Node:

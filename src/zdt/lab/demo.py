@@ -26,7 +26,7 @@ from zdt.lab import sandbox
 from zdt.lab.load import at_capacity, describe
 from zdt.terminal import SafeConsole as Console
 from zdt.terminal import styled
-from zdt.workflow.journal import Journal
+from zdt.workflow.journal import store_of
 
 WARMUP = 1.0     # seconds of load before and after the rollout, so both edges are covered
 
@@ -77,7 +77,7 @@ async def _rollout_under_load(info: dict[str, Any], console: Console | None) -> 
                 wids.append((await runner.start(prepared)).id)
         await asyncio.sleep(WARMUP)
     stats = load.stats
-    journal = Journal(domain_model.load(info["domain"]).state_dir, runner.clock)
+    journal = store_of(domain_model.load(info["domain"])).open(runner.clock)
     try:
         summaries = [report.workflow(journal, wid) for wid in wids]
     finally:

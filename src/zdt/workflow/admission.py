@@ -12,9 +12,8 @@ from typing import Any
 from zdt import domain as domain_model
 from zdt.domain import Domain
 from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError, ZdtError
-from zdt.lock import DomainLock
 from zdt.workflow import kinds
-from zdt.workflow.journal import Journal, StepRecord, WorkflowRecord
+from zdt.workflow.journal import Journal, StepRecord, WorkflowRecord, store_of
 
 RESUMABLE = ("pending", "failed", "stopped", "running")
 REVERTIBLE = ("pending", "failed", "stopped", "running", "reverting", "revert-failed",
@@ -35,7 +34,7 @@ def check_state(journal: Journal, wf: WorkflowRecord, action: str,
 def check_stop(journal: Journal, wf: WorkflowRecord) -> None:
     if wf.state not in ("running", "pending"):
         raise PreconditionError(f"workflow {wf.id} is {wf.state}, not running: nothing to stop")
-    if not DomainLock(journal.state_dir).held_by_other():
+    if not journal.store.lock().held_by_other():
         raise PreconditionError(
             f"workflow {wf.id} is {wf.state} in the journal but no zdt process runs it (it "
             f"was interrupted): finish it with `zdt resume {wf.id}` or `zdt revert {wf.id}`")
@@ -69,7 +68,7 @@ def _again(domain: Domain, journal: Journal, wf: WorkflowRecord, action: str,
     same_servers(domain, journal.steps(wf.id), wf.id)
     if action == "revert":
         refuse_if_superseded(Path(domain.source), wf)
-    DomainLock(journal.state_dir).refuse_if_held()
+    journal.store.lock().refuse_if_held()
     check_state(journal, wf, action, allowed)
 
 
@@ -105,11 +104,11 @@ def refuse_if_held_now(domain: Domain, clock: Callable[[], float]) -> tuple[Any,
     """Before the preconditions are checked on the nodes: a domain locked by a live zdt or
     held by a workflow half-way is refused at once (exit 4), by looking, creating nothing.
     Returns what the journal says now, to tell whether a workflow ran before the lock."""
-    state_dir = domain.state_dir
-    DomainLock(state_dir).refuse_if_held()
-    if not (state_dir / "journal.db").exists():
+    store = store_of(domain)
+    store.lock().refuse_if_held()
+    if not store.exists():
         return ()
-    journal = Journal(state_dir, clock)
+    journal = store.open(clock)
     try:
         refuse_if_held(journal)
         return fingerprint(journal)
@@ -137,11 +136,11 @@ def refuse_if_held(journal: Journal) -> None:
 
 def open_journal(domain_path: Path, clock: Callable[[], float] = time.time) -> Journal:
     """The domain's journal for reading; refuses (exit 2, creating nothing) when none exists."""
-    domain = domain_model.load(domain_path)
-    if not (domain.state_dir / "journal.db").exists():
-        raise NotFoundError(f"{domain.state_dir}: no journal yet (no workflow has run in "
+    store = store_of(domain_model.load(domain_path))
+    if not store.exists():
+        raise NotFoundError(f"{store.where}: no journal yet (no workflow has run in "
                             f"this domain); see `zdt rollout --help`")
-    return Journal(domain.state_dir, clock)
+    return store.open(clock)
 
 
 def request_stop(domain_path: Path, wid: str) -> str:
@@ -160,4 +159,4 @@ def request_stop(domain_path: Path, wid: str) -> str:
 def interrupted(journal: Journal, wf: WorkflowRecord) -> bool:
     """The journal says the workflow is under way but no live zdt process holds the lock."""
     return wf.state in ("pending", "running", "reverting") and \
-        not DomainLock(journal.state_dir).held_by_other()
+        not journal.store.lock().held_by_other()

@@ -19,7 +19,6 @@ from zdt import domain as domain_model
 from zdt import preview
 from zdt.domain import Domain
 from zdt.errors import ZdtError
-from zdt.lock import DomainLock
 from zdt.steps import Context, hooks
 from zdt.waiting import REAL_TIME, Timing
 from zdt.witness import Witness, require_counters
@@ -37,7 +36,7 @@ from zdt.workflow.admission import (
     same_servers,
 )
 from zdt.workflow.engine import Engine, Observer, Policy
-from zdt.workflow.journal import Journal
+from zdt.workflow.journal import Journal, store_of
 from zdt.workflow.kinds import Inputs, Kind
 from zdt.workflow.request import RolloutRequest, from_journal, new_id
 
@@ -129,10 +128,11 @@ class Runner(Wiring):
             warnings = await preview.require(check, p.plan, p.inputs.manifest)
             if p.request.fail_on_lb_errors:
                 await require_counters(adapters.lb)
-            lock = DomainLock(p.domain.state_dir)
+            store = store_of(p.domain)
+            lock = store.lock()
             lock.acquire(f"{p.request.kind} workflow {wid}")
             try:
-                journal = Journal(p.domain.state_dir, self.clock)
+                journal = store.open(self.clock)
                 try:
                     refuse_if_held(journal)
                     if fingerprint(journal) != seen:   # a workflow ran meanwhile: again
@@ -172,10 +172,11 @@ class Runner(Wiring):
         inputs = kind.restore(wf.request)
         if action == "revert":
             refuse_if_superseded(self.domain_path, wf)
-        lock = DomainLock(domain.state_dir)
+        store = store_of(domain)
+        lock = store.lock()
         lock.acquire(f"{action} of workflow {wid}")
         try:
-            journal = Journal(domain.state_dir, self.clock)
+            journal = store.open(self.clock)
             try:
                 check_state(journal, journal.workflow(wid), action, allowed)
                 if action == "resume" and any(e["kind"] == "pause" for e in

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from zdt.adapters.lb import Counters, Counts, LbState, tcp_exchange, unix_exchange
 from zdt.adapters.transport import Transport
@@ -238,7 +238,7 @@ class HAProxyConfig(LbConfig):
     the domain), or `tcp://HOST:PORT`."""
 
     kind: Literal["haproxy"] = "haproxy"
-    socket: str = ""
+    socket: str = Field("", validate_default=True)
     backend: Name = "app"
     node: Name | None = None
     local_paths = ("socket",)

@@ -6,7 +6,6 @@ Everything here is decided before anything starts, so that a sandbox that cannot
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 import site
@@ -210,6 +209,8 @@ def write_files(layout: Layout) -> None:
         layout.haproxy_dir(number).mkdir(parents=True, exist_ok=True)
         (layout.haproxy_dir(number) / "haproxy.cfg").write_text(haproxy_cfg(layout, number))
     (layout.dir / "state").mkdir(exist_ok=True)
+    from zdt.lab.sandbox.domain_file import domain_toml
+
     layout.domain.write_text(domain_toml(layout))
 
 
@@ -238,71 +239,6 @@ def write_installation(layout: Layout, node: str) -> None:
             shutil.rmtree(path)
         (path / "bin").mkdir(parents=True)
         (path / "release").write_text(f"runtime {number}\n")
-
-
-def domain_toml(layout: Layout) -> str:
-    q = json.dumps  # a JSON string is also a valid TOML basic string
-    out = ["# A zdt sandbox, written by `zdt sandbox up`. Paths are relative to this file.",
-           "", "[domain]", 'name = "sandbox"', f"home = {q(HOME)}", 'state_dir = "state"']
-    if layout.admin:
-        out.append(f"admin = {q(layout.admin)}")
-    out += ["", "[services]", 'kind = "supervisor"', f"socket = {q(SUPERVISOR_SOCKET)}",
-            'program = "{server}"',
-            *_lb_sections(layout),
-            "", "[runtime]", f"home = {q(RUNTIMES[0])}", 'variable = "JAVA_HOME"',
-            'scripts = ["bin/*.sh", "lib/*.conf"]',
-            "", "[[applications]]", 'name = "shop"', f"location = {q(APP)}", 'mode = "stage"']
-    if layout.isolated:
-        out += ["", "[ssh]", 'known_hosts = "ssh/known_hosts"', 'identity = "ssh/id_ed25519"']
-    for node in layout.hosts:
-        if layout.isolated:
-            out += ["", "[[nodes]]", f"name = {q(node)}",
-                    f"address = {q(f'ssh://root@{layout.host(node)}')}"]
-        else:
-            out += ["", "[[nodes]]", f"name = {q(node)}", 'address = "local"',
-                    f"root = {q(f'nodes/{node}')}"]
-    for s in layout.servers:
-        host = layout.host(s.node)
-        out += ["", "[[servers]]", f"name = {q(s.name)}", f"node = {q(s.node)}",
-                f"host = {q(host)}", f"port = {s.port}", f"lb = {'true' if s.lb else 'false'}",
-                f"health_url = {q(f'http://{host}:{s.port}/health')}"]
-        if s.partition:
-            out += [f"partition_of = {q(s.partition_of)}", f"partition = {q(s.partition)}",
-                    f"program = {q(f'{s.partition}:{s.name}')}"]
-        mine = [p.partition for p in layout.servers if p.partition_of == s.name]
-        if mine:
-            out.append(f"partitions = [{', '.join(q(p) for p in mine)}]")
-    members = ", ".join(q(s.name) for s in layout.servers if s.lb and not s.partition)
-    out += ["", "[[clusters]]", f"name = {q(CLUSTER)}", f"servers = [{members}]", ""]
-    return "\n".join(out)
-
-
-def _lb_sections(layout: Layout) -> list[str]:
-    if layout.lb_nodes:
-        return [line for node in layout.lb_nodes
-                for line in ("", "[[lb]]", 'kind = "haproxy"', f"node = {json.dumps(node)}",
-                             f"socket = {json.dumps(LB_NODE_SOCKET)}",
-                             f"backend = {json.dumps(BACKEND)}")]
-    if not layout.more_lbs:
-        return ["", "[lb]", *_lb_section(layout)]
-    out = []
-    for number in range(1, layout.haproxies + 1):
-        socket = "haproxy/admin.sock" if number == 1 else layout.admin_address(number)
-        out += ["", "[[lb]]", 'kind = "haproxy"', f"socket = {json.dumps(socket)}",
-                f"backend = {json.dumps(BACKEND)}"]
-    return out
-
-
-def _lb_section(layout: Layout) -> list[str]:
-    if layout.lb == "nginx":
-        return ['kind = "nginx"', f"backend = {json.dumps(BACKEND)}",
-                'upstream_file = "nginx/upstream.conf"', 'admin_socket = "nginx/admin.sock"']
-    if layout.lb == "nginx-reload":
-        return ['kind = "nginx"', f"backend = {json.dumps(BACKEND)}",
-                'upstream_file = "nginx/upstream.conf"', 'pid_file = "nginx/nginx.pid"',
-                'config = "nginx/nginx.conf"', f"binary = {json.dumps(NGINX)}"]
-    return ['kind = "haproxy"', 'socket = "haproxy/admin.sock"',
-            f"backend = {json.dumps(BACKEND)}"]
 
 
 def supervisord_conf(layout: Layout, node: str) -> str:

@@ -22,7 +22,7 @@ import pytest
 from conftest import assert_lossless, capacity_load, running_sandbox, served, zdt, zdt_under_load
 from zdt import domain as dm
 from zdt.adapters.lb.haproxy import HAProxy
-from zdt.workflow.journal import Journal
+from zdt.workflow.journal.sqlite import SqliteJournal
 
 pytestmark = pytest.mark.integration
 
@@ -180,7 +180,7 @@ async def test_kill_9_with_three_visits_in_flight(sb: dict[str, Any], then: str,
         assert crashed.returncode == -9, crashed.stdout + crashed.stderr
         wid = crashed.stdout.split()[0]
         state_dir = dm.load(sb["domain"]).state_dir
-        journal = Journal(state_dir, lambda: 0.0)
+        journal = SqliteJournal(state_dir, lambda: 0.0)
         try:
             in_flight = {s.node for s in journal.steps(wid) if s.state == "running"}
             busy = {s.node for s in journal.steps(wid)

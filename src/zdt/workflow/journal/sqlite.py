@@ -1,9 +1,10 @@
-"""The journal: SQLite in WAL mode under the domain's state dir; the only source of truth.
+"""The embedded store: SQLite in WAL mode under the domain's state dir, the flock on the
+dir (`zdt.lock`), inotify wake-ups (`zdt.changes`).
 
 Every change is committed (synchronous=FULL) before the caller acts on the next step, so a
 crash at any instant leaves a journal that says exactly which step was under way.
 The journal records the workflows that stopped mid-way and still hold the domain; the lock
-of a running one is `zdt.lock`.
+of a running one is the flock.
 """
 
 from __future__ import annotations
@@ -11,22 +12,18 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from zdt import changes, sqlitedb
 from zdt.errors import NotFoundError, PreconditionError, ZdtError
-from zdt.lock import make_private_dir
+from zdt.lock import DomainLock, make_private_dir
 from zdt.steps import StepSpec
+from zdt.workflow.journal import HOLDING, HOST, Clock, StepRecord, WorkflowRecord
 
-Clock = Callable[[], float]
-
-# Workflow states that leave the domain half-way: only resume or revert may follow.
-HOLDING = ("pending", "running", "reverting", "stopped", "failed", "revert-failed")
-FINAL = ("succeeded", "reverted")
+FILE = "journal.db"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS workflows (
@@ -45,39 +42,6 @@ CREATE INDEX IF NOT EXISTS events_by_workflow ON events(workflow, id);
 """
 
 
-@dataclass(frozen=True)
-class StepRecord:
-    index: int
-    group: int
-    node: str
-    name: str
-    servers: tuple[str, ...]
-    state: str       # pending | running | done | failed | reverting | reverted
-    attempts: int
-    started: float | None
-    ended: float | None
-    error: str | None
-    batch: int = 0   # a journal written before batches: each node visit its own batch
-
-    def spec(self) -> StepSpec:
-        return StepSpec(self.index, self.group, self.node, self.name, self.servers, self.batch)
-
-
-@dataclass(frozen=True)
-class WorkflowRecord:
-    id: str
-    kind: str
-    domain: str
-    request: dict[str, Any]
-    state: str       # pending | running | succeeded | failed | reverting | reverted | stopped
-    created: float
-    started: float | None
-    ended: float | None
-    error: str | None
-    pid: int | None
-    stop_requested: bool
-
-
 def _setup(db: sqlite3.Connection) -> None:
     sqlitedb.setup(db, _SCHEMA)
     steps = {row[1] for row in db.execute("PRAGMA table_info(steps)")}
@@ -89,11 +53,42 @@ def _setup(db: sqlite3.Connection) -> None:
                 raise
 
 
-class Journal:
+class SqliteStore:
+    """The domain's state dir on this machine."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.where = str(self.state_dir)
+
+    def exists(self) -> bool:
+        return (self.state_dir / FILE).exists()
+
+    def open(self, clock: Clock) -> SqliteJournal:
+        return SqliteJournal(self.state_dir, clock)
+
+    def lock(self) -> FileLock:
+        return FileLock(self.state_dir)
+
+    def changes(self) -> changes.Changes:
+        return changes.Changes(self.state_dir)
+
+
+class FileLock(DomainLock):
+    """The flock on the state dir; its holders are processes of this machine."""
+
+    def held(self) -> bool:
+        return bool(self.holders())
+
+    def held_by(self, host: str | None, pid: int | None) -> bool:
+        return host in (None, HOST) and pid in self.holders()
+
+
+class SqliteJournal:
     def __init__(self, state_dir: Path, clock: Clock) -> None:
         self.state_dir = Path(state_dir)
+        self.store = SqliteStore(self.state_dir)
         self.clock = clock
-        path = self.state_dir / "journal.db"
+        path = self.state_dir / FILE
         if not path.exists():
             make_private_dir(self.state_dir)
             sqlitedb.create_private(path)
@@ -224,12 +219,12 @@ class Journal:
         try:
             return self.db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise PreconditionError(f"{self.state_dir / 'journal.db'}: cannot read the "
+            raise PreconditionError(f"{self.state_dir / FILE}: cannot read the "
                                     f"journal: {exc}; nothing was changed") from exc
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        with sqlitedb.transaction(self.db, self.state_dir / "journal.db"):
+        with sqlitedb.transaction(self.db, self.state_dir / FILE):
             yield
         changes.changed(self.state_dir)
 
