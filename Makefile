@@ -45,3 +45,4 @@ bench: deps
 	$(PYTHON) -m bench.home_rollout
 	$(PYTHON) -m bench.live_update
 	$(PYTHON) -m bench.ssh_rollout
+	$(PYTHON) -m bench.scale

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pg_server import Postgres
+from zdt.lab.postgres import Postgres
 from zdt.workflow.journal import Store
 from zdt.workflow.journal.postgres import PostgresStore
 from zdt.workflow.journal.sqlite import SqliteStore

@@ -18,8 +18,9 @@ from zdt.domain import Server
 from zdt.errors import PreconditionError, ZdtError
 from zdt.report import node_visits
 from zdt.steps import Context, each, nodefs, runtime
+from zdt.workflow.batches import label
 from zdt.workflow.journal import Journal
-from zdt.workflow.plan import Plan
+from zdt.workflow.plan import Plan, lb_members
 
 if TYPE_CHECKING:
     from zdt.archive import Manifest
@@ -267,7 +268,9 @@ async def _server(ctx: Context, server: Server) -> list[Check]:
 
 
 async def _others_serving(ctx: Context, plan: Plan) -> list[Check]:
-    """While a node is out, some other server must be in rotation to take its traffic."""
+    """While a batch is out, some other server must be in rotation to take its traffic,
+    and every cluster must keep what --min-in-service asks of the servers in rotation now
+    (a server already out, for maintenance, counts as out)."""
     serving: set[str] = set()
     for server in (s for s in ctx.domain.servers if s.lb):
         try:
@@ -276,13 +279,27 @@ async def _others_serving(ctx: Context, plan: Plan) -> list[Check]:
         except ZdtError:
             continue
     checks = []
-    for group in range(len(plan.nodes)):
-        out = {x for s in plan.for_group(group) if s.name == "drain" for x in s.servers}
-        if out:
-            ok = bool(serving - out)
-            checks.append(Check("others serving while out", ok, "" if ok else
-                                "no other server of the load balancer is in rotation to take "
-                                "its traffic", plan.nodes[group]))
+    members = lb_members(ctx.domain)
+    for number, groups in enumerate(plan.batches or [(g,) for g in range(len(plan.nodes))],
+                                    start=1):
+        out = {x for g in groups for s in plan.for_group(g) if s.name == "drain"
+               for x in s.servers}
+        if not out:
+            continue
+        where = ", ".join(dict.fromkeys(plan.nodes[g] for g in groups))
+        ok = bool(serving - out)
+        checks.append(Check("others serving while out", ok, "" if ok else
+                            "no other server of the load balancer is in rotation to take "
+                            "its traffic", where))
+        for budget in plan.budgets:
+            mine = members.get(budget.cluster, set())
+            left = len((mine & serving) - out)
+            if mine & out and left < budget.required:
+                checks.append(Check(
+                    "capacity while out", False, f"batch {number}: {label(budget.cluster)} "
+                    f"would have {left} server(s) in rotation (some are out already), fewer "
+                    f"than the {budget.required} --min-in-service keeps; put them back in "
+                    "rotation first, or use a smaller --batch", where))
     return checks
 
 

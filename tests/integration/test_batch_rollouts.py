@@ -110,6 +110,32 @@ def test_preview_shows_the_batches_and_the_arithmetic(sb: dict[str, Any]) -> Non
            "keeps 3 in rotation, so at most 3 may be out at once" in " ".join(text.stdout.split())
 
 
+async def test_a_server_already_out_counts_against_the_guard(sb: dict[str, Any]) -> None:
+    """The plan fits (3 of 6 out at once), but node2-s1 is in maintenance already: while
+    batch 2 is out only 2 would serve, fewer than the 3 the guard keeps. Preview says so
+    (exit 3); back in rotation, the same preview passes."""
+    haproxy = HAProxy(sb["haproxy_socket"], "app")
+    args = [a for a in home_args(sb, other(homes(sb)[0]), "--batch", "1,2,3")[1:]]
+    await haproxy.command("set server app/node2-s1 state maint")
+    try:
+        refused = await asyncio.to_thread(zdt, "preview", *args)
+    finally:
+        await haproxy.command("set server app/node2-s1 state ready")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    checks = json.loads(refused.stdout)["preconditions"]
+    failed = [c for c in checks if not c["ok"]]
+    assert {c["name"] for c in failed} == {"in rotation", "capacity while out"}, failed
+    (capacity,) = [c for c in failed if c["name"] == "capacity while out"]
+    assert capacity["node"] == "node4, node5, node6"
+    assert "batch 3: cluster cluster1 would have 2 server(s) in rotation" in capacity["detail"]
+    for _ in range(200):                          # HAProxy's check puts it back UP
+        if await all_ready(sb):
+            break
+        await asyncio.sleep(0.05)
+    passed = await asyncio.to_thread(zdt, "preview", *args)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+
+
 async def test_a_ramp_under_load_then_its_revert(sb: dict[str, Any]) -> None:
     before = homes(sb)[0]
     done = await zdt_under_load(sb["lb_url"], *home_args(sb, other(before), "--batch", "1,2,3"))

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from conftest import assert_lossless, capacity_load, fresh_sandbox, served, zdt, zdt_background
-from pg_server import Postgres
 from zdt.app import App
+from zdt.lab.postgres import Postgres
 from zdt.workflow.journal import HOST
 from zdt.workflow.journal.postgres import PostgresStore
 

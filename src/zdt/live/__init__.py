@@ -78,9 +78,25 @@ def ready(restore: Callable[[bytes], None] | None = None) -> bytes | None:
                 except Exception as exc:
                     _channel.send("FAILED", "restore", f"{type(exc).__name__}: {exc}")
                     raise
+            _channel.send("RESTORED")
+            _await_go()
         _channel.send("ACCEPTING", time.monotonic_ns())
     threading.Thread(target=_serve, name="zdt-live", daemon=True).start()
     return _restored
+
+
+def _await_go() -> None:
+    """A restored surrogate accepts only once the supervisor says GO: a handoff it calls
+    off (the surrogate's answer was wrong, the original resumed) must never see this
+    process answer a request, whose effect would be lost with it. Anything but GO, or the
+    supervisor gone, ends the process before it accepts."""
+    assert _channel is not None
+    try:
+        words, _ = _channel.receive()
+    except (ProtocolError, EOFError, OSError):
+        words = ["gone"]
+    if words[0] != "GO":
+        os._exit(0)
 
 
 def _serve() -> None:

@@ -71,6 +71,17 @@ def _seq_of(words: list[str]) -> str | None:
     return words[1] if len(words) > 1 else None
 
 
+async def accepting(surrogate: Workload, timeout: float) -> int | None:
+    """When the surrogate says it accepts (after GO); None if it does not say so in time
+    or says something else: it was told GO, so it serves either way."""
+    try:
+        async with asyncio.timeout(timeout):
+            answer = await first_answer(surrogate)
+    except (TimeoutError, StepError, OSError):
+        return None
+    return instant(answer) if answer[0] == "ACCEPTING" else None
+
+
 async def first_answer(w: Workload) -> list[str]:
     """The surrogate's next message, or an error as soon as it dies."""
     receive = asyncio.ensure_future(w.receive())

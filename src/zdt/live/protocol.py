@@ -11,7 +11,9 @@ Supervisor ↔ workload (a socketpair; the workload's end is fd $ZDT_LIVE_FD):
     → RESUME                    (after a failed handoff) accept again, state untouched
     → RETIRE                    (after a handoff) the surrogate serves: never accept again
     → RESTORE <n>               n bytes of state follow (surrogate only)
-    → GO                        no state to restore: start accepting (surrogate only)
+    ← RESTORED                  the state is taken; the surrogate waits for GO
+    → GO                        start accepting (surrogate only: after RESTORED, or with no
+                                state to restore); anything else ends a restored surrogate
     ← ACCEPTING <ns>            the surrogate accepts from now on
     ← FAILED <reason...>        the workload could not do what was asked
 

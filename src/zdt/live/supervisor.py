@@ -11,7 +11,7 @@ Update (AIX Live Update's sequence, on one host, no load balancer):
   3. start the surrogate from it with the same listening sockets
   4. wait for it to be ready (sd_notify READY=1, or the health URL)
   5. checkpoint: the original stops accepting, finishes in flight, sends its state
-  6. restore: the surrogate takes the state and starts accepting
+  6. restore: the surrogate takes the state, and accepts once told GO
   7. retire the original (SIGTERM; SIGKILL after the stop timeout)
 Connections arriving between 5 and 6 wait in the kernel's accept queue: none is refused.
 A workload that does not checkpoint is handed over by overlap: both accept for a moment,
@@ -347,9 +347,13 @@ class Supervisor:
                               f"the surrogate (pid {surrogate.pid}) did not restore the state"):
             await surrogate.send("RESTORE", len(state), payload=state)
             answer = await handoff.first_answer(surrogate)
-            accepting = handoff.instant(answer)
-            if answer[0] != "ACCEPTING" or accepting is None:
+            if answer != ["RESTORED"]:
                 raise StepError(f"the surrogate answered {' '.join(answer)[:80]!r} to RESTORE")
+        # committed: from GO on the surrogate accepts (never before: a handoff called off
+        # above leaves no request answered by a process whose state is thrown away)
+        go = time.monotonic_ns()
+        await surrogate.send("GO")
+        accepting = await handoff.accepting(surrogate, t["ready_timeout"]) or go
         step("restore")        # journaled after the blackout, not inside it
         return {"mode": "checkpoint", "state_bytes": len(state),
                 "blackout_ms": round((accepting - stopped) / 1e6, 3)}

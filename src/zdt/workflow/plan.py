@@ -199,12 +199,17 @@ def _nodes_of(domain: Domain) -> dict[str, int]:
 
 def _in_lb(domain: Domain) -> dict[str, int]:
     """Each cluster's count of servers behind the load balancer."""
+    return {c: len(names) for c, names in lb_members(domain).items()}
+
+
+def lb_members(domain: Domain) -> dict[str, set[str]]:
+    """Each cluster's servers behind the load balancer ("": the servers in no cluster)."""
     clusters = _clusters_of(domain)
-    counts: dict[str, int] = {}
+    members: dict[str, set[str]] = {}
     for server in (s for s in domain.servers if s.lb):
         for c in clusters[server.name]:
-            counts[c] = counts.get(c, 0) + 1
-    return counts
+            members.setdefault(c, set()).add(server.name)
+    return members
 
 
 def _whole_nodes(domain: Domain, servers: list[Server]) -> list[Server]:

@@ -1,7 +1,7 @@
-"""A real PostgreSQL for the tests: Debian's package, a cluster made in a temp dir, started
-on a free loopback port with a password (in a PGPASSFILE the tests' processes inherit), and
-stopped by its own pid file at the end. PostgreSQL refuses to run as root: as root, the
-cluster belongs to the `postgres` user the package created."""
+"""A real PostgreSQL for the tests and the benches: Debian's package, a cluster made in a
+temp dir, started on a free loopback port with a password (in a PGPASSFILE that the
+caller's processes inherit), and stopped by its own pid file at the end. PostgreSQL refuses
+to run as root: as root, the cluster belongs to the `postgres` user the package created."""
 
 from __future__ import annotations
 
