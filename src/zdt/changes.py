@@ -27,6 +27,8 @@ def changed(state_dir: Path) -> None:
     """The journal in `state_dir` committed a change, or its lock was let go. A watcher
     whose event loop is gone (never left its with-block) is dropped, never an error here:
     the change is already committed and its writer must go on."""
+    if not _watchers:                     # nobody watches in this process: nothing to do
+        return
     watchers = _watchers.get(Path(state_dir).resolve(), set())
     for watcher in list(watchers):
         try:

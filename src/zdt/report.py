@@ -65,17 +65,22 @@ def node_visits(steps: list[StepRecord], events: list[dict[str, Any]]) -> list[d
     backward = _attempt_spans(events, ("reverting", ("reverted", "failed")))
     visits = []
     batch_of = visit_batches(steps)
-    for group in sorted({s.group for s in steps}):
-        mine = [s for s in steps if s.group == group]
+    done: dict[int, float] = {}          # step → when it was first done
+    for e in events:
+        if e["kind"] == "step" and e["message"] == "done" and e["step"] is not None:
+            done.setdefault(e["step"], e["ts"])
+    by_visit: dict[int, list[StepRecord]] = {}
+    for s in steps:
+        by_visit.setdefault(s.group, []).append(s)
+    for group, mine in sorted(by_visit.items()):
         spans = [span for s in mine for span in forward.get(s.index, [])]
         if not spans:
             continue
         start, end = min(a for a, _ in spans), max(b for _, b in spans)
         inside = sum(b - a for s in mine for a, b in _covered(forward.get(s.index, [])))
         undo = [b - a for s in mine for a, b in backward.get(s.index, [])]
-        out = _out_of_rotation(mine, forward, backward, events)
+        out = _out_of_rotation(mine, forward, backward, done)
         servers = sorted({x for s in mine for x in s.servers})
-        done = {e["step"] for e in events if e["kind"] == "step" and e["message"] == "done"}
         visits.append({"visit": group, "batch": batch_of[group], "node": mine[0].node,
                        "servers": servers,
                        "wall": round(end - start, 4),
@@ -117,14 +122,13 @@ def _covered(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 def _out_of_rotation(mine: list[StepRecord], forward: dict[int, list[tuple[float, float]]],
                      backward: dict[int, list[tuple[float, float]]],
-                     events: list[dict[str, Any]]) -> float | None:
+                     done: dict[int, float]) -> float | None:
     drain = next((s for s in mine if s.name == "drain"), None)
     ready = next((s for s in mine if s.name == "ready"), None)
     if drain is None or not forward.get(drain.index):
         return None
     began = forward[drain.index][0][0]
-    back_in = next((e["ts"] for e in events if ready is not None and e["kind"] == "step"
-                    and e["step"] == ready.index and e["message"] == "done"), None)
+    back_in = done.get(ready.index) if ready is not None else None
     if back_in is not None:
         return back_in - began
     if backward.get(drain.index):
