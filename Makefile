@@ -45,4 +45,5 @@ bench: deps
 	$(PYTHON) -m bench.home_rollout
 	$(PYTHON) -m bench.live_update
 	$(PYTHON) -m bench.ssh_rollout
+	$(PYTHON) -m bench.batch_rollout
 	$(PYTHON) -m bench.scale

@@ -18,103 +18,17 @@ import asyncio
 import os
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from zdt import domain as dm
-from zdt.adapters import Adapters, Connect
-from zdt.adapters.lb import Counters, LbState
-from zdt.adapters.services import ProcessState
 from zdt.app import App, RolloutRequest
-from zdt.domain import Server
+from zdt.lab import simulated
 from zdt.lab.postgres import Postgres
-from zdt.result import Result
 from zdt.workflow.journal import store_of
 
 HEADER = ("| nodes | batch | journal | wall s | zdt CPU s | CPU ms per visit | plan s | "
           "journal writes | writes per visit |\n|---:|---|---|---:|---:|---:|---:|---:|---:|")
-
-
-class InstantTransport:
-    def __init__(self, node: str) -> None:
-        self.node = node
-
-    def path(self, remote: str) -> str:
-        return remote
-
-    async def run(self, argv: list[str], *, check: bool = True, timeout: float = 600.0,
-                  input: bytes | None = None) -> Result:
-        return Result(tuple(argv), 0, "", "")
-
-    async def put(self, local: str, remote: str) -> None:
-        return None
-
-    async def unix_socket(self, remote: str) -> str:
-        return remote
-
-    async def close(self) -> None:
-        return None
-
-
-class InstantServices:
-    def __init__(self) -> None:
-        self.stopped: set[str] = set()
-
-    async def start(self, server: Server) -> None:
-        self.stopped.discard(server.name)
-
-    async def stop(self, server: Server, timeout: float) -> bool:
-        self.stopped.add(server.name)
-        return True
-
-    async def state(self, server: Server) -> ProcessState:
-        if server.name in self.stopped:
-            return ProcessState(False, None, "STOPPED")
-        return ProcessState(True, 1000, "RUNNING")
-
-    async def close(self) -> None:
-        return None
-
-
-class InstantLB:
-    def __init__(self) -> None:
-        self.out: set[str] = set()
-
-    async def drain(self, servers: Sequence[Server]) -> None:
-        self.out.update(s.name for s in servers)
-
-    async def ready(self, servers: Sequence[Server]) -> None:
-        self.out.difference_update(s.name for s in servers)
-
-    async def state(self, server: Server) -> LbState:
-        return LbState("drain" if server.name in self.out else "ready", "UP", 0, 0)
-
-    async def counters(self) -> Counters | str:
-        return "a simulated load balancer keeps no counters"
-
-    async def close(self) -> None:
-        return None
-
-
-def simulated(domain: dm.Domain, connect: Connect) -> Adapters:
-    return Adapters({n.name: InstantTransport(n.name) for n in domain.nodes},
-                    InstantServices(), InstantLB())
-
-
-async def _health(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while await reader.readline() not in (b"\r\n", b"\n", b""):
-            pass
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-        await writer.drain()
-    finally:
-        writer.close()
-
-
-async def listeners(count: int) -> tuple[list[asyncio.Server], list[int]]:
-    servers = [await asyncio.start_server(_health, "127.0.0.1", 0) for _ in range(count)]
-    return servers, [s.sockets[0].getsockname()[1] for s in servers]
 
 
 def domain_file(d: Path, ports: list[int], url: str | None) -> Path:
@@ -134,7 +48,7 @@ def domain_file(d: Path, ports: list[int], url: str | None) -> Path:
 
 
 async def one(path: Path, batch: str) -> dict[str, Any]:
-    app = App(path, build_adapters=simulated)
+    app = App(path, build_adapters=simulated.build)
     request = RolloutRequest.of("restart", ("web",), batch=batch, retries=0,
                                 shutdown_timeout=1.0)
     cpu, wall = time.process_time(), time.perf_counter()
@@ -156,7 +70,7 @@ async def table(sizes: list[int], batches: list[str], url: str | None) -> list[s
     rows = []
     with tempfile.TemporaryDirectory(prefix="zdt-scale-") as tmp:
         for size in sizes:
-            servers, ports = await listeners(size)
+            servers, ports = await simulated.listeners(size)
             try:
                 path = domain_file(Path(tmp), ports, url)
                 for batch in batches:

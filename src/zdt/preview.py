@@ -294,7 +294,7 @@ async def _others_serving(ctx: Context, plan: Plan) -> list[Check]:
         for budget in plan.budgets:
             mine = members.get(budget.cluster, set())
             left = len((mine & serving) - out)
-            if mine & out and left < budget.required:
+            if plan.guarded and mine & out and left < budget.required:
                 checks.append(Check(
                     "capacity while out", False, f"batch {number}: {label(budget.cluster)} "
                     f"would have {left} server(s) in rotation (some are out already), fewer "

@@ -201,3 +201,40 @@ async def test_delay_between_batches_not_between_visits_of_one(tmp_path: Path,
                  timing=Timing(sleep=sleep))
     assert await eng.run("wf") == "succeeded"
     assert slept == [2.0]      # two batches, one gap
+
+
+class BrokenJournal:
+    """A journal whose write of one step's `running` fails (a database gone mid-batch)."""
+
+    def __init__(self, journal: Journal, index: int) -> None:
+        self.journal, self.index = journal, index
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.journal, name)
+
+    def set_step(self, wid: str, index: int, state: str, **kw: Any) -> None:
+        if (index, state) == (self.index, "running"):
+            raise OSError("the journal's database is gone")
+        self.journal.set_step(wid, index, state, **kw)
+
+
+async def test_a_journal_failure_mid_batch_leaves_no_visit_running(
+        tmp_path: Path, clock: Any, stores: Any) -> None:
+    """node5's second step cannot be journaled: the error goes up only once node4 and node6
+    have stopped at their step boundary; nothing runs after run() has raised."""
+    journal = setup(tmp_path, clock, stores, 6, "3")
+    node5_stop = next(s.index for s in journal.steps("wf")
+                      if (s.node, s.name) == ("node5", "stop"))
+    visits = Visits()
+    eng = Engine(BrokenJournal(journal, node5_stop), visits,  # type: ignore[arg-type]
+                 policy=Policy(retries=0), timing=Timing(sleep=_no_sleep))
+    with pytest.raises(OSError, match="database is gone"):
+        await eng.run("wf")
+    calls = len(visits.calls)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(visits.calls) == calls and visits.busy == set()
+    after = {n: [x for op, m, x in visits.calls if op == "execute" and m == n]
+             for n in ("node4", "node5", "node6")}
+    assert after["node5"] == ["drain"]
+    assert all(len(after[n]) <= 2 for n in ("node4", "node6")), after

@@ -140,9 +140,11 @@ def test_several_lbs_load(tmp_path: Path) -> None:
     ('[[lb]]\nsocket = "a.sock"\n[[lb]]\nsocket = "a.sock"\nbogus = 1\n', 21,
      "lb[1].bogus: unknown key"),
     ('lb = []\n', None, "lb: an empty list"),
+    ('[[lb]]\nsocket = "a.sock"\n[[lb]]\nsocket = "a.sock"\n', 19,
+     "lb[1]: the same load balancer as lb[0]"),
     ('[lb]\nsocket = "udp://h:1"\n', 18, "lb.socket: socket 'udp://h:1': a path, or"),
 ], ids=["tcp without port", "unknown node", "relative path on a node", "tcp with a node",
-        "unknown kind", "unknown key", "empty list", "unknown scheme"])
+        "unknown kind", "unknown key", "empty list", "twice", "unknown scheme"])
 def test_bad_lbs_are_named(tmp_path: Path, lbs: str, line: int | None, fragment: str) -> None:
     path = tmp_path / "domain.toml"
     path.write_text(lbs + HEAD if lbs.startswith("lb =") else HEAD + lbs)

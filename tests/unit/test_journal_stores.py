@@ -12,12 +12,17 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import planning
+import psycopg
 import pytest
 
-from zdt.errors import LockedError
+from zdt import domain as dm
+from zdt.errors import ConfigError, LockedError, PreconditionError
 from zdt.steps import StepSpec
 from zdt.workflow.journal import HOST, Store
+from zdt.workflow.journal.postgres import PostgresStore
 
 Stores = Callable[[Path], Store]
 STEPS = (StepSpec(0, 0, "node1", "drain", ("s1",)), StepSpec(1, 0, "node1", "stop", ("s1",)))
@@ -145,3 +150,45 @@ async def test_a_commit_and_a_release_wake_a_watcher(tmp_path: Path, clock: Call
             await asyncio.wait_for(waiting, 10)
     finally:
         journal.close()
+
+
+def test_a_lost_database_session_is_a_lost_lock(tmp_path: Path, postgres: Any) -> None:
+    """The lock's session ends under a running workflow (a server restart, a dropped
+    connection): `verify`, called before every step, stops the workflow there."""
+    store = PostgresStore(postgres.url, "lost-session")
+    lock = store.lock()
+    lock.acquire("restart workflow w")
+    lock.verify()                                   # held: nothing to say
+    assert lock.conn is not None
+    backend = lock.conn.info.backend_pid
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+    with pytest.raises(LockedError, match="lost the domain's lock"):
+        lock.verify()
+    assert not store.lock().held()                  # another control host may take it
+    lock.release()
+
+
+@pytest.mark.parametrize("url", ["postgresql://zdt@127.0.0.1:1/postgres"])
+def test_an_unreachable_database_is_a_precondition(tmp_path: Path, url: str) -> None:
+    store = PostgresStore(url, "nowhere")
+    for call in (store.exists, store.lock().held, lambda: store.open(time.time),
+                 lambda: store.lock().acquire("x")):
+        with pytest.raises(PreconditionError, match=r"127\.0\.0\.1:1/postgres \(domain "
+                                                    r"nowhere\): cannot reach"):
+            call()
+
+
+@pytest.mark.parametrize(("url", "fragment"), [
+    ("postgresql://zdt:secret@db/zdt", "a password in the URL"),
+    ("postgresql://zdt@db/zdt?password=secret", "a password in the URL"),
+    ("mysql://zdt@db/zdt", "not a postgresql://"),
+    ("postgresql://zdt@db:99999/zdt", "bad port"),
+])
+def test_a_bad_state_url_is_named(tmp_path: Path, url: str, fragment: str) -> None:
+    path = tmp_path / "domain.toml"
+    path.write_text(planning.fleet(2) + f'[state]\nurl = "{url}"\n')
+    with pytest.raises(ConfigError) as caught:
+        dm.load(path)
+    assert "state.url" in str(caught.value) and fragment in str(caught.value)
+    assert "secret" not in str(caught.value).split("state.url")[0]

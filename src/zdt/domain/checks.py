@@ -79,11 +79,17 @@ def cross_references(d: Domain) -> Iterable[tuple[str, str]]:
                    f"{c.name!r} is also a server name; targets would be ambiguous")
     yield from _duplicates("applications", [a.name for a in d.applications])
     many = isinstance(d.lb, tuple)
+    seen: dict[str, int] = {}
     for i, lb in enumerate(d.lbs):
         node = getattr(lb, "node", None)      # an LB reached through a node's transport
         if node is not None and node not in nodes:
             yield (f"lb[{i}].node" if many else "lb.node",
                    f"unknown node {node!r} (known: {_names(nodes)})")
+        same = lb.model_dump_json()
+        if same in seen:
+            yield (f"lb[{i}]", f"the same load balancer as lb[{seen[same]}]: each drain "
+                   "would be sent, and each request counted, twice")
+        seen.setdefault(same, i)
     for i, a in enumerate(d.applications):
         for j, member in enumerate(a.servers):
             if member not in servers:

@@ -276,7 +276,7 @@ class State(_Model):
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError as exc:
             raise ValueError(f"bad port in {parts.netloc!r}") from exc
-        if parts.password:
+        if parts.password or "password" in parts.query.lower():
             raise ValueError("a password in the URL would be printed and kept in the file: "
                              "put it in ~/.pgpass or PGPASSWORD")
         return v

@@ -63,7 +63,9 @@ def ready(restore: Callable[[bytes], None] | None = None) -> bytes | None:
     accepts: a restore that raises or crashes leaves the original serving. The state is
     returned, and kept for `restored_state()`."""
     global _restored, _channel
-    _notify("READY=1" + ("\nX_ZDT_CHECKPOINT=1" if _pause else ""))
+    # X_ZDT_GO: this helper answers RESTORED and waits for GO (a supervisor may then tell
+    # it from an older helper, which accepted as soon as it had restored)
+    _notify("READY=1" + ("\nX_ZDT_CHECKPOINT=1\nX_ZDT_GO=1" if _pause else ""))
     fd = os.environ.get("ZDT_LIVE_FD")
     if fd is None:
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 from zdt.errors import StepError
@@ -71,15 +72,33 @@ def _seq_of(words: list[str]) -> str | None:
     return words[1] if len(words) > 1 else None
 
 
-async def accepting(surrogate: Workload, timeout: float) -> int | None:
-    """When the surrogate says it accepts (after GO); None if it does not say so in time
-    or says something else: it was told GO, so it serves either way."""
+async def restored(surrogate: Workload, state: bytes) -> int | None:
+    """RESTORE: the surrogate takes the state. One of this zdt (X_ZDT_GO) answers RESTORED
+    and waits for GO: None. An older one answers ACCEPTING <ns> and accepts at once: that
+    instant. Any other answer is a StepError (and the original resumes)."""
+    await surrogate.send("RESTORE", len(state), payload=state)
+    answer = await first_answer(surrogate)
+    if surrogate.notice.go and answer == ["RESTORED"]:
+        return None
+    if not surrogate.notice.go and answer[0] == "ACCEPTING" and instant(answer) is not None:
+        return instant(answer)
+    raise StepError(f"the surrogate answered {' '.join(answer)[:80]!r} to RESTORE")
+
+
+async def go(surrogate: Workload, timeout: float) -> int:
+    """GO: the surrogate accepts from now on; when it says it does (else when GO was
+    sent: told GO, it serves either way). A surrogate that died meanwhile serves nothing:
+    StepError, and the original resumes."""
+    sent = time.monotonic_ns()
+    await surrogate.send("GO")
     try:
         async with asyncio.timeout(timeout):
             answer = await first_answer(surrogate)
     except (TimeoutError, StepError, OSError):
-        return None
-    return instant(answer) if answer[0] == "ACCEPTING" else None
+        answer = ["none"]
+    if not surrogate.alive:
+        raise StepError(f"the surrogate (pid {surrogate.pid}) exited when told to accept")
+    return (instant(answer) if answer[0] == "ACCEPTING" else None) or sent
 
 
 async def first_answer(w: Workload) -> list[str]:

@@ -29,6 +29,7 @@ DEFAULT_MAX_STATE = 1 << 30         # bytes of state the supervisor accepts by d
 class Notice:
     ready: bool = False
     checkpoint: bool = False
+    go: bool = False          # restores, then accepts only when told GO
     by: str = ""              # what said ready: "sd_notify" or "health"
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -99,6 +100,8 @@ class Workload:
                 self.notice.by = self.notice.by or "sd_notify"
             elif line == "X_ZDT_CHECKPOINT=1":
                 self.notice.checkpoint = True
+            elif line == "X_ZDT_GO=1":
+                self.notice.go = True
         if self.notice.ready:
             self.notice.event.set()
 

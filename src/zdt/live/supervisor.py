@@ -345,15 +345,10 @@ class Supervisor:
             stopped = int(words[2])
         async with handoff.or_resume(original, t["ready_timeout"],
                               f"the surrogate (pid {surrogate.pid}) did not restore the state"):
-            await surrogate.send("RESTORE", len(state), payload=state)
-            answer = await handoff.first_answer(surrogate)
-            if answer != ["RESTORED"]:
-                raise StepError(f"the surrogate answered {' '.join(answer)[:80]!r} to RESTORE")
+            accepting = await handoff.restored(surrogate, state)
         # committed: from GO on the surrogate accepts (never before: a handoff called off
         # above leaves no request answered by a process whose state is thrown away)
-        go = time.monotonic_ns()
-        await surrogate.send("GO")
-        accepting = await handoff.accepting(surrogate, t["ready_timeout"]) or go
+        accepting = accepting or await handoff.go(surrogate, t["ready_timeout"])
         step("restore")        # journaled after the blackout, not inside it
         return {"mode": "checkpoint", "state_bytes": len(state),
                 "blackout_ms": round((accepting - stopped) / 1e6, 3)}

@@ -41,12 +41,16 @@ def _quiet(record: StepRecord, state: str) -> None:
 
 class Engine:
     def __init__(self, journal: Journal, build: StepFactory, *, policy: Policy = Policy(),
-                 timing: Timing = REAL_TIME, observer: Observer | None = None) -> None:
+                 timing: Timing = REAL_TIME, observer: Observer | None = None,
+                 still_locked: Callable[[], None] | None = None) -> None:
         self.journal = journal
         self.build = build
         self.policy = policy
         self.timing = timing
         self.observer = observer or _quiet
+        # raises when this process no longer holds the domain's lock (a shared journal's
+        # lock session lost): checked before every step, so nothing acts unlocked
+        self.still_locked = still_locked or (lambda: None)
 
     async def run(self, wid: str) -> str:
         """Run (or resume) the workflow from its first step not done; return its end state.
@@ -83,16 +87,21 @@ class Engine:
     async def _batch(self, wid: str, batch: list[StepRecord]) -> tuple[StepRecord, str] | None:
         """The batch's node visits side by side; the first failure, if any."""
         failures: list[tuple[StepRecord, str]] = []
-        gate = asyncio.Semaphore(max(1, self.policy.parallel))
+        broken: list[BaseException] = []    # the journal or the lock failed: no step may
+        gate = asyncio.Semaphore(max(1, self.policy.parallel))   # follow, in any visit
 
         async def visit(records: list[StepRecord]) -> None:
             async with gate:
                 for record in records:
-                    if failures:          # another visit of the batch failed: stop here
+                    if failures or broken:   # another visit of the batch failed: stop here
                         return
                     if record.state == "done":
                         continue
-                    error = await self._forward(wid, record)
+                    try:
+                        error = await self._forward(wid, record)
+                    except BaseException as exc:
+                        broken.append(exc)
+                        raise
                     if error is not None:
                         failures.append((record, error))
                         return
@@ -100,7 +109,12 @@ class Engine:
         by_visit: dict[int, list[StepRecord]] = {}
         for record in batch:
             by_visit.setdefault(record.group, []).append(record)
-        await asyncio.gather(*(visit(records) for records in by_visit.values()))
+        # every visit ends (at its next step boundary) before this returns or raises: no
+        # step runs on after the workflow let go of the journal and the lock
+        await asyncio.gather(*(visit(records) for records in by_visit.values()),
+                             return_exceptions=True)
+        if broken:
+            raise broken[0]
         return failures[0] if failures else None
 
     async def resume(self, wid: str) -> str:
@@ -145,6 +159,7 @@ class Engine:
         busy, done = ("reverting", "reverted") if backward else ("running", "done")
         tries = 1 + max(0, self.policy.retries)
         for attempt in range(1, tries + 1):
+            self.still_locked()
             self._set(wid, record, busy, attempt=True)
             try:
                 facts = await self._once(record, backward)

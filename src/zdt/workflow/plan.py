@@ -46,6 +46,7 @@ class Plan:
     nodes: tuple[str, ...] = field(default=())   # node visits, in order (admin's node may recur)
     batches: tuple[tuple[int, ...], ...] = ()    # the node visits (groups) of each batch
     budgets: tuple[batching.Budget, ...] = ()    # the capacity guard's arithmetic
+    guarded: bool = True                         # False: the operator allowed downtime
 
     def for_group(self, group: int) -> list[StepSpec]:
         return [s for s in self.steps if s.group == group]
@@ -161,7 +162,7 @@ def build(shape: Shape, domain: Domain, targets: Iterable[str], *,
             if members:
                 steps.append(StepSpec(len(steps), number, node, name, members, where))
     return Plan(shape.kind, targets, tuple(steps), tuple(node for node, _ in groups),
-                tuple(tuple(b) for b in batched), budgets)
+                tuple(tuple(b) for b in batched), budgets, not allow_downtime)
 
 
 def _clusters_of(domain: Domain) -> dict[str, list[str]]:

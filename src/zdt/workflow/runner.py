@@ -36,7 +36,7 @@ from zdt.workflow.admission import (
     same_servers,
 )
 from zdt.workflow.engine import Engine, Observer, Policy
-from zdt.workflow.journal import Journal, store_of
+from zdt.workflow.journal import Journal, Lock, store_of
 from zdt.workflow.kinds import Inputs, Kind
 from zdt.workflow.request import RolloutRequest, from_journal, new_id
 
@@ -142,7 +142,7 @@ class Runner(Wiring):
                     for c in warnings:
                         journal.event(wid, "warning", c.line(), data=asdict(c))
                     await self._run(p.domain, journal, p.request, p.kind, p.inputs, wid,
-                                    "run", adapters)
+                                    "run", adapters, lock)
                 finally:
                     journal.close()
             finally:
@@ -185,7 +185,7 @@ class Runner(Wiring):
                 adapters = self.build_adapters(domain, self.connect)
                 try:
                     return await self._run(domain, journal, request, kind, inputs, wid,
-                                           action, adapters)
+                                           action, adapters, lock)
                 finally:
                     await adapters.close()
             finally:
@@ -195,7 +195,7 @@ class Runner(Wiring):
 
     async def _run(self, domain: Domain, journal: Journal, request: RolloutRequest, kind: Kind,
                    inputs: Inputs, wid: str, action: str,
-                   adapters: adapter_factory.Adapters) -> str:
+                   adapters: adapter_factory.Adapters, lock: Lock) -> str:
         if self.on_run is not None:       # accepted: locked, journaled, about to act
             self.on_run(wid, action)
         witness = Witness(adapters.lb, journal, wid, action,
@@ -204,9 +204,11 @@ class Runner(Wiring):
         policy = Policy(retries=request.retries, retry_delay=request.retry_delay,
                         auto_revert=request.auto_revert,
                         delay_between_nodes=request.delay_between_nodes,
-                        pause_after=request.pause_after if action != "revert" else None)
+                        pause_after=request.pause_after if action != "revert" else None,
+                        parallel=self.connect.parallel)
         engine = Engine(journal, lambda spec: kind.step(spec.name)(ctx, spec),
-                        policy=policy, timing=self.timing, observer=self.observer)
+                        policy=policy, timing=self.timing, observer=self.observer,
+                        still_locked=lock.verify)
         await witness.mark("start")
         if action == "revert":
             state = await engine.revert(wid)

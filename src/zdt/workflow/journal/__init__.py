@@ -92,6 +92,11 @@ class Lock(Protocol):
         """LockedError (exit 4) naming the holder when another process holds it."""
         ...
 
+    def verify(self) -> None:
+        """LockedError (exit 4) unless this object still holds the lock it acquired (a
+        database session can be lost; an flock cannot)."""
+        ...
+
 
 class Changes(Protocol):
     """Wakes a watcher when the journal commits or the lock is let go; a context manager."""

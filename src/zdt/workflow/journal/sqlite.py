@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from zdt import changes, sqlitedb
-from zdt.errors import NotFoundError, PreconditionError, ZdtError
+from zdt.errors import LockedError, NotFoundError, PreconditionError, ZdtError
 from zdt.lock import DomainLock, make_private_dir
 from zdt.steps import StepSpec
 from zdt.workflow.journal import HOLDING, HOST, Clock, StepRecord, WorkflowRecord
@@ -81,6 +81,11 @@ class FileLock(DomainLock):
 
     def held_by(self, host: str | None, pid: int | None) -> bool:
         return host in (None, HOST) and pid in self.holders()
+
+    def verify(self) -> None:
+        """An flock lasts as long as its descriptor: held until released."""
+        if self.fd is None:
+            raise LockedError(f"{self.dir}: this process does not hold the domain's lock")
 
 
 class SqliteJournal:
