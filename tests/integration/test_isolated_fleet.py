@@ -64,3 +64,27 @@ async def test_a_batch_rollout_of_eight_hosts_through_two_remote_lbs(
     assert back.returncode == 0, back.stdout + back.stderr
     lossless_split(loads, json.loads(back.stdout))
     assert homes(fleet) == {"v1"} and await all_ready(fleet)
+
+
+async def test_two_remote_nginx_with_the_lua_peer_list() -> None:
+    """nginx on two LB hosts of their own: zdt edits each one's upstream file over SSH and
+    tells its Lua peer list through the forwarded admin socket; a restart under load split
+    across both: 0 failed, as the clients and both nginx counted."""
+    with fresh_sandbox(nodes=3, servers_per_node=1, admin=False, isolated=True, lbs=2,
+                       lb="nginx") as sb:
+        text = Path(sb["domain"]).read_text()
+        assert 'kind = "nginx"' in text and 'node = "lb2"' in text
+        loads = split_load(sb)
+        async with loads[0], loads[1]:
+            await asyncio.sleep(0.2)
+            done = await asyncio.to_thread(
+                zdt, "rollout", "restart", "-d", sb["domain"], "--targets", "cluster1",
+                "--shutdown-timeout", "10", "--json")
+            await asyncio.sleep(0.2)
+        assert done.returncode == 0, done.stdout + done.stderr
+        report = json.loads(done.stdout)
+        lossless_split(loads, report)
+        assert "nginx on lb1" in report["witness"]["source"]
+        for node in sb["lb_nodes"]:     # each file as zdt left it: every server up
+            upstream = Path(sb["dir"], "nodes", node, "srv", "nginx", "upstream.conf")
+            assert " down;" not in upstream.read_text()

@@ -154,3 +154,16 @@ def test_bad_lbs_are_named(tmp_path: Path, lbs: str, line: int | None, fragment:
     assert fragment in text, text
     if line is not None:
         assert f"domain.toml:{line}:" in text, text
+
+
+@pytest.mark.parametrize(("lb", "fragment"), [
+    ('[[lb]]\nkind = "nginx"\nnode = "lb2"\nupstream_file = "/etc/up.conf"\n'
+     'pid_file = "/run/nginx.pid"\n', "driven through zdt's Lua peer list"),
+    ('[[lb]]\nkind = "nginx"\nnode = "lb2"\nupstream_file = "up.conf"\n'
+     'admin_socket = "/run/zdt/nginx.sock"\n', "'up.conf': an absolute path on node 'lb2'"),
+])
+def test_nginx_on_another_host_is_checked(tmp_path: Path, lb: str, fragment: str) -> None:
+    path = tmp_path / "domain.toml"
+    path.write_text(HEAD + lb)
+    with pytest.raises(ConfigError, match=fragment):
+        dm.load(path)

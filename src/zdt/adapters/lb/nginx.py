@@ -241,6 +241,7 @@ class NginxConfig(LbConfig):
     config: str = ""                     # nginx.conf, tested (`nginx -t`) first
     binary: str = "nginx"
     admin_socket: str = ""
+    node: Name | None = None             # nginx on this node of the domain (else here)
     local_paths = ("upstream_file", "pid_file", "config", "admin_socket")
 
     @model_validator(mode="after")
@@ -249,6 +250,15 @@ class NginxConfig(LbConfig):
             raise ValueError("kind = \"nginx\" needs upstream_file (the file with the "
                              "upstream block zdt rewrites) and pid_file (nginx's pid, for "
                              "reloads) or admin_socket (zdt's Lua peer list, no reloads)")
+        if self.node is not None:
+            if not self.admin_socket:
+                raise ValueError(f"nginx on node {self.node!r} is driven through zdt's Lua "
+                                 "peer list: set admin_socket (reloads on another host are "
+                                 "not supported)")
+            relative = [p for p in (self.upstream_file, self.admin_socket)
+                        if not p.startswith("/")]
+            if relative:
+                raise ValueError(f"{relative[0]!r}: an absolute path on node {self.node!r}")
         return self
 
 
@@ -257,7 +267,7 @@ def create(config: NginxConfig, domain: Domain, transports: Mapping[str, Transpo
     if config.admin_socket:
         from zdt.adapters.lb.nginx_lua import NginxLuaLB  # it builds on this module
 
-        return NginxLuaLB(config)
+        return NginxLuaLB(config, transports[config.node] if config.node else None)
     return NginxLB(config, LocalTransport("load balancer"))
 
 

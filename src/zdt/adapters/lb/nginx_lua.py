@@ -17,11 +17,17 @@ loaded the file) is an error that says to reload nginx.
 
 A server's sessions are its requests in flight, counted by the module (balancer phase up,
 log phase down): a drain is complete when they reach 0.
+
+nginx on another host (`node = "lb1"`, a node of the domain): the upstream file is read
+and replaced there through the node's transport (a temp file renamed over it, its mode
+kept), and the admin socket is forwarded over the node's connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +37,7 @@ from zdt.adapters.lb import Counters, Counts, LbState, unix_exchange
 from zdt.adapters.lb.nginx import NginxConfig
 from zdt.adapters.lb.upstream_file import mark, write_atomically
 from zdt.adapters.lb.upstream_file import servers as in_file
+from zdt.adapters.transport import Transport
 from zdt.domain import Server
 from zdt.errors import AdapterError
 
@@ -67,9 +74,56 @@ def parse_admin(text: str) -> Peers:
     return Peers(up, active, counts, epoch)
 
 
+class LocalFile:
+    """The upstream file on this machine."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.where = str(path)
+
+    async def read(self) -> str:
+        try:
+            return self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise AdapterError(f"cannot read nginx's upstream file {self.where}: "
+                               f"{exc.strerror}", retryable=False) from exc
+
+    async def write(self, text: str) -> None:
+        write_atomically(self.path, text)
+
+
+class NodeFile:
+    """The upstream file on nginx's node, through the node's transport."""
+
+    def __init__(self, transport: Transport, path: str) -> None:
+        self.transport, self.path = transport, path
+        self.where = f"{transport.node}:{path}"
+
+    async def read(self) -> str:
+        r = await self.transport.run(["cat", "--", self.path], check=False, timeout=30)
+        if r.returncode != 0:
+            raise AdapterError(f"cannot read nginx's upstream file {self.where}: "
+                               f"{r.stderr.strip()[-200:]}", retryable=False)
+        return r.stdout
+
+    async def write(self, text: str) -> None:
+        r = await self.transport.run(["stat", "-c", "%a", "--", self.path], check=False,
+                                     timeout=30)
+        mode = int(r.stdout.strip(), 8) if r.returncode == 0 else 0o644
+        with tempfile.TemporaryDirectory(prefix="zdt-upstream-") as d:
+            local = Path(d) / "upstream.conf"
+            local.write_text(text, encoding="utf-8")
+            os.chmod(local, mode & 0o777)
+            await self.transport.put(str(local), self.path)   # a temp file, then renamed
+
+
 class NginxLuaLB:
-    def __init__(self, cfg: NginxConfig) -> None:
-        self.upstream = Path(cfg.upstream_file)
+    def __init__(self, cfg: NginxConfig, transport: Transport | None = None) -> None:
+        """`transport`: nginx's node when it runs on another host ([lb] node)."""
+        self.file: LocalFile | NodeFile = (NodeFile(transport, cfg.upstream_file)
+                                           if transport else LocalFile(cfg.upstream_file))
+        self.upstream = self.file.where
+        self.transport = transport
         self.socket = cfg.admin_socket
         self.backend = cfg.backend
         self._lock = asyncio.Lock()
@@ -101,11 +155,7 @@ class NginxLuaLB:
         if not servers:
             return
         async with self._lock:
-            try:
-                text = self.upstream.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise AdapterError(f"cannot read nginx's upstream file {self.upstream}: "
-                                   f"{exc.strerror}", retryable=False) from exc
+            text = await self.file.read()
             named = list(in_file(text, self.backend))
             changed = text
             for server in servers:
@@ -113,13 +163,13 @@ class NginxLuaLB:
                     raise self._missing(server)
                 changed = mark(changed, server.backend_name, down, self.backend)
             if changed != text:
-                write_atomically(self.upstream, changed)
+                await self.file.write(changed)
             states = "".join(f"{s.backend_name} {'down' if down else 'up'}\n" for s in servers)
             try:
                 peers = await self._ask("POST", states)
             except BaseException:
                 if changed != text:
-                    write_atomically(self.upstream, text)   # as nginx still has it
+                    await self.file.write(text)   # as nginx still has it
                 raise
             unknown = [n for n in named if n not in peers.up]
             if unknown:
@@ -132,7 +182,9 @@ class NginxLuaLB:
         try:
             async with asyncio.timeout(TIMEOUT):
                 path = "/zdt/peers" if method == "POST" else "/zdt/state"
-                raw = await unix_exchange(self.socket, (
+                local = (await self.transport.unix_socket(self.socket) if self.transport
+                         else self.socket)
+                raw = await unix_exchange(local, (
                     f"{method} {path} HTTP/1.0\r\nHost: zdt\r\nContent-Length: "
                     f"{len(body.encode())}\r\n\r\n{body}").encode())
         except TimeoutError as exc:

@@ -244,6 +244,10 @@ def _start(layout: Layout, lb_binary: str, net: isolation.Network | None) -> dic
     for address in layout.addresses:
         isolation.wait_sshd(address, READY_TIMEOUT)
     supervisords = dict(zip(layout.hosts, pids, strict=True))
+    if layout.nginx and layout.lb_nodes:       # their supervisords started them
+        for url in layout.lb_urls():
+            _wait_answers(f"{url}health", "nginx")
+        return {"supervisord": supervisords}
     if layout.nginx:
         conf = layout.dir / "nginx" / "nginx.conf"
         spawn_daemon([lb_binary, "-e", str(layout.dir / "nginx" / "error.log"), "-c", str(conf)],
@@ -366,7 +370,7 @@ def _report(layout: Layout, pids: dict, archives: dict[str, Path],
         "lb_nodes": list(layout.lb_nodes),
         "haproxy_sockets": [layout.admin_address(n) for n in range(1, layout.haproxies + 1)],
         "nginx_upstream": str(layout.dir / "nginx" / "upstream.conf")
-        if layout.nginx else None,
+        if layout.nginx and not layout.lb_nodes else None,
         "backend": BACKEND,
         "admin": layout.admin,
         "clusters": {CLUSTER: [s.name for s in layout.servers if s.lb]},

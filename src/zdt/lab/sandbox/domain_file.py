@@ -10,7 +10,9 @@ from zdt.lab.sandbox.layout import (
     BACKEND,
     CLUSTER,
     HOME,
+    LB_NODE_NGINX_SOCKET,
     LB_NODE_SOCKET,
+    LB_NODE_UPSTREAM,
     NGINX,
     SUPERVISOR_SOCKET,
     Layout,
@@ -55,6 +57,12 @@ def domain_toml(layout: Layout) -> str:
 
 
 def _lb_sections(layout: Layout) -> list[str]:
+    if layout.lb_nodes and layout.nginx:
+        return [line for node in layout.lb_nodes
+                for line in ("", "[[lb]]", 'kind = "nginx"', f"node = {json.dumps(node)}",
+                             f"backend = {json.dumps(BACKEND)}",
+                             f"upstream_file = {json.dumps(LB_NODE_UPSTREAM)}",
+                             f"admin_socket = {json.dumps(LB_NODE_NGINX_SOCKET)}")]
     if layout.lb_nodes:
         return [line for node in layout.lb_nodes
                 for line in ("", "[[lb]]", 'kind = "haproxy"', f"node = {json.dumps(node)}",

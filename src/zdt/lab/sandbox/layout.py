@@ -29,6 +29,8 @@ NGINX = "/usr/sbin/nginx"
 NGINX_MODULES = Path("/usr/lib/nginx/modules")   # Debian's libnginx-mod-* packages
 LB_NODE_SOCKET = "/run/haproxy/admin.sock"      # an LB host's Runtime API (a node path)
 LB_NODE_PORT = 80
+LB_NODE_UPSTREAM = "/srv/nginx/upstream.conf"   # an LB host's nginx: zdt's upstream file
+LB_NODE_NGINX_SOCKET = "/run/nginx/admin.sock"  # and its Lua peer list's admin socket
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,10 @@ class Layout:
             lb_port, *ports = free_ports(1 + len(specs))
         servers = tuple(SandboxServer(name, node, port, lb, of, part)
                         for (name, node, lb, of, part), port in zip(specs, ports, strict=True))
-        if lbs > 1 and lb != "haproxy":
-            raise ConfigError(f"--lbs {lbs}: several load balancers are HAProxies; leave "
-                              f"--lb {lb} out")
+        if lbs > 1 and lb != "haproxy" and not (addresses and lb == "nginx"):
+            raise ConfigError(f"--lbs {lbs}: several load balancers are HAProxies, or "
+                              f"nginx with the Lua peer list on hosts of their own "
+                              f"(--isolated --lb nginx); leave --lb {lb} out")
         if addresses and lbs > 1:
             return cls(d, names, servers, lb_port, ADMIN if admin else None, home_link,
                        tuple(addresses), lb, (), tuple(f"lb{i}" for i in range(1, lbs + 1)))
@@ -130,9 +133,9 @@ class Layout:
 
     @property
     def haproxies(self) -> int:
-        if self.lb_nodes:
-            return len(self.lb_nodes)
-        return 0 if self.nginx else 1 + len(self.more_lbs)
+        if self.nginx:
+            return 0
+        return len(self.lb_nodes) if self.lb_nodes else 1 + len(self.more_lbs)
 
     def lb_urls(self) -> list[str]:
         if self.lb_nodes:
@@ -194,7 +197,12 @@ def write_files(layout: Layout) -> None:
         conf.write_text(supervisord_conf(layout, node))
     from zdt.lab.sandbox.lb_config import haproxy_cfg, nginx_conf, nginx_upstream
 
-    if layout.nginx:
+    for node in layout.lb_nodes if layout.nginx else ():
+        for part in ("etc", "srv/nginx", "run/nginx", "var/nginx/tmp"):
+            (layout.root(node) / part).mkdir(mode=0o700, parents=True, exist_ok=True)
+        (layout.root(node) / "etc" / "nginx.conf").write_text(nginx_conf(layout, node))
+        layout.on_node(node, LB_NODE_UPSTREAM).write_text(nginx_upstream(layout))
+    if layout.nginx and not layout.lb_nodes:
         # 0700: nginx makes its unix sockets (the Lua peer list's admin) world-writable
         (layout.dir / "nginx").mkdir(mode=0o700, parents=True, exist_ok=True)
         (layout.dir / "nginx" / "tmp").mkdir(parents=True, exist_ok=True)
@@ -262,7 +270,7 @@ def supervisord_conf(layout: Layout, node: str) -> str:
     if layout.isolated:
         out += ["", *_sshd_program(layout, node)]
     if node in layout.lb_nodes:
-        out += ["", *_haproxy_program(layout, node)]
+        out += ["", *(_nginx_program if layout.nginx else _haproxy_program)(layout, node)]
     groups: dict[str, list[str]] = {}
     for s in layout.servers:
         if s.node == node:
@@ -303,6 +311,17 @@ def _sshd_program(layout: Layout, node: str) -> list[str]:
             "autostart = true", "autorestart = false", "startsecs = 0", "startretries = 0",
             "stopsignal = TERM", "stopwaitsecs = 5",
             f"stdout_logfile = {_ini(log / 'sshd.log')}", "redirect_stderr = true"]
+
+
+def _nginx_program(layout: Layout, node: str) -> list[str]:
+    """An LB host's nginx (with zdt's Lua peer list), in the foreground."""
+    conf = layout.root(node) / "etc" / "nginx.conf"
+    log = layout.root(node) / "var" / "log"
+    argv = [NGINX, "-g", "daemon off;", "-e", str(log / "nginx-error.log"), "-c", str(conf)]
+    return ["[program:nginx]", f"command = {_ini(shlex.join(argv))}",
+            "autostart = true", "autorestart = false", "startsecs = 0", "startretries = 0",
+            "stopsignal = QUIT", "stopwaitsecs = 5",
+            f"stdout_logfile = {_ini(log / 'nginx.log')}", "redirect_stderr = true"]
 
 
 def _haproxy_program(layout: Layout, node: str) -> list[str]:

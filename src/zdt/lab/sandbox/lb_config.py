@@ -4,7 +4,15 @@ redispatch), or nginx with zdt's Lua peer list or with reloads."""
 from __future__ import annotations
 
 from zdt.errors import ConfigError
-from zdt.lab.sandbox.layout import BACKEND, LB_NODE_PORT, LB_NODE_SOCKET, NGINX_MODULES, Layout
+from zdt.lab.sandbox.layout import (
+    BACKEND,
+    LB_NODE_NGINX_SOCKET,
+    LB_NODE_PORT,
+    LB_NODE_SOCKET,
+    LB_NODE_UPSTREAM,
+    NGINX_MODULES,
+    Layout,
+)
 
 
 def haproxy_servers(layout: Layout) -> list[str]:
@@ -63,10 +71,15 @@ def _q(path: object) -> str:
     return f'"{text}"'
 
 
-def nginx_conf(layout: Layout) -> str:
+def nginx_conf(layout: Layout, node: str | None = None) -> str:
     """nginx in front: with zdt's Lua peer list (`--lb nginx`: drains change a shared dict,
-    no reload) or including zdt's upstream file (`--lb nginx-reload`: a reload per change)."""
-    d = layout.dir / "nginx"
+    no reload) or including zdt's upstream file (`--lb nginx-reload`: a reload per change).
+    On an LB host (`node`), its files are the host's own."""
+    d = layout.root(node) / "var" / "nginx" if node else layout.dir / "nginx"
+    upstream_file = LB_NODE_UPSTREAM if node else str(d / "upstream.conf")
+    socket_path = LB_NODE_NGINX_SOCKET if node else str(d / "admin.sock")
+    bind = (f"{layout.host(node)}:{LB_NODE_PORT}" if node
+            else f"127.0.0.1:{layout.lb_port}")
     temp = [f"    {kind}_temp_path {_q(d / 'tmp' / kind)};"
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
     lua = layout.lb == "nginx"
@@ -76,7 +89,7 @@ def nginx_conf(layout: Layout) -> str:
         from zdt.adapters.lb.nginx_lua import LUA_DIR
 
         _q(d)        # refused here if nginx could not hold it; Lua reads it verbatim:
-        init = f'require("zdt_nginx").init([==[{d / "upstream.conf"}]==], "{BACKEND}")'
+        init = f'require("zdt_nginx").init([==[{upstream_file}]==], "{BACKEND}")'
         upstream = ["    lua_shared_dict zdt 1m;",
                     f"    lua_package_path {_q(f'{LUA_DIR}/?.lua;;')};",
                     f"    init_by_lua_block {{ {init} }}",
@@ -84,7 +97,7 @@ def nginx_conf(layout: Layout) -> str:
                     "        server 0.0.0.1;   # never used: the Lua balancer picks the peer",
                     '        balancer_by_lua_block { require("zdt_nginx").balance() }', "    }"]
         counted = ['            log_by_lua_block { require("zdt_nginx").log() }']
-        socket = _q(f"unix:{d / 'admin.sock'}")
+        socket = _q(f"unix:{socket_path}")
         admin = ["    server {", f"        listen {socket};",
                  "        client_body_buffer_size 1m;   # the upstream file, in memory",
                  '        location /zdt/ { content_by_lua_block { require("zdt_nginx").admin() } }',
@@ -98,7 +111,7 @@ def nginx_conf(layout: Layout) -> str:
         # 256 keep-alive clients hold 256 connections, and as many to the servers
         "events { worker_connections 4096; }", "http {", "    access_log off;", *temp,
         *upstream,
-        "    server {", f"        listen 127.0.0.1:{layout.lb_port} backlog=4096;",
+        "    server {", f"        listen {bind} backlog=4096;",
         "        location / {", f"            proxy_pass http://{BACKEND};",
         "            # A request that fails must be seen failing: no next upstream.",
         "            proxy_next_upstream off;", *counted, "        }", "    }", *admin, "}", ""])
