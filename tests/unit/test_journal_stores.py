@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import select
 import signal
 import time
 from collections.abc import Callable
@@ -163,6 +164,8 @@ def test_a_lost_database_session_is_a_lost_lock(tmp_path: Path, postgres: Any) -
     backend = lock.conn.info.backend_pid
     with psycopg.connect(postgres.url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+    # the backend ends a moment later and says so on the lock's socket
+    assert select.select([lock.conn.fileno()], [], [], 10)[0]
     with pytest.raises(LockedError, match="lost the domain's lock"):
         lock.verify()
     assert not store.lock().held()                  # another control host may take it

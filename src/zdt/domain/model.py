@@ -7,13 +7,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
 )
@@ -298,6 +299,7 @@ class Domain(_Model):
     capacity: Capacity = Capacity()
     state: State | None = None
     source: str = Field(default="", exclude=True)
+    _by_name: dict[str, tuple[Any, dict[str, Any]]] = PrivateAttr(default_factory=dict)
 
     def node(self, name: str) -> Node:
         return self._find(self.nodes, "node", name)
@@ -309,10 +311,13 @@ class Domain(_Model):
         return self._find(self.clusters, "cluster", name)
 
     def _find(self, items: tuple[_Named, ...], what: str, name: str) -> _Named:
-        for item in items:
-            if item.name == name:
-                return item
-        raise ConfigError(f"{self.source}: no {what} named {name!r}")
+        cached = self._by_name.get(what)  # built once per kind: a fleet asks thousands of
+        if cached is None or cached[0] is not items:    # times (a copy with other items
+            cached = self._by_name[what] = (items, {item.name: item for item in items})
+        found = cached[1].get(name)                     # builds its own)
+        if found is None:
+            raise ConfigError(f"{self.source}: no {what} named {name!r}")
+        return found
 
     @property
     def lbs(self) -> tuple[LbConfig, ...]:

@@ -151,15 +151,15 @@ class PostgresJournal:
 
     @contextmanager
     def _tx(self, wid: str) -> Iterator[psycopg.Cursor[Any]]:
-        """One committed transaction that tells the domain's watchers."""
+        """One committed transaction that tells the domain's watchers (NOTIFY is sent at
+        the commit)."""
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 # one writer at a time per domain: event ids are then committed in order,
                 # so a watcher reading "after id N" never skips a later-committed one
-                cur.execute("SELECT pg_advisory_xact_lock(%s)",
-                            (key(self.store.scope, "writes"),))
+                cur.execute("SELECT pg_advisory_xact_lock(%s), pg_notify(%s, %s)",
+                            (key(self.store.scope, "writes"), self.store.channel, wid))
                 yield cur
-                self.store.notify(self.conn, wid)
         except psycopg.Error as exc:
             raise PreconditionError(f"{self.store.where}: cannot write the journal: "
                                     f"{str(exc).strip()}") from exc

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import select
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -151,6 +153,7 @@ class PgLock:
     def __init__(self, store: PostgresStore) -> None:
         self.store = store
         self.conn: psycopg.Connection[Any] | None = None
+        self._checked = 0.0                 # when verify last asked the server
         number = key(store.scope)
         self._where = (number >> 32, number & 0xFFFFFFFF)   # pg_locks' classid and objid
 
@@ -220,17 +223,19 @@ class PgLock:
             raise self._locked()
 
     def verify(self) -> None:
-        """This object's session still holds the advisory lock (a session can end under a
-        running workflow: a restarted server, a dropped connection)."""
-        lost = self.conn is None
-        if not lost:
+        """This object's session still holds the advisory lock: a session holds it until
+        it ends. Before every step: a round trip when the session's socket has something
+        to say (a server that ended it, pg_terminate_backend, a dead link the keepalives
+        noticed) or a second has passed since the last one; else nothing to ask."""
+        conn = self.conn
+        lost = conn is None or conn.closed
+        if conn is not None and not lost:
             try:
-                row = self.conn.execute(   # type: ignore[union-attr]
-                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND "
-                    "granted AND pid = pg_backend_pid() AND classid = %s AND objid = %s AND "
-                    "objsubid = 1)", self._where).fetchone()
-                lost = not (row and row[0])
-            except psycopg.Error:
+                readable, _, _ = select.select([conn.fileno()], [], [], 0)
+                if readable or time.monotonic() - self._checked > 1.0:
+                    conn.execute("SELECT 1")
+                    self._checked = time.monotonic()
+            except (OSError, psycopg.Error):
                 lost = True
         if lost:
             raise LockedError(f"{self.store.where}: this zdt lost the domain's lock (its "
