@@ -304,31 +304,40 @@ async def _others_serving(ctx: Context, plan: Plan) -> list[Check]:
 
 
 def estimate(plan: Plan, journal: Journal | None, options: dict[str, float]) -> dict[str, Any]:
-    """Time per node visit and in all, from earlier succeeded runs of the same kind when the
-    journal has them, else an upper bound from the timeouts. A batch's visits run side by
-    side: a batch takes as long as one visit."""
+    """Time per node visit and in all. From the journal's history when it has one: the
+    median and the 90th percentile of the completed node visits of earlier workflows of
+    the same kind and domain (a batch's visits run side by side: a batch takes as long as
+    one visit); else an upper bound from the timeouts. `learned` says which."""
     visits = len(plan.nodes)
     batches = len(plan.batches) or visits
     history = _history(plan.kind, journal)
     delay = options.get("delay_between_nodes", 0.0) * max(0, batches - 1)
     if history:
-        wall = statistics.mean(v["wall"] for v in history)
+        walls = [v["wall"] for v in history]
+        wall, high = statistics.median(walls), _p90(walls)
         outs = [v["out_of_rotation"] for v in history if v["out_of_rotation"] is not None]
-        out = statistics.mean(outs) if outs else None
-        basis = f"mean of {len(history)} completed node visit(s) of earlier {plan.kind} workflows"
+        out = statistics.median(outs) if outs else None
+        basis = (f"median (and 90th percentile) of {len(history)} completed node visit(s) "
+                 f"of earlier {plan.kind} workflows")
     else:
         shutdown = options.get("shutdown_timeout", 30.0)
         out = 2 * shutdown + 3 * 30.0          # drain + stop, then start, health, ready
-        wall = out + 60.0                      # and extract / hooks, bounded by their timeouts
+        wall = high = out + 60.0               # and extract / hooks, bounded by timeouts
         basis = "upper bound from the timeouts (no earlier run in the journal)"
-    return {"basis": basis, "total_seconds": round(wall * batches + delay, 3),
-            "batches": batches,
+    return {"basis": basis, "learned": bool(history),
+            "total_seconds": round(wall * batches + delay, 3),
+            "total_p90_seconds": round(high * batches + delay, 3), "batches": batches,
             "per_node": [{"node": n, "seconds": round(wall, 3),
                           "out_of_rotation": None if out is None else round(out, 3)}
                          for n in plan.nodes]}
 
 
-def _history(kind: str, journal: Journal | None, runs: int = 5) -> list[dict[str, Any]]:
+def _p90(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+
+
+def _history(kind: str, journal: Journal | None, runs: int = 10) -> list[dict[str, Any]]:
     if journal is None:
         return []
     earlier = [w for w in journal.history() if w.kind == kind][:runs]

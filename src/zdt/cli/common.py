@@ -76,6 +76,10 @@ def print_summary(s: dict[str, Any], *, with_witness: bool = True) -> None:
                   + (", a rollback to an older release" if change.get("rollback") else ""))
     for warning in s.get("warnings", ()):
         out.print(f"  warning: {warning}", style="yellow")
+    e = s.get("estimate")
+    if e and s["duration"] is not None:
+        out.print(f"  estimated {e['total_seconds']:.1f} s (90th percentile "
+                  f"{e['total_p90_seconds']:.1f} s; {e['basis']}), took {s['duration']:.1f} s")
     if s["error"]:
         out.print(f"  {s['error']}", style="red")
     w = s.get("witness")

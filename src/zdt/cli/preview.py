@@ -51,7 +51,9 @@ def _print_preview(r: dict[str, Any]) -> None:
     for cluster in c["clusters"]:
         out.print(f"  capacity: {cluster['line']}")
     e = r["estimates"]
-    out.print(f"estimate: {e['total_seconds']:.1f} s in all; per node "
+    out.print(f"estimate: {e['total_seconds']:.1f} s in all"
+              + (f" (90th percentile {e['total_p90_seconds']:.1f} s)" if e.get("learned")
+                 else "") + "; per node "
               + ", ".join(f"{v['node']} {v['seconds']:.1f} s" for v in e["per_node"])
               + f" ({e['basis']})")
     if "disk_per_node_bytes" in e:

@@ -141,6 +141,7 @@ class Runner(Wiring):
                                    p.plan.steps)
                     for c in warnings:
                         journal.event(wid, "warning", c.line(), data=asdict(c))
+                    _journal_estimate(journal, wid, p)
                     await self._run(p.domain, journal, p.request, p.kind, p.inputs, wid,
                                     "run", adapters, lock)
                 finally:
@@ -217,6 +218,15 @@ class Runner(Wiring):
         await witness.mark("end")
         await _final_hooks(ctx, journal, wid, state)
         return state
+
+
+def _journal_estimate(journal: Journal, wid: str, p: Prepared) -> None:
+    """What preview would estimate now, kept beside the workflow: its report shows the
+    estimate against the time it took."""
+    e = preview.estimate(p.plan, journal, {"shutdown_timeout": p.request.timeout,
+                                            "delay_between_nodes": p.request.delay_between_nodes})
+    journal.event(wid, "estimate", e["basis"], data={k: e[k] for k in (
+        "learned", "total_seconds", "total_p90_seconds", "batches")})
 
 
 async def _final_hooks(ctx: Context, journal: Journal, wid: str, state: str) -> None:
