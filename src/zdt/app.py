@@ -117,9 +117,7 @@ class App(Wiring):
         if store.exists():
             journal = store.open(self.clock)
         try:
-            return checks.estimate(p.plan, journal, {
-                "shutdown_timeout": p.request.timeout,
-                "delay_between_nodes": p.request.delay_between_nodes})
+            return p.estimate(journal)
         finally:
             if journal is not None:
                 journal.close()

@@ -164,6 +164,21 @@ def lossless_split(loads: tuple[Load, Load], report: dict[str, Any]) -> None:
     assert 0 < w["runs"][-1]["requests"] <= sum(s.requests for s in stats) + 16
 
 
+async def zdt_under_split_load(sb: dict[str, Any], *argv: str) -> dict[str, Any]:
+    """`zdt ARGV --json` (a workflow) with clients at capacity on both LBs of an HA pair: it
+    must succeed (or revert as asked), and not one request may fail, as the clients and
+    both LBs counted. Its report."""
+    loads = split_load(sb)
+    async with loads[0], loads[1]:
+        await asyncio.sleep(0.2)
+        result = await asyncio.to_thread(zdt, *argv, "--json")
+        await asyncio.sleep(0.2)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    lossless_split(loads, report)
+    return report
+
+
 async def zdt_under_load(url: str, *argv: str, keep_alive: bool = True,
                          witness: bool = True) -> subprocess.CompletedProcess[str]:
     """`zdt ARGV` while clients keep sending requests to url at capacity: not one may fail,

@@ -6,15 +6,13 @@ both LBs counted them; then its revert."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import fresh_sandbox, lossless_split, needs_isolation, served, split_load, zdt
+from conftest import fresh_sandbox, needs_isolation, served, zdt_under_split_load
 from zdt.adapters.lb.haproxy import HAProxy
 
 pytestmark = [pytest.mark.integration, needs_isolation]
@@ -40,29 +38,14 @@ async def test_a_batch_rollout_of_eight_hosts_through_two_remote_lbs(
         fleet: dict[str, Any]) -> None:
     text = Path(fleet["domain"]).read_text()
     assert 'node = "lb1"' in text and 'node = "lb2"' in text   # reached over SSH
-    loads = split_load(fleet)
-    async with loads[0], loads[1]:
-        await asyncio.sleep(0.2)
-        done = await asyncio.to_thread(
-            zdt, "rollout", "home", "-d", fleet["domain"], "--targets", "cluster1",
-            "--archive", fleet["archives"]["v2"], "--batch", "25%", "--shutdown-timeout",
-            "10", "--json")
-        await asyncio.sleep(0.2)
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(done.stdout)
-    lossless_split(loads, report)
+    report = await zdt_under_split_load(
+        fleet, "rollout", "home", "-d", fleet["domain"], "--targets", "cluster1",
+        "--archive", fleet["archives"]["v2"], "--batch", "25%", "--shutdown-timeout", "10")
     assert [v["batch"] for v in report["nodes"]] == [1, 1, 2, 2, 3, 3, 4, 4]
     assert homes(fleet) == {"v2"} and await all_ready(fleet)
     for url in fleet["lb_urls"]:
         assert await served({"lb_url": url}) == {"v2"}
-    loads = split_load(fleet)
-    async with loads[0], loads[1]:
-        await asyncio.sleep(0.2)
-        back = await asyncio.to_thread(zdt, "revert", report["id"], "-d", fleet["domain"],
-                                       "--json")
-        await asyncio.sleep(0.2)
-    assert back.returncode == 0, back.stdout + back.stderr
-    lossless_split(loads, json.loads(back.stdout))
+    await zdt_under_split_load(fleet, "revert", report["id"], "-d", fleet["domain"])
     assert homes(fleet) == {"v1"} and await all_ready(fleet)
 
 
@@ -74,16 +57,9 @@ async def test_two_remote_nginx_with_the_lua_peer_list() -> None:
                        lb="nginx") as sb:
         text = Path(sb["domain"]).read_text()
         assert 'kind = "nginx"' in text and 'node = "lb2"' in text
-        loads = split_load(sb)
-        async with loads[0], loads[1]:
-            await asyncio.sleep(0.2)
-            done = await asyncio.to_thread(
-                zdt, "rollout", "restart", "-d", sb["domain"], "--targets", "cluster1",
-                "--shutdown-timeout", "10", "--json")
-            await asyncio.sleep(0.2)
-        assert done.returncode == 0, done.stdout + done.stderr
-        report = json.loads(done.stdout)
-        lossless_split(loads, report)
+        report = await zdt_under_split_load(
+            sb, "rollout", "restart", "-d", sb["domain"], "--targets", "cluster1",
+            "--shutdown-timeout", "10")
         assert "nginx on lb1" in report["witness"]["source"]
         for node in sb["lb_nodes"]:     # each file as zdt left it: every server up
             upstream = Path(sb["dir"], "nodes", node, "srv", "nginx", "upstream.conf")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 
 from zdt.domain import Domain
+from zdt.lab import simulated
 from zdt.workflow import kinds, plan
 from zdt.workflow.request import RolloutRequest
 
@@ -42,3 +45,20 @@ def fleet(nodes: int | list[int], *, admin: bool = False, clusters: dict[str, li
         lines += ["[[clusters]]", f'name = "{name}"',
                   "servers = [" + ", ".join(f'"{m}"' for m in members) + "]"]
     return "\n".join(lines) + "\n"
+
+
+@contextlib.asynccontextmanager
+async def listening_fleet(d: Path, nodes: int) -> AsyncIterator[Path]:
+    """A domain.toml of `fleet(nodes)` in d whose servers' ports are /health listeners of
+    this process (for zdt.lab.simulated's adapters), for the length of the with-block."""
+    servers, ports = await simulated.listeners(nodes)
+    text = fleet(nodes)
+    for i, port in enumerate(ports, start=1):
+        text = text.replace(f"port = {8000 + 10 * i + 1}\n", f"port = {port}\n")
+    path = d / "domain.toml"
+    path.write_text(text)
+    try:
+        yield path
+    finally:
+        for s in servers:
+            s.close()

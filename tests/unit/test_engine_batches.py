@@ -203,19 +203,18 @@ async def test_delay_between_batches_not_between_visits_of_one(tmp_path: Path,
     assert slept == [2.0]      # two batches, one gap
 
 
-class BrokenJournal:
-    """A journal whose write of one step's `running` fails (a database gone mid-batch)."""
+def broken(journal: Journal, index: int) -> Journal:
+    """The journal, with its write of step `index`'s `running` failing (a database gone
+    mid-batch)."""
+    write = journal.set_step
 
-    def __init__(self, journal: Journal, index: int) -> None:
-        self.journal, self.index = journal, index
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.journal, name)
-
-    def set_step(self, wid: str, index: int, state: str, **kw: Any) -> None:
-        if (index, state) == (self.index, "running"):
+    def set_step(wid: str, step: int, state: str, **kw: Any) -> None:
+        if (step, state) == (index, "running"):
             raise OSError("the journal's database is gone")
-        self.journal.set_step(wid, index, state, **kw)
+        write(wid, step, state, **kw)
+
+    journal.set_step = set_step      # this test's journal only
+    return journal
 
 
 async def test_a_journal_failure_mid_batch_leaves_no_visit_running(
@@ -226,8 +225,8 @@ async def test_a_journal_failure_mid_batch_leaves_no_visit_running(
     node5_stop = next(s.index for s in journal.steps("wf")
                       if (s.node, s.name) == ("node5", "stop"))
     visits = Visits()
-    eng = Engine(BrokenJournal(journal, node5_stop), visits,  # type: ignore[arg-type]
-                 policy=Policy(retries=0), timing=Timing(sleep=_no_sleep))
+    eng = Engine(broken(journal, node5_stop), visits, policy=Policy(retries=0),
+                 timing=Timing(sleep=_no_sleep))
     with pytest.raises(OSError, match="database is gone"):
         await eng.run("wf")
     calls = len(visits.calls)

@@ -69,15 +69,8 @@ def test_without_history_the_timeouts_bound_it(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def fleet(tmp_path: Path) -> AsyncIterator[Path]:
-    servers, ports = await simulated.listeners(3)
-    text = planning.fleet(3)
-    for i, port in enumerate(ports, start=1):
-        text = text.replace(f"port = {8000 + 10 * i + 1}\n", f"port = {port}\n")
-    path = tmp_path / "domain.toml"
-    path.write_text(text)
-    yield path
-    for s in servers:
-        s.close()
+    async with planning.listening_fleet(tmp_path, 3) as path:
+        yield path
 
 
 async def test_a_rollout_reports_its_estimate_beside_what_it_took(fleet: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 from zdt import domain as dm
 from zdt.adapters.lb import Counters, Counts, LbState
 from zdt.adapters.lb.every import EveryLB, combined, summed
+from zdt.adapters.lb.haproxy import HAProxyConfig
 from zdt.domain import Server
 from zdt.errors import AdapterError, ConfigError
 
@@ -123,7 +124,8 @@ def test_several_lbs_load(tmp_path: Path) -> None:
                     '[[lb]]\nsocket = "/run/haproxy/admin.sock"\nnode = "lb2"\n'
                     '[[lb]]\nsocket = "tcp://10.0.0.5:9999"\n')
     d = dm.load(path)
-    sockets = [lb.socket for lb in d.lbs]   # type: ignore[attr-defined]
+    assert all(isinstance(lb, HAProxyConfig) for lb in d.lbs)
+    sockets = [lb.socket for lb in d.lbs if isinstance(lb, HAProxyConfig)]
     assert sockets == [str(tmp_path / "haproxy/admin.sock"), "/run/haproxy/admin.sock",
                        "tcp://10.0.0.5:9999"]
 

@@ -90,7 +90,8 @@ def test_a_journal_is_created_on_first_use_and_read_back(tmp_path: Path, clock: 
         assert (wf.state, wf.pid) == ("running", os.getpid())
         assert [(s.name, s.state, s.attempts) for s in steps] == [("drain", "done", 1),
                                                                  ("stop", "pending", 0)]
-        assert journal.holder() is not None and journal.holder().id == "wf-a"  # type: ignore
+        holder = journal.holder()
+        assert holder is not None and holder.id == "wf-a"
         kinds = [e["kind"] for e in journal.events("wf-a")]
         assert kinds == ["created", "workflow", "step", "step", "facts"]
         last = journal.events("wf-a")[-2]["id"]
@@ -187,6 +188,7 @@ def test_an_unreachable_database_is_a_precondition(tmp_path: Path, url: str) -> 
     ("postgresql://zdt@db/zdt?password=secret", "a password in the URL"),
     ("mysql://zdt@db/zdt", "not a postgresql://"),
     ("postgresql://zdt@db:99999/zdt", "bad port"),
+    ("postgresql://zdt:secret@db:99999/zdt", "a password in the URL"),   # before the port
 ])
 def test_a_bad_state_url_is_named(tmp_path: Path, url: str, fragment: str) -> None:
     path = tmp_path / "domain.toml"

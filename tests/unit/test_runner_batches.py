@@ -19,16 +19,8 @@ from zdt.lab import simulated
 
 @pytest.fixture
 async def fleet(tmp_path: Path) -> AsyncIterator[Path]:
-    """6 nodes × 1 server, each server a /health listener of this process."""
-    servers, ports = await simulated.listeners(6)
-    text = planning.fleet(6)
-    for i, port in enumerate(ports, start=1):
-        text = text.replace(f"port = {8000 + 10 * i + 1}\n", f"port = {port}\n")
-    path = tmp_path / "domain.toml"
-    path.write_text(text)
-    yield path
-    for s in servers:
-        s.close()
+    async with planning.listening_fleet(tmp_path, 6) as path:
+        yield path
 
 
 def app(path: Path, parallel: int, services: simulated.InstantServices) -> App:

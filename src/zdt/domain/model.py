@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -186,10 +186,7 @@ class Server(_Model):
         parts = urlsplit(v)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {v!r}")
-        try:
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError as exc:
-            raise ValueError(f"bad port in URL {v!r}") from exc
+        _port_of(parts, v)
         return v
 
     @property
@@ -256,6 +253,14 @@ class Capacity(_Model):
     min_backlog: Annotated[int, Field(ge=0, le=1_000_000)] = 128
 
 
+def _port_of(parts: SplitResult, url: str) -> int | None:
+    """The URL's port; ValueError naming the URL when it is not one."""
+    try:
+        return parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port in URL {url!r}") from exc
+
+
 class State(_Model):
     """[state]: where the journal and the domain's lock live. Without `url`, in the domain's
     state_dir on this machine (SQLite); with `url = "postgresql://…"`, in a PostgreSQL
@@ -270,16 +275,13 @@ class State(_Model):
         if v is None:
             return v
         parts = urlsplit(v)
-        if parts.scheme not in ("postgresql", "postgres") or not (parts.hostname or
-                                                                   parts.path.strip("/")):
-            raise ValueError("not a postgresql://[user@]host[:port]/database URL")
-        try:
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError as exc:
-            raise ValueError(f"bad port in {parts.netloc!r}") from exc
         if parts.password or "password" in parts.query.lower():
             raise ValueError("a password in the URL would be printed and kept in the file: "
                              "put it in ~/.pgpass or PGPASSWORD")
+        if parts.scheme not in ("postgresql", "postgres") or not (parts.hostname or
+                                                                   parts.path.strip("/")):
+            raise ValueError("not a postgresql://[user@]host[:port]/database URL")
+        _port_of(parts, v)
         return v
 
 

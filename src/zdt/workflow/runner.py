@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from zdt import adapters as adapter_factory
 from zdt import domain as domain_model
@@ -50,6 +51,12 @@ class Prepared:
     request: RolloutRequest
     kind: Kind
     inputs: Inputs
+
+    def estimate(self, journal: Journal | None) -> dict[str, Any]:
+        """Preview's estimate of this plan, from `journal`'s history when given."""
+        return preview.estimate(self.plan, journal, {
+            "shutdown_timeout": self.request.timeout,
+            "delay_between_nodes": self.request.delay_between_nodes})
 
     def digest(self) -> str:
         """What a preview was made for: the request as prepared, the plan and the inputs'
@@ -223,8 +230,7 @@ class Runner(Wiring):
 def _journal_estimate(journal: Journal, wid: str, p: Prepared) -> None:
     """What preview would estimate now, kept beside the workflow: its report shows the
     estimate against the time it took."""
-    e = preview.estimate(p.plan, journal, {"shutdown_timeout": p.request.timeout,
-                                            "delay_between_nodes": p.request.delay_between_nodes})
+    e = p.estimate(journal)
     journal.event(wid, "estimate", e["basis"], data={k: e[k] for k in (
         "learned", "total_seconds", "total_p90_seconds", "batches")})
 

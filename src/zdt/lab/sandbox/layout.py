@@ -305,34 +305,32 @@ def _program(layout: Layout, s: SandboxServer) -> list[str]:
 def _sshd_program(layout: Layout, node: str) -> list[str]:
     """The node's sshd, run by its supervisord: so it lives in the node's namespaces."""
     conf = layout.root(node) / "etc" / "ssh" / "sshd_config"
-    log = layout.root(node) / "var" / "log"
-    argv = ["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)]
-    return ["[program:sshd]", f"command = {_ini(shlex.join(argv))}",
-            "autostart = true", "autorestart = false", "startsecs = 0", "startretries = 0",
-            "stopsignal = TERM", "stopwaitsecs = 5",
-            f"stdout_logfile = {_ini(log / 'sshd.log')}", "redirect_stderr = true"]
+    return _daemon(layout, node, "sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)])
 
 
 def _nginx_program(layout: Layout, node: str) -> list[str]:
     """An LB host's nginx (with zdt's Lua peer list), in the foreground."""
     conf = layout.root(node) / "etc" / "nginx.conf"
-    log = layout.root(node) / "var" / "log"
-    argv = [NGINX, "-g", "daemon off;", "-e", str(log / "nginx-error.log"), "-c", str(conf)]
-    return ["[program:nginx]", f"command = {_ini(shlex.join(argv))}",
-            "autostart = true", "autorestart = false", "startsecs = 0", "startretries = 0",
-            "stopsignal = QUIT", "stopwaitsecs = 5",
-            f"stdout_logfile = {_ini(log / 'nginx.log')}", "redirect_stderr = true"]
+    errors = layout.root(node) / "var" / "log" / "nginx-error.log"
+    return _daemon(layout, node, "nginx",
+                   [NGINX, "-g", "daemon off;", "-e", str(errors), "-c", str(conf)], "QUIT")
 
 
 def _haproxy_program(layout: Layout, node: str) -> list[str]:
     """An LB host's HAProxy, in the foreground under its supervisord."""
     conf = layout.root(node) / "etc" / "haproxy.cfg"
-    log = layout.root(node) / "var" / "log"
-    argv = ["/usr/sbin/haproxy", "-db", "-f", str(conf)]
-    return ["[program:haproxy]", f"command = {_ini(shlex.join(argv))}",
+    return _daemon(layout, node, "haproxy", ["/usr/sbin/haproxy", "-db", "-f", str(conf)])
+
+
+def _daemon(layout: Layout, node: str, name: str, argv: list[str],
+            stop: str = "TERM") -> list[str]:
+    """A host's own daemon under its supervisord (so it lives in the host's namespaces),
+    its output in var/log/NAME.log."""
+    log = layout.root(node) / "var" / "log" / f"{name}.log"
+    return [f"[program:{name}]", f"command = {_ini(shlex.join(argv))}",
             "autostart = true", "autorestart = false", "startsecs = 0", "startretries = 0",
-            "stopsignal = TERM", "stopwaitsecs = 5",
-            f"stdout_logfile = {_ini(log / 'haproxy.log')}", "redirect_stderr = true"]
+            f"stopsignal = {stop}", "stopwaitsecs = 5", f"stdout_logfile = {_ini(log)}",
+            "redirect_stderr = true"]
 
 
 def sshd_config(layout: Layout, node: str) -> str:
