@@ -36,6 +36,8 @@ def workflow(journal: Journal, wid: str) -> dict[str, Any]:
         "warnings": [e["message"] for e in events if e["kind"] == "warning"],
         "estimate": next(({**(e["data"] or {}), "basis": e["message"]} for e in events
                           if e["kind"] == "estimate"), None),
+        "analysis": [{**(e["data"] or {}), "sentence": e["message"]} for e in events
+                     if e["kind"] == "analysis"],
         "witness": witness.summarize(events),
     }
 

@@ -77,6 +77,43 @@ class Witness:
                      if v["group"] == group), None)
 
 
+    def opened(self, group: int) -> dict[str, Any] | None:
+        """The reading before `group`'s drain (this run's, or the journal's after a crash)."""
+        taken = self._taken.get(("drain", group))
+        if taken is not None:
+            return taken
+        return next((m for m in reversed(_marks(self.journal.events(self.wid)))
+                     if m["at"] == "drain" and m.get("group") == group), None)
+
+    def before(self, group: int) -> tuple[dict[str, Counts], dict[str, Counts]] | None:
+        """Each server's counts at this run's start and before `group`'s drain: what the
+        servers did before the visit (an analysis's baseline when no other is left)."""
+        start, drain = self._taken.get(("start", None)), self._taken.get(("drain", group))
+        if start is None or drain is None or "counters" not in start or \
+                "counters" not in drain or start["counters"]["epoch"] != \
+                drain["counters"]["epoch"]:
+            return None
+        return servers_of(start["counters"]), servers_of(drain["counters"])
+
+    async def served(self, group: int, names: Sequence[str]) -> dict[str, int] | None:
+        """What the named servers answered from before `group`'s drain to now (a reading
+        journaled as `at: analysis`): the answers a release gave while it was judged."""
+        now = await self.mark("analysis", node=None, group=group)
+        begin = self.opened(group)
+        if begin is None or "counters" not in begin or "counters" not in now:
+            return None
+        diff = difference(begin["counters"], now["counters"])
+        if diff.get("reset"):
+            return None
+        mine = [diff["servers"][n] for n in names if n in diff["servers"]]
+        return {f: sum(c[f] for c in mine) for f in ("requests", "http_5xx",
+                                                      "connection_errors", "response_errors")}
+
+
+def servers_of(reading: dict[str, Any]) -> dict[str, Counts]:
+    return {name: _counts(c) for name, c in reading.get("servers", {}).items()}
+
+
 async def require_counters(lb: LoadBalancer) -> None:
     """--fail-on-lb-errors needs counters: refused (exit 3) before anything changes."""
     try:

@@ -54,7 +54,7 @@ def server_homes(d: str | Path) -> dict[int, str]:
 def test_archives_are_reported_and_verify(linked: dict[str, Any]) -> None:
     archives = linked["archives"]
     assert archives == sandbox.info(linked["dir"])["archives"]
-    assert archives.keys() == {"v2", "broken"}
+    assert archives.keys() == {"v2", "broken", "degraded", "degraded-slow"}
     for name, path in archives.items():
         assert Path(path).is_absolute()
         assert Path(path) == Path(linked["dir"], "inputs", f"{name}.tar.gz")
@@ -74,17 +74,19 @@ def test_the_v1_home_is_a_small_installation(linked: dict[str, Any]) -> None:
     out = subprocess.run([str(home / "bin" / "app-version")], capture_output=True,
                          text=True, check=True).stdout
     assert out == "v1\n"
-    # The inputs share the layout; only VERSION (and BROKEN) differ.
-    for name in ("v2", "broken"):
+    # The inputs share the layout; only VERSION (and BROKEN, DEGRADED) differ.
+    for name in ("v2", "broken", "degraded", "degraded-slow"):
         other = Path(linked["dir"], "inputs", name)
         assert (other / "VERSION").read_text() == f"{name}\n"
         assert (other / "BROKEN").exists() == (name == "broken")
+        assert (other / "DEGRADED").exists() == name.startswith("degraded")
         for f in files:
             if f != "VERSION":
                 assert (other / f).read_bytes() == (home / f).read_bytes()
 
 
-@pytest.mark.parametrize(("name", "health"), [("v2", 200), ("broken", 500)])
+@pytest.mark.parametrize(("name", "health"), [("v2", 200), ("broken", 500),
+                                             ("degraded", 200)])
 def test_an_archived_home_runs_with_its_version_and_health(
         linked: dict[str, Any], tmp_path: Path, name: str, health: int) -> None:
     with tarfile.open(linked["archives"][name]) as tar:
@@ -102,6 +104,9 @@ def test_an_archived_home_runs_with_its_version_and_health(
         assert (status, body["version"]) == (200, name)
         status, _, body = get(url + "health")
         assert (status, body["status"]) == (health, "ok" if health == 200 else "broken")
+        # healthy but bad: every 5th request but /health answers 500
+        statuses = [get(url)[0] for _ in range(10)]
+        assert statuses.count(500) == (2 if name == "degraded" else 0), statuses
     finally:
         os.kill(proc.pid, signal.SIGTERM)  # a graceful stop
         proc.communicate(timeout=5)
@@ -142,8 +147,9 @@ def test_up_again_builds_a_fresh_installation(short_dir: Path) -> None:
         assert sorted(p.name for p in home.parent.iterdir()) == ["apps", "home"]
         assert not (home / "FAIL_STARTS").exists()
         assert sorted(p.name for p in (d / "inputs").iterdir()) == [
-            "apps", "apps.json", "broken", "broken.tar.gz", "broken.tar.gz.json", "v2",
-            "v2.tar.gz", "v2.tar.gz.json"]
+            "apps", "apps.json", "broken", "broken.tar.gz", "broken.tar.gz.json", "degraded",
+            "degraded-slow", "degraded-slow.tar.gz", "degraded-slow.tar.gz.json",
+            "degraded.tar.gz", "degraded.tar.gz.json", "v2", "v2.tar.gz", "v2.tar.gz.json"]
         assert get(info["nodes"][0]["servers"][0]["url"])[2]["version"] == "v1"
         assert server_homes(d) == {get(info["nodes"][0]["servers"][0]["url"])[2]["pid"]:
                                    str(home)}

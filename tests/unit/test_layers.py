@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
      "zdt.waiting", "zdt.http", "zdt.lock", "zdt.sqlitedb",
      "zdt.changes"),
     ("zdt.domain", "zdt.archive", "zdt.appspec"),
-    ("zdt.adapters", "zdt.staging", "zdt.stale", "zdt.capacity"),
+    ("zdt.adapters", "zdt.staging", "zdt.stale", "zdt.capacity", "zdt.analysis"),
     ("zdt.steps",),
     ("zdt.workflow.plan", "zdt.workflow.batches", "zdt.workflow.request",
      "zdt.workflow.journal",

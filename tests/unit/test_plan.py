@@ -233,3 +233,19 @@ def test_a_partition_on_a_single_node_is_refused(tmp_path: Path, sample_toml: st
     path.write_text(sample_toml + PARTS)
     with pytest.raises(PreconditionError, match="partition 'p2' lives on the single node"):
         planning.build("restart", dm.load(path), ["s2"], partitions=["p2"])
+
+
+def test_a_metric_gate_follows_each_ready(domain: dm.Domain) -> None:
+    """--analysis: an `analysis` step after every ready, on the visit's servers behind the
+    LB; the admin's visit (no ready) has none; a home rollout's visits too."""
+    gated = planning.build("restart", domain, ["domain"], allow_downtime=True, analysis=True)
+    assert [(s.node, s.servers) for s in gated.steps if s.name == "analysis"] == [
+        ("node1", ("s1",)), ("node2", ("s2",)), ("node3", ("s3", "s4"))]
+    for group in range(1, 4):
+        names = [s.name for s in gated.for_group(group)]
+        assert names[names.index("ready") + 1] == "analysis" and names[-1] == "analysis"
+    assert "analysis" not in [s.name for s in gated.for_group(0)]
+    plain = planning.build("restart", domain, ["domain"], allow_downtime=True)
+    assert "analysis" not in {s.name for s in plain.steps}
+    home = planning.build("home", domain, ["web"], allow_downtime=True, analysis=True)
+    assert [s.name for s in home.for_group(0)][-2:] == ["ready", "analysis"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
@@ -85,6 +85,7 @@ def print_summary(s: dict[str, Any], *, with_witness: bool = True) -> None:
     w = s.get("witness")
     if s["nodes"]:
         print_visits(s["nodes"], w)
+    print_analysis(s.get("analysis", ()))
     if w is not None and with_witness:
         print_witness(w)
 
@@ -110,6 +111,13 @@ def print_visits(nodes: list[dict[str, Any]], w: dict[str, Any] | None) -> None:
                       "-" if errors is None else
                       (styled((str(errors), "red")) if errors else "0"))
     out.print(table)
+
+
+def print_analysis(verdicts: Iterable[dict[str, Any]]) -> None:
+    """Each metric gate's verdict, with its numbers."""
+    for a in verdicts:
+        colour = {"passed": "green", "failed": "red"}.get(a.get("verdict", ""), "yellow")
+        out.print(styled("  ", (a["sentence"], colour)), soft_wrap=True)
 
 
 def print_witness(w: dict[str, Any]) -> None:

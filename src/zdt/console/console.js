@@ -93,7 +93,10 @@ async function newView(mine) {
 
   function field(name, type, value, help, required) {
     const id = `f-${name}`;
-    const input = type === "bool"
+    const input = type === "bool" && value === null     // on, off, or as configured
+      ? el("select", {id, name}, el("option", {value: ""}, "as the domain says"),
+           el("option", {value: "true"}, "on"), el("option", {value: "false"}, "off"))
+      : type === "bool"
       ? el("input", {type: "checkbox", id, name, checked: value === true})
       : el("input", {type: type === "int" || type === "float" ? "number" : "text", id, name,
                      step: type === "float" ? "any" : null,
@@ -109,10 +112,11 @@ async function newView(mine) {
   }
   function request() {
     const body = {kind: kind.value};
-    for (const input of form.querySelectorAll("input")) {
+    for (const input of form.querySelectorAll("input, select[data-type]")) {
       const type = input.dataset.type;
       if (input.validity.badInput) throw new Error(`${input.name}: not a number`);
-      if (type === "bool") body[input.name] = input.checked;
+      if (input.tagName === "SELECT") { if (input.value) body[input.name] = input.value === "true"; }
+      else if (type === "bool") body[input.name] = input.checked;
       else if (input.value === "") continue;
       else if (type === "int" || type === "float") {
         const n = Number(input.value);     // the server says what is wrong with it

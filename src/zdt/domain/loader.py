@@ -205,13 +205,16 @@ class _Locator:
         self.lines = text.splitlines()
 
     def __call__(self, field: str) -> int | None:
-        m = re.match(r"^([A-Za-z_]+)(?:\[(\d+)\])?(?:\.([A-Za-z_-]+))?", field)
-        if not m:
-            return None
-        table, index, key = m.group(1), m.group(2), m.group(3)
-        start = self._table_start(table, int(index) if index is not None else None)
-        if start is None:
-            return None
+        parts = re.findall(r"([A-Za-z0-9_-]+)(?:\[(\d+)\])?", field)
+        for k in range(len(parts), 0, -1):     # the longest prefix that is a table header
+            index = parts[k - 1][1]
+            start = self._table_start(".".join(name for name, _ in parts[:k]),
+                                      int(index) if index else None)
+            if start is not None:
+                return self._key_line(start, parts[k][0] if k < len(parts) else None)
+        return None
+
+    def _key_line(self, start: int, key: str | None) -> int:
         if key is None:
             return start + 1
         for n in range(start + 1, len(self.lines)):

@@ -21,6 +21,7 @@ from pydantic import (
 
 from zdt import nodepath
 from zdt.domain.adapter_config import C, LbConfig, ServicesConfig
+from zdt.domain.analysis_config import Analysis
 from zdt.errors import ConfigError
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
@@ -300,6 +301,7 @@ class Domain(_Model):
     ssh: SSH = SSH()
     capacity: Capacity = Capacity()
     state: State | None = None
+    analysis: Analysis | None = None     # the metric gate after each visit's ready
     source: str = Field(default="", exclude=True)
     _by_name: dict[str, tuple[Any, dict[str, Any]]] = PrivateAttr(default_factory=dict)
 

@@ -25,6 +25,10 @@ A home that holds a file HOME/BACKLOG with an integer listens with that backlog 
 of 1024 (read once at start): a service that cannot take a burst of connections, for the
 capacity checks.
 
+A home that holds a file HOME/DEGRADED is a release that is healthy but bad: /health
+answers 200, but with `fail_every = N` every Nth other request answers 500, and with
+`delay_ms = M` every other request answers M ms late (for the metric gates).
+
 Failure injection for tests: if HOME/FAIL_STARTS holds an integer > 0, the service
 decrements it and exits 1 before binding its port, so a start fails the way a broken
 installation would.
@@ -44,6 +48,7 @@ import socketserver
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -61,6 +66,40 @@ IDLE_TIMEOUT = 75.0
 FIRST_REQUEST_GRACE = 1.0
 
 
+@dataclass
+class Degraded:
+    """HOME/DEGRADED: a release that passes its health check and still serves badly.
+
+        fail_every = 5     # every 5th request but /health answers 500 (20 %)
+        delay_ms = 25      # every request but /health answers 25 ms late
+    """
+
+    fail_every: int = 0
+    delay_ms: int = 0
+    _served: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def read(cls, path: Path) -> Degraded | None:
+        try:
+            text = path.read_text()
+        except OSError:
+            return None
+        values = {"fail_every": 0, "delay_ms": 0}
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() in values:
+                values[key.strip()] = max(0, int(value.split("#")[0]))
+        return cls(values["fail_every"], values["delay_ms"])
+
+    def fails(self) -> bool:
+        if not self.fail_every:
+            return False
+        with self._lock:
+            self._served += 1
+            return self._served % self.fail_every == 0
+
+
 class SampleServer(ThreadingHTTPServer):
     # A restart binds the port again at once; without SO_REUSEADDR the connections the
     # previous process closed (TIME_WAIT, 60 s on Linux) would make the bind fail.
@@ -76,12 +115,14 @@ class SampleServer(ThreadingHTTPServer):
     request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], identity: dict[str, object],
-                 broken: bool = False, backlog: int | None = None) -> None:
+                 broken: bool = False, backlog: int | None = None,
+                 degraded: Degraded | None = None) -> None:
         if backlog is not None:
             self.request_queue_size = backlog
         super().__init__(address, Handler)
         self.identity = identity
         self.broken = broken
+        self.degraded = degraded or Degraded()
         self.sessions: dict[str, int] = {}
         self.sessions_lock = threading.Lock()
         self.stopping = threading.Event()
@@ -188,6 +229,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
+        if url.path != "/health" and self.server.degraded.fails():
+            self._send(500, {"error": "degraded release", **self.server.identity})
+            return
+        if url.path != "/health" and self.server.degraded.delay_ms:
+            time.sleep(self.server.degraded.delay_ms / 1000)
         if url.path == "/":
             self._send(200, self.server.identity)
         elif url.path == "/health":
@@ -330,11 +376,14 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             identity["app_version"] = None
         broken = broken or (args.app / "BROKEN").exists()
-    server = SampleServer((args.host, args.port), identity, broken=broken, backlog=backlog)
+    degraded = Degraded.read(args.home / "DEGRADED")
+    server = SampleServer((args.host, args.port), identity, broken=broken, backlog=backlog,
+                          degraded=degraded)
     stop_on_signals(server)
     print(f"{args.server} {version} listening on http://{args.host}:{args.port}/ "
           f"pid {os.getpid()}"
-          + (f" (broken: {args.home}/BROKEN exists, /health answers 500)" if broken else ""),
+          + (f" (broken: {args.home}/BROKEN exists, /health answers 500)" if broken else "")
+          + (f" (degraded: {degraded})" if degraded else ""),
           flush=True)
     serve(server)
     print(f"{args.server} stopped", flush=True)

@@ -9,7 +9,8 @@ The steps of a visit are the workflow kind's (workflow/kinds/): a restart's are 
 stop → start → health → ready; a home rollout adds extract (before the drain, so the node
 is out of rotation only for the switch), backup and switch. Each step covers that visit's
 targeted servers (an admin server, not behind the LB, has no drain and no ready). Hooks
-are steps too, so a failing hook fails like any step.
+are steps too, so a failing hook fails like any step. With a metric gate (`analysis`),
+each visit's ready is followed by an `analysis` step that judges its servers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from zdt.errors import ConfigError, PreconditionError
 from zdt.steps import StepSpec
 from zdt.workflow import batches as batching
 
-LB_STEPS = frozenset({"drain", "ready"})
+LB_STEPS = frozenset({"drain", "ready", "analysis"})   # steps on the servers behind the LB
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ def partition_servers(domain: Domain, servers: list[Server], names: Iterable[str
 
 def build(shape: Shape, domain: Domain, targets: Iterable[str], *,
           allow_downtime: bool = False, partitions: Iterable[str] = (), batch: str = "1",
-          min_in_service: str = "50%", pause_after: int | None = None) -> Plan:
+          min_in_service: str = "50%", pause_after: int | None = None,
+          analysis: bool = False) -> Plan:
     """Targets → the steps of every node visit, in order (see the module docstring)."""
     targets = tuple(t.strip() for t in targets if t.strip())
     servers = resolve_targets(domain, targets)
@@ -147,6 +149,8 @@ def build(shape: Shape, domain: Domain, targets: Iterable[str], *,
     steps: list[StepSpec] = []
     for number, (node, group) in enumerate(groups):
         names = list(shape.visit_steps)
+        if analysis and "ready" in names:     # the metric gate judges the visit's servers
+            names.insert(names.index("ready") + 1, "analysis")
         if number == 0:
             names.insert(0, "hook:before-update")
         if number == len(groups) - 1:

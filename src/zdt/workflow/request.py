@@ -38,6 +38,7 @@ class RolloutRequest:
     fail_on_lb_errors: bool = False      # errors the LB saw during a visit fail its ready
     batch: str = "1"                     # N | P% | a ramp 1,2,25% (workflow/batches.py)
     min_in_service: str = "50%"          # P% | N servers of each cluster kept in rotation
+    analysis: bool | None = None         # the metric gate; None: as the domain's [analysis]
 
     def __post_init__(self) -> None:
         targets = self.targets.split(",") if isinstance(self.targets, str) else self.targets
@@ -133,6 +134,9 @@ OPTIONS = (
     Option("fail_on_lb_errors", "bool", False, "Errors the load balancer counted while a "
            "node was out (connection, response, 5xx, server aborts) fail that node's ready "
            "step.", flag=True),
+    Option("analysis", "bool", None, "Judge each node visit's servers after its ready by "
+           "their metrics (5xx, errors, response time) and fail the visit when they are "
+           "worse [default: on when the domain has an [analysis] table].", optional=True),
 )
 _PYTHON = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
 _WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false",

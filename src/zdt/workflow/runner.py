@@ -85,8 +85,16 @@ def prepare(domain_path: Path, request: RolloutRequest) -> Prepared:
                          allow_downtime=request.allow_downtime,
                          partitions=request.get("partitions", ()), batch=request.batch,
                          min_in_service=request.min_in_service,
-                         pause_after=request.pause_after)
+                         pause_after=request.pause_after,
+                         analysis=analysis_on(request, domain))
     return Prepared(domain, plan, request, kind, inputs)
+
+
+def analysis_on(request: RolloutRequest, domain: Domain) -> bool:
+    """--analysis / --no-analysis, else the domain's [analysis] (when it has one)."""
+    if request.analysis is not None:
+        return request.analysis
+    return domain.analysis is not None and domain.analysis.enabled
 
 
 def context(domain: Domain, request: RolloutRequest, inputs: Inputs,

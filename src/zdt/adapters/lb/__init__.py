@@ -45,9 +45,14 @@ class Counts:
     client_aborts: int = 0        # transfers the client ended early (cli_abrt)
     server_aborts: int = 0        # transfers the server ended early (srv_abrt)
     queue_max: int = 0            # the queue's high-water mark (a maximum, not a count)
+    rtime_ms: int = 0             # the mean time to an answer's head over the last 1,024
+    #                               requests (HAProxy's rtime): a mean, not a count
+    response_ms: int = 0          # time to the answers' heads, added up (nginx's module)
 
 
-COUNT_FIELDS = tuple(f for f in Counts.__dataclass_fields__ if f != "queue_max")
+# What adds up between two readings; queue_max and rtime_ms are levels, not counts.
+LEVEL_FIELDS = ("queue_max", "rtime_ms")
+COUNT_FIELDS = tuple(f for f in Counts.__dataclass_fields__ if f not in LEVEL_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import fields
 from typing import TypeVar
 
-from zdt.adapters.lb import Counters, Counts, LbState, LoadBalancer
+from zdt.adapters.lb import COUNT_FIELDS, LEVEL_FIELDS, Counters, Counts, LbState, LoadBalancer
 from zdt.domain import Server
 from zdt.errors import AdapterError, ZdtError
 
@@ -84,11 +83,10 @@ def combined(states: Sequence[LbState]) -> LbState:
 def summed(readings: Sequence[Counters], names: Sequence[str]) -> Counters:
     """The counts of every LB added up (what clients sent through any of them); in
     rotation: servers in rotation on every one; the epoch changes if any LB restarted."""
-    kinds = [f.name for f in fields(Counts) if f.name != "queue_max"]
-
     def add(counts: Sequence[Counts]) -> Counts:
-        total = {k: sum(getattr(c, k) for c in counts) for k in kinds}
-        return Counts(**total, queue_max=max((c.queue_max for c in counts), default=0))
+        total = {k: sum(getattr(c, k) for c in counts) for k in COUNT_FIELDS}
+        levels = {k: max((getattr(c, k) for c in counts), default=0) for k in LEVEL_FIELDS}
+        return Counts(**total, **levels)
 
     servers = {name: add([r.servers[name] for r in readings if name in r.servers])
                for name in dict.fromkeys(n for r in readings for n in r.servers)}

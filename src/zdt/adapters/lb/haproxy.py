@@ -87,7 +87,8 @@ def parse_servers_state(text: str) -> dict[str, int]:
 # (sessions) stands in for it.
 _COLUMNS = {"requests": "req_tot", "connection_errors": "econ", "response_errors": "eresp",
             "http_5xx": "hrsp_5xx", "retries": "wretr", "redispatches": "wredis",
-            "client_aborts": "cli_abrt", "server_aborts": "srv_abrt", "queue_max": "qmax"}
+            "client_aborts": "cli_abrt", "server_aborts": "srv_abrt", "queue_max": "qmax",
+            "rtime_ms": "rtime"}
 
 
 def parse_counts(row: dict[str, str]) -> Counts:

@@ -26,7 +26,7 @@
 local M = {}
 local dict = ngx.shared.zdt
 local COUNTS = {"requests", "connection_errors", "response_errors", "http_5xx",
-                "client_aborts", "server_aborts"}
+                "client_aborts", "server_aborts", "response_ms"}
 
 local cached_version, cached, cached_up = nil, {}, {}
 
@@ -137,9 +137,9 @@ function M.balance()
   end
 end
 
-local function count(name, what)
-  dict:incr("n:" .. name .. ":" .. what, 1, 0)
-  dict:incr("n:BACKEND:" .. what, 1, 0)
+local function count(name, what, n)
+  dict:incr("n:" .. name .. ":" .. what, n or 1, 0)
+  dict:incr("n:BACKEND:" .. what, n or 1, 0)
 end
 
 local function by_address(addr)
@@ -161,6 +161,10 @@ function M.log()
   count(name, "requests")
   if status == 499 then count(name, "client_aborts") end
   if status >= 500 then count(name, "http_5xx") end
+  -- time to the answer's head (the last server tried, "0.012" or "0.003, 0.010"), added
+  -- up in ms: the mean over a window is its difference over the requests'
+  local head = tonumber((ngx.var.upstream_header_time or ""):match("([%d.]+)%s*$") or "")
+  if head then count(name, "response_ms", math.floor(head * 1000 + 0.5)) end
   if status == 502 or status == 504 then
     -- the cause, for requests that got no answer from a server (each request once): no
     -- connection (no connect time), or an answer broken off before its head

@@ -7,7 +7,7 @@ Layout of a sandbox directory D:
   D/state/                        the domain's state_dir
   D/haproxy/                      haproxy.cfg, haproxy.pid, admin.sock, haproxy.out
   D/inputs/                       ready-made inputs (see zdt.lab.sandbox.inputs): the homes
-      v2/, broken/                ... v2 and broken, and their archives with sidecars,
+      v2/, broken/, degraded/…    ... v2, broken and degraded homes, their archives with sidecars,
       v2.tar.gz, broken.tar.gz    ... v2.tar.gz.json and broken.tar.gz.json
   D/nodes/<node>/                 the node's "/": every node path lives below it
       srv/app/home/               the v1 home (same node path on every node); with
@@ -94,7 +94,8 @@ def up(dir: str | Path, nodes: int = 3, servers_per_node: int = 2, *,
 
     Every node gets a fresh v1 home at /srv/app/home; with `home_link` that path is a
     relative symlink to /srv/app/releases/v1 (the servers are started through the link).
-    D/inputs gets the v2 and broken homes and their archives ("archives" in the info).
+    D/inputs gets the v2, broken and degraded homes and their archives ("archives" in the
+    info).
 
     With `isolated` (root), every node is a network namespace of its own with an sshd,
     reached over SSH (see zdt.lab.sandbox.isolated); the domain has ssh:// addresses.
@@ -367,6 +368,8 @@ def _report(layout: Layout, pids: dict, archives: dict[str, Path],
         "lb": layout.lb,
         "haproxy_socket": str(layout.haproxy_socket) if layout.lb == "haproxy" else None,
         "lb_urls": layout.lb_urls(),
+        # each HAProxy's Prometheus exporter (none for nginx)
+        "metrics_urls": [u + "metrics" for u in layout.lb_urls()] if layout.haproxies else [],
         "lb_nodes": list(layout.lb_nodes),
         "haproxy_sockets": [layout.admin_address(n) for n in range(1, layout.haproxies + 1)],
         "nginx_upstream": str(layout.dir / "nginx" / "upstream.conf")

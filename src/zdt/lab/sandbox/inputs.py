@@ -9,11 +9,14 @@ give an archive of the home some substance (directories, an executable, a few KB
   HOME/bin/app-version    prints the home's version (mode 0755)
   HOME/lib/app.conf       the application's settings
   HOME/BROKEN             only in a broken home: its servers fail their health check
+  HOME/DEGRADED           only in a degraded home: healthy servers that serve badly
 
 The inputs, built in D/inputs/ from the same layout as the v1 home:
 
   D/inputs/v2/                    a patched home (VERSION "v2")
   D/inputs/broken/                a home whose servers answer 500 on /health
+  D/inputs/degraded/              healthy, but every 5th request answers 500 (20 %)
+  D/inputs/degraded-slow/         healthy, but every request answers 25 ms late
   D/inputs/<name>.tar.gz          each archived with `zdt.archive.create`, with its
   D/inputs/<name>.tar.gz.json     sidecar manifest beside it
 """
@@ -28,7 +31,10 @@ from pathlib import Path
 from zdt import archive
 
 # name -> whether the home is broken; the name is also the home's VERSION.
-INPUTS: dict[str, bool] = {"v2": False, "broken": True}
+INPUTS: dict[str, bool] = {"v2": False, "broken": True, "degraded": False,
+                           "degraded-slow": False}
+# Releases that are healthy but bad: HOME/DEGRADED (see the sample service).
+DEGRADED = {"degraded": "fail_every = 5\n", "degraded-slow": "delay_ms = 25\n"}
 
 FILE_MODE = 0o644
 EXEC_MODE = 0o755   # also for directories
@@ -131,6 +137,8 @@ def write_home(home: Path, version: str, *, broken: bool = False) -> None:
     }
     if broken:
         files["BROKEN"] = (BROKEN, FILE_MODE)
+    if version in DEGRADED:
+        files["DEGRADED"] = (DEGRADED[version], FILE_MODE)
     for name, (text, mode) in files.items():
         path = home / name
         path.write_text(text, encoding="utf-8")

@@ -47,6 +47,8 @@ def haproxy_cfg(layout: Layout, number: int = 1) -> str:
         "",
         "frontend www",
         f"    bind {bind}",
+        "    # HAProxy's own Prometheus exporter (for the metric gates' tests), not the backend",
+        "    http-request use-service prometheus-exporter if { path /metrics }",
         f"    default_backend {BACKEND}",
         "",
         f"backend {BACKEND}",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from zdt.errors import ConfigError
 from zdt.steps import HomeChange, StepClass
+from zdt.steps.analysis import Analyse
 from zdt.steps.hooks import Hook
 from zdt.workflow.plan import Shape
 from zdt.workflow.request import check_type
@@ -113,6 +114,8 @@ class Kind:
     def step(self, name: str) -> StepClass:
         if name.startswith("hook:"):
             return Hook
+        if name == "analysis":
+            return Analyse
         if name not in self.steps:
             raise ConfigError(f"no step {name!r} in a {self.name} workflow")
         return self.steps[name]
