@@ -32,6 +32,7 @@ from zdt.live import operations as live_ops
 from zdt.live.journal import LiveJournal
 from zdt.live.operations import LiveRequest
 from zdt.live.supervisor import LiveConfig
+from zdt.steps.analysis import settings_of
 from zdt.workflow import admission, batches, kinds
 from zdt.workflow.admission import interrupted, open_journal, request_stop
 from zdt.workflow.journal import Journal, store_of
@@ -108,7 +109,8 @@ class App(Wiring):
                     "rollback": bool(p.request.get("rollback", False))},
                 "preconditions": checks.as_dict(found), "runtime_changes": rewrites,
                 "ok": all(c.ok for c in found), "plan": plan_rows(p.plan),
-                "capacity": capacity_of(p), "estimates": estimates, "digest": p.digest()}
+                "capacity": capacity_of(p), "analysis": analysis_of(p), "estimates": estimates,
+                "digest": p.digest()}
 
     def _estimate(self, p: Prepared) -> dict[str, Any]:
         """From earlier runs of the kind when the journal has some."""
@@ -235,6 +237,22 @@ def plan_rows(plan: Plan) -> list[dict[str, Any]]:
     return [{"batch": batch_of.get(g, g + 1), "node": node,
              "servers": sorted({x for s in plan.for_group(g) for x in s.servers}),
              "steps": [s.name for s in plan.for_group(g)]} for g, node in enumerate(plan.nodes)]
+
+
+def analysis_of(p: Prepared) -> dict[str, Any] | None:
+    """The metric gate the plan runs after each ready (None: no gate)."""
+    if not any(s.name == "analysis" for s in p.plan.steps):
+        return None
+    a = settings_of(p.domain)
+    sources = (["load balancer counters"] if a.lb_counters else []) + \
+        [f"prometheus {m.name}" for m in a.prometheus] + [f"command {m.name}" for m in a.command]
+    line = (f"after each ready, {a.checks} check(s) of {a.interval:g} s; {a.failure_limit} "
+            f"failed fail the visit; sources: {', '.join(sources)}")
+    if a.lb_counters:
+        line += (f" (5xx and error ratios at most {a.max_5xx_ratio:g} and "
+                 f"{a.max_error_ratio:g} above the servers not yet updated, response time "
+                 f"at most {a.max_rtime_ratio:g}× theirs or under {a.min_rtime_ms:g} ms)")
+    return {**a.model_dump(mode="json"), "checks": a.checks, "sources": sources, "line": line}
 
 
 def capacity_of(p: Prepared) -> dict[str, Any]:

@@ -14,10 +14,13 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from zdt import capacity, nodepath
+from zdt.analysis import Subject
+from zdt.analysis.preflight import preflight
 from zdt.domain import Server
 from zdt.errors import PreconditionError, ZdtError
 from zdt.report import node_visits
 from zdt.steps import Context, each, nodefs, runtime
+from zdt.steps.analysis import settings_of
 from zdt.workflow.batches import label
 from zdt.workflow.journal import Journal
 from zdt.workflow.plan import Plan, lb_members
@@ -52,7 +55,21 @@ async def preconditions(ctx: Context, plan: Plan, manifest: Manifest | None = No
     checks += [c for found in await each(_backlogs(ctx, node, servers) for node, servers
                                          in capacity.lb_servers(ctx.domain).items()
                                          if node in ctx.transports) for c in found]
-    return checks
+    return checks + await _analysis(ctx, plan)
+
+
+async def _analysis(ctx: Context, plan: Plan) -> list[Check]:
+    """The metric gate's sources answer as its first visit will ask them."""
+    first = next((s for s in plan.steps if s.name == "analysis"), None)
+    if first is None:
+        return []
+    settings = settings_of(ctx.domain)
+    mine = {ctx.domain.server(n).backend_name for n in first.servers}
+    subject = Subject(first.node, tuple(sorted(mine)), tuple(
+        s.backend_name for s in ctx.domain.servers if s.lb and s.backend_name not in mine),
+        settings.interval)
+    return [Check(c["name"], c["ok"], c["detail"])
+            for c in await preflight(settings, ctx.lb, subject)]
 
 
 async def require(ctx: Context, plan: Plan, manifest: Manifest | None = None) -> list[Check]:
@@ -322,7 +339,8 @@ def estimate(plan: Plan, journal: Journal | None, options: dict[str, float]) -> 
     else:
         shutdown = options.get("shutdown_timeout", 30.0)
         out = 2 * shutdown + 3 * 30.0          # drain + stop, then start, health, ready
-        wall = high = out + 60.0               # and extract / hooks, bounded by timeouts
+        wall = high = out + 60.0 + options.get("analysis_window", 0.0)   # extract, hooks,
+        #                                        the metric gate: bounded by timeouts
         basis = "upper bound from the timeouts (no earlier run in the journal)"
     return {"basis": basis, "learned": bool(history),
             "total_seconds": round(wall * batches + delay, 3),

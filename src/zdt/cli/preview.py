@@ -50,6 +50,8 @@ def _print_preview(r: dict[str, Any]) -> None:
               "node visit(s) side by side)")
     for cluster in c["clusters"]:
         out.print(f"  capacity: {cluster['line']}")
+    if r.get("analysis"):
+        out.print(f"analysis: {r['analysis']['line']}")
     e = r["estimates"]
     out.print(f"estimate: {e['total_seconds']:.1f} s in all"
               + (f" (90th percentile {e['total_p90_seconds']:.1f} s)" if e.get("learned")

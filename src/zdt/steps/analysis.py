@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from zdt.adapters.lb import LoadBalancer
-from zdt.analysis import Check, Provider, Subject, judge
-from zdt.analysis.command import CommandProvider
-from zdt.analysis.lb import LbProvider
-from zdt.analysis.prometheus import PrometheusProvider
+from zdt.analysis import Check, Subject, judge
+from zdt.analysis.preflight import providers
 from zdt.domain import Domain
 from zdt.domain.analysis_config import Analysis
 from zdt.errors import StepError
@@ -23,15 +20,6 @@ from zdt.steps import Context, StepSpec, lb
 def settings_of(domain: Domain) -> Analysis:
     """The domain's [analysis], or the defaults (asked for with --analysis alone)."""
     return domain.analysis if domain.analysis is not None else Analysis()
-
-
-def providers(settings: Analysis, balancer: LoadBalancer,
-              before: Any = None) -> list[Provider]:
-    found: list[Provider] = [LbProvider(balancer, settings, before)] \
-        if settings.lb_counters else []
-    found += [PrometheusProvider(m) for m in settings.prometheus]
-    found += [CommandProvider(m) for m in settings.command]
-    return found
 
 
 class Analyse:

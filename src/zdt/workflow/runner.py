@@ -21,6 +21,7 @@ from zdt import preview
 from zdt.domain import Domain
 from zdt.errors import ZdtError
 from zdt.steps import Context, hooks
+from zdt.steps.analysis import settings_of
 from zdt.waiting import REAL_TIME, Timing
 from zdt.witness import Witness, require_counters
 from zdt.workflow import kinds
@@ -54,9 +55,11 @@ class Prepared:
 
     def estimate(self, journal: Journal | None) -> dict[str, Any]:
         """Preview's estimate of this plan, from `journal`'s history when given."""
+        gated = any(s.name == "analysis" for s in self.plan.steps)
         return preview.estimate(self.plan, journal, {
             "shutdown_timeout": self.request.timeout,
-            "delay_between_nodes": self.request.delay_between_nodes})
+            "delay_between_nodes": self.request.delay_between_nodes,
+            "analysis_window": settings_of(self.domain).window if gated else 0.0})
 
     def digest(self) -> str:
         """What a preview was made for: the request as prepared, the plan and the inputs'

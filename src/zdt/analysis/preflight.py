@@ -1,0 +1,60 @@
+"""The gate's providers built from [analysis], and what preview checks of them: the LB
+keeps counters zdt can read, each Prometheus answers its query, each command can run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from zdt.adapters.lb import Counts, LoadBalancer
+from zdt.analysis import Provider, Subject
+from zdt.analysis.command import CommandProvider
+from zdt.analysis.lb import LbProvider
+from zdt.analysis.prometheus import PrometheusProvider, instant
+from zdt.domain.analysis_config import Analysis
+from zdt.errors import ZdtError
+
+Before = tuple[Mapping[str, Counts], Mapping[str, Counts]]
+
+
+def providers(settings: Analysis, balancer: LoadBalancer,
+              before: Before | None = None) -> list[Provider]:
+    found: list[Provider] = [LbProvider(balancer, settings, before)] \
+        if settings.lb_counters else []
+    found += [PrometheusProvider(m) for m in settings.prometheus]
+    found += [CommandProvider(m) for m in settings.command]
+    return found
+
+
+async def preflight(settings: Analysis, balancer: LoadBalancer, subject: Subject
+                    ) -> list[dict[str, Any]]:
+    """One {name, ok, detail} per source of the gate, asked as the first visit will ask."""
+    found = []
+    if settings.lb_counters:
+        try:
+            reading = await balancer.counters()
+        except ZdtError as exc:
+            reading = f"cannot read the load balancer's counters: {exc}"
+        found.append({"name": "analysis: load balancer counters",
+                      "ok": not isinstance(reading, str),
+                      "detail": f"analysis: {reading} (judge by Prometheus or a command "
+                      "with lb_counters = false)" if isinstance(reading, str) else "readable"})
+    for m in settings.prometheus:
+        query = PrometheusProvider(m).query(subject)
+        try:
+            value = await asyncio.to_thread(instant, m.url, query, m.timeout)
+        except ValueError as exc:
+            found.append({"name": f"analysis: {m.name}", "ok": False,
+                          "detail": f"analysis: {m.name}: {exc}"})
+        else:
+            found.append({"name": f"analysis: {m.name}", "ok": True,
+                          "detail": f"{m.url} answers (now: {value})"})
+    for c in settings.command:
+        runnable = os.access(c.argv[0], os.X_OK) and os.path.isfile(c.argv[0])
+        found.append({"name": f"analysis: {c.name}", "ok": runnable,
+                      "detail": "runnable" if runnable else
+                      f"analysis: {c.name}: {c.argv[0]} is not an executable file on "
+                      "this machine"})
+    return found
