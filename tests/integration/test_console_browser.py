@@ -44,6 +44,9 @@ def browser() -> Iterator[WebDriver]:
 @pytest.fixture
 def sb() -> Iterator[dict[str, Any]]:
     with fresh_sandbox(3, 1) as info:
+        domain = Path(info["domain"])     # a short metric gate, turned on from the form
+        domain.write_text(domain.read_text() + "\n[analysis]\nenabled = false\nwindow = 1\n"
+                          "interval = 1\n")
         yield info
 
 
@@ -96,11 +99,13 @@ async def test_preview_start_watch_stop_resume_revert_from_the_page(
             field = browser.find_element(By.ID, f"f-{name}")
             field.clear()
             field.send_keys(value)
+        Select(browser.find_element(By.ID, "f-analysis")).select_by_value("true")
         assert not browser.find_element(By.ID, "start").is_enabled()  # no start unseen
         browser.find_element(By.ID, "preview-button").click()
         wait(browser, "the preview", lambda d: d.find_elements(By.ID, "preview-report"))
         plan = browser.find_element(By.ID, "preview-report").text
-        assert "node1" in plan and "drain → stop → start → health → ready" in plan
+        assert "node1" in plan and "drain → stop → start → health → ready → analysis" in plan
+        assert "analysis: after each ready, 1 check(s) of 1 s" in plan
         async with capacity_load(sb["lb_url"]) as load:
             click(browser, "start")
             wait(browser, "the workflow page", lambda d: state(d) in ("running", "pending"))
@@ -114,7 +119,12 @@ async def test_preview_start_watch_stop_resume_revert_from_the_page(
             click(browser, "action-resume")
             wait(browser, "the resume's end", lambda d: state(d) == "succeeded", 120)
             assert all(cell(browser, n, s) == "done" for n in ("node1", "node2", "node3")
-                       for s in ("drain", "stop", "start", "health", "ready"))
+                       for s in ("drain", "stop", "start", "health", "ready", "analysis"))
+            verdicts = wait(browser, "the verdicts", lambda d: d.execute_script(
+                "return [...document.querySelectorAll('#analysis li')].map("
+                "li => [li.dataset.verdict, li.textContent])") or None)
+            assert [v for v, _ in verdicts] == ["passed"] * 3, verdicts
+            assert all("analysis passed after 1 check(s)" in t for _, t in verdicts)
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             browser.save_screenshot(str(ARTIFACTS / "console-workflow.png"))
             click(browser, "action-revert")
@@ -122,7 +132,7 @@ async def test_preview_start_watch_stop_resume_revert_from_the_page(
         assert browser.execute_script("return window.zdtSamePage") is True
         with console.client() as c:
             report = c.get(f"/api/workflows/{wid}").json()
-        assert report["state"] == "reverted"
+        assert report["state"] == "reverted" and report["request"]["analysis"] is True
         assert_lossless(load.stats, report)
 
 

@@ -228,6 +228,11 @@ async def test_the_lua_peer_list_is_what_nginx_routes(nsb: dict[str, Any]) -> No
     assert not isinstance(before, str) and not isinstance(after, str)
     assert (after.backend.requests - before.backend.requests,
             after.backend.http_5xx - before.backend.http_5xx) == (7, 1)
+    # and the time to each answer's head, added up (the metric gate's response time)
+    await http.get(nsb["lb_url"] + "slow?ms=60")
+    timed = await lb.counters()
+    assert not isinstance(timed, str)
+    assert 60 <= timed.backend.response_ms - after.backend.response_ms < 1000
     assert sorted(after.in_rotation) == ["node1-s1", "node2-s1", "node3-s1"]
     # the admin location takes states of known servers only, never an address
     for body, why in (("evil 192.0.2.1:80 up\n", "not a `NAME up|down` line"),

@@ -175,6 +175,7 @@ function previewReport(r) {
     el("p", {id: "batches"}, `${c.batches} batch(es) (--batch ${c.batch}, at most ` +
        `${c.largest_batch} node visit(s) side by side)`),
     el("ul", {id: "capacity"}, ...c.clusters.map(b => el("li", {}, b.line))),
+    r.analysis ? el("p", {id: "analysis-gate"}, `analysis: ${r.analysis.line}`) : null,
     el("p", {id: "estimate"}, `estimate: ${e.total_seconds.toFixed(1)} s in all (${e.basis})`),
     r.ok ? null : el("p", {class: "error"}, "preconditions not met: a start would be refused"));
 }
@@ -191,9 +192,10 @@ async function workflowView(id, mine) {
   const steps = el("div", {id: "steps"});
   const visits = el("div", {id: "visits"});
   const witness = el("p", {id: "witness"});
+  const analysis = el("ul", {id: "analysis"});
   const errors = el("div", {id: "errors"});
   view.replaceChildren(el("h1", {}, `Workflow ${id}`), header, buttons, steps, errors,
-                       visits, witness);
+                       visits, analysis, witness);
   let pending = null;
   async function refresh(given) {
     const w = given || await api(`/api/workflows/${encodeURIComponent(id)}`);
@@ -211,6 +213,8 @@ async function workflowView(id, mine) {
         el("span", {class: "error"}, s.error)]))] : []));
     visits.replaceChildren(visitRows(w.nodes, w.steps));
     witness.textContent = w.witness ? witnessLine(w.witness) : "";
+    analysis.replaceChildren(...(w.analysis || []).map(a => el("li",   // each gate's verdict
+      {class: "verdict", "data-verdict": a.verdict}, a.sentence)));
   }
   function soon() {                      // one refresh for a burst of events
     if (pending) return;
