@@ -13,31 +13,30 @@ tells it). A request is prepared once: `prepare` checks it and plans it, `previe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from zdt import adapters as adapter_factory
 from zdt import archive as archives
 from zdt import domain as domain_model
-from zdt import inventory, report, staging
+from zdt import inventory, previewed, report, staging, stale_fleet
 from zdt import preview as checks
 from zdt.adapters import Connect
 from zdt.archive import manifest_path
 from zdt.domain import Domain
-from zdt.errors import NotFoundError
+from zdt.errors import NotFoundError, PreconditionError
 from zdt.live import client
 from zdt.live import operations as live_ops
 from zdt.live.journal import LiveJournal
 from zdt.live.operations import LiveRequest
 from zdt.live.supervisor import LiveConfig
-from zdt.steps.analysis import settings_of
-from zdt.workflow import admission, batches, kinds
+from zdt.workflow import admission, kinds
 from zdt.workflow.admission import interrupted, open_journal, request_stop
 from zdt.workflow.journal import Journal, store_of
-from zdt.workflow.kinds import Field, Kind
-from zdt.workflow.plan import Plan
+from zdt.workflow.kinds import Field, Kind, Note
 from zdt.workflow.request import OPTIONS, Option, RolloutRequest
 from zdt.workflow.runner import Prepared, Runner, Wiring, context
 
@@ -85,6 +84,22 @@ class App(Wiring):
         (exit 2 for bad input, 3 for a plan that cannot be done without downtime)."""
         return self._runner().prepare(request)
 
+    async def plan(self, request: RolloutRequest) -> Prepared:
+        """`prepare`, once a kind that asks the nodes first has narrowed the request (a
+        restart's --stale: exactly the servers running stale code). NothingToDo (exit 0)
+        when that leaves nothing to do."""
+        kind = kinds.get(request.kind)
+        notes: tuple[Note, ...] = ()
+        if kind.narrows(request):
+            domain = domain_model.load(self.domain_path)
+            adapters = self.build_adapters(domain, self.connect)
+            try:
+                request, notes = await kind.narrow(request, domain, adapters)
+            finally:
+                await adapters.close()
+        prepared = await asyncio.to_thread(self.prepare, request)   # may hash an archive
+        return replace(prepared, notes=notes)
+
     async def preview(self, request: RolloutRequest | Prepared) -> dict[str, Any]:
         """Validate, check the preconditions on the nodes, plan and estimate; change
         nothing. `ok` says whether a start would be accepted now."""
@@ -108,8 +123,10 @@ class App(Wiring):
                     "version": m.version, "size": m.size, "unpacked": m.unpacked,
                     "rollback": bool(p.request.get("rollback", False))},
                 "preconditions": checks.as_dict(found), "runtime_changes": rewrites,
-                "ok": all(c.ok for c in found), "plan": plan_rows(p.plan),
-                "capacity": capacity_of(p), "analysis": analysis_of(p), "estimates": estimates,
+                "ok": all(c.ok for c in found), "plan": previewed.plan_rows(p.plan),
+                "notes": [{"message": n.message, **n.data} for n in p.notes],
+                "capacity": previewed.capacity_of(p),
+                "analysis": previewed.analysis_of(p), "estimates": estimates,
                 "digest": p.digest()}
 
     def _estimate(self, p: Prepared) -> dict[str, Any]:
@@ -155,6 +172,16 @@ class App(Wiring):
         finally:
             for t in transports.values():
                 await t.close()
+
+    async def stale(self) -> dict[str, Any]:
+        """Every server of the domain whose processes still run code from files deleted or
+        replaced since they loaded them, node by node (`zdt stale -d`)."""
+        domain = domain_model.load(self.domain_path)
+        adapters = self.build_adapters(domain, self.connect)
+        try:
+            return await stale_fleet.scan(domain, adapters)
+        finally:
+            await adapters.close()
 
     async def inventory(self) -> dict[str, Any]:
         """The domain as it is now: each node's home and version, each server's process
@@ -229,39 +256,6 @@ class App(Wiring):
                     await changes.wait(patience)
         finally:
             journal.close()
-
-
-def plan_rows(plan: Plan) -> list[dict[str, Any]]:
-    """One row per node visit: its batch (from 1), node, servers and steps."""
-    batch_of = {g: n for n, b in enumerate(plan.batches, start=1) for g in b}
-    return [{"batch": batch_of.get(g, g + 1), "node": node,
-             "servers": sorted({x for s in plan.for_group(g) for x in s.servers}),
-             "steps": [s.name for s in plan.for_group(g)]} for g, node in enumerate(plan.nodes)]
-
-
-def analysis_of(p: Prepared) -> dict[str, Any] | None:
-    """The metric gate the plan runs after each ready (None: no gate)."""
-    if not any(s.name == "analysis" for s in p.plan.steps):
-        return None
-    a = settings_of(p.domain)
-    sources = (["load balancer counters"] if a.lb_counters else []) + \
-        [f"prometheus {m.name}" for m in a.prometheus] + [f"command {m.name}" for m in a.command]
-    line = (f"after each ready, {a.checks} check(s) of {a.interval:g} s; {a.failure_limit} "
-            f"failed fail the visit; sources: {', '.join(sources)}")
-    if a.lb_counters:
-        line += (f" (5xx and error ratios at most {a.max_5xx_ratio:g} and "
-                 f"{a.max_error_ratio:g} above the servers not yet updated, response time "
-                 f"at most {a.max_rtime_ratio:g}× theirs or under {a.min_rtime_ms:g} ms)")
-    return {**a.model_dump(mode="json"), "checks": a.checks, "sources": sources, "line": line}
-
-
-def capacity_of(p: Prepared) -> dict[str, Any]:
-    """The batches asked for and the capacity guard's arithmetic, cluster by cluster."""
-    minimum = batches.parse_minimum(p.request.min_in_service)
-    return {"batch": p.request.batch, "min_in_service": p.request.min_in_service,
-            "batches": len(p.plan.batches),
-            "largest_batch": max((len(b) for b in p.plan.batches), default=0),
-            "clusters": [{**asdict(b), "line": b.line(minimum)} for b in p.plan.budgets]}
 
 
 def _being_run(journal: Journal, wid: str) -> bool:
@@ -358,7 +352,10 @@ def stale_processes() -> dict[str, Any]:
     """Processes of this host still using files deleted or replaced since they loaded them."""
     from zdt import stale
 
-    return stale.as_dict(stale.scan())
+    try:
+        return stale.as_dict(stale.scan())
+    except stale.ScanError as exc:
+        raise PreconditionError(str(exc)) from exc
 
 
 # -- archives ------------------------------------------------------------------------------

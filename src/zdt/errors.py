@@ -32,6 +32,12 @@ class LockedError(ZdtError):
 
 
 
+class NothingToDo(ZdtError):
+    """What was asked needs no change (a restart of the stale servers when none is)."""
+
+    exit_code = 0
+
+
 class NotFoundError(ZdtError):
     """A workflow id, node or server that zdt does not know."""
 

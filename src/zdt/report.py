@@ -34,6 +34,8 @@ def workflow(journal: Journal, wid: str) -> dict[str, Any]:
         "facts": [{"step": e["step"], "name": e["message"], **(e["data"] or {})}
                   for e in events if e["kind"] == "facts"],
         "warnings": [e["message"] for e in events if e["kind"] == "warning"],
+        "notes": [{"message": e["message"], **(e["data"] or {})} for e in events
+                  if e["kind"] == "note"],
         "estimate": next(({**(e["data"] or {}), "basis": e["message"]} for e in events
                           if e["kind"] == "estimate"), None),
         "analysis": [{**(e["data"] or {}), "sentence": e["message"]} for e in events

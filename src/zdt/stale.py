@@ -17,17 +17,26 @@ restart is not what updates them.
 
 A process whose maps cannot be read (another user's, without root) is listed in
 `Scan.unreadable`; one that exits during the scan is left out.
+
+On a domain's nodes the scan runs with no agent (stale_fleet.py): this module and procfs,
+which import nothing but the standard library, are sent with the command, and `main`
+scans the given processes and their descendants and prints JSON, with the package that
+owns each file when dpkg knows it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zdt.errors import PreconditionError
+from zdt import procfs
 
 DELETED = " (deleted)"
 # Mappings that name no file on disk, though their "path" starts with "/": memfd and
@@ -35,6 +44,10 @@ DELETED = " (deleted)"
 # buffers. Device files under /dev are never code to update either.
 _PSEUDO = ("/memfd:", "/SYSV", "/dev/", "/anon_hugepage", "/[", "/drm mm object",
            "/dmabuf:")
+
+
+class ScanError(OSError):
+    """The processes cannot be listed (no procfs)."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +115,8 @@ def _all_pids(proc: Path) -> list[int]:
     try:
         return [int(entry.name) for entry in os.scandir(proc) if entry.name.isdecimal()]
     except OSError as exc:
-        raise PreconditionError(f"{proc}: cannot list the processes: "
-                                f"{exc.strerror or exc}; is procfs mounted?") from exc
+        raise ScanError(f"{proc}: cannot list the processes: "
+                        f"{exc.strerror or exc}; is procfs mounted?") from exc
 
 
 def _stale_files(piddir: Path) -> tuple[StaleFile, ...]:
@@ -219,3 +232,51 @@ def _command(piddir: Path) -> str:
         return (piddir / "comm").read_bytes().decode(errors="replace").strip()
     except (FileNotFoundError, ProcessLookupError):
         raise _Vanished from None
+
+
+def packages(paths: Iterable[str]) -> dict[str, str]:
+    """The Debian package owning each path, when dpkg knows it (`dpkg-query -S`)."""
+    wanted = sorted(set(paths))
+    if not wanted or shutil.which("dpkg-query") is None:
+        return {}
+    try:
+        done = subprocess.run(["dpkg-query", "-S", "--", *wanted], capture_output=True,
+                              text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    found = {}
+    for line in done.stdout.splitlines():          # "libssl3:amd64: /usr/lib/…/libssl.so.3"
+        owner, sep, path = line.rpartition(": ")
+        if sep and path in wanted and not owner.startswith("diversion by"):
+            found[path] = owner
+    return found
+
+
+def main(argv: list[str]) -> int:
+    """`python3 -m zdt.stale [PID…]`: the scan of these processes and their descendants
+    (of every process without PIDs) as one JSON object on stdout; each stale process
+    names the PID it descends from (`root`), each file its package."""
+    roots = [int(a) for a in argv]
+    stats = procfs.live()
+    owner: dict[int, int] = {}
+    for root in (r for r in roots if r in stats):
+        owner.setdefault(root, root)
+        for pid in procfs.descendants({root}, stats):
+            owner.setdefault(pid, root)
+    try:
+        found = as_dict(scan(pids=owner if roots else None))
+    except ScanError as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 1
+    owners = packages(f["path"] for p in found["processes"] for f in p["files"])
+    for p in found["processes"]:
+        p["root"] = owner.get(p["pid"])
+        for f in p["files"]:
+            f["package"] = owners.get(f["path"])
+    found["missing"] = [r for r in roots if r not in stats]
+    print(json.dumps(found))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

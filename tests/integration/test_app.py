@@ -21,9 +21,10 @@ from conftest import (
 )
 from zdt.adapters.lb.haproxy import HAProxy
 from zdt.adapters.transport import Transport
-from zdt.app import App, RolloutRequest, plan_rows
+from zdt.app import App, RolloutRequest
 from zdt.domain import Domain, LbConfig, Server, adapter_config
 from zdt.errors import ConfigError
+from zdt.previewed import plan_rows
 from zdt.steps import Context, StepClass, StepSpec, nodefs, servers
 from zdt.workflow import kinds
 from zdt.workflow.journal import StepRecord

@@ -23,8 +23,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("zdt.workflow.plan", "zdt.workflow.batches", "zdt.workflow.request",
      "zdt.workflow.journal",
      "zdt.workflow.engine", "zdt.witness", "zdt.report",
-     "zdt.preview", "zdt.display", "zdt.live", "zdt.inventory"),
+     "zdt.preview", "zdt.display", "zdt.live", "zdt.inventory", "zdt.stale_fleet"),
     ("zdt.workflow.kinds", "zdt.workflow.admission", "zdt.workflow.runner"),
+    ("zdt.previewed",),
     ("zdt.app",),
     ("zdt.cli", "zdt.lab", "zdt.console"),
 ]

@@ -54,7 +54,7 @@ def test_a_journal_of_an_earlier_zdt_is_read_by_the_kind_it_names() -> None:
     ("home", {"archive": "a", "session_compatible": False},
      "--no-session-compatible: the new version cannot serve old sessions"),
     ("restart", {"archive": "a"}, "--archive: `zdt rollout restart` has no such option "
-                                  "(its own: --partitions)"),
+                                  "(its own: --partitions, --stale)"),
     ("restart", {"partitions": "p1"}, "--partitions: give names, comma-separated"),
     ("home", {"archive": 3}, "--archive: 3 is not a text"),
     ("home", {"archive": "a", "rollback": "yes"}, "--rollback: 'yes' is not true or false"),

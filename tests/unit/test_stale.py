@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from zdt import stale
-from zdt.errors import PreconditionError
 from zdt.stale import Scan, StaleFile, StaleProcess, as_dict, scan
 
 SLEEP = shutil.which("sleep")
@@ -75,10 +74,10 @@ def test_scanning_every_process_does_not_fail() -> None:
     assert [p.pid for p in result.processes] == sorted(p.pid for p in result.processes)
 
 
-def test_no_proc_is_a_precondition(tmp_path: Path) -> None:
-    with pytest.raises(PreconditionError, match="cannot list the processes") as err:
+def test_no_proc_says_so(tmp_path: Path) -> None:
+    """(`zdt stale` turns it into a precondition: exit 3.)"""
+    with pytest.raises(stale.ScanError, match="cannot list the processes"):
         scan(tmp_path / "no-proc")
-    assert err.value.exit_code == 3
 
 
 # ------------------------------------------------------------------ a /proc tree of our own
@@ -223,3 +222,19 @@ def test_a_process_whose_maps_cannot_be_read_is_listed_unreadable(shared_dir: Pa
 
     assert found["fake"] == {"processes": [], "unreadable": [200]}
     assert found["real"] == {"processes": [], "unreadable": theirs}
+
+
+def test_packages_come_from_dpkg() -> None:
+    if shutil.which("dpkg-query") is None:
+        pytest.skip("not a Debian system: dpkg-query is not installed")
+    found = stale.packages(["/usr/bin/dpkg-query", "/nowhere/libx.so"])
+    assert found == {"/usr/bin/dpkg-query": "dpkg"}
+
+
+def test_main_scans_a_tree_and_says_which_pids_are_gone(capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """The command a node runs: this process (not stale) and a pid that does not exist."""
+    assert stale.main([str(os.getpid()), "999999999"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["missing"] == [999999999]
+    assert all(p["root"] == os.getpid() for p in out["processes"])

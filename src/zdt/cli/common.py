@@ -74,6 +74,8 @@ def print_summary(s: dict[str, Any], *, with_witness: bool = True) -> None:
     if change:
         out.print(f"  home → {change['version']} (sha256 {change['sha256'][:16]}…)"
                   + (", a rollback to an older release" if change.get("rollback") else ""))
+    for note in s.get("notes", ()):
+        out.print(styled("  ", note["message"]), soft_wrap=True)
     for warning in s.get("warnings", ()):
         out.print(f"  warning: {warning}", style="yellow")
     e = s.get("estimate")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,7 +10,7 @@ import typer
 
 from zdt import app
 from zdt.app import LiveConfig, LiveRequest
-from zdt.cli.common import JsonOpt, group, handled, out, print_json
+from zdt.cli.common import AcceptNew, JsonOpt, group, handled, out, print_json
 from zdt.terminal import clean
 
 live_app = group("Update the software under a running workload on one host: a "
@@ -130,19 +131,52 @@ def preview(name: NameArg, home_dir: HomeDir = None, archive: ArchiveOpt = None,
         raise typer.Exit(3)
 
 
+StaleDomain = Annotated[Path | None, typer.Option(
+    "--domain", "-d", help="Scan every node of this domain (over its transport) and name the "
+    "server each stale process belongs to; without it, this host.")]
+
+
 @handled
-def stale(json_out: JsonOpt = False) -> None:
+def stale(domain: StaleDomain = None, json_out: JsonOpt = False,
+          accept_new_host_keys: AcceptNew = False) -> None:
     """Processes still using files deleted or replaced since they loaded them."""
+    if domain is not None:
+        found = asyncio.run(app.App(domain, connect=app.Connect(accept_new_host_keys))
+                            .stale())
+        print_json(found) if json_out else _print_fleet(found)
+        return
     scan = app.stale_processes()
     if json_out:
         print_json(scan)
         return
-    for p in scan["processes"]:
-        out.print(f"{p['pid']} {clean(p['command'], lines=False)}")   # one line each: a
-        for f in p["files"]:                                          # name cannot forge
-            out.print(f"    {f['why']:<8} {clean(f['path'], lines=False)}")   # another
+    _print_processes(scan["processes"], "")
     if not scan["processes"]:
         out.print("no process uses a deleted or replaced file")
     if scan["unreadable"]:
         out.print(f"could not read {len(scan['unreadable'])} process(es) (not ours): "
                   + " ".join(map(str, scan["unreadable"][:20])))
+
+
+def _print_processes(processes: list[dict[str, Any]], indent: str) -> None:
+    for p in processes:       # one line each: a name cannot forge another
+        out.print(f"{indent}{p['pid']} {clean(p['command'], lines=False)}")
+        for f in p["files"]:
+            package = f" ({clean(f['package'], lines=False)})" if f.get("package") else ""
+            out.print(f"{indent}    {f['why']:<8} {clean(f['path'], lines=False)}{package}")
+
+
+def _print_fleet(found: dict[str, Any]) -> None:
+    for node in found["nodes"]:
+        if "error" in node:
+            out.print(f"{node['node']}: {clean(node['error'], lines=False)}", style="red")
+    for row in found["servers"]:
+        if row["stale"]:
+            out.print(f"{row['server']} on {row['node']} (pid {row['pid']}): runs stale code")
+            _print_processes(row["stale"], "  ")
+        elif "error" in row:
+            out.print(f"{row['server']}: {clean(row['error'], lines=False)}", style="red")
+    if found["stale"]:
+        out.print(f"{len(found['stale'])} server(s) to restart: `zdt rollout restart "
+                  "--stale` restarts exactly them, behind the load balancer")
+    else:
+        out.print(f"no server runs stale code ({len(found['servers'])} scanned)")

@@ -28,6 +28,8 @@ def _print_preview(r: dict[str, Any]) -> None:
         out.print(f"  archive {a['path']}: version {a['version']}, sha256 {a['sha256'][:16]}…, "
                   f"{a['size'] / 2**20:.1f} MiB ({a['unpacked'] / 2**20:.1f} MiB unpacked)"
                   + (", a rollback" if a["rollback"] else ""))
+    for note in r.get("notes", ()):
+        out.print(styled("  ", note["message"]), soft_wrap=True)
     table = Table("node", "server", "check", "", "detail", title="preconditions",
                   title_justify="left")
     for c in r["preconditions"]:

@@ -16,9 +16,21 @@ from typing import Annotated, Any
 import typer
 
 from zdt.app import OPTIONS, App, Connect, Field, Kind, Option, RolloutRequest
-from zdt.cli.common import AcceptNew, DomainOpt, JsonOpt, Parallel, finish, group, handled, out
+from zdt.cli.common import (
+    AcceptNew,
+    DomainOpt,
+    JsonOpt,
+    Parallel,
+    finish,
+    group,
+    handled,
+    out,
+    print_json,
+)
 from zdt.cli.preview import show_preview
 from zdt.display import Progress
+from zdt.errors import NothingToDo
+from zdt.terminal import styled
 
 rollout_app = group("Roll a change across a domain, one node at a time.")
 preview_app = group("Validate, check preconditions, plan and estimate a rollout; "
@@ -88,7 +100,14 @@ def command(kind: Kind) -> Callable[..., None]:
     def run(ctx: typer.Context, **values: Any) -> None:
         domain = _domain(ctx, values["domain"])
         app = App(domain, connect=Connect(values["accept_new_host_keys"], values["parallel"]))
-        prepared = app.prepare(request_of(kind, values))
+        try:
+            prepared = asyncio.run(app.plan(request_of(kind, values)))
+        except NothingToDo as exc:            # `--stale` with nothing stale: exit 0
+            if values["json_out"]:
+                print_json({"nothing_to_do": str(exc)})
+            else:
+                out.print(styled(str(exc)))
+            return
         if values["dry_run"] or _previewing(ctx):
             show_preview(asyncio.run(app.preview(prepared)), values["json_out"])
             return

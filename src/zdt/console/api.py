@@ -27,13 +27,21 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from zdt import app as zdt_app
 from zdt.app import OPTIONS, App, Outcome, RolloutRequest
-from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError, ZdtError
+from zdt.errors import (
+    ConfigError,
+    LockedError,
+    NotFoundError,
+    NothingToDo,
+    PreconditionError,
+    ZdtError,
+)
 
 log = logging.getLogger("zdt.console")
 
 ERRORS: list[tuple[type[ZdtError], int, str]] = [
     (NotFoundError, 404, "not-found"), (ConfigError, 400, "bad-input"),
-    (PreconditionError, 409, "precondition"), (LockedError, 423, "locked")]
+    (PreconditionError, 409, "precondition"), (LockedError, 423, "locked"),
+    (NothingToDo, 409, "nothing-to-do")]
 
 
 def error(exc: ZdtError) -> JSONResponse:
@@ -100,13 +108,13 @@ class Api:
     async def preview(self, request: Request) -> Response:
         app = self.new_app()
         rollout, _ = await _request_of(request)
-        prepared = await asyncio.to_thread(app.prepare, rollout)   # hashes an archive
+        prepared = await app.plan(rollout)     # a --stale restart scans the nodes first
         return JSONResponse(await app.preview(prepared))
 
     async def start(self, request: Request) -> Response:
         rollout, previewed = await _request_of(request)
-        prepared = await asyncio.to_thread(self.new_app().prepare, rollout)   # bad input:
-        if previewed is not None and previewed != prepared.digest():          # 400 first
+        prepared = await self.new_app().plan(rollout)       # bad input: 400 first
+        if previewed is not None and previewed != prepared.digest():
             raise PreconditionError("the request, the domain file or its inputs changed "
                                     "since the preview shown: preview again")
         wid = await self._run(lambda app: app.start(prepared))

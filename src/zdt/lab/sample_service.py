@@ -29,6 +29,10 @@ A home that holds a file HOME/DEGRADED is a release that is healthy but bad: /he
 answers 200, but with `fail_every = N` every Nth other request answers 500, and with
 `delay_ms = M` every other request answers M ms late (for the metric gates).
 
+The shared libraries in HOME/lib/native/*.so (none in the sandbox's homes) are loaded at
+start, as a service linked with a native library would map it: replacing one under a
+running server makes the server stale (`zdt stale`) until it restarts.
+
 Failure injection for tests: if HOME/FAIL_STARTS holds an integer > 0, the service
 decrements it and exits 1 before binding its port, so a start fails the way a broken
 installation would.
@@ -37,6 +41,7 @@ installation would.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import io
 import json
 import os
@@ -68,11 +73,8 @@ FIRST_REQUEST_GRACE = 1.0
 
 @dataclass
 class Degraded:
-    """HOME/DEGRADED: a release that passes its health check and still serves badly.
-
-        fail_every = 5     # every 5th request but /health answers 500 (20 %)
-        delay_ms = 25      # every request but /health answers 25 ms late
-    """
+    """HOME/DEGRADED: `fail_every = 5` (every 5th request but /health answers 500) and
+    `delay_ms = 25` (every request but /health answers 25 ms late)."""
 
     fail_every: int = 0
     delay_ms: int = 0
@@ -376,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             identity["app_version"] = None
         broken = broken or (args.app / "BROKEN").exists()
+    for library in sorted((args.home / "lib" / "native").glob("*.so")):
+        ctypes.CDLL(str(library))
     degraded = Degraded.read(args.home / "DEGRADED")
     server = SampleServer((args.host, args.port), identity, broken=broken, backlog=backlog,
                           degraded=degraded)

@@ -39,7 +39,7 @@ from zdt.workflow.admission import (
 )
 from zdt.workflow.engine import Engine, Observer, Policy
 from zdt.workflow.journal import Journal, Lock, store_of
-from zdt.workflow.kinds import Inputs, Kind
+from zdt.workflow.kinds import Inputs, Kind, Note
 from zdt.workflow.request import RolloutRequest, from_journal, new_id
 
 
@@ -52,6 +52,7 @@ class Prepared:
     request: RolloutRequest
     kind: Kind
     inputs: Inputs
+    notes: tuple[Note, ...] = ()     # what the kind found on the nodes (kind.narrow)
 
     def estimate(self, journal: Journal | None) -> dict[str, Any]:
         """Preview's estimate of this plan, from `journal`'s history when given."""
@@ -159,6 +160,8 @@ class Runner(Wiring):
                                    p.plan.steps)
                     for c in warnings:
                         journal.event(wid, "warning", c.line(), data=asdict(c))
+                    for n in p.notes:
+                        journal.event(wid, "note", n.message, data=dict(n.data))
                     _journal_estimate(journal, wid, p)
                     await self._run(p.domain, journal, p.request, p.kind, p.inputs, wid,
                                     "run", adapters, lock)

@@ -27,6 +27,7 @@ from zdt.workflow.plan import Shape
 from zdt.workflow.request import check_type
 
 if TYPE_CHECKING:
+    from zdt.adapters import Adapters
     from zdt.appspec import AppChange
     from zdt.archive import Manifest
     from zdt.domain import Domain
@@ -47,6 +48,15 @@ class Field:
     @property
     def option(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Note:
+    """What a kind found on the nodes while narrowing a request: shown by preview,
+    journaled with the workflow (an event of kind "note")."""
+
+    message: str
+    data: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,16 @@ class Kind:
     def shape(self, request: RolloutRequest) -> Shape:
         """What the plan needs from the kind for this request."""
         return Shape(self.name, self.visit_steps, self.node_wide)
+
+    def narrows(self, request: RolloutRequest) -> bool:
+        """Whether this request asks the nodes before it is planned (`narrow`)."""
+        return False
+
+    async def narrow(self, request: RolloutRequest, domain: Domain, adapters: Adapters
+                     ) -> tuple[RolloutRequest, tuple[Note, ...]]:
+        """The request as the nodes make it (its targets narrowed), with what was found;
+        NothingToDo when nothing is left. Reads only."""
+        return request, ()
 
     def prepare(self, request: RolloutRequest, domain: Domain) -> Inputs:
         """Read and verify the request's inputs against the domain; no side effect."""
