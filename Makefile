@@ -48,3 +48,4 @@ bench: deps
 	$(PYTHON) -m bench.ssh_rollout
 	$(PYTHON) -m bench.batch_rollout
 	$(PYTHON) -m bench.scale
+	$(PYTHON) -m bench.metric_gate

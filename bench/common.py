@@ -35,4 +35,5 @@ async def measured(info: dict[str, Any], work: Callable[[], Awaitable[Outcome]])
             "out": [v["out_of_rotation"] for v in visits if v["out_of_rotation"] is not None],
             "revert_out": [v["revert_out_of_rotation"] for v in visits
                            if v["revert_out_of_rotation"] is not None],
-            "overhead": [v["overhead"] for v in visits]}
+            "overhead": [v["overhead"] for v in visits], "analysis": summary["analysis"],
+            "steps": summary["steps"]}

@@ -5,6 +5,7 @@ it took."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -83,3 +84,17 @@ async def test_a_rollout_reports_its_estimate_beside_what_it_took(fleet: Path) -
     assert e["learned"] and e["batches"] == 3 and "3 completed" in e["basis"]
     assert e["total_seconds"] <= e["total_p90_seconds"]
     assert second.report["duration"] is not None
+
+
+def test_a_live_update_estimate_learns_from_the_workload_history(tmp_path: Path) -> None:
+    """`zdt live preview`: the median and the 90th percentile of the workload's earlier
+    updates, else an upper bound from the timeouts."""
+    from zdt.live.operations import _estimate
+
+    first = _estimate(tmp_path)
+    assert (first["learned"], first["blackout_ms"]) == (False, 30_000.0)
+    history = [{"total_ms": 100.0 + i, "blackout_ms": float(i)} for i in range(1, 11)]
+    (tmp_path / "state.json").write_text(json.dumps({"history": history}))
+    e = _estimate(tmp_path)
+    assert (e["learned"], e["blackout_ms"], e["blackout_p90_ms"]) == (True, 5.5, 9.0)
+    assert (e["total_ms"], e["total_p90_ms"]) == (105.5, 109.0)

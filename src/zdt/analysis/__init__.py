@@ -63,6 +63,7 @@ class Measurement:
     bound: str                       # "≤ 0.01 above the baseline's 0.002"
     ok: bool | None
     detail: str = ""
+    baseline: float | None = None    # what it was compared with, when anything
 
     def line(self) -> str:
         shown = "–" if self.value is None else f"{self.value:.4g}"

@@ -82,7 +82,8 @@ def judge(updated: Figures, baseline: Figures | None, settings: Analysis, basis:
         where = f"{basis} {floor:.4g}" if base else "no baseline: 0"
         out.append(Measurement(name, value, f"≤ {limit:g} above {where}",
                                value - floor <= limit,
-                               f"{count} of {updated.requests} requests"))
+                               f"{count} of {updated.requests} requests",
+                               floor if base else None))
     rtime, base_rtime = updated.rtime_ms, base.rtime_ms if base else None
     if rtime is None or base_rtime is None:
         out.append(Measurement("response time ms", rtime, "", None, "no baseline to compare"))
@@ -90,7 +91,8 @@ def judge(updated: Figures, baseline: Figures | None, settings: Analysis, basis:
         slow = rtime > settings.max_rtime_ratio * base_rtime and rtime >= settings.min_rtime_ms
         out.append(Measurement(
             "response time ms", rtime, f"≤ {settings.max_rtime_ratio:g} × {basis} "
-            f"{base_rtime:.4g}, or under {settings.min_rtime_ms:g}", not slow))
+            f"{base_rtime:.4g}, or under {settings.min_rtime_ms:g}", not slow,
+            baseline=base_rtime))
     return out
 
 

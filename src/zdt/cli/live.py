@@ -125,8 +125,10 @@ def preview(name: NameArg, home_dir: HomeDir = None, archive: ArchiveOpt = None,
         for c in report["restrictions"]:
             out.print(f"  {'ok' if c['ok'] else 'NO'}  {c['name']}: {c['detail']}")
         e = report["estimates"]
-        out.print(f"estimate: total {e['total_ms']:.0f} ms, blackout {e['blackout_ms']:.1f} ms "
-                  f"({e['basis']}); nothing was changed")
+        high = (f" (90th percentile {e['total_p90_ms']:.0f} ms and "
+                f"{e['blackout_p90_ms']:.1f} ms)" if e.get("learned") else "")
+        out.print(f"estimate: total {e['total_ms']:.0f} ms, blackout {e['blackout_ms']:.1f} ms"
+                  f"{high} ({e['basis']}); nothing was changed")
     if not report["ok"]:
         raise typer.Exit(3)
 

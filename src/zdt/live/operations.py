@@ -191,8 +191,12 @@ def _estimate(directory: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         history = []
     if history:
-        return {"basis": f"median of the last {len(history)} update(s)",
-                "total_ms": statistics.median(h["total_ms"] for h in history),
-                "blackout_ms": statistics.median(h["blackout_ms"] for h in history)}
+        totals = sorted(h["total_ms"] for h in history)
+        blackouts = sorted(h["blackout_ms"] for h in history)
+        p90 = min(len(history) - 1, round(0.9 * (len(history) - 1)))
+        return {"basis": f"median (and 90th percentile) of the last {len(history)} "
+                f"update(s)", "learned": True,
+                "total_ms": statistics.median(totals), "total_p90_ms": totals[p90],
+                "blackout_ms": statistics.median(blackouts), "blackout_p90_ms": blackouts[p90]}
     return {"basis": "no update yet: an upper bound from the default timeouts",
-            "total_ms": 70_000.0, "blackout_ms": 30_000.0}
+            "learned": False, "total_ms": 70_000.0, "blackout_ms": 30_000.0}

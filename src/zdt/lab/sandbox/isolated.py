@@ -161,6 +161,9 @@ def pids_in(net: Network) -> list[int]:
     return pids
 
 
+GONE = ("Cannot find", "No such device")
+
+
 def destroy(d: Path) -> None:
     """Remove what D/network.json names and bears this sandbox's label; what is already
     gone is skipped, and a failed removal does not keep the others (the record stays for
@@ -176,7 +179,9 @@ def destroy(d: Path) -> None:
     failed = []
     for argv in removals:
         done = _ip(argv, check=False)
-        if done.returncode != 0 and "Cannot find" not in done.stderr:
+        # gone already: "Cannot find device", or "No such device" when a veth end went
+        # with its namespace's deletion between the listing and this removal
+        if done.returncode != 0 and not any(w in done.stderr for w in GONE):
             failed.append(f"`ip {' '.join(argv)}`: {done.stderr.strip()}")
     if failed:
         raise ZdtError(f"{d}: could not remove all of the sandbox's network: "
