@@ -38,7 +38,7 @@ from zdt.workflow.admission import interrupted, open_journal, request_stop
 from zdt.workflow.journal import Journal, store_of
 from zdt.workflow.kinds import Field, Kind, Note
 from zdt.workflow.request import OPTIONS, Option, RolloutRequest
-from zdt.workflow.runner import Prepared, Runner, Wiring, context
+from zdt.workflow.runner import Prepared, Runner, Wiring, context, prepare
 
 UNDER_WAY = ("pending", "running", "reverting")
 
@@ -97,13 +97,13 @@ class App(Wiring):
                 request, notes = await kind.narrow(request, domain, adapters)
             finally:
                 await adapters.close()
-        prepared = await asyncio.to_thread(self.prepare, request)   # may hash an archive
+        prepared = await asyncio.to_thread(prepare, self.domain_path, request)   # hashes
         return replace(prepared, notes=notes)
 
     async def preview(self, request: RolloutRequest | Prepared) -> dict[str, Any]:
         """Validate, check the preconditions on the nodes, plan and estimate; change
         nothing. `ok` says whether a start would be accepted now."""
-        p = request if isinstance(request, Prepared) else self.prepare(request)
+        p = request if isinstance(request, Prepared) else await self.plan(request)
         adapters = self.build_adapters(p.domain, self.connect)
         ctx = context(p.domain, p.request, p.inputs, adapters, self.timing, "preview")
         runtime_home = p.request.get("runtime_home")
@@ -143,7 +143,8 @@ class App(Wiring):
 
     async def start(self, request: RolloutRequest | Prepared) -> Outcome:
         """Run a new workflow to its end (or its canary pause, or an operator's stop)."""
-        wid = await self._runner().rollout(request)
+        p = request if isinstance(request, Prepared) else await self.plan(request)
+        wid = await self._runner().rollout(p)
         return self._outcome(wid)
 
     async def resume(self, wid: str) -> Outcome:
@@ -346,6 +347,11 @@ def live_workloads(limit: int = 20) -> list[dict[str, Any]]:
 
 def live_stop(name: str, state_dir: str | None = None) -> None:
     live_ops.stop(name, state_dir)
+
+
+def stale_blind(found: dict[str, Any]) -> list[str]:
+    """What a domain's stale scan (`App.stale`) could not see."""
+    return stale_fleet.blind(found)
 
 
 def stale_processes() -> dict[str, Any]:

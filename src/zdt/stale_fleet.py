@@ -25,6 +25,10 @@ MODULES = ("procfs", "stale")      # stale imports procfs; both import the stdli
 # Runs the modules given as JSON in argv[1] as the package `zdt`, then stale.main(PIDs).
 BOOT = """\
 import json, sys, types
+if sys.version_info < (3, 10):
+    print(json.dumps({"error": "python3 is %d.%d here; the scan needs 3.10 or later"
+                      % sys.version_info[:2]}))
+    sys.exit(1)
 package = types.ModuleType("zdt"); package.__path__ = []; sys.modules["zdt"] = package
 for name, text in json.loads(sys.argv[1]):
     module = types.ModuleType("zdt." + name)
@@ -53,6 +57,21 @@ async def scan(domain: Domain, adapters: Adapters,
                              sources) for n in nodes)
     return {"nodes": found, "servers": rows,
             "stale": [r["server"] for r in rows if r["stale"]]}
+
+
+def blind(found: dict[str, Any]) -> list[str]:
+    """What the scan could not see: a node not scanned, a server whose manager did not
+    answer, a process it could not read or that was gone before the scan."""
+    out = [n["error"] for n in found["nodes"] if "error" in n]
+    out += [f"{r['server']}: {r['error']}" for r in found["servers"] if "error" in r]
+    for n in found["nodes"]:
+        if n["unreadable"]:
+            out.append(f"{n['node']}: cannot read process(es) "
+                       f"{', '.join(map(str, n['unreadable'][:10]))}")
+        if n["missing"]:
+            out.append(f"{n['node']}: process(es) {', '.join(map(str, n['missing'][:10]))} "
+                       "ended before the scan")
+    return out
 
 
 async def _pid(adapters: Adapters, server: Server) -> dict[str, Any]:

@@ -88,10 +88,14 @@ class Witness:
     def before(self, group: int) -> tuple[dict[str, Counts], dict[str, Counts]] | None:
         """Each server's counts at this run's start and before `group`'s drain: what the
         servers did before the visit (an analysis's baseline when no other is left)."""
-        start, drain = self._taken.get(("start", None)), self._taken.get(("drain", group))
-        if start is None or drain is None or "counters" not in start or \
-                "counters" not in drain or start["counters"]["epoch"] != \
-                drain["counters"]["epoch"]:
+        drain = self.opened(group)
+        if drain is None or "counters" not in drain:
+            return None
+        epoch = drain["counters"]["epoch"]        # the workflow's first reading by that LB
+        start = next((m for m in _marks(self.journal.events(self.wid))   # process: a run
+                      if m["at"] == "start" and "counters" in m          # resumed after a
+                      and m["counters"]["epoch"] == epoch), None)        # crash included
+        if start is None:
             return None
         return servers_of(start["counters"]), servers_of(drain["counters"])
 

@@ -121,7 +121,7 @@ async def test_preview_start_watch_stop_resume_revert_from_the_page(
             assert all(cell(browser, n, s) == "done" for n in ("node1", "node2", "node3")
                        for s in ("drain", "stop", "start", "health", "ready", "analysis"))
             verdicts = wait(browser, "the verdicts", lambda d: d.execute_script(
-                "return [...document.querySelectorAll('#analysis li')].map("
+                "return [...document.querySelectorAll('#analysis li.verdict')].map("
                 "li => [li.dataset.verdict, li.textContent])") or None)
             assert [v for v, _ in verdicts] == ["passed"] * 3, verdicts
             assert all("analysis passed after 1 check(s)" in t for _, t in verdicts)

@@ -8,13 +8,15 @@ from pathlib import Path
 import pytest
 
 from zdt import domain as dm
-from zdt.adapters.lb import Counts
+from zdt.adapters.lb import Counters, Counts
 from zdt.analysis import Measurement, Subject, alternation, bounded, judge, substitute
 from zdt.analysis import lb as lbp
 from zdt.analysis.command import CommandProvider
-from zdt.analysis.prometheus import number
-from zdt.domain.analysis_config import Analysis, CommandMetric
+from zdt.analysis.lb import LbProvider
+from zdt.analysis.prometheus import PrometheusProvider, number
+from zdt.domain.analysis_config import Analysis, CommandMetric, PrometheusMetric
 from zdt.errors import ConfigError
+from zdt.steps.analysis import _peers
 
 S = Analysis()        # the defaults: 1 % above the baseline, 2 × its time, 20 requests
 
@@ -163,7 +165,7 @@ def script(tmp_path: Path, body: str) -> str:
     ("true\n", None, None, "no data"),
     ("echo lots\n", False, None, "printed 'lots', not a number"),
     ("echo oops >&2; exit 4\n", False, None, "exit status 4: oops"),
-    ("sleep 5\n", False, None, "no answer after 0.3 s"),
+    ("sleep 5\n", False, None, "metric timed out after 0.3 s (it and every process it"),
 ])
 async def test_command_metric(tmp_path: Path, body: str, ok: bool | None, value: float | None,
                               detail: str) -> None:
@@ -189,12 +191,24 @@ BAD = [
      "max = 1\n", "analysis.command[0].argv", 4, "absolute path"),
     ("not a Prometheus URL", '[analysis]\n[[analysis.prometheus]]\nname = "q"\n'
      'url = "ftp://x"\nquery = "up"\nmax = 1\n', "analysis.prometheus[0].url", 4,
-     "not an http(s):// URL"),
+     "not an http(s)://HOST[:PORT][/PATH] URL"),
     ("two metrics, one name", '[analysis]\n[[analysis.command]]\nname = "q"\n'
      'argv = ["/bin/q"]\nmax = 1\n[[analysis.command]]\nname = "q"\nargv = ["/bin/r"]\n'
      "max = 1\n", "analysis", None, "given twice: q"),
     ("inconclusive", '[analysis]\non_inconclusive = "maybe"\n', "analysis.on_inconclusive", 2,
      "'pass' or 'fail'"),
+    ("a limit no window reaches", "[analysis]\nwindow = 2\ninterval = 2\n", "analysis", None,
+     "failure_limit 2 can never be reached: the window holds 1 check(s)"),
+    ("min above max", '[analysis]\n[[analysis.command]]\nname = "q"\nargv = ["/bin/q"]\n'
+     "min = 5\nmax = 1\n", "analysis.command[0]", None, "min 5 is above max 1"),
+    ("max not a number", '[analysis]\n[[analysis.command]]\nname = "q"\nargv = ["/bin/q"]\n'
+     "max = nan\n", "analysis.command[0].max", 5, "finite number"),
+    ("a misspelt placeholder", '[analysis]\n[[analysis.prometheus]]\nname = "q"\n'
+     'url = "http://p:9090"\nquery = "up{server=~\'$server\'}"\nmax = 1\n',
+     "analysis.prometheus[0].query", 5, "unknown placeholder(s) $server"),
+    ("a URL with no host", '[analysis]\n[[analysis.prometheus]]\nname = "q"\n'
+     'url = "http://"\nquery = "up"\nmax = 1\n', "analysis.prometheus[0].url", 4,
+     "not an http(s)://HOST"),
 ]
 
 
@@ -222,3 +236,67 @@ def test_a_good_analysis_section(tmp_path: Path, sample_toml: str) -> None:
     a = dm.load(path).analysis
     assert a is not None and a.checks == 3 and a.prometheus[0].url == "http://127.0.0.1:9090"
 
+
+
+def test_a_promql_query_gets_escaped_names() -> None:
+    """A dotted LB name is `a\\.b` as a regular expression, `a\\\\.b` inside a quoted
+    PromQL string (Prometheus's lexer refuses an unknown escape like `\\.`)."""
+    metric = PrometheusMetric(name="q", url="http://p:9090", max=1.0,
+                              query='sum(x{server=~"$servers"}) / sum(x{server=~"$baseline"})')
+    subject = Subject("n1", ("web.1",), ("web.2", "web-3"), 2.0)
+    assert PrometheusProvider(metric).query(subject) == \
+        'sum(x{server=~"web\\\\.1"}) / sum(x{server=~"web\\\\.2|web-3"})'
+
+
+class Readings:
+    """An LB whose counters are given, one reading per call."""
+
+    def __init__(self, *readings: Counters) -> None:
+        self.readings = list(readings)
+
+    async def counters(self) -> Counters:
+        return self.readings.pop(0)
+
+
+def reading(in_rotation: tuple[str, ...], **requests: tuple[int, int]) -> Counters:
+    """Per server: (requests, 5xx) so far."""
+    return Counters("test", Counts(), {n: Counts(requests=r, http_5xx=e)
+                                       for n, (r, e) in requests.items()}, in_rotation)
+
+
+async def test_the_lb_provider_compares_with_the_others_then_with_the_servers_own_past(
+        ) -> None:
+    settings = Analysis()
+    subject = Subject("node1", ("a",), ("b",), 2.0)
+    both = ("a", "b")
+    lb = Readings(reading(both, a=(0, 0), b=(0, 0)), reading(both, a=(100, 5), b=(100, 5)),
+                  reading(both, a=(200, 15), b=(105, 5)))
+    provider = LbProvider(lb, settings, ({"a": Counts()}, {"a": Counts(requests=1000,
+                                                                        http_5xx=100)}))
+    await provider.begin(subject)
+    first = {m.name: m for m in await provider.measure(subject)}
+    assert (first["5xx ratio"].ok, first["5xx ratio"].baseline) == (True, 0.05)   # as bad
+    assert "the other servers'" in first["5xx ratio"].bound
+    # the others took too few requests: the servers' own 10 % before the visit
+    second = {m.name: m for m in await provider.measure(subject)}
+    assert (second["5xx ratio"].ok, second["5xx ratio"].baseline) == (True, 0.1)
+    assert "their own before the visit" in second["5xx ratio"].bound
+
+
+async def test_a_judged_server_that_leaves_rotation_fails_the_check() -> None:
+    subject = Subject("node1", ("a",), ("b",), 2.0)
+    lb = Readings(reading(("a", "b"), a=(0, 0), b=(0, 0)), reading(("b",), a=(3, 0), b=(90, 0)))
+    provider = LbProvider(lb, Analysis(), None)
+    await provider.begin(subject)
+    [m] = await provider.measure(subject)
+    assert (m.name, m.ok) == ("in rotation", False) and "a left rotation" in m.detail
+
+
+def test_a_gate_compares_a_visit_with_its_own_clusters(sample_toml: str, tmp_path: Path
+                                                       ) -> None:
+    path = tmp_path / "domain.toml"
+    path.write_text(sample_toml)
+    domain = dm.load(path)
+    assert _peers(domain, ("s1",)) == {"s1", "s2", "s3"}          # cluster web
+    assert _peers(domain, ("s4",)) == {"s4"}                      # cluster batch
+    assert _peers(domain, ("admin",)) == {"admin"}                # in no cluster

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,3 +93,14 @@ def test_the_update_leaves_out_the_steps_of_parts_not_asked_for() -> None:
     assert shape.omit == {"extract", "backup", "switch", "stage", "apps"}
     assert [s for s in shape.visit_steps if s not in shape.omit and ":" not in s] == [
         "drain", "stop", "rewrite", "start", "health", "ready"]
+
+
+def test_a_request_that_asks_the_nodes_is_planned_by_app_plan_only(domain_file: Path) -> None:
+    """`restart --stale` narrows its targets by scanning the nodes: a start that skipped
+    that scan would restart every targeted server, so the plain prepare refuses it."""
+    from zdt.workflow.runner import Runner
+
+    with pytest.raises(ConfigError, match=r"asks the nodes before it is planned: prepare it "
+                                          r"with App\.plan"):
+        Runner(domain_file).prepare(RolloutRequest.of("restart", ("web",), stale=True))
+    assert Runner(domain_file).prepare(RolloutRequest.of("restart", ("web",))).plan.steps

@@ -238,3 +238,33 @@ def test_main_scans_a_tree_and_says_which_pids_are_gone(capsys: pytest.CaptureFi
     out = json.loads(capsys.readouterr().out)
     assert out["missing"] == [999999999]
     assert all(p["root"] == os.getpid() for p in out["processes"])
+
+
+def test_the_command_sent_to_a_node_is_small_and_stdlib_only() -> None:
+    """stale.py and procfs.py travel as one argument of `python3 -c` (an SSH command line
+    is one argument of the remote shell: at most 128 KiB); they import nothing of zdt but
+    each other."""
+    from zdt import stale_fleet
+
+    assert len(stale_fleet.BOOT) + len(stale_fleet._sources()) < 64 * 1024
+    for name in stale_fleet.MODULES:
+        text = (Path(stale.__file__).parent / f"{name}.py").read_text()
+        imported = {line.split()[1] for line in text.splitlines()
+                    if line.startswith(("import ", "from "))}
+        assert all(not m.startswith("zdt") or m == "zdt" for m in imported), imported
+
+
+async def test_a_node_scan_maps_processes_to_servers_and_says_what_it_could_not_see(
+        tmp_path: Path) -> None:
+    """The command a node runs, run here through the local transport: this test's own
+    process (a server whose pid it is) and a pid that is gone."""
+    from zdt import stale_fleet
+    from zdt.adapters.transport.local import LocalTransport
+
+    rows = [{"server": "s1", "node": "n1", "pid": os.getpid(), "stale": []},
+            {"server": "s2", "node": "n1", "pid": 999_999_999, "stale": []}]
+    found = await stale_fleet._node(LocalTransport("n1"), rows, stale_fleet._sources())
+    assert "error" not in found, found
+    assert found["missing"] == [999_999_999]
+    assert stale_fleet.blind({"nodes": [found], "servers": rows}) == [
+        "n1: process(es) 999999999 ended before the scan"]

@@ -18,6 +18,8 @@ cannot see must not wave a release through.
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -101,6 +103,10 @@ class Verdict:
         if failed:
             reasons = "; ".join(m.line() for m in failed[-1].measurements if m.ok is False)
             text += f", {len(failed)} failed ({reasons})"
+        elif self.verdict != "passed":
+            text += (": no check had enough data to judge (min_requests, or metrics with no "
+                     "number)" + ("; on_inconclusive = \"fail\"" if self.verdict == "failed"
+                                  else ""))
         if self.served is not None:
             text += (f"; its servers answered {self.served['requests']:,} requests, "
                      f"{self.served['http_5xx']:,} with a 5xx")
@@ -133,10 +139,8 @@ async def judge(providers: Sequence[Provider], subject: Subject, settings: Analy
         await p.begin(subject)
     for number in range(1, settings.checks + 1):
         await sleep(settings.interval)
-        found: list[Measurement] = []
-        for p in providers:
-            found += await p.measure(subject)
-        check = Check(number, tuple(found))
+        answers = await asyncio.gather(*(p.measure(subject) for p in providers))
+        check = Check(number, tuple(m for found in answers for m in found))
         verdict.checks.append(check)
         on_check(check)
         if verdict.failed_checks >= settings.failure_limit:
@@ -156,6 +160,8 @@ def bounded(name: str, value: float | None, low: float | None, high: float | Non
                                      None if high is None else f"≤ {high:g}") if b)
     if value is None:
         return Measurement(name, None, bound, None, detail or "no data")
+    if not math.isfinite(value):
+        return Measurement(name, None, bound, False, f"{value}: not a finite number")
     ok = (low is None or value >= low) and (high is None or value <= high)
     return Measurement(name, value, bound, ok, detail)
 

@@ -9,15 +9,16 @@ text that is not a number fails the check.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-import os
 
+from zdt.adapters.transport.local import LocalTransport
 from zdt.analysis import Measurement, Subject, bounded, failure, substitute
 from zdt.domain.analysis_config import CommandMetric
+from zdt.errors import ZdtError
 
 OUTPUT_LIMIT = 64 * 1024
+ENV = "/usr/bin/env"
+HERE = LocalTransport("the control host")
 
 
 class CommandProvider:
@@ -37,29 +38,21 @@ class CommandProvider:
 
 
 async def run(metric: CommandMetric, subject: Subject) -> float | None:
+    """Run the program as the local transport runs any command: in a session of its own,
+    so a timeout or a cancellation kills it and everything it started."""
     argv = [substitute(a, subject.values()) for a in metric.argv]
-    env = {**os.environ, "ZDT_NODE": subject.node, "ZDT_SERVERS": ",".join(subject.servers),
-           "ZDT_BASELINE": ",".join(subject.baseline), "ZDT_INTERVAL": f"{subject.interval:g}",
-           "ZDT_WORKFLOW": subject.workflow}
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    except OSError as exc:
-        raise ValueError(f"{argv[0]}: cannot run: {exc.strerror}") from exc
-    try:
-        async with asyncio.timeout(metric.timeout):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise ValueError(f"{argv[0]}: no answer after {metric.timeout:g} s") from None
-    if proc.returncode != 0:
-        tail = err[-OUTPUT_LIMIT:].decode(errors="replace").strip()[-300:]
-        raise ValueError(f"{argv[0]}: exit status {proc.returncode}"
-                         + (f": {tail}" if tail else ""))
-    lines = out[-OUTPUT_LIMIT:].decode(errors="replace").strip().splitlines()
+    env = [f"ZDT_NODE={subject.node}", f"ZDT_SERVERS={','.join(subject.servers)}",
+           f"ZDT_BASELINE={','.join(subject.baseline)}",
+           f"ZDT_INTERVAL={subject.interval:g}", f"ZDT_WORKFLOW={subject.workflow}"]
+    try:       # env(1) sets the variables and execs the program: no shell in between
+        r = await HERE.run([ENV, *env, *argv], check=False, timeout=metric.timeout)
+    except ZdtError as exc:
+        raise ValueError(str(exc).removeprefix(f"{HERE.node}: ").replace(ENV, argv[0], 1)
+                         ) from None
+    if r.returncode != 0:
+        tail = r.stderr.strip()[-300:]
+        raise ValueError(f"{argv[0]}: exit status {r.returncode}" + (f": {tail}" if tail else ""))
+    lines = r.stdout[-OUTPUT_LIMIT:].strip().splitlines()
     if not lines:
         return None
     try:
@@ -67,4 +60,4 @@ async def run(metric: CommandMetric, subject: Subject) -> float | None:
     except ValueError:
         raise ValueError(f"{argv[0]}: printed {lines[-1].strip()[:80]!r}, not a number"
                          ) from None
-    return None if math.isnan(value) else value
+    return None if math.isnan(value) else value   # inf: bounded() fails it

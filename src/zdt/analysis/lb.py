@@ -121,6 +121,10 @@ class LbProvider:
         if isinstance(now, str):
             return [failure(NAME, f"cannot read its counters: {now}")]
         previous, self.last = self.last, now
+        gone = [n for n in subject.servers if n not in now.in_rotation]
+        if gone:            # crashed or taken out under the gate: never a pass by silence
+            return [Measurement("in rotation", None, "every judged server", False,
+                                f"{', '.join(gone)} left rotation during the window")]
         if previous is None or previous.epoch != now.epoch:
             return [Measurement(NAME, None, "", None, "no earlier reading of this LB process")]
         updated = figures(previous.servers, now.servers, subject.servers)

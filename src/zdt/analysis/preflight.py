@@ -3,7 +3,6 @@ keeps counters zdt can read, each Prometheus answers its query, each command can
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +11,7 @@ from zdt.adapters.lb import Counts, LoadBalancer
 from zdt.analysis import Provider, Subject
 from zdt.analysis.command import CommandProvider
 from zdt.analysis.lb import LbProvider
-from zdt.analysis.prometheus import PrometheusProvider, instant
+from zdt.analysis.prometheus import PrometheusProvider, ask
 from zdt.domain.analysis_config import Analysis
 from zdt.errors import ZdtError
 
@@ -42,15 +41,17 @@ async def preflight(settings: Analysis, balancer: LoadBalancer, subject: Subject
                       "detail": f"analysis: {reading} (judge by Prometheus or a command "
                       "with lb_counters = false)" if isinstance(reading, str) else "readable"})
     for m in settings.prometheus:
-        query = PrometheusProvider(m).query(subject)
         try:
-            value = await asyncio.to_thread(instant, m.url, query, m.timeout)
+            value = await ask(m, PrometheusProvider(m).query(subject))
         except ValueError as exc:
-            found.append({"name": f"analysis: {m.name}", "ok": False,
-                          "detail": f"analysis: {m.name}: {exc}"})
+            value, why = None, str(exc)
         else:
-            found.append({"name": f"analysis: {m.name}", "ok": True,
-                          "detail": f"{m.url} answers (now: {value})"})
+            why = ("it gives no number now (no series matched: check its labels; a "
+                   "counter that may not exist yet reads `… or vector(0)`)"
+                   if value is None else "")
+        found.append({"name": f"analysis: {m.name}", "ok": not why,
+                      "detail": f"analysis: {m.name}: {why}" if why
+                      else f"{m.url} answers {value:g} now"})
     for c in settings.command:
         runnable = os.access(c.argv[0], os.X_OK) and os.path.isfile(c.argv[0])
         found.append({"name": f"analysis: {c.name}", "ok": runnable,

@@ -9,6 +9,7 @@ an error (unreachable, a bad query, several series) fails the check.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import math
 import urllib.error
@@ -25,7 +26,10 @@ class PrometheusProvider:
         self.metric = metric
 
     def query(self, subject: Subject) -> str:
-        return substitute(self.metric.query, subject.values())
+        """The query for this subject; each value escaped for a quoted PromQL string (a
+        regular expression's `\\.` is written `\\\\.` there)."""
+        values = {k: v.replace("\\", "\\\\") for k, v in subject.values().items()}
+        return substitute(self.metric.query, values)
 
     async def begin(self, subject: Subject) -> None:
         return None
@@ -33,10 +37,19 @@ class PrometheusProvider:
     async def measure(self, subject: Subject) -> list[Measurement]:
         m = self.metric
         try:
-            value = await asyncio.to_thread(instant, m.url, self.query(subject), m.timeout)
+            value = await ask(m, self.query(subject))
         except ValueError as exc:
             return [failure(m.name, str(exc))]
         return [bounded(m.name, value, m.min, m.max)]
+
+
+async def ask(m: PrometheusMetric, query: str) -> float | None:
+    """One instant query, given at most the metric's timeout in all (ValueError)."""
+    try:
+        async with asyncio.timeout(m.timeout):
+            return await asyncio.to_thread(instant, m.url, query, m.timeout)
+    except TimeoutError:
+        raise ValueError(f"{m.url}: no answer after {m.timeout:g} s") from None
 
 
 def instant(url: str, query: str, timeout: float) -> float | None:
@@ -47,7 +60,7 @@ def instant(url: str, query: str, timeout: float) -> float | None:
             body = answer.read(1_000_000)
     except urllib.error.HTTPError as exc:     # 400: a bad query, with Prometheus's reason
         raise ValueError(f"{url}: {exc.code} {_reason(exc.read(10_000))}") from exc
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise ValueError(f"{url}: cannot query Prometheus: {getattr(exc, 'reason', exc)}"
                          ) from exc
     return number(body)

@@ -168,17 +168,17 @@ def _print_processes(processes: list[dict[str, Any]], indent: str) -> None:
 
 
 def _print_fleet(found: dict[str, Any]) -> None:
-    for node in found["nodes"]:
-        if "error" in node:
-            out.print(f"{node['node']}: {clean(node['error'], lines=False)}", style="red")
     for row in found["servers"]:
         if row["stale"]:
             out.print(f"{row['server']} on {row['node']} (pid {row['pid']}): runs stale code")
             _print_processes(row["stale"], "  ")
-        elif "error" in row:
-            out.print(f"{row['server']}: {clean(row['error'], lines=False)}", style="red")
+        elif row["pid"] is None and "error" not in row:
+            out.print(f"{row['server']} on {row['node']}: not running (nothing to scan)")
+    for line in app.stale_blind(found):
+        out.print(f"not seen: {clean(line, lines=False)}", style="red")
     if found["stale"]:
         out.print(f"{len(found['stale'])} server(s) to restart: `zdt rollout restart "
                   "--stale` restarts exactly them, behind the load balancer")
     else:
-        out.print(f"no server runs stale code ({len(found['servers'])} scanned)")
+        scanned = sum(1 for r in found["servers"] if r["pid"])
+        out.print(f"no server runs stale code ({scanned} running server(s) scanned)")

@@ -170,6 +170,7 @@ function previewReport(r) {
     el("h2", {}, `Preview of a ${r.kind} rollout of ${r.targets.join(", ")}: nothing was ` +
        "changed"),
     r.archive ? el("p", {}, `archive ${r.archive.path}: version ${r.archive.version}`) : null,
+    ...(r.notes || []).map(n => el("p", {class: "note"}, n.message)),   // a --stale scan
     table(["node", "server", "check", "", "detail"], checks),
     el("h2", {}, "Plan"), table(["batch", "node", "servers", "steps"], plan),
     el("p", {id: "batches"}, `${c.batches} batch(es) (--batch ${c.batch}, at most ` +
@@ -213,8 +214,9 @@ async function workflowView(id, mine) {
         el("span", {class: "error"}, s.error)]))] : []));
     visits.replaceChildren(visitRows(w.nodes, w.steps));
     witness.textContent = w.witness ? witnessLine(w.witness) : "";
-    analysis.replaceChildren(...(w.analysis || []).map(a => el("li",   // each gate's verdict
-      {class: "verdict", "data-verdict": a.verdict}, a.sentence)));
+    analysis.replaceChildren(...(w.notes || []).map(n => el("li", {class: "note"}, n.message)),
+      ...(w.analysis || []).map(a => el("li",                      // each gate's verdict
+        {class: "verdict", "data-verdict": a.verdict}, a.sentence)));
   }
   function soon() {                      // one refresh for a burst of events
     if (pending) return;

@@ -30,7 +30,9 @@ servers by their LB names), `$baseline` (the same for the servers compared with)
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -48,15 +50,26 @@ class _Metric(_Model):
     `min`. No number (an empty answer, NaN): that check has no verdict."""
 
     name: Annotated[str, Field(min_length=1, max_length=80)]
-    max: float | None = None
-    min: float | None = None
+    max: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    min: Annotated[float, Field(allow_inf_nan=False)] | None = None
     timeout: Seconds = 10.0
 
     @model_validator(mode="after")
     def _bounded(self) -> _Metric:
         if self.max is None and self.min is None:
             raise ValueError(f"metric {self.name!r}: give `max`, `min` or both")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"metric {self.name!r}: min {self.min:g} is above max "
+                             f"{self.max:g}: no number could pass")
         return self
+
+
+def _known_placeholders(text: str) -> str:
+    unknown = sorted(set(re.findall(r"\$[A-Za-z_]+", text)) - set(PLACEHOLDERS))
+    if unknown:
+        raise ValueError(f"unknown placeholder(s) {', '.join(unknown)} (known: "
+                         f"{', '.join(PLACEHOLDERS)})")
+    return text
 
 
 class PrometheusMetric(_Metric):
@@ -66,9 +79,16 @@ class PrometheusMetric(_Metric):
     @field_validator("url")
     @classmethod
     def _http(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError(f"not an http(s):// URL of a Prometheus server: {v!r}")
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ValueError(f"not an http(s)://HOST[:PORT][/PATH] URL of a Prometheus "
+                             f"server: {v!r}")
         return v.rstrip("/")
+
+    @field_validator("query")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        return _known_placeholders(v)
 
 
 class CommandMetric(_Metric):
@@ -77,8 +97,10 @@ class CommandMetric(_Metric):
     @field_validator("argv")
     @classmethod
     def _absolute(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v[0].startswith("/"):
-            raise ValueError(f"argv[0] must be an absolute path, not {v[0]!r}")
+        if not v[0].startswith("/") or "=" in v[0]:
+            raise ValueError(f"argv[0] must be an absolute path (with no `=`), not {v[0]!r}")
+        for item in v:
+            _known_placeholders(item)
         return v
 
 
@@ -104,6 +126,10 @@ class Analysis(_Model):
         if self.interval > self.window:
             raise ValueError(f"interval ({self.interval:g} s) is longer than window "
                              f"({self.window:g} s)")
+        if self.failure_limit > self.checks:
+            raise ValueError(f"failure_limit {self.failure_limit} can never be reached: the "
+                             f"window holds {self.checks} check(s) of {self.interval:g} s; "
+                             "lower it or widen the window")
         if not (self.lb_counters or self.prometheus or self.command):
             raise ValueError("nothing to judge: lb_counters = false and no "
                              "[[analysis.prometheus]] or [[analysis.command]]")
@@ -116,4 +142,4 @@ class Analysis(_Model):
     @property
     def checks(self) -> int:
         """How many checks fit in the window."""
-        return max(1, int(self.window // self.interval))
+        return max(1, int(self.window / self.interval + 1e-9))

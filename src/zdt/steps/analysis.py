@@ -35,21 +35,27 @@ class Analyse:
         return None            # it changed nothing; the ready's revert takes the node out
 
     def subject(self, settings: Analysis) -> Subject:
-        """The visit's servers, against the servers in no visit of this batch or before."""
+        """The visit's servers, against their clusters' servers behind the LB that are in
+        no visit of this batch or an earlier one (not yet updated)."""
         updated = set(self.spec.servers)
         w = self.ctx.witness
         if w is not None:
             updated.update(n for r in w.journal.steps(w.wid) if r.batch <= self.spec.batch
                            for n in r.servers)
+        peers = _peers(self.ctx.domain, self.spec.servers)
         return Subject(self.spec.node, tuple(s.backend_name for s in self.servers),
                        tuple(s.backend_name for s in self.ctx.domain.servers
-                             if s.lb and s.name not in updated),
+                             if s.lb and s.name in peers and s.name not in updated),
                        settings.interval, self.ctx.workflow)
 
     async def execute(self) -> dict[str, Any] | None:
         ctx, w = self.ctx, self.ctx.witness
         settings = settings_of(ctx.domain)
-        if not await lb.in_rotation(ctx, self.servers):   # resumed after a failed verdict
+        if not await lb.in_rotation(ctx, self.servers):   # resumed after a failed verdict:
+            if w is not None:                             # the operator asked for a new one
+                w.journal.event(w.wid, "warning", f"{self.spec.node}: back in rotation to "
+                                "be judged again (resumed after the gate failed it)",
+                                step=self.spec.index)
             await lb.ready(ctx, self.servers)
         subject = self.subject(settings)
         found = providers(settings, ctx.lb, w.before(self.spec.group) if w else None)
@@ -69,5 +75,18 @@ class Analyse:
             w.journal.event(w.wid, "analysis", verdict.sentence(), step=self.spec.index,
                             data=verdict.data())
         if verdict.verdict == "failed":
-            raise StepError(verdict.sentence(), retryable=False)
+            raise StepError(f"{verdict.sentence()}. Its servers were taken out of rotation; "
+                            f"the checks are in the journal (`zdt status {ctx.workflow}`); "
+                            "the thresholds are [analysis] in the domain file, and "
+                            "--no-analysis rolls out without the gate", retryable=False)
         return {"analysis": verdict.verdict, "checks": len(verdict.checks)}
+
+
+def _peers(domain: Domain, names: tuple[str, ...]) -> set[str]:
+    """The servers of every cluster the named servers belong to (servers in no cluster
+    are one group of their own): what they are compared with."""
+    clustered = {n for c in domain.clusters for n in c.servers}
+    groups = [set(c.servers) for c in domain.clusters if set(names) & set(c.servers)]
+    if set(names) - clustered:
+        groups.append({s.name for s in domain.servers} - clustered)
+    return set().union(*groups)

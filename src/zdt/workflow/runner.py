@@ -19,7 +19,7 @@ from zdt import adapters as adapter_factory
 from zdt import domain as domain_model
 from zdt import preview
 from zdt.domain import Domain
-from zdt.errors import ZdtError
+from zdt.errors import ConfigError, ZdtError
 from zdt.steps import Context, hooks
 from zdt.steps.analysis import settings_of
 from zdt.waiting import REAL_TIME, Timing
@@ -131,6 +131,10 @@ class Runner(Wiring):
     """Runs workflows of one domain."""
 
     def prepare(self, request: RolloutRequest) -> Prepared:
+        kind = kinds.get(request.kind)
+        if kind.narrows(request):       # it must ask the nodes first: App.plan does
+            raise ConfigError(f"this {request.kind} request asks the nodes before it is "
+                              "planned: prepare it with App.plan")
         return prepare(self.domain_path, request)
 
     async def rollout(self, request: RolloutRequest | Prepared) -> str:

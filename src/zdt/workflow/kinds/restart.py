@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from zdt import stale_fleet
 from zdt.errors import NothingToDo, PreconditionError
 from zdt.steps import servers
+from zdt.terminal import clean
 from zdt.workflow.kinds import Field, Kind, Note, register
 from zdt.workflow.plan import resolve_targets
 
@@ -46,11 +47,12 @@ class Restart(Kind):
                      ) -> tuple[RolloutRequest, tuple[Note, ...]]:
         targeted = resolve_targets(domain, request.targets)
         found = await stale_fleet.scan(domain, adapters, targeted)
-        blind = [n for n in found["nodes"] if "error" in n] + \
-            [r for r in found["servers"] if "error" in r]
+        blind = stale_fleet.blind(found)
         if blind:
             raise PreconditionError("--stale: cannot tell which servers run stale code: "
-                                    + "; ".join(x["error"] for x in blind))
+                                    + "; ".join(blind) + "; the scan needs python3 (3.10 "
+                                    "or later) on each node and the right to read the "
+                                    "servers' /proc entries (root, or the servers' user)")
         if not found["stale"]:
             raise NothingToDo(f"nothing to restart: none of the {len(targeted)} targeted "
                               "server(s) runs code from a deleted or replaced file")
@@ -62,9 +64,11 @@ class Restart(Kind):
 
 
 def _files(row: dict[str, Any]) -> str:
+    """What a server runs that is stale, on one line (paths come from the node: cleaned)."""
     files = {f["path"]: f for p in row["stale"] for f in p["files"]}
-    return ", ".join(f"{f['why']} {path}" + (f" ({f['package']})" if f.get("package") else "")
-                     for path, f in sorted(files.items()))
+    return ", ".join(f"{f['why']} {clean(path, lines=False)}" + (
+        f" ({clean(f['package'], lines=False)})" if f.get("package") else "")
+        for path, f in sorted(files.items()))
 
 
 register(Restart())
