@@ -46,7 +46,7 @@ def sb() -> Iterator[dict[str, Any]]:
     with fresh_sandbox(3, 1) as info:
         domain = Path(info["domain"])     # a short metric gate, turned on from the form
         domain.write_text(domain.read_text() + "\n[analysis]\nenabled = false\nwindow = 1\n"
-                          "interval = 1\n")
+                          "interval = 1\nfailure_limit = 1\n")
         yield info
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -132,11 +133,15 @@ def test_bounds() -> None:
      b'"value":[1,"0.25"]}]}}', 0.25),
     (b'{"status":"success","data":{"resultType":"scalar","result":[1,"3"]}}', 3.0),
     (b'{"status":"success","data":{"resultType":"vector","result":[]}}', None),
-    (b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},'
-     b'"value":[1,"NaN"]}]}}', None),
 ])
 def test_prometheus_answers(body: bytes, value: float | None) -> None:
     assert number(body) == value
+
+
+def test_a_prometheus_nan_is_a_series_with_nothing_to_judge() -> None:
+    nan = number(b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},'
+                 b'"value":[1,"NaN"]}]}}')
+    assert nan is not None and math.isnan(nan)
 
 
 @pytest.mark.parametrize(("body", "why"), [

@@ -3,6 +3,7 @@ keeps counters zdt can read, each Prometheus answers its query, each command can
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +13,7 @@ from zdt.analysis import Provider, Subject
 from zdt.analysis.command import CommandProvider
 from zdt.analysis.lb import LbProvider
 from zdt.analysis.prometheus import PrometheusProvider, ask
-from zdt.domain.analysis_config import Analysis
+from zdt.domain.analysis_config import Analysis, PrometheusMetric
 from zdt.errors import ZdtError
 
 Before = tuple[Mapping[str, Counts], Mapping[str, Counts]]
@@ -41,17 +42,7 @@ async def preflight(settings: Analysis, balancer: LoadBalancer, subject: Subject
                       "detail": f"analysis: {reading} (judge by Prometheus or a command "
                       "with lb_counters = false)" if isinstance(reading, str) else "readable"})
     for m in settings.prometheus:
-        try:
-            value = await ask(m, PrometheusProvider(m).query(subject))
-        except ValueError as exc:
-            value, why = None, str(exc)
-        else:
-            why = ("it gives no number now (no series matched: check its labels; a "
-                   "counter that may not exist yet reads `… or vector(0)`)"
-                   if value is None else "")
-        found.append({"name": f"analysis: {m.name}", "ok": not why,
-                      "detail": f"analysis: {m.name}: {why}" if why
-                      else f"{m.url} answers {value:g} now"})
+        found.append(await _asked(m, subject))
     for c in settings.command:
         runnable = os.access(c.argv[0], os.X_OK) and os.path.isfile(c.argv[0])
         found.append({"name": f"analysis: {c.name}", "ok": runnable,
@@ -59,3 +50,19 @@ async def preflight(settings: Analysis, balancer: LoadBalancer, subject: Subject
                       f"analysis: {c.name}: {c.argv[0]} is not an executable file on "
                       "this machine"})
     return found
+
+
+async def _asked(m: PrometheusMetric, subject: Subject) -> dict[str, Any]:
+    """A query must give a number now, NaN included (a ratio of no requests yet): an empty
+    answer means no series matched, and the gate would never see anything."""
+    name = f"analysis: {m.name}"
+    try:
+        value = await ask(m, PrometheusProvider(m).query(subject))
+    except ValueError as exc:
+        return {"name": name, "ok": False, "detail": f"{name}: {exc}"}
+    if value is None:
+        return {"name": name, "ok": False, "detail": f"{name}: it gives no number now (no "
+                "series matched: check its labels; a counter that may not exist yet reads "
+                "`… or vector(0)`)"}
+    idle = " (no traffic to judge yet)" if math.isnan(value) else ""
+    return {"name": name, "ok": True, "detail": f"{m.url} answers {value:g} now{idle}"}

@@ -40,6 +40,8 @@ class PrometheusProvider:
             value = await ask(m, self.query(subject))
         except ValueError as exc:
             return [failure(m.name, str(exc))]
+        if value is not None and math.isnan(value):
+            return [bounded(m.name, None, m.min, m.max, "NaN: nothing to judge")]
         return [bounded(m.name, value, m.min, m.max)]
 
 
@@ -74,7 +76,8 @@ def _reason(body: bytes) -> str:
 
 
 def number(body: bytes) -> float | None:
-    """The one number of an instant query's JSON answer (None: no data)."""
+    """The one number of an instant query's JSON answer: None when no series matched, NaN
+    when one did but has no value (a ratio of no requests)."""
     try:
         data: Any = json.loads(body)
         if data.get("status") != "success":
@@ -91,7 +94,6 @@ def number(body: bytes) -> float | None:
             text = result[0]["value"][1]
         else:
             raise ValueError(f"the query gives a {kind}, not one number")
-        value = float(text)
+        return float(text)       # NaN (a rate of nothing: 0/0) is kept: a series matched
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise ValueError(f"not an answer of Prometheus's query API: {exc!r}") from exc
-    return None if math.isnan(value) else value

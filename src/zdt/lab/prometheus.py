@@ -65,13 +65,14 @@ class Prometheus:
         return self
 
     def _wait_scraped(self, timeout: float) -> None:
-        """Until every target was scraped and is up (`up == 1`)."""
+        """Until every target was scraped twice and is up: a rate() has two samples."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError("prometheus exited: "
                                    + (self.base / "prometheus.log").read_text()[-2000:])
-            if self.query("count(up == 1)") == float(len(self.targets)):
+            if self.query("count(up == 1)") == float(len(self.targets)) and \
+                    (self.query("min(count_over_time(up[1m]))") or 0) >= 2:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"prometheus did not scrape {self.targets} in {timeout:g} s")
