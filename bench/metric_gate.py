@@ -6,8 +6,9 @@ With the default [analysis] (a 10 s window, a check every 2 s, 2 failed checks f
 visit), home rollouts of: the degraded release (every 5th request answers 500), the slow
 one (every answer 25 ms late), and the good v2 with the gate and without it. Printed per
 rollout: its end state, requests, failed requests as the clients counted them, the 5xx
-the report counts for the judged node, the time from the ready to the verdict, the judged
-servers' figure against their baseline, and the wall time.
+the report counts for the judged node, the checks to the verdict (at most), the judged
+servers' figure against their baseline (the failing one, else the response time; HAProxy's
+rtime is in whole ms), and the wall time.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from bench.common import measured
 from zdt.app import App, RolloutRequest
 from zdt.lab import sandbox
 
-HEADER = ("| rollout | state | requests | failed | 5xx counted | verdict after s | judged / "
-          "baseline | wall s |\n|---|---|---:|---:|---:|---:|---|---:|")
+HEADER = ("| rollout | state | requests | failed | 5xx counted | checks to the verdict | "
+          "judged / baseline | wall s |\n|---|---|---:|---:|---:|---:|---|---:|")
+INTERVAL = 2.0     # the default [analysis] interval
 
 
 def judged(verdict: dict[str, Any]) -> str:
@@ -38,13 +40,12 @@ def judged(verdict: dict[str, Any]) -> str:
 
 
 def row(label: str, r: dict[str, Any]) -> str:
-    gate = [s for s in r["steps"] if s["name"] == "analysis" and s["duration"] is not None]
     verdicts = r["analysis"]
     counted = sum((v["served"] or {}).get("http_5xx", 0) for v in verdicts)
-    after = max((s["duration"] for s in gate), default=None)
+    checks = max((len(v["checks"]) for v in verdicts), default=0)
     return (f"| {label} | {r['state']} | {r['requests']} | {r['failed']} | "
             f"{counted if verdicts else '-'} | "
-            f"{'-' if after is None else f'{after:.2f}'} | "
+            f"{f'{checks} ({checks * INTERVAL:g} s)' if verdicts else '-'} | "
             f"{judged(verdicts[0]) if verdicts else '-'} | {r['wall']:.2f} |")
 
 
