@@ -7,6 +7,7 @@ Needs root (namespaces, mounts) and OpenSSH's sshd; `.ci/run` runs as root and i
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import os
 import shutil
@@ -36,6 +37,8 @@ from zdt.lab import sandbox
 from zdt.lab.sandbox.isolated import wait_sshd
 from zdt.lab.sandbox.processes import live_processes, wait_gone
 from zdt.workflow.admission import open_journal
+
+ZLIB = sorted(glob.glob("/usr/lib/*/libz.so.1") + glob.glob("/lib/*/libz.so.1"))[0]
 
 pytestmark = [pytest.mark.integration, needs_isolation]
 
@@ -136,6 +139,23 @@ async def test_home_rollout_and_revert_over_ssh(isb: dict[str, Any]) -> None:
     assert json.loads(reverted.stdout)["state"] == "reverted"
     assert await homes(isb) == {"v1"}
     assert await served(isb) == {"v1"}
+    # a library node1's server loads, replaced under it: found over SSH, restarted alone
+    library = Path(isb["nodes"][0]["home"]) / "lib" / "native" / "libapp.so"
+    library.parent.mkdir()
+    shutil.copyfile(ZLIB, library)
+    loaded = zdt("rollout", "restart", "-d", isb["domain"], "--targets", "node1-s1")
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    shutil.copyfile(ZLIB, library.with_suffix(".new"))
+    os.replace(library.with_suffix(".new"), library)
+    found = json.loads(zdt("stale", "-d", isb["domain"], "--json").stdout)
+    assert [n.get("error") for n in found["nodes"]] == [None, None, None], found["nodes"]
+    assert all(r["pid"] for r in found["servers"]) and found["stale"] == ["node1-s1"]
+    [process] = found["servers"][0]["stale"]
+    assert process["files"][0]["path"] == "/srv/app/home/lib/native/libapp.so"
+    result = await zdt_under_load(isb["lb_url"], "rollout", "restart", "-d", isb["domain"],
+                                  "--stale", "--json")
+    assert {s["node"] for s in json.loads(result.stdout)["steps"]} == {"node1"}
+    assert json.loads(zdt("stale", "-d", isb["domain"], "--json").stdout)["stale"] == []
 
 
 async def test_broken_release_over_ssh_is_reverted(isb: dict[str, Any]) -> None:
