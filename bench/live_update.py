@@ -1,7 +1,7 @@
 """Benchmark: `zdt live update` of the stateful counter under steady load on one host.
 
-    python -m bench.live_update [--updates 20] [--sizes 1024 1048576 104857600]
-                                [--shapes ka16 ka256 close16]
+    python -m bench.live_update [--updates 20] [--sizes 1024 1048576 104857600 1073741824]
+                                [--shapes ka16 ka256 close16] [--modes stream segment]
 
 For each state size and client shape: start the counter under `zdt live run`, load it at
 capacity (GET /: wrk, or zdt's generator, with 16 or 256 keep-alive clients or 16
@@ -9,13 +9,16 @@ new-connection ones; the counter closes each connection after its answer, so kee
 clients connect again for each request) while 3 clients POST /incr, run N updates
 alternating between two homes, and print the requests, the failed ones (refused, reset,
 non-2xx), the blackout (median and max), the total time per update, and whether every
-increment survived.
+increment survived. Two modes: `stream` (the state is bytes the original writes on its
+channel and the surrogate reads) and `segment` (the state lives in a memfd segment handed
+over by reference: `zdt.live.segment`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import shutil
 import socket
@@ -38,7 +41,8 @@ def zdt(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=600)
 
 
-async def run_size(size: int, updates: int, shape: str) -> dict[str, Any]:
+async def run_size(size: int, updates: int, shape: str, mode: str = "stream"
+                   ) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="zdt-live-", dir="/tmp"))
     for v in ("v1", "v2"):
         (base / v).mkdir()
@@ -48,8 +52,10 @@ async def run_size(size: int, updates: int, shape: str) -> dict[str, Any]:
         port = s.getsockname()[1]
     url, state = f"http://127.0.0.1:{port}/", str(base / "sd")
     started = zdt("live", "run", "--name", "bench", "--listen", f"127.0.0.1:{port}", "--home",
-                  str(base / "v1"), "--state-dir", state, "--detach", "--", sys.executable,
-                  "-m", "zdt.lab.counter", "--state-bytes", str(size))
+                  str(base / "v1"), "--state-dir", state, "--detach",
+                  "--max-state-bytes", str(size + (1 << 20)), "--", sys.executable,
+                  "-m", "zdt.lab.counter", "--state-bytes", str(size),
+                  *(["--segment"] if mode == "segment" else []))
     assert started.returncode == 0, started.stderr
     results = []
     try:
@@ -62,7 +68,9 @@ async def run_size(size: int, updates: int, shape: str) -> dict[str, Any]:
             for n in range(updates):
                 home = base / ("v2" if n % 2 == 0 else "v1")
                 done = await asyncio.to_thread(zdt, "live", "update", "bench", "--home-dir",
-                                               str(home), "--state-dir", state, "--json")
+                                               str(home), "--state-dir", state, "--json",
+                                               "--checkpoint-timeout", "120",
+                                               "--ready-timeout", "120")
                 assert done.returncode == 0, done.stderr
                 results.append(json.loads(done.stdout))
             await asyncio.sleep(0.3)
@@ -81,7 +89,7 @@ async def run_size(size: int, updates: int, shape: str) -> dict[str, Any]:
 
 
 def human(size: int) -> str:
-    for unit, factor in (("MB", 1 << 20), ("KB", 1 << 10)):
+    for unit, factor in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
         if size >= factor:
             return f"{size // factor} {unit}"
     return f"{size} B"
@@ -90,21 +98,22 @@ def human(size: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=20)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 1 << 20, 100 << 20])
-    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
+    parser.add_argument("--sizes", type=int, nargs="+",
+                        default=[1024, 1 << 20, 100 << 20, 1 << 30])
+    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=["ka16"])
+    parser.add_argument("--modes", nargs="+", choices=["stream", "segment"],
+                        default=["stream", "segment"])
     args = parser.parse_args()
-    print("| state | clients | updates | requests | failed | blackout median ms | "
+    print("| state | mode | clients | updates | requests | failed | blackout median ms | "
           "blackout max ms | total median ms | every increment kept |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
-    for size in args.sizes:
-        for shape in args.shapes:
-            r = asyncio.run(run_size(size, args.updates, shape))
-            print(f"| {human(size)} | {shape} | {r['updates']} | {r['connections']:,} | "
-                  f"{r['failed']} | {r['blackout_median']:.1f} | {r['blackout_max']:.1f} | "
-                  f"{r['total_median']:.0f} | {'yes' if r['state_kept'] else 'NO'} |",
-                  flush=True)
-            if r["errors"]:
-                print(f"  errors: {r['errors']}")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for size, mode, shape in itertools.product(args.sizes, args.modes, args.shapes):
+        r = asyncio.run(run_size(size, args.updates, shape, mode))
+        print(f"| {human(size)} | {mode} | {shape} | {r['updates']} | {r['connections']:,} | "
+              f"{r['failed']} | {r['blackout_median']:.1f} | {r['blackout_max']:.1f} | "
+              f"{r['total_median']:.0f} | {'yes' if r['state_kept'] else 'NO'} |", flush=True)
+        if r["errors"]:
+            print(f"  errors: {r['errors']}")
 
 
 if __name__ == "__main__":

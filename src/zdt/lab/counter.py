@@ -1,13 +1,14 @@
 """A stateful sample workload for `zdt live`: a counter served over HTTP.
 
-    python -m zdt.lab.counter [--port 8080] [--state-bytes N]
+    python -m zdt.lab.counter [--port 8080] [--state-bytes N] [--segment]
 
   GET /        {"version", "pid", "count"}     (version: $ZDT_HOME/VERSION)
   POST /incr   adds one, answers the same object
   GET /health  200
 
 Its count (and, for benchmarks, N extra bytes) is its state: under `zdt live` it is handed
-to the surrogate at checkpoint, so no increment is lost across an update.
+to the surrogate at checkpoint, so no increment is lost across an update. With --segment
+it lives in a state segment (`zdt.live.segment`), handed over by reference, not copied.
 
 The accept loop runs behind a gate: a checkpoint closes the gate, waits until the loop has
 seen it (so nothing is accepted after the state is taken) and until the requests in flight
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import select
 import signal
@@ -37,13 +39,23 @@ from typing import Any
 
 from zdt import live
 
+PAGE = mmap.PAGESIZE
+
 
 class Counter:
-    def __init__(self, home: Path, blob: bytes) -> None:
+    def __init__(self, home: Path, blob: bytes, segment: int | None = None) -> None:
+        """segment: keep the count and `segment` bytes in a state segment (handed over
+        by reference), else the count and `blob` are the state handed over as bytes."""
         self.home = home
         self.version = _read(home / "VERSION") or "unknown"
-        self.count = 0
+        self.seg: mmap.mmap | None = None
+        self.segment_bytes = segment
+        self._count = 0
         self.blob = blob
+        if segment is not None and os.environ.get("ZDT_LIVE_ROLE") != "surrogate":
+            self.seg = live.segment(8 + segment)       # a surrogate is handed its own
+            for offset in range(8, len(self.seg), PAGE):
+                self.seg[offset] = 1                   # real memory, every page of it
         self.lock = threading.Lock()
         self.gate = threading.Event()
         self.gate.set()
@@ -56,7 +68,26 @@ class Counter:
         # out a select timeout: that wait would be blackout
         self.wake_r, self.wake_w = socket.socketpair()
 
+    @property
+    def count(self) -> int:
+        if self.segment_bytes is None:
+            return self._count
+        if self.seg is None:          # a surrogate that took over without a state
+            self.seg = live.segment(8 + self.segment_bytes)
+        return int(struct.unpack_from(">Q", self.seg, 0)[0])
+
+    @count.setter
+    def count(self, value: int) -> None:
+        if self.segment_bytes is None:
+            self._count = value
+            return
+        if self.seg is None:
+            self.seg = live.segment(8 + self.segment_bytes)
+        struct.pack_into(">Q", self.seg, 0, value)
+
     def state(self) -> bytes:
+        if self.segment_bytes is not None:
+            return b""                # it is all in the segment
         return struct.pack(">Q", self.count) + self.blob
 
     def restore(self, data: bytes) -> None:
@@ -65,6 +96,9 @@ class Counter:
             os._exit(3)
         if (self.home / "BAD_ACCEPTING").exists():  # a surrogate answering out of protocol
             live.send_raw(b"ACCEPTING soon\n")
+        if self.segment_bytes is not None:
+            self.seg = live.segment()  # the original's pages, mapped: nothing copied
+            return
         self.count = struct.unpack(">Q", data[:8])[0]
         self.blob = data[8:]
 
@@ -80,6 +114,8 @@ class Counter:
             return self.state()
 
     def resume(self) -> None:
+        if self.segment_bytes is not None:
+            self.seg = live.segment()     # mapped again: the handoff did not take it
         # gate first: the loop must not see a closed gate between these two lines and
         # raise `paused` again, or the next pause would not wait for the loop
         self.gate.set()
@@ -187,11 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zdt.lab.counter")
     p.add_argument("--port", type=int, default=8080, help="when not run by zdt live")
     p.add_argument("--state-bytes", type=int, default=0, help="extra state to hand over")
+    p.add_argument("--segment", action="store_true",
+                   help="keep the count and the extra state in a segment handed over by "
+                   "reference (zdt.live.segment), not as bytes")
     p.add_argument("--no-checkpoint", action="store_true",
                    help="behave like a plain socket-activated server (handed over by overlap)")
     args = p.parse_args(argv)
     home = Path(os.environ.get("ZDT_HOME", "."))
-    counter = Counter(home, b"\0" * args.state_bytes)
+    counter = Counter(home, b"" if args.segment else b"\0" * args.state_bytes,
+                      args.state_bytes if args.segment else None)
     socks = live.listeners()
     if not socks:
         s = socket.create_server(("127.0.0.1", args.port), reuse_port=False, backlog=512)

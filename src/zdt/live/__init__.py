@@ -8,6 +8,11 @@
     live.ready(restore)                   # tell zdt; a surrogate's restore(state) runs here
     ... accept on socks ...               # zdt was told, after restore, that it accepts
 
+State that is large is better kept in a segment: `seg = live.segment(size)` is a shared
+mapping (mmap) of a memfd that zdt hands to the surrogate by reference at the checkpoint,
+with no copy whatever its size; in the surrogate, `live.segment()` (in `restore`) is the
+same memory. The workload must hold no memoryview of it past `pause` (see segments.py).
+
 Without zdt (no LISTEN_FDS) `listeners()` returns [] and `ready()` returns None, so the
 same program also runs on its own. Any socket-activation-aware server works under zdt
 without this helper (readiness by sd_notify READY=1 or a health URL); it is then handed
@@ -16,12 +21,14 @@ over by overlap, with no state.
 
 from __future__ import annotations
 
+import mmap
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 
+from zdt.live import segments
 from zdt.live.protocol import Channel, ProtocolError
 
 SD_LISTEN_FDS_START = 3
@@ -30,6 +37,8 @@ _pause: Callable[[], bytes] | None = None
 _resume: Callable[[], None] | None = None
 _restored: bytes | None = None
 _channel: Channel | None = None
+_fds: socket.socket | None = None                  # the descriptor channel (SCM_RIGHTS)
+_segment: segments.Segment | None = None
 _state_lock = threading.Lock()
 # pausing: `pause` runs; paused: the state was sent and no RESUME nor retirement came yet;
 # resume: a RESUME came while pausing (served as soon as `pause` returns)
@@ -52,6 +61,20 @@ def on_checkpoint(pause: Callable[[], bytes], resume: Callable[[], None]) -> Non
     _pause, _resume = pause, resume
 
 
+def segment(size: int | None = None) -> mmap.mmap:
+    """The workload's state segment: the one handed over by the previous process (in a
+    surrogate, from `restore` on), else this process's own, made of `size` bytes (zeros)
+    the first time."""
+    global _segment
+    if _segment is None:
+        if size is None:
+            raise ValueError("no state segment yet: give its size")
+        _segment = segments.Segment.create(size)
+    if size is not None and size != _segment.size:
+        raise ValueError(f"the state segment is {_segment.size} bytes, not {size}")
+    return _segment.attach()
+
+
 def restored_state() -> bytes | None:
     """The state handed over by the previous process, once `ready()` returned."""
     return _restored
@@ -62,7 +85,7 @@ def ready(restore: Callable[[bytes], None] | None = None) -> bytes | None:
     here for the original's state, hands it to `restore`, and only then tells zdt that it
     accepts: a restore that raises or crashes leaves the original serving. The state is
     returned, and kept for `restored_state()`."""
-    global _restored, _channel
+    global _restored, _channel, _fds
     # X_ZDT_GO: this helper answers RESTORED and waits for GO (a supervisor may then tell
     # it from an older helper, which accepted as soon as it had restored)
     _notify("READY=1" + ("\nX_ZDT_CHECKPOINT=1\nX_ZDT_GO=1" if _pause else ""))
@@ -70,12 +93,15 @@ def ready(restore: Callable[[bytes], None] | None = None) -> bytes | None:
     if fd is None:
         return None
     _channel = Channel(socket.socket(fileno=int(fd)))
+    if os.environ.get("ZDT_LIVE_FDS"):
+        _fds = socket.socket(fileno=int(os.environ["ZDT_LIVE_FDS"]))
     if os.environ.get("ZDT_LIVE_ROLE") == "surrogate" and _pause is not None:
         words, payload = _channel.receive()
         if words[0] == "RESTORE":
             _restored = payload
             if restore is not None:
                 try:
+                    _take_segment(words)
                     restore(payload)
                 except Exception as exc:
                     _channel.send("FAILED", "restore", f"{type(exc).__name__}: {exc}")
@@ -85,6 +111,20 @@ def ready(restore: Callable[[bytes], None] | None = None) -> bytes | None:
         _channel.send("ACCEPTING", time.monotonic_ns())
     threading.Thread(target=_serve, name="zdt-live", daemon=True).start()
     return _restored
+
+
+def _take_segment(words: list[str]) -> None:
+    """`RESTORE <n> segment <size>`: the original's segment comes on the descriptor
+    channel; it replaces any this process made, and is mapped (no copy)."""
+    global _segment
+    if "segment" not in words or _fds is None:
+        return
+    size = int(words[words.index("segment") + 1])
+    _, fd = segments.receive(_fds)
+    if _segment is not None:
+        _segment.detach()
+        os.close(_segment.fd)
+    _segment = segments.Segment.received(fd, size)
 
 
 def _await_go() -> None:
@@ -135,6 +175,8 @@ def _resume_now_or_after_pause() -> None:
         _pending["resume"] = pausing
         _pending["paused"] = False
     if paused and _resume is not None:
+        if _segment is not None:
+            _segment.attach()          # the handoff failed: the segment is this one's again
         _resume()
 
 
@@ -168,7 +210,22 @@ def _checkpoint(seq: str) -> None:
             _resume()        # pause failed: serve on (the supervisor heard FAILED)
         return
     try:
-        _channel.send("STATE", len(state), stopped, seq, payload=state)
+        if _segment is not None and _fds is not None:
+            try:
+                _segment.detach()
+            except BufferError:     # a view of it is still held: it could still change
+                with _state_lock:
+                    _pending["paused"] = False
+                _channel.send("FAILED", seq, "the workload still holds a view of its state "
+                              "segment at its checkpoint")
+                if _resume is not None:
+                    _resume()
+                return
+            _channel.send("STATE", len(state), stopped, seq, "segment", _segment.size,
+                          payload=state)
+            _segment.hand_over(_fds, seq)
+        else:
+            _channel.send("STATE", len(state), stopped, seq, payload=state)
     except OSError:
         _orphaned()          # the supervisor died while the state was on its way
 

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from zdt.errors import StepError
+from zdt.live import segments
 from zdt.live.process import Workload
 
 
@@ -72,11 +76,54 @@ def _seq_of(words: list[str]) -> str | None:
     return words[1] if len(words) > 1 else None
 
 
-async def restored(surrogate: Workload, state: bytes) -> int | None:
-    """RESTORE: the surrogate takes the state. One of this zdt (X_ZDT_GO) answers RESTORED
-    and waits for GO: None. An older one answers ACCEPTING <ns> and accepts at once: that
-    instant. Any other answer is a StepError (and the original resumes)."""
-    await surrogate.send("RESTORE", len(state), payload=state)
+@dataclass(frozen=True)
+class Handed:
+    """A state segment the original handed over: its descriptor here, its size."""
+
+    fd: int
+    size: int
+
+
+async def segment_of(original: Workload, words: list[str]) -> Handed | None:
+    """`STATE … segment <size>`: the segment's descriptor, from the descriptor channel.
+    It must be sealed at that size and mapped by the original no more (segments.py)."""
+    if "segment" not in words:
+        return None
+    try:
+        size = int(words[words.index("segment") + 1])
+    except (IndexError, ValueError):
+        raise StepError(f"the original announced a segment without a size: "
+                        f"{' '.join(words)[:120]!r}") from None
+    _, fd = await original.receive_fd()
+    try:
+        actual = os.fstat(fd).st_size
+        sealed = fcntl.fcntl(fd, fcntl.F_GET_SEALS) & segments.SIZE_SEALS == segments.SIZE_SEALS
+    except OSError as exc:
+        os.close(fd)
+        raise StepError(f"the original handed over a descriptor that is no segment: {exc}"
+                        ) from None
+    if actual != size or not sealed:
+        os.close(fd)
+        raise StepError(f"the original's segment is {actual} bytes (announced: {size}), "
+                        f"{'sealed' if sealed else 'its size not sealed'}")
+    if segments.mapped_by(original.pid, fd):
+        os.close(fd)
+        raise StepError(f"the original (pid {original.pid}) still maps its state segment "
+                        "after its checkpoint: it could change the state handed over")
+    return Handed(fd, size)
+
+
+async def restored(surrogate: Workload, state: bytes, segment: Handed | None = None
+                   ) -> int | None:
+    """RESTORE: the surrogate takes the state (and the segment's descriptor). One of this
+    zdt (X_ZDT_GO) answers RESTORED and waits for GO: None. An older one answers ACCEPTING
+    <ns> and accepts at once: that instant. Any other answer is a StepError (and the
+    original resumes)."""
+    if segment is None:
+        await surrogate.send("RESTORE", len(state), payload=state)
+    else:
+        await surrogate.send_fd(segment.fd, "SEGMENT", segment.size)
+        await surrogate.send("RESTORE", len(state), "segment", segment.size, payload=state)
     answer = await first_answer(surrogate)
     if surrogate.notice.go and answer == ["RESTORED"]:
         return None

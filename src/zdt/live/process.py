@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zdt.errors import ZdtError
+from zdt.errors import PreconditionError, ZdtError
 
 SHIM = 'cd "$ZDT_HOME" || exit 126; LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
 FIRST_FD = 3
@@ -38,7 +38,8 @@ class Workload:
     """A spawned workload process and its two channels to the supervisor."""
 
     def __init__(self, pid: int, role: str, home: str, channel: socket.socket,
-                 notify: socket.socket, notify_path: Path) -> None:
+                 notify: socket.socket, notify_path: Path,
+                 fds: socket.socket | None = None) -> None:
         self.pid = pid
         self.role = role
         self.home = home
@@ -51,6 +52,7 @@ class Workload:
         loop.add_reader(self._pidfd, self._reap)
         loop.add_reader(notify.fileno(), self._on_notify)
         self.channel = channel
+        self.fds = fds             # a SOCK_SEQPACKET pair end: descriptors (SCM_RIGHTS)
         self.channel_closed = False
         self.paused = False        # told to CHECKPOINT, not yet told to RESUME nor retired
         self.max_state = DEFAULT_MAX_STATE
@@ -88,6 +90,7 @@ class Workload:
             self.exited.set_result(-1)
         os.close(self._pidfd)
         self._close_notify()
+        self.close_fds()
 
     def _on_notify(self) -> None:
         try:
@@ -104,6 +107,10 @@ class Workload:
                 self.notice.go = True
         if self.notice.ready:
             self.notice.event.set()
+
+    def close_fds(self) -> None:
+        if self.fds is not None:
+            self.fds.close()
 
     def _close_notify(self) -> None:
         with contextlib.suppress(ValueError, OSError):
@@ -132,6 +139,33 @@ class Workload:
         assert self.writer is not None
         self.writer.write(" ".join(str(w) for w in words).encode() + b"\n" + payload)
         await self.writer.drain()
+
+    async def send_fd(self, fd: int, *words: object) -> None:
+        """A descriptor (a state segment) on the descriptor channel, with a short note."""
+        assert self.fds is not None      # one short datagram: the buffer never holds it up
+        socket.send_fds(self.fds, [" ".join(map(str, words)).encode()], [fd])
+
+    async def receive_fd(self) -> tuple[list[str], int]:
+        """The next descriptor the workload sends, with its note; EOFError if it closes."""
+        assert self.fds is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.fds, 256, 4)
+            except BlockingIOError:
+                ready = loop.create_future()
+                loop.add_reader(self.fds.fileno(), ready.set_result, None)
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(self.fds.fileno())
+                continue
+            if not data and not fds:
+                raise EOFError(f"workload pid {self.pid} closed its descriptor channel")
+            for extra in fds[1:]:
+                os.close(extra)           # one descriptor per message: more are dropped
+            if fds:
+                return data.decode(errors="replace").split(), fds[0]
 
     async def receive(self) -> tuple[list[str], bytes]:
         """The next whole message; EOFError once the channel is closed."""
@@ -178,6 +212,7 @@ async def spawn(command: list[str], *, home: str, role: str, sockets: list[socke
                 ) -> Workload:
     """Start the command with the listening sockets as fds 3.. (LISTEN_FDS)."""
     ours, theirs = socket.socketpair()
+    fds_ours, fds_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     notify_path = run_dir / f"notify-{os.getpid()}-{time.monotonic_ns()}.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))
@@ -186,25 +221,45 @@ async def spawn(command: list[str], *, home: str, role: str, sockets: list[socke
     high = [os.dup(s.fileno()) for s in sockets]
     channel_fd = FIRST_FD + len(sockets)
     high_channel = os.dup(theirs.fileno())
+    high_fds = os.dup(fds_theirs.fileno())
     out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     actions = [(os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]
     actions += [(os.POSIX_SPAWN_DUP2, fd, FIRST_FD + i) for i, fd in enumerate(high)]
     actions.append((os.POSIX_SPAWN_DUP2, high_channel, channel_fd))
+    actions.append((os.POSIX_SPAWN_DUP2, high_fds, channel_fd + 1))
     env = {**os.environ, **extra_env, "ZDT_HOME": home, "ZDT_LIVE_ROLE": role,
            "LISTEN_FDS": str(len(sockets)), "LISTEN_FDNAMES": ":".join(names),
-           "NOTIFY_SOCKET": str(notify_path), "ZDT_LIVE_FD": str(channel_fd)}
+           "NOTIFY_SOCKET": str(notify_path), "ZDT_LIVE_FD": str(channel_fd),
+           "ZDT_LIVE_FDS": str(channel_fd + 1)}
     env.pop("LISTEN_PID", None)
     try:
         pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", SHIM, "zdt-live", *command], env,
                              file_actions=actions)
     except OSError as exc:
         notify.close()
+        fds_ours.close()
         raise ZdtError(f"cannot start {command[0]!r}: {exc.strerror}") from exc
     finally:
-        for fd in (*high, high_channel, out):
+        for fd in (*high, high_channel, high_fds, out):
             os.close(fd)
         theirs.close()
+        fds_theirs.close()
     ours.setblocking(False)
-    workload = Workload(pid, role, home, ours, notify, notify_path)
+    fds_ours.setblocking(False)
+    workload = Workload(pid, role, home, ours, notify, notify_path, fds_ours)
     await workload.open_channel()
     return workload
+
+
+def listen(address: str) -> socket.socket:
+    host, _, port = address.rpartition(":")
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((host.strip("[]") or "0.0.0.0", int(port)))
+    except OSError as exc:
+        s.close()
+        raise PreconditionError(f"--listen {address}: {exc.strerror}") from exc
+    s.listen(1024)     # the accept queue holds what arrives during a blackout
+    return s

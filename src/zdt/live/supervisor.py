@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,7 +67,7 @@ class Supervisor:
     def __init__(self, config: LiveConfig) -> None:
         self.config = config
         self.dir = Path(config.state_dir)
-        self.sockets = [_listen(a) for a in config.listen]
+        self.sockets = [process.listen(a) for a in config.listen]
         self.snapshot = Snapshot(config.home)
         self.current: Workload | None = None
         self.workloads: set[Workload] = set()     # every process started, until it exits
@@ -339,18 +338,27 @@ class Supervisor:
         seq = time.monotonic_ns()
         original.paused = True
         await original.send("CHECKPOINT", seq)
-        async with handoff.or_resume(original, t["checkpoint_timeout"],
-                              f"the original (pid {original.pid}) did not checkpoint"):
-            words, state = await handoff.state_answer(original, seq)
-            stopped = int(words[2])
-        async with handoff.or_resume(original, t["ready_timeout"],
-                              f"the surrogate (pid {surrogate.pid}) did not restore the state"):
-            accepting = await handoff.restored(surrogate, state)
+        segment: handoff.Handed | None = None
+        try:
+            async with handoff.or_resume(original, t["checkpoint_timeout"],
+                                         f"the original (pid {original.pid}) did not "
+                                         "checkpoint"):
+                words, state = await handoff.state_answer(original, seq)
+                stopped = int(words[2])
+                segment = await handoff.segment_of(original, words)
+            async with handoff.or_resume(original, t["ready_timeout"],
+                                         f"the surrogate (pid {surrogate.pid}) did not "
+                                         "restore the state"):
+                accepting = await handoff.restored(surrogate, state, segment)
+        finally:
+            if segment is not None:
+                os.close(segment.fd)      # the surrogate has its own descriptor (or none)
         # committed: from GO on the surrogate accepts (never before: a handoff called off
         # above leaves no request answered by a process whose state is thrown away)
         accepting = accepting or await handoff.go(surrogate, t["ready_timeout"])
         step("restore")        # journaled after the blackout, not inside it
         return {"mode": "checkpoint", "state_bytes": len(state),
+                **({"segment_bytes": segment.size} if segment else {}),
                 "blackout_ms": round((accepting - stopped) / 1e6, 3)}
 
     def _save(self) -> None:
@@ -371,20 +379,6 @@ class _Steps:
         self.name = name
         if name is not None:
             self.journal.phase(self.uid, name, "running", note)
-
-
-def _listen(address: str) -> socket.socket:
-    host, _, port = address.rpartition(":")
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((host.strip("[]") or "0.0.0.0", int(port)))
-    except OSError as exc:
-        s.close()
-        raise PreconditionError(f"--listen {address}: {exc.strerror}") from exc
-    s.listen(1024)     # the accept queue holds what arrives during a blackout
-    return s
 
 
 def _version(home: str) -> str | None:
