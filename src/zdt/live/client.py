@@ -15,6 +15,7 @@ from typing import Any
 
 from zdt import atomic
 from zdt.errors import ConfigError, LockedError, NotFoundError, PreconditionError, ZdtError
+from zdt.live import servers
 from zdt.live.protocol import encode
 from zdt.live.supervisor import LiveConfig, Supervisor
 from zdt.lock import make_private_dir
@@ -49,6 +50,7 @@ def check_config(config: LiveConfig) -> None:
             raise ConfigError(f"--listen {address!r}: not HOST:PORT")
     if not Path(config.home).is_dir():
         raise ConfigError(f"--home {config.home}: not a directory")
+    servers.check(config.command)
     if len(str(Path(config.state_dir) / "notify-0000000-0000000000000000000.sock")) > \
             SOCKET_LIMIT:
         raise ConfigError(f"--state-dir {config.state_dir}: too long for unix sockets; "

@@ -5,17 +5,23 @@ the header says so, exactly N bytes of payload.
 Supervisor ↔ workload (a socketpair; the workload's end is fd $ZDT_LIVE_FD):
 
     → CHECKPOINT <seq>          stop accepting, finish requests in flight, send the state
-    ← STATE <n> <stopped_ns> <seq>   n bytes follow; stopped_ns: when accepting stopped
-                                (a STATE with an old seq answers a checkpoint that timed
-                                out and was called off: it is read and dropped)
+    ← STATE <n> <stopped_ns> <seq> [segment <size>]
+                                n bytes follow; stopped_ns: when accepting stopped (a STATE
+                                with an old seq answers a checkpoint that timed out and was
+                                called off: it is read and dropped); with `segment`, the
+                                state segment's descriptor comes on the descriptor channel
     → RESUME                    (after a failed handoff) accept again, state untouched
     → RETIRE                    (after a handoff) the surrogate serves: never accept again
-    → RESTORE <n>               n bytes of state follow (surrogate only)
+    → RESTORE <n> [segment <size>]   n bytes of state follow (surrogate only); with
+                                `segment`, the descriptor was sent first on its channel
     ← RESTORED                  the state is taken; the surrogate waits for GO
     → GO                        start accepting (surrogate only: after RESTORED, or with no
                                 state to restore); anything else ends a restored surrogate
     ← ACCEPTING <ns>            the surrogate accepts from now on
     ← FAILED <reason...>        the workload could not do what was asked
+
+Beside it, a SOCK_SEQPACKET pair ($ZDT_LIVE_FDS in the workload) carries descriptors
+(SCM_RIGHTS): `SEGMENT <size> [seq]` with a memfd, one per message (segments.py).
 
 Times are CLOCK_MONOTONIC nanoseconds, the same clock in every process of the host, so
 the supervisor can subtract one process's instant from another's.

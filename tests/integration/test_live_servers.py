@@ -1,0 +1,85 @@
+"""Recipes for servers nobody here wrote, updated by `zdt live` under load: gunicorn (reads
+LISTEN_FDS and says READY=1 itself) and uvicorn (`--fd 3`, ready by --health), both handed
+over by overlap with 0 failed requests; and uvicorn without its flag refused up front."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_live import free_port
+
+from conftest import capacity_load, zdt
+from zdt import http
+
+pytestmark = pytest.mark.integration
+
+PY = sys.executable
+RECIPES = {
+    "gunicorn": ([PY, "-m", "gunicorn", "--workers", "2", "zdt.lab.webapp:wsgi"], False),
+    "uvicorn": ([PY, "-m", "uvicorn", "--fd", "3", "zdt.lab.webapp:asgi"], True),
+}
+
+
+class Server:
+    def __init__(self, base: Path, name: str) -> None:
+        command, by_health = RECIPES[name]
+        self.base, self.name = base, name
+        self.url = f"http://127.0.0.1:{free_port()}/"
+        self.state = str(base / "sd")
+        for version in ("v1", "v2"):
+            (base / version).mkdir(exist_ok=True)
+            (base / version / "VERSION").write_text(version + "\n")
+        health = ["--health", self.url + "health"] if by_health else []
+        started = zdt("live", "run", "--name", name, "--listen",
+                      self.url.removeprefix("http://").rstrip("/"), "--home", str(base / "v1"),
+                      "--state-dir", self.state, "--detach", *health, "--json", "--", *command)
+        assert started.returncode == 0, started.stdout + started.stderr
+
+    def __call__(self, *args: str) -> Any:
+        return zdt("live", *args, "--state-dir", self.state)
+
+    async def version(self) -> str:
+        return str(json.loads((await http.get(self.url)).body)["version"])
+
+
+@pytest.fixture(params=sorted(RECIPES))
+def server(request: pytest.FixtureRequest, short_dir: Path) -> Iterator[Server]:
+    s = Server(short_dir, request.param)
+    try:
+        yield s
+    finally:
+        s("stop", s.name)
+
+
+@pytest.mark.parametrize("keep_alive", [True, False], ids=["keep-alive", "new-connections"])
+async def test_an_unmodified_server_is_updated_under_load(server: Server, keep_alive: bool
+                                                          ) -> None:
+    assert await server.version() == "v1"
+    for version in ("v2", "v1"):
+        async with capacity_load(server.url, keep_alive=keep_alive) as load:
+            await asyncio.sleep(0.3)
+            done = await asyncio.to_thread(server, "update", server.name, "--home-dir",
+                                           str(server.base / version), "--json")
+            await asyncio.sleep(0.3)
+        assert done.returncode == 0, done.stdout + done.stderr
+        result = json.loads(done.stdout)
+        assert result["mode"] == "overlap", result
+        assert load.stats.failed == 0 and load.stats.requests > 300, load.stats.as_dict()
+        assert await server.version() == version
+        assert set(load.stats.versions) <= {"v1", "v2"}
+
+
+def test_a_server_not_told_to_take_the_socket_is_refused(short_dir: Path) -> None:
+    (short_dir / "v1").mkdir()
+    refused = zdt("live", "run", "--name", "u", "--listen", f"127.0.0.1:{free_port()}",
+                  "--home", str(short_dir / "v1"), "--state-dir", str(short_dir / "sd"),
+                  "--detach", "--", PY, "-m", "uvicorn", "zdt.lab.webapp:asgi")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "uvicorn takes the socket zdt holds with `--fd 3`" in refused.stderr
+    assert not (short_dir / "sd" / "control.sock").exists()
