@@ -22,7 +22,7 @@ deps:
 	  [ -z "$$missing" ] || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; }
 	@$(PYTHON) -c "import zdt, supervisor, typer, rich, pydantic, asyncssh, pytest, \
-	  pytest_asyncio, xdist, mypy, hypothesis, starlette, uvicorn, httpx, selenium, psycopg" 2>/dev/null || $(PYTHON) -m pip install -q -e '.[test]'
+	  pytest_asyncio, xdist, mypy, hypothesis, starlette, uvicorn, httpx, selenium, psycopg, gunicorn" 2>/dev/null || $(PYTHON) -m pip install -q -e '.[test]'
 
 demo: deps
 	$(PYTHON) -m zdt.cli demo
@@ -45,6 +45,7 @@ bench: deps
 	$(PYTHON) -m bench.rolling_restart
 	$(PYTHON) -m bench.home_rollout
 	$(PYTHON) -m bench.live_update
+	$(PYTHON) -m bench.live_servers
 	$(PYTHON) -m bench.ssh_rollout
 	$(PYTHON) -m bench.batch_rollout
 	$(PYTHON) -m bench.scale

@@ -277,6 +277,7 @@ class Supervisor:
         step = _Steps(self.journal, wid)
         step("surrogate")
         surrogate = await self._spawn(home, "surrogate")
+        both = 0.0
         try:
             step("ready")
             await self._wait_ready(surrogate, t["ready_timeout"])
@@ -287,6 +288,8 @@ class Supervisor:
                 if surrogate.notice.checkpoint:
                     await surrogate.send("GO")     # it waits for a state that will not come
                 facts = {"mode": "overlap", "blackout_ms": 0.0, "state_bytes": 0}
+                both = time.monotonic()        # from here both accept, until the original
+        #                                        has drained and exited (overlap_ms)
         except BaseException:
             await self._fall_back(original, surrogate)
             raise
@@ -305,6 +308,8 @@ class Supervisor:
         except Exception as exc:
             clean = False
             problems.append(f"retiring the original (pid {original.pid}): {exc}")
+        if facts["mode"] == "overlap":
+            facts["overlap_ms"] = round((time.monotonic() - both) * 1000, 3)
         with contextlib.suppress(ZdtError):
             step(None)
         return {**facts, "original_pid": original.pid, "surrogate_pid": surrogate.pid,

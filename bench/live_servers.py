@@ -1,0 +1,93 @@
+"""Benchmark: `zdt live update` of servers nobody here wrote, handed over by overlap.
+
+    python -m bench.live_servers [--updates 10]
+
+gunicorn (2 sync workers, LISTEN_FDS, READY=1) and uvicorn (`--fd 3`, ready by --health)
+running `zdt.lab.webapp`, each updated N times (alternating two homes) under load at
+capacity: 16 keep-alive clients for gunicorn (its workers close each connection after the
+answer), 16 new-connection clients for uvicorn (it closes idle keep-alive connections
+when it stops). Printed: requests, failed, the overlap (both accepting, until the original
+drained and exited) and the total per update, medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from zdt.lab.load import at_capacity
+
+ZDT = [sys.executable, "-m", "zdt.cli"]
+SERVERS = {
+    "gunicorn": ([sys.executable, "-m", "gunicorn", "--workers", "2", "zdt.lab.webapp:wsgi"],
+                 False, True),
+    "uvicorn": ([sys.executable, "-m", "uvicorn", "--fd", "3", "zdt.lab.webapp:asgi"],
+                True, False),
+}
+
+
+def zdt(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ZDT, *args], capture_output=True, text=True, timeout=600)
+
+
+async def run(name: str, updates: int) -> dict[str, Any]:
+    command, by_health, keep_alive = SERVERS[name]
+    base = Path(tempfile.mkdtemp(prefix="zdt-live-", dir="/tmp"))
+    for v in ("v1", "v2"):
+        (base / v).mkdir()
+        (base / v / "VERSION").write_text(v + "\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url, state = f"http://127.0.0.1:{port}/", str(base / "sd")
+    health = ["--health", url + "health"] if by_health else []
+    started = zdt("live", "run", "--name", name, "--listen", f"127.0.0.1:{port}", "--home",
+                  str(base / "v1"), "--state-dir", state, "--detach", *health, "--", *command)
+    assert started.returncode == 0, started.stderr
+    results = []
+    try:
+        async with at_capacity(url, connections=16, keep_alive=keep_alive) as load:
+            await asyncio.sleep(0.3)
+            for n in range(updates):
+                home = base / ("v2" if n % 2 == 0 else "v1")
+                done = await asyncio.to_thread(zdt, "live", "update", name, "--home-dir",
+                                               str(home), "--state-dir", state, "--json")
+                assert done.returncode == 0, done.stderr
+                results.append(json.loads(done.stdout))
+            await asyncio.sleep(0.3)
+    finally:
+        zdt("live", "stop", name, "--state-dir", state)
+        shutil.rmtree(base, ignore_errors=True)
+    return {"requests": load.stats.requests, "failed": load.stats.failed,
+            "errors": dict(load.stats.errors),
+            "overlap": statistics.median(r["overlap_ms"] for r in results),
+            "total": statistics.median(r["total_ms"] for r in results),
+            "modes": sorted({r["mode"] for r in results})}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--updates", type=int, default=10)
+    args = parser.parse_args()
+    print("| server | clients | updates | mode | requests | failed | overlap median ms | "
+          "total median ms |\n|---|---|---:|---|---:|---:|---:|---:|")
+    for name, (_, _, keep_alive) in SERVERS.items():
+        r = asyncio.run(run(name, args.updates))
+        print(f"| {name} | {'ka16' if keep_alive else 'close16'} | {args.updates} | "
+              f"{', '.join(r['modes'])} | {r['requests']:,} | {r['failed']} | "
+              f"{r['overlap']:.0f} | {r['total']:.0f} |", flush=True)
+        if r["errors"]:
+            print(f"  errors: {r['errors']}")
+
+
+if __name__ == "__main__":
+    main()
