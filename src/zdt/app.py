@@ -29,6 +29,7 @@ from zdt.archive import manifest_path
 from zdt.domain import Domain
 from zdt.errors import NotFoundError, PreconditionError
 from zdt.live import client
+from zdt.live import host as live_host_ops
 from zdt.live import operations as live_ops
 from zdt.live.journal import LiveJournal
 from zdt.live.operations import LiveRequest
@@ -343,6 +344,19 @@ def live_workloads(limit: int = 20) -> list[dict[str, Any]]:
             found.append({"name": directory.name,
                           "updates": live_updates(directory.name)[:limit]})
     return found
+
+
+def live_host() -> list[dict[str, Any]]:
+    """Every live workload of this host (the state root): running or not, its status."""
+    return live_host_ops.listing()
+
+
+def live_update_all(data: Path | None, home_dir: str | None, archive: str | None,
+                    every: bool, timeouts: dict[str, float | None]) -> dict[str, Any]:
+    """Several workloads updated as one operation (a data file's `workload:` stanzas, or
+    --all); those done are reverted if a later one fails."""
+    return live_host_ops.update_all(live_host_ops.requests_of(data, home_dir, archive, every,
+                                                              timeouts))
 
 
 def live_stop(name: str, state_dir: str | None = None) -> None:

@@ -17,6 +17,8 @@ live_app = group("Update the software under a running workload on one host: a "
                  "surrogate takes over its sockets and its state.")
 
 NameArg = Annotated[str, typer.Argument(help="The workload's name (`zdt live run --name`).")]
+MaybeName = Annotated[str | None, typer.Argument(help="The workload's name (`zdt live run "
+                                                      "--name`).")]
 StateDir = Annotated[str | None, typer.Option(help="The supervisor's state dir [default: "
                                                    "~/.local/state/zdt/live/NAME].")]
 HomeDir = Annotated[str | None, typer.Option("--home-dir", help="The new home (a directory).")]
@@ -59,15 +61,40 @@ Seconds = Annotated[float | None, typer.Option(min=0.01, max=86400)]
 
 @live_app.command("update")
 @handled
-def update(name: NameArg, home_dir: HomeDir = None, archive: ArchiveOpt = None,
+def update(name: MaybeName = None, home_dir: HomeDir = None, archive: ArchiveOpt = None,
            data: DataOpt = None, state_dir: StateDir = None,
+           every: Annotated[bool, typer.Option("--all", help="Every workload running under "
+                                               "the state root, one after another.")] = False,
            ready_timeout: Seconds = None, checkpoint_timeout: Seconds = None,
            stop_timeout: Seconds = None, json_out: JsonOpt = False) -> None:
-    """Move the workload onto a new home: surrogate, checkpoint, restore, retire."""
+    """Move the workload onto a new home: surrogate, checkpoint, restore, retire. Without
+    NAME: every workload of a --data file's `workload:` stanzas, or --all, as one
+    operation (those done are reverted if a later one fails)."""
     timeouts = {"ready_timeout": ready_timeout, "checkpoint_timeout": checkpoint_timeout,
                 "stop_timeout": stop_timeout}
+    if name is None:
+        _show_host_update(app.live_update_all(data, home_dir, archive, every, timeouts),
+                          json_out)
+        return
     request = LiveRequest(name, home_dir, archive, data, state_dir, timeouts)
     _show_handoff(name, "update", app.live_update(request), json_out)
+
+
+def _show_host_update(result: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        print_json(result)
+    else:
+        for row in result["workloads"]:
+            if "result" in row:
+                _show_handoff(row["name"], "update", row["result"], False)
+            if "reverted" in row:
+                out.print(f"{row['name']}: reverted")
+            for key in ("error", "revert_error"):
+                if key in row:
+                    out.print(f"{row['name']}: {clean(row[key], lines=False)}", style="red")
+        out.print(f"host update: {result['state']}")
+    if result["state"] != "succeeded":
+        raise typer.Exit(1)
 
 
 @live_app.command("revert")
@@ -89,9 +116,23 @@ def _show_handoff(name: str, op: str, result: dict[str, Any], json_out: bool) ->
 
 @live_app.command("status")
 @handled
-def status(name: NameArg, state_dir: StateDir = None, json_out: JsonOpt = False) -> None:
-    """Pids, home, version, last blackout."""
-    _show_status(app.live_status(name, state_dir), json_out)
+def status(name: MaybeName = None, state_dir: StateDir = None,
+           json_out: JsonOpt = False) -> None:
+    """Pids, home, version, last blackout; without NAME, every workload of this host."""
+    if name is not None:
+        _show_status(app.live_status(name, state_dir), json_out)
+        return
+    rows = app.live_host()
+    if json_out:
+        print_json(rows)
+        return
+    for row in rows:
+        if row["running"]:
+            _show_status(row, False)
+        else:
+            out.print(f"{row['name']}: not running ({row['state_dir']})")
+    if not rows:
+        out.print("no live workload here")
 
 
 def _show_status(s: dict[str, Any], json_out: bool) -> None:
@@ -100,7 +141,8 @@ def _show_status(s: dict[str, Any], json_out: bool) -> None:
         return
     last = s.get("last_update") or {}
     blackout = f", last blackout {last['blackout_ms']:.1f} ms" if last else ""
-    out.print(f"{s['name']}: pid {s['pid']} ({'ready' if s['ready'] else 'not ready'}) on "
+    how = f", {s['readiness']}" if s.get("readiness") else ""
+    out.print(f"{s['name']}: pid {s['pid']} ({'ready' if s['ready'] else 'not ready'}{how}) on "
               f"{', '.join(s['listen'])}, home {s['home']} (version {s['version']})"
               f"{blackout}")
 

@@ -2,7 +2,7 @@
 
 The format is AIX Live Update's lvupdate.data: stanzas, each a `name:` header at column 0
 followed by indented `key = value` attribute lines; blank lines and `#` comments (whole
-lines, or after a value) are ignored. zdt knows two stanzas:
+lines, or after a value) are ignored. zdt knows three stanzas:
 
     general:
         name = web                        # the workload, as given to `zdt live run --name`
@@ -12,6 +12,13 @@ lines, or after a value) are ignored. zdt knows two stanzas:
     scripts:
         check = /opt/hooks/check          # a key may repeat (order is kept) ...
         pre = /opt/hooks/drain, /opt/hooks/notify    # ... or list paths with commas
+    workload:                             # several: one operation updates them all, in
+        name = api                        # order, under one host lock (AIX's whole-LPAR
+        home = /srv/api/releases/v2       # update); a failure reverts the ones done
+    workload:
+        name = worker
+        archive = /srv/worker/v2.tar.gz   # without home or archive: general's
+        state_dir = /var/lib/zdt/worker   # if it was run with --state-dir
 
 A value may be double-quoted; inside the quotes `#` and `,` are literal (there are no
 escapes), so a path holding either is given quoted, one per line. Scripts are not looked
@@ -61,10 +68,22 @@ class Scripts:
 
 
 @dataclass(frozen=True)
+class Workload:
+    """A `workload:` stanza: one of the workloads a single operation updates."""
+
+    name: str
+    home: str | None = None
+    archive: str | None = None
+    state_dir: str | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class LiveUpdateData:
     general: General
     scripts: Scripts
     source: str
+    workloads: tuple[Workload, ...] = ()
 
 
 class _Invalid(Exception):
@@ -115,7 +134,19 @@ _GENERAL: dict[str, Callable[[str], Any]] = {
     "blackout_budget_ms": _milliseconds,
 }
 _SCRIPTS = ("check", "pre", "post", "error", "complete")
-_STANZAS = {"general": tuple(_GENERAL), "scripts": _SCRIPTS}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise _Invalid(f"not a workload name (letters, digits, '.', '_', '-'): {value!r}")
+    return value
+
+
+_WORKLOAD: dict[str, Callable[[str], Any]] = {
+    "name": _name, "home": _absolute, "archive": _absolute, "state_dir": _absolute}
+_STANZAS = {"general": tuple(_GENERAL), "scripts": _SCRIPTS, "workload": tuple(_WORKLOAD)}
+REPEATABLE = ("workload",)
 
 _HEADER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):[ \t]*(?:#.*)?")
 _ATTRIBUTE = re.compile(r"[ \t]+([A-Za-z_][A-Za-z0-9_]*)[ \t]*=(.*)")
@@ -155,6 +186,7 @@ class _Parser:
         self.general_lines: dict[str, int] = {}
         self.general: dict[str, Any] = {}
         self.scripts: dict[str, list[str]] = {key: [] for key in _SCRIPTS}
+        self.workloads: list[tuple[int, dict[str, Any], dict[str, int]]] = []
 
     def problem(self, line: int, where: str, why: str) -> None:
         self.problems.append((line, where, why))
@@ -173,15 +205,18 @@ class _Parser:
         self.stanza, self.skipping = name, True
         if name not in _STANZAS:
             self.problem(no, name, f"unknown stanza (known: {', '.join(_STANZAS)})")
-        elif name in self.headers:
+        elif name in self.headers and name not in REPEATABLE:
             self.problem(no, name, f"duplicate stanza (first at line {self.headers[name]})")
         else:
-            self.headers[name], self.skipping = no, False
+            self.headers.setdefault(name, no)
+            self.skipping = False
+            if name == "workload":
+                self.workloads.append((no, {}, {}))
 
     def attribute(self, no: int, key: str, raw: str) -> None:
         if self.stanza is None:
             self.problem(no, key, "attribute line before any stanza; put it under "
-                                  "`general:` or `scripts:`")
+                                  "`general:`, `scripts:` or `workload:`")
             return
         if self.skipping:
             return
@@ -190,8 +225,40 @@ class _Parser:
             self.problem(no, where, f"unknown key (known in {self.stanza}: {', '.join(known)})")
         elif self.stanza == "general":
             self.general_value(no, key, where, raw)
+        elif self.stanza == "workload":
+            self.workload_value(no, key, raw)
         else:
             self.script_value(no, key, where, raw)
+
+    def workload_value(self, no: int, key: str, raw: str) -> None:
+        _, values, lines = self.workloads[-1]
+        where = f"workload[{len(self.workloads) - 1}].{key}"
+        if key in lines:
+            self.problem(no, where, f"duplicate key (first at line {lines[key]})")
+            return
+        lines[key] = no
+        try:
+            values[key] = _WORKLOAD[key](_value(raw)[0])
+        except _Invalid as exc:
+            self.problem(no, where, str(exc))
+
+    def check_workloads(self) -> list[Workload]:
+        out: list[Workload] = []
+        seen: dict[str, int] = {}
+        for number, (no, values, lines) in enumerate(self.workloads):
+            where = f"workload[{number}]"
+            if "home" in lines and "archive" in lines:
+                self.problem(max(lines["home"], lines["archive"]), where,
+                             "give home or archive, not both")
+            if "name" not in lines:
+                self.problem(no, where, "no name: which workload (`zdt live run --name`)?")
+            elif "name" in values:
+                if values["name"] in seen:
+                    self.problem(lines["name"], f"{where}.name", f"{values['name']!r} is "
+                                 f"already updated by the workload at line {seen[values['name']]}")
+                seen.setdefault(values["name"], no)
+                out.append(Workload(**values, line=no))
+        return out
 
     def general_value(self, no: int, key: str, where: str, raw: str) -> None:
         if key in self.general_lines:
@@ -258,10 +325,11 @@ def parse(text: str, source: str, *, check_files: bool = False) -> LiveUpdateDat
     for no, line in enumerate(text.split("\n"), start=1):
         parser.feed(no, line.removesuffix("\r"))
     parser.both_homes()
+    workloads = parser.check_workloads()
     if parser.problems:
         raise ConfigError(_message(source, parser.problems))
     scripts = Scripts(**{key: tuple(paths) for key, paths in parser.scripts.items()})
-    return LiveUpdateData(General(**parser.general), scripts, source)
+    return LiveUpdateData(General(**parser.general), scripts, source, tuple(workloads))
 
 
 def load(path: Path) -> LiveUpdateData:
