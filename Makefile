@@ -19,6 +19,7 @@ deps:
 	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	  ls /usr/lib/*/libpq.so.5 >/dev/null 2>&1 || missing="$$missing libpq5"; \
 	  [ -x /usr/bin/prometheus ] || missing="$$missing prometheus"; \
+	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	  [ -z "$$missing" ] || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; }
 	@$(PYTHON) -c "import zdt, supervisor, typer, rich, pydantic, asyncssh, pytest, \
