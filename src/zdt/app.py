@@ -27,10 +27,11 @@ from zdt import preview as checks
 from zdt.adapters import Connect
 from zdt.archive import manifest_path
 from zdt.domain import Domain
-from zdt.errors import NotFoundError, PreconditionError
+from zdt.errors import NotFoundError
 from zdt.live import client
 from zdt.live import host as live_host_ops
 from zdt.live import operations as live_ops
+from zdt.live import remote as live_remote
 from zdt.live.journal import LiveJournal
 from zdt.live.operations import LiveRequest
 from zdt.live.supervisor import LiveConfig
@@ -185,6 +186,17 @@ class App(Wiring):
         finally:
             await adapters.close()
 
+    async def live_on_node(self, node: str, args: list[str],
+                           files: dict[str, Path] | None = None) -> live_remote.Answer:
+        """`zdt live ARGS` run on one of the domain's nodes, its files staged there first."""
+        domain = domain_model.load(self.domain_path)
+        transports = adapter_factory.transports(domain, self.connect)
+        try:
+            return await live_remote.run(domain, transports, node, args, files or {})
+        finally:
+            for t in transports.values():
+                await t.close()
+
     async def inventory(self) -> dict[str, Any]:
         """The domain as it is now: each node's home and version, each server's process
         and its state in the load balancer, and the workflow holding the domain if any."""
@@ -335,15 +347,9 @@ def live_updates(name: str, state_dir: str | None = None) -> list[dict[str, Any]
 
 
 def live_workloads(limit: int = 20) -> list[dict[str, Any]]:
-    """This host's workloads kept in the default state root, each with its newest updates
-    (phases, true end, blackout): what `zdt live` did here."""
-    root = client.default_root()
-    found = []
-    for directory in sorted(root.iterdir()) if root.is_dir() else ():
-        if client.NAME.match(directory.name) and (directory / "updates.db").is_file():
-            found.append({"name": directory.name,
-                          "updates": live_updates(directory.name)[:limit]})
-    return found
+    """This host's workloads under the state root, each with its newest updates."""
+    return [{"name": name, "updates": live_updates(name)[:limit]}
+            for name, directory in live_host_ops.names() if (directory / "updates.db").is_file()]
 
 
 def live_host() -> list[dict[str, Any]]:
@@ -370,12 +376,7 @@ def stale_blind(found: dict[str, Any]) -> list[str]:
 
 def stale_processes() -> dict[str, Any]:
     """Processes of this host still using files deleted or replaced since they loaded them."""
-    from zdt import stale
-
-    try:
-        return stale.as_dict(stale.scan())
-    except stale.ScanError as exc:
-        raise PreconditionError(str(exc)) from exc
+    return stale_fleet.this_host()
 
 
 # -- archives ------------------------------------------------------------------------------

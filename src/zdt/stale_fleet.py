@@ -14,10 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from zdt import stale
 from zdt.adapters import Adapters
 from zdt.adapters.transport import Transport
 from zdt.domain import Domain, Server
-from zdt.errors import ZdtError
+from zdt.errors import PreconditionError, ZdtError
 from zdt.steps import each
 
 PYTHON = "python3"
@@ -106,3 +107,11 @@ async def _node(t: Transport, rows: list[dict[str, Any]], sources: str) -> dict[
                                  "files": p["files"]})
     out["unreadable"], out["missing"] = data["unreadable"], data["missing"]
     return out
+
+
+def this_host() -> dict[str, Any]:
+    """`zdt stale` without a domain: every process of this machine."""
+    try:
+        return stale.as_dict(stale.scan())
+    except stale.ScanError as exc:
+        raise PreconditionError(str(exc)) from exc

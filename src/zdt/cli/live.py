@@ -10,7 +10,9 @@ import typer
 
 from zdt import app
 from zdt.app import LiveConfig, LiveRequest
+from zdt.cli import live_remote as remote
 from zdt.cli.common import AcceptNew, JsonOpt, group, handled, out, print_json
+from zdt.cli.live_remote import NodeOpt, RemoteDomain
 from zdt.terminal import clean
 
 live_app = group("Update the software under a running workload on one host: a "
@@ -66,12 +68,21 @@ def update(name: MaybeName = None, home_dir: HomeDir = None, archive: ArchiveOpt
            every: Annotated[bool, typer.Option("--all", help="Every workload running under "
                                                "the state root, one after another.")] = False,
            ready_timeout: Seconds = None, checkpoint_timeout: Seconds = None,
-           stop_timeout: Seconds = None, json_out: JsonOpt = False) -> None:
+           stop_timeout: Seconds = None, json_out: JsonOpt = False,
+           domain: RemoteDomain = None, node: NodeOpt = None) -> None:
     """Move the workload onto a new home: surrogate, checkpoint, restore, retire. Without
     NAME: every workload of a --data file's `workload:` stanzas, or --all, as one
     operation (those done are reverted if a later one fails)."""
     timeouts = {"ready_timeout": ready_timeout, "checkpoint_timeout": checkpoint_timeout,
                 "stop_timeout": stop_timeout}
+    if domain is not None:
+        files = {o: Path(f) for o, f in (("--archive", archive), ("--data", data)) if f}
+        args = ["update", *([name] if name else []), *remote.options(
+            home_dir=home_dir, state_dir=state_dir, all=every, **timeouts)]
+        remote.on_node(domain, node, args, files, json_out, lambda r: (
+            _show_handoff(name or "", "update", r, False) if name
+            else _show_host_update(r, False)))
+        return
     if name is None:
         _show_host_update(app.live_update_all(data, home_dir, archive, every, timeouts),
                           json_out)
@@ -99,8 +110,13 @@ def _show_host_update(result: dict[str, Any], json_out: bool) -> None:
 
 @live_app.command("revert")
 @handled
-def revert(name: NameArg, state_dir: StateDir = None, json_out: JsonOpt = False) -> None:
+def revert(name: NameArg, state_dir: StateDir = None, json_out: JsonOpt = False,
+           domain: RemoteDomain = None, node: NodeOpt = None) -> None:
     """Go back to the previous home by the same handoff."""
+    if domain is not None:
+        remote.on_node(domain, node, ["revert", name, *remote.options(state_dir=state_dir)],
+                       {}, json_out, lambda r: _show_handoff(name, "revert", r, False))
+        return
     _show_handoff(name, "revert", app.live_revert(name, state_dir), json_out)
 
 
@@ -117,8 +133,18 @@ def _show_handoff(name: str, op: str, result: dict[str, Any], json_out: bool) ->
 @live_app.command("status")
 @handled
 def status(name: MaybeName = None, state_dir: StateDir = None,
-           json_out: JsonOpt = False) -> None:
-    """Pids, home, version, last blackout; without NAME, every workload of this host."""
+           json_out: JsonOpt = False, domain: RemoteDomain = None,
+           node: NodeOpt = None) -> None:
+    """Pids, home, version, last blackout; without NAME, every workload of this host (of
+    every node of the domain, with -d)."""
+    if domain is not None and (name is not None or node is not None):
+        remote.on_node(domain, node, ["status", *([name] if name else []),
+                                      *remote.options(state_dir=state_dir)], {}, json_out,
+                       _show_statuses)
+        return
+    if domain is not None:
+        remote.every_node(domain, json_out, _show_statuses)
+        return
     if name is not None:
         _show_status(app.live_status(name, state_dir), json_out)
         return
@@ -126,13 +152,18 @@ def status(name: MaybeName = None, state_dir: StateDir = None,
     if json_out:
         print_json(rows)
         return
-    for row in rows:
-        if row["running"]:
+    _show_statuses(rows)
+    if not rows:
+        out.print("no live workload here")
+
+
+def _show_statuses(found: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """One workload's status, or a host's list of them."""
+    for row in found if isinstance(found, list) else [found]:
+        if row.get("running", True):
             _show_status(row, False)
         else:
             out.print(f"{row['name']}: not running ({row['state_dir']})")
-    if not rows:
-        out.print("no live workload here")
 
 
 def _show_status(s: dict[str, Any], json_out: bool) -> None:
@@ -149,18 +180,34 @@ def _show_status(s: dict[str, Any], json_out: bool) -> None:
 
 @live_app.command("stop")
 @handled
-def stop(name: NameArg, state_dir: StateDir = None) -> None:
+def stop(name: NameArg, state_dir: StateDir = None, domain: RemoteDomain = None,
+         node: NodeOpt = None) -> None:
     """Stop the workload and its supervisor."""
-    app.live_stop(name, state_dir)
+    if domain is not None:
+        remote.on_node(domain, node, ["stop", name, *remote.options(state_dir=state_dir)],
+                       {}, False, lambda r: None)
+    else:
+        app.live_stop(name, state_dir)
     out.print(f"{name} stopped")
 
 
 @live_app.command("preview")
 @handled
 def preview(name: NameArg, home_dir: HomeDir = None, archive: ArchiveOpt = None,
-            data: DataOpt = None, state_dir: StateDir = None, json_out: JsonOpt = False) -> None:
+            data: DataOpt = None, state_dir: StateDir = None, json_out: JsonOpt = False,
+            domain: RemoteDomain = None, node: NodeOpt = None) -> None:
     """Validate the inputs, check the restrictions, estimate; change nothing."""
+    if domain is not None:
+        files = {o: Path(f) for o, f in (("--archive", archive), ("--data", data)) if f}
+        remote.on_node(domain, node, ["preview", name, *remote.options(
+            home_dir=home_dir, state_dir=state_dir)], files, json_out,
+            _show_preview)
+        return
     report = app.live_preview(LiveRequest(name, home_dir, archive, data, state_dir))
+    _show_preview(report, json_out)
+
+
+def _show_preview(report: dict[str, Any], json_out: bool = False) -> None:
     if json_out:
         print_json({k: v for k, v in report.items() if k != "ok"})
     else:
@@ -171,7 +218,7 @@ def preview(name: NameArg, home_dir: HomeDir = None, archive: ArchiveOpt = None,
                 f"{e['blackout_p90_ms']:.1f} ms)" if e.get("learned") else "")
         out.print(f"estimate: total {e['total_ms']:.0f} ms, blackout {e['blackout_ms']:.1f} ms"
                   f"{high} ({e['basis']}); nothing was changed")
-    if not report["ok"]:
+    if not report.get("ok", True):        # (a node's preview: its exit says it)
         raise typer.Exit(3)
 
 

@@ -162,6 +162,14 @@ class SSH(_Model):
     connect_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
 
 
+class Live(_Model):
+    """[live]: how this machine runs `zdt live` on a node (`zdt live … -d --node`): the
+    node's zdt command, an argv (default `zdt` on the node's PATH)."""
+
+    zdt: tuple[Annotated[str, Field(min_length=1)], ...] = Field(default=("zdt",), min_length=1)
+    timeout: Annotated[float, Field(gt=0, le=86400)] = 3600.0   # one command on the node
+
+
 class Server(_Model):
     name: Name
     node: Name
@@ -299,6 +307,7 @@ class Domain(_Model):
     runtime: Runtime | None = None
     applications: tuple[Application, ...] = ()
     ssh: SSH = SSH()
+    live: Live = Live()
     capacity: Capacity = Capacity()
     state: State | None = None
     analysis: Analysis | None = None     # the metric gate after each visit's ready
