@@ -51,12 +51,19 @@ async def test_the_segment_is_handed_over_by_reference_under_load(seg: Live) -> 
     assert sum(1 for line in maps.splitlines() if "memfd:zdt-state" in line) == 1
 
 
-async def test_a_failed_handoff_maps_the_segment_again_in_the_original(seg: Live) -> None:
-    (seg.base / "v2" / "CRASH_ON_RESTORE").write_text("")
+@pytest.mark.parametrize(("switch", "where", "words"), [
+    ("CRASH_ON_RESTORE", "v2", "exited with 3 while restoring"),
+    ("OLD_HELPER", "v2", "does not say it takes a state segment"),
+    ("HOLD_VIEW", "v1", "still holds a view of its state segment"),
+])
+async def test_a_failed_handoff_maps_the_segment_again_in_the_original(
+        seg: Live, switch: str, where: str, words: str) -> None:
+    (seg.base / where / switch).write_text("")
     before = await seg.get()
     failed, posts = await under_load(seg, "update", "web", "--home-dir",
                                      str(seg.base / "v2"))
     assert failed.returncode == 1 and "keeps serving" in failed.stderr, failed.stderr
+    assert words in failed.stderr, failed.stderr
     after = await seg.get()
     assert (after["pid"], after["version"]) == (before["pid"], "v1")
     assert after["count"] == before["count"] + posts

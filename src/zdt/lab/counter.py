@@ -15,7 +15,8 @@ seen it (so nothing is accepted after the state is taken) and until the requests
 are done, then returns the state. A failed handoff opens the gate again.
 
 Test switches, files in the home: NEVER_READY (never tells zdt it is ready),
-NO_CHECKPOINT (like --no-checkpoint),
+NO_CHECKPOINT (like --no-checkpoint), HOLD_VIEW (holds a view of its segment at a
+checkpoint), OLD_HELPER (does not announce that it takes a segment),
 CRASH_ON_RESTORE (exits 3 when handed a state), SLOW_CHECKPOINT (seconds a checkpoint
 takes, read from the home the process runs from).
 """
@@ -103,6 +104,8 @@ class Counter:
         self.blob = data[8:]
 
     def pause(self) -> bytes:
+        if self.seg is not None and (self.home / "HOLD_VIEW").exists():
+            self.view = memoryview(self.seg)      # a workload breaking the segment's rule
         self.gate.clear()
         self.wake_w.send(b"!")
         self.paused.wait()
@@ -242,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     if (home / "NEVER_READY").exists():
         time.sleep(3600)
         return 1
+    if (home / "OLD_HELPER").exists():    # a helper from before state segments
+        announce = live._notify
+
+        def older(message: str) -> None:
+            announce(message.replace("\nX_ZDT_SEGMENT=1", ""))
+
+        live._notify = older
     if not (home / "NO_NOTIFY").exists():   # else: a plain server, known ready by --health
         live.ready(counter.restore)
     counter.serving = True

@@ -11,7 +11,10 @@
 State that is large is better kept in a segment: `seg = live.segment(size)` is a shared
 mapping (mmap) of a memfd that zdt hands to the surrogate by reference at the checkpoint,
 with no copy whatever its size; in the surrogate, `live.segment()` (in `restore`) is the
-same memory. The workload must hold no memoryview of it past `pause` (see segments.py).
+same memory. Rules (segments.py): hold no memoryview of it past `pause`, and no child
+process mapping it; after a failed handoff, `resume` must take `live.segment()` again
+(the old mapping is closed); a surrogate's `restore` must not write to it (until GO the
+original may still get it back); its size is fixed for good.
 
 Without zdt (no LISTEN_FDS) `listeners()` returns [] and `ready()` returns None, so the
 same program also runs on its own. Any socket-activation-aware server works under zdt
@@ -88,7 +91,9 @@ def ready(restore: Callable[[bytes], None] | None = None) -> bytes | None:
     global _restored, _channel, _fds
     # X_ZDT_GO: this helper answers RESTORED and waits for GO (a supervisor may then tell
     # it from an older helper, which accepted as soon as it had restored)
-    _notify("READY=1" + ("\nX_ZDT_CHECKPOINT=1\nX_ZDT_GO=1" if _pause else ""))
+    # X_ZDT_SEGMENT: it takes a state segment on RESTORE (a supervisor calls a segment's
+    # handoff off with a surrogate that does not say so, rather than lose the state)
+    _notify("READY=1" + ("\nX_ZDT_CHECKPOINT=1\nX_ZDT_GO=1\nX_ZDT_SEGMENT=1" if _pause else ""))
     fd = os.environ.get("ZDT_LIVE_FD")
     if fd is None:
         return None
@@ -99,9 +104,9 @@ def ready(restore: Callable[[bytes], None] | None = None) -> bytes | None:
         words, payload = _channel.receive()
         if words[0] == "RESTORE":
             _restored = payload
+            _take_segment(words)
             if restore is not None:
                 try:
-                    _take_segment(words)
                     restore(payload)
                 except Exception as exc:
                     _channel.send("FAILED", "restore", f"{type(exc).__name__}: {exc}")
@@ -176,7 +181,7 @@ def _resume_now_or_after_pause() -> None:
         _pending["paused"] = False
     if paused and _resume is not None:
         if _segment is not None:
-            _segment.attach()          # the handoff failed: the segment is this one's again
+            _segment.reclaim()         # the handoff failed: the segment is this one's again
         _resume()
 
 
@@ -196,38 +201,42 @@ def _checkpoint(seq: str) -> None:
     except Exception as exc:  # the supervisor must hear of it, not wait forever
         _channel.send("FAILED", seq, f"{type(exc).__name__}: {exc}")
         state = None
-    with _state_lock:
+    with _state_lock:         # a RESUME now waits until the state is sent (or not)
         _pending["pausing"] = False
         called_off = _pending["resume"]
         _pending["resume"] = False
-        _pending["paused"] = not called_off and state is not None
-    if called_off:
-        if _resume is not None:
-            _resume()        # the supervisor gave up on this checkpoint: serve on
-        return
-    if state is None:
-        if _resume is not None:
-            _resume()        # pause failed: serve on (the supervisor heard FAILED)
-        return
+        problem = None if called_off or state is None else _send_state(state, stopped, seq)
+        paused = _pending["paused"] = not called_off and state is not None and problem is None
+    if not paused and _resume is not None:     # called off, pause failed, the segment could
+        if _segment is not None:               # not go, or the supervisor died while the
+            _segment.reclaim()                 # state was on its way: serve on
+        _resume()
+
+
+def _send_state(state: bytes, stopped: int, seq: str) -> str | None:
+    """STATE (and the segment's descriptor); why not, if it could not be sent."""
+    assert _channel is not None
     try:
-        if _segment is not None and _fds is not None:
+        if _segment is None:
+            _channel.send("STATE", len(state), stopped, seq, payload=state)
+            return None
+        why = None if _fds is not None else ("this supervisor has no descriptor channel "
+                                             "for a state segment (an older zdt)")
+        if why is None:
             try:
                 _segment.detach()
             except BufferError:     # a view of it is still held: it could still change
-                with _state_lock:
-                    _pending["paused"] = False
-                _channel.send("FAILED", seq, "the workload still holds a view of its state "
-                              "segment at its checkpoint")
-                if _resume is not None:
-                    _resume()
-                return
-            _channel.send("STATE", len(state), stopped, seq, "segment", _segment.size,
-                          payload=state)
-            _segment.hand_over(_fds, seq)
-        else:
-            _channel.send("STATE", len(state), stopped, seq, payload=state)
+                why = "the workload still holds a view of its state segment"
+        if why is not None:
+            _channel.send("FAILED", seq, why)
+            return why
+        _channel.send("STATE", len(state), stopped, seq, "segment", _segment.size,
+                      payload=state)
+        assert _fds is not None
+        _segment.hand_over(_fds, seq)
+        return None
     except OSError:
-        _orphaned()          # the supervisor died while the state was on its way
+        return "orphaned"
 
 
 def send_raw(data: bytes) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,23 +19,31 @@ from zdt.live.process import Workload
 
 
 @contextlib.asynccontextmanager
-async def or_resume(original: Workload, timeout: float, late: str) -> AsyncIterator[None]:
+async def or_resume(original: Workload, timeout: float, late: str,
+                    surrogate: Workload | None = None) -> AsyncIterator[None]:
     """A handoff step under a deadline: if it fails or runs late, the original (paused
     for the checkpoint) is told to accept again before the error goes up."""
     try:
         async with asyncio.timeout(timeout):
             yield
     except TimeoutError:
-        await resume(original)
+        await resume(original, surrogate)
         raise StepError(f"{late} within {timeout:g} s") from None
     except BaseException:
-        await resume(original)
+        await resume(original, surrogate)
         raise
 
 
-async def resume(original: Workload) -> None:
+async def resume(original: Workload, surrogate: Workload | None = None) -> None:
     """RESUME, once, to an original told to CHECKPOINT (a RESUME to one that never paused
-    would start its accepting a second time)."""
+    would start its accepting a second time). A surrogate that was handed the state
+    segment is killed, and gone, first: never do two processes write the same pages (but
+    if the original died, that surrogate is the one left with the state)."""
+    if surrogate is not None and surrogate.holds_segment and surrogate.alive and \
+            original.alive:
+        surrogate.signal(signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(surrogate.exited), 10.0)
     if original.paused and original.alive:
         original.paused = False
         with contextlib.suppress(OSError, RuntimeError):
@@ -94,23 +103,32 @@ async def segment_of(original: Workload, words: list[str]) -> Handed | None:
     except (IndexError, ValueError):
         raise StepError(f"the original announced a segment without a size: "
                         f"{' '.join(words)[:120]!r}") from None
-    _, fd = await original.receive_fd()
+    seq = words[3] if len(words) > 3 else None
+    while True:       # a descriptor sent for a checkpoint called off earlier is dropped
+        note, fd = await original.receive_fd()
+        if seq is None or note[2:3] == [seq]:
+            break
+        os.close(fd)
     try:
-        actual = os.fstat(fd).st_size
-        sealed = fcntl.fcntl(fd, fcntl.F_GET_SEALS) & segments.SIZE_SEALS == segments.SIZE_SEALS
+        problem = _segment_problem(original, fd, size)
     except OSError as exc:
+        problem = f"the original handed over a descriptor that is no segment: {exc}"
+    if problem is not None:
         os.close(fd)
-        raise StepError(f"the original handed over a descriptor that is no segment: {exc}"
-                        ) from None
-    if actual != size or not sealed:
-        os.close(fd)
-        raise StepError(f"the original's segment is {actual} bytes (announced: {size}), "
-                        f"{'sealed' if sealed else 'its size not sealed'}")
-    if segments.mapped_by(original.pid, fd):
-        os.close(fd)
-        raise StepError(f"the original (pid {original.pid}) still maps its state segment "
-                        "after its checkpoint: it could change the state handed over")
+        raise StepError(problem)
     return Handed(fd, size)
+
+
+def _segment_problem(original: Workload, fd: int, size: int) -> str | None:
+    actual = os.fstat(fd).st_size
+    sealed = fcntl.fcntl(fd, fcntl.F_GET_SEALS) & segments.SIZE_SEALS == segments.SIZE_SEALS
+    if actual != size or not sealed:
+        return (f"the original's segment is {actual} bytes (announced: {size}), "
+                f"{'sealed' if sealed else 'its size not sealed'}")
+    if segments.mapped_by(original.pid, fd):
+        return (f"the original (pid {original.pid}) still maps its state segment after "
+                "its checkpoint: it could change the state handed over")
+    return None
 
 
 async def restored(surrogate: Workload, state: bytes, segment: Handed | None = None
@@ -122,6 +140,11 @@ async def restored(surrogate: Workload, state: bytes, segment: Handed | None = N
     if segment is None:
         await surrogate.send("RESTORE", len(state), payload=state)
     else:
+        if not surrogate.notice.segment:
+            raise StepError(f"the surrogate (pid {surrogate.pid}) does not say it takes a "
+                            "state segment (its zdt.live helper is older): the state would "
+                            "be lost; update its helper first")
+        surrogate.holds_segment = True
         await surrogate.send_fd(segment.fd, "SEGMENT", segment.size)
         await surrogate.send("RESTORE", len(state), "segment", segment.size, payload=state)
     answer = await first_answer(surrogate)

@@ -30,6 +30,7 @@ class Notice:
     ready: bool = False
     checkpoint: bool = False
     go: bool = False          # restores, then accepts only when told GO
+    segment: bool = False     # takes a state segment on RESTORE
     by: str = ""              # what said ready: "sd_notify" or "health"
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -53,6 +54,7 @@ class Workload:
         loop.add_reader(notify.fileno(), self._on_notify)
         self.channel = channel
         self.fds = fds             # a SOCK_SEQPACKET pair end: descriptors (SCM_RIGHTS)
+        self.holds_segment = False # it was sent the original's state segment
         self.channel_closed = False
         self.paused = False        # told to CHECKPOINT, not yet told to RESUME nor retired
         self.max_state = DEFAULT_MAX_STATE
@@ -105,11 +107,15 @@ class Workload:
                 self.notice.checkpoint = True
             elif line == "X_ZDT_GO=1":
                 self.notice.go = True
+            elif line == "X_ZDT_SEGMENT=1":
+                self.notice.segment = True
         if self.notice.ready:
             self.notice.event.set()
 
     def close_fds(self) -> None:
-        if self.fds is not None:
+        if self.fds is not None and self.fds.fileno() >= 0:
+            with contextlib.suppress(ValueError, OSError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(self.fds.fileno())
             self.fds.close()
 
     def _close_notify(self) -> None:
@@ -146,25 +152,32 @@ class Workload:
         socket.send_fds(self.fds, [" ".join(map(str, words)).encode()], [fd])
 
     async def receive_fd(self) -> tuple[list[str], int]:
-        """The next descriptor the workload sends, with its note; EOFError if it closes."""
+        """The next descriptor the workload sends, with its note; EOFError if it closes
+        its channel or exits first."""
         assert self.fds is not None
         loop = asyncio.get_running_loop()
         while True:
             try:
                 data, fds, _, _ = socket.recv_fds(self.fds, 256, 4)
             except BlockingIOError:
-                ready = loop.create_future()
-                loop.add_reader(self.fds.fileno(), ready.set_result, None)
+                fileno = self.fds.fileno()
+                ready: asyncio.Future[None] = loop.create_future()
+                loop.add_reader(fileno, _settle, ready)
                 try:
-                    await ready
+                    await asyncio.wait([ready, asyncio.shield(self.exited)],
+                                       return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    loop.remove_reader(self.fds.fileno())
+                    with contextlib.suppress(ValueError, OSError):
+                        loop.remove_reader(fileno)
+                if self.exited.done() and not ready.done():
+                    raise EOFError(f"workload pid {self.pid} exited") from None
                 continue
             if not data and not fds:
                 raise EOFError(f"workload pid {self.pid} closed its descriptor channel")
             for extra in fds[1:]:
                 os.close(extra)           # one descriptor per message: more are dropped
             if fds:
+                os.set_inheritable(fds[0], False)   # never into a workload spawned later
                 return data.decode(errors="replace").split(), fds[0]
 
     async def receive(self) -> tuple[list[str], bytes]:
@@ -197,6 +210,11 @@ class Workload:
             return ["MALFORMED", f"a state of {size} bytes, over the limit of "
                     f"{self.max_state} (max_state_bytes)"], b""
         return words, await self.reader.readexactly(size) if size else b""
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _skip(reader: asyncio.StreamReader, size: int) -> None:

@@ -33,6 +33,7 @@ class Segment:
         self.fd = fd
         self.size = size
         self.map: mmap.mmap | None = None
+        self.handed = False      # sent at a checkpoint: not this process's to map any more
 
     @classmethod
     def create(cls, size: int) -> Segment:
@@ -58,6 +59,9 @@ class Segment:
         return segment
 
     def attach(self) -> mmap.mmap:
+        if self.handed:
+            raise RuntimeError("the state segment was handed over at the checkpoint: this "
+                               "process may not map it again (unless the handoff fails)")
         if self.map is None:
             self.map = mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED,
                                  prot=mmap.PROT_READ | mmap.PROT_WRITE)
@@ -73,7 +77,13 @@ class Segment:
         """Unmap, seal the size, send the descriptor (the caller already announced it)."""
         self.detach()
         fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, SIZE_SEALS)
+        self.handed = True
         socket.send_fds(fds, [f"SEGMENT {self.size} {seq}".encode()], [self.fd])
+
+    def reclaim(self) -> mmap.mmap:
+        """The handoff failed: the segment is this process's again; mapped."""
+        self.handed = False
+        return self.attach()
 
 
 def receive(fds: socket.socket) -> tuple[list[str], int]:
@@ -83,6 +93,7 @@ def receive(fds: socket.socket) -> tuple[list[str], int]:
         raise EOFError("the descriptor channel closed")
     for extra in received[1:]:
         os.close(extra)
+    os.set_inheritable(received[0], False)   # recv_fds ignores MSG_CMSG_CLOEXEC (3.11)
     return data.decode(errors="replace").split(), received[0]
 
 

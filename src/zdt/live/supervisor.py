@@ -320,7 +320,7 @@ class Supervisor:
         """A failed handoff: the original serves on (told to RESUME whatever failed after
         its checkpoint: a bad answer, a journal write). Only if it died meanwhile does a
         ready surrogate take over (without the state) rather than leave the port unserved."""
-        await handoff.resume(original)
+        await handoff.resume(original, surrogate)
         if original.alive and original.channel_closed:
             # its channel closed first: its exit is on the way (the pidfd tells a moment later)
             with contextlib.suppress(TimeoutError):
@@ -335,7 +335,8 @@ class Supervisor:
                                  self.snapshot.history)
         self._save()
         self.note = (f"the original died: the surrogate (pid {surrogate.pid}) took over from "
-                     f"{surrogate.home}, without the state")
+                     f"{surrogate.home}, " + ("with the state segment it was handed"
+                                             if surrogate.holds_segment else "without the state"))
 
     async def _checkpoint(self, original: Workload, surrogate: Workload,
                           t: dict[str, float], step: _Steps) -> dict[str, Any]:
@@ -353,7 +354,7 @@ class Supervisor:
                 segment = await handoff.segment_of(original, words)
             async with handoff.or_resume(original, t["ready_timeout"],
                                          f"the surrogate (pid {surrogate.pid}) did not "
-                                         "restore the state"):
+                                         "restore the state", surrogate):
                 accepting = await handoff.restored(surrogate, state, segment)
         finally:
             if segment is not None:
