@@ -361,8 +361,8 @@ def live_update_all(data: Path | None, home_dir: str | None, archive: str | None
                     every: bool, timeouts: dict[str, float | None]) -> dict[str, Any]:
     """Several workloads updated as one operation (a data file's `workload:` stanzas, or
     --all); those done are reverted if a later one fails."""
-    return live_host_ops.update_all(live_host_ops.requests_of(data, home_dir, archive, every,
-                                                              timeouts))
+    return live_host_ops.update_all(*live_host_ops.requests_of(data, home_dir, archive,
+                                                               every, timeouts))
 
 
 def live_stop(name: str, state_dir: str | None = None) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from zdt.errors import ConfigError
+from zdt.live import stanza
 from zdt.live.stanza import General, LiveUpdateData, Scripts, load, parse
 
 FULL = """\
@@ -204,3 +205,28 @@ def test_a_binary_file_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not UTF-8") as err:
         load(path)
     assert err.value.exit_code == 2
+
+
+def test_workload_stanzas_name_several_workloads() -> None:
+    parsed = stanza.parse("general:\n    home = /srv/all\nworkload:\n    name = api\n"
+                          "workload:\n    name = worker\n    archive = /w.tar.gz\n"
+                          "    state_dir = /var/lib/zdt/worker\n", "f")
+    assert [(w.name, w.home, w.archive, w.state_dir, w.line) for w in parsed.workloads] == [
+        ("api", None, None, None, 3), ("worker", None, "/w.tar.gz", "/var/lib/zdt/worker", 5)]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("workload:\n    home = /a\n", "f:1: workload[0]: no name"),
+    ("workload:\n    name = x\n    home = /a\n    archive = /b\n",
+     "f:4: workload[0]: give home or archive, not both"),
+    ("workload:\n    name = x\nworkload:\n    name = x\n",
+     "f:4: workload[1].name: 'x' is already updated by the workload at line 1"),
+    ("workload:\n    name = a b\n", "f:2: workload[0].name: not a workload name"),
+    ("workload:\n    name = x\n    state_dir = rel\n",
+     "f:3: workload[0].state_dir: not an absolute path"),
+    ("workload:\n    name = x\n    name = y\n", "f:3: workload[0].name: duplicate key"),
+])
+def test_bad_workload_stanzas(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        stanza.parse(text, "f")
+    assert problem in str(err.value) and err.value.exit_code == 2

@@ -13,6 +13,7 @@ from zdt.app import LiveConfig, LiveRequest
 from zdt.cli import live_remote as remote
 from zdt.cli.common import AcceptNew, JsonOpt, group, handled, out, print_json
 from zdt.cli.live_remote import NodeOpt, RemoteDomain
+from zdt.errors import ConfigError
 from zdt.terminal import clean
 
 live_app = group("Update the software under a running workload on one host: a "
@@ -75,6 +76,11 @@ def update(name: MaybeName = None, home_dir: HomeDir = None, archive: ArchiveOpt
     operation (those done are reverted if a later one fails)."""
     timeouts = {"ready_timeout": ready_timeout, "checkpoint_timeout": checkpoint_timeout,
                 "stop_timeout": stop_timeout}
+    if name is not None and every:
+        raise ConfigError("NAME or --all, not both")
+    if name is None and state_dir is not None:
+        raise ConfigError("--state-dir names one workload's dir: give its NAME (or a "
+                          "`state_dir` in its `workload:` stanza)")
     if domain is not None:
         files = {o: Path(f) for o, f in (("--archive", archive), ("--data", data)) if f}
         args = ["update", *([name] if name else []), *remote.options(
@@ -83,6 +89,7 @@ def update(name: MaybeName = None, home_dir: HomeDir = None, archive: ArchiveOpt
             _show_handoff(name or "", "update", r, False) if name
             else _show_host_update(r, False)))
         return
+    remote.local_only(node)
     if name is None:
         _show_host_update(app.live_update_all(data, home_dir, archive, every, timeouts),
                           json_out)
@@ -117,6 +124,7 @@ def revert(name: NameArg, state_dir: StateDir = None, json_out: JsonOpt = False,
         remote.on_node(domain, node, ["revert", name, *remote.options(state_dir=state_dir)],
                        {}, json_out, lambda r: _show_handoff(name, "revert", r, False))
         return
+    remote.local_only(node)
     _show_handoff(name, "revert", app.live_revert(name, state_dir), json_out)
 
 
@@ -145,6 +153,7 @@ def status(name: MaybeName = None, state_dir: StateDir = None,
     if domain is not None:
         remote.every_node(domain, json_out, _show_statuses)
         return
+    remote.local_only(node)
     if name is not None:
         _show_status(app.live_status(name, state_dir), json_out)
         return
@@ -185,8 +194,9 @@ def stop(name: NameArg, state_dir: StateDir = None, domain: RemoteDomain = None,
     """Stop the workload and its supervisor."""
     if domain is not None:
         remote.on_node(domain, node, ["stop", name, *remote.options(state_dir=state_dir)],
-                       {}, False, lambda r: None)
+                       {}, False, print, as_json=False)
     else:
+        remote.local_only(node)
         app.live_stop(name, state_dir)
     out.print(f"{name} stopped")
 
@@ -203,6 +213,7 @@ def preview(name: NameArg, home_dir: HomeDir = None, archive: ArchiveOpt = None,
             home_dir=home_dir, state_dir=state_dir)], files, json_out,
             _show_preview)
         return
+    remote.local_only(node)
     report = app.live_preview(LiveRequest(name, home_dir, archive, data, state_dir))
     _show_preview(report, json_out)
 

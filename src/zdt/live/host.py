@@ -42,10 +42,14 @@ def listing(root: Path | None = None) -> list[dict[str, Any]]:
 
 
 def requests_of(data: Path | None, home_dir: str | None, archive: str | None,
-                every: bool, timeouts: dict[str, float | None]) -> list[LiveRequest]:
-    """What one host operation updates: the data file's `workload:` stanzas (a home or
-    archive of their own, else the options', else `general:`'s), or --all workloads
-    running under the state root, each onto --home-dir / --archive."""
+                every: bool, timeouts: dict[str, float | None]
+                ) -> tuple[list[LiveRequest], dict[str, tuple[str, ...]]]:
+    """What one host operation updates, and the data file's scripts (run once around it):
+    the file's `workload:` stanzas — each onto its own home or archive, else the
+    options', else `general:`'s — or --all workloads running under the state root, each
+    onto --home-dir / --archive."""
+    if data is not None and every:
+        raise ConfigError("--all or --data with `workload:` stanzas, not both")
     if data is not None:
         from zdt.live import stanza
 
@@ -53,9 +57,16 @@ def requests_of(data: Path | None, home_dir: str | None, archive: str | None,
         if not parsed.workloads:
             raise ConfigError(f"{data}: no `workload:` stanza; name the workload instead")
         g = parsed.general
-        return [LiveRequest(w.name, w.home or (None if w.archive else home_dir or g.home),
-                            w.archive or (None if w.home else archive or g.archive), None,
-                            w.state_dir, timeouts) for w in parsed.workloads]
+        given = {k: v for k, v in (("ready_timeout", g.ready_timeout),
+                                   ("checkpoint_timeout", g.checkpoint_timeout),
+                                   ("stop_timeout", g.stop_timeout))}
+        given.update({k: v for k, v in timeouts.items() if v is not None})
+        default = (home_dir, archive) if home_dir or archive else (g.home, g.archive)
+        scripts = {phase: getattr(parsed.scripts, phase)
+                   for phase in ("check", "pre", "post", "error", "complete")}
+        return [LiveRequest(w.name, *((w.home, w.archive) if w.home or w.archive
+                                      else default), None, w.state_dir, dict(given))
+                for w in parsed.workloads], scripts
     if not every:
         raise ConfigError("give the workload's NAME, --all, or --data with `workload:` "
                           "stanzas")
@@ -64,23 +75,33 @@ def requests_of(data: Path | None, home_dir: str | None, archive: str | None,
     running = [row["name"] for row in listing() if row["running"]]
     if not running:
         raise ConfigError(f"--all: no workload runs under {client.default_root()}")
-    return [LiveRequest(name, home_dir, archive, None, None, timeouts) for name in running]
+    return [LiveRequest(name, home_dir, archive, None, None, timeouts)
+            for name in running], {}
 
 
-def update_all(requests: list[LiveRequest], root: Path | None = None) -> dict[str, Any]:
-    """Update each in order under the host lock; on a failure, revert the done ones."""
+def update_all(requests: list[LiveRequest], scripts: dict[str, tuple[str, ...]] | None = None,
+               root: Path | None = None) -> dict[str, Any]:
+    """Update each in order under the host lock, the data file's scripts around them all;
+    on a failure, revert the done ones (last first). A single `zdt live update NAME` is not
+    held off between two of them: it takes only its workload's lock."""
+    scripts = scripts or {}
     lock = DomainLock((root or client.default_root()) / ".host")
     lock.acquire("zdt live update of the host's workloads")
     done: list[dict[str, Any]] = []
+    env = {"ZDT_NAME": ",".join(r.name for r in requests), "ZDT_HOME": "",
+           "ZDT_PREVIOUS_HOME": ""}
     try:
+        operations.run_scripts(scripts, ("check", "pre"), env)
         for req in requests:
             try:
                 result = operations.update(req)
-            except ZdtError as exc:
+            except (ZdtError, OSError) as exc:
+                operations.run_scripts(scripts, ("error",), env, quiet=True)
                 failed = {"name": req.name, "error": str(exc)}
                 return {"state": _revert(done, requests), "workloads": [*done, failed],
                         "error": f"{req.name}: {exc}"}
             done.append({"name": req.name, "result": result})
+        operations.run_scripts(scripts, ("post", "complete"), env)
         return {"state": "succeeded", "workloads": done}
     finally:
         lock.release()

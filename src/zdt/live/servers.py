@@ -24,9 +24,17 @@ NEEDS = {
 }
 
 
+def _says(arg: str, mark: str) -> bool:
+    """`--fd` is an option of its own (`--fd 3`, `--fd=3`); `fd://` is within a value."""
+    return arg == mark or arg.startswith(mark + "=") if mark.startswith("--") else mark in arg
+
+
 def server_of(command: Sequence[str]) -> str | None:
     """The known server a command runs: `uvicorn …`, `/usr/bin/uvicorn …`, or
     `python -m uvicorn …`."""
+    command = list(command)
+    while command and (os.path.basename(command[0]) == "env" or "=" in command[0]):
+        command = command[1:]          # `env VAR=… uvicorn …`
     if not command:
         return None
     first = os.path.basename(command[0])
@@ -44,6 +52,6 @@ def check(command: Sequence[str]) -> None:
     if server is None:
         return
     marks, advice = NEEDS[server]
-    if not any(m in arg for arg in command for m in marks):
+    if not any(_says(arg, m) for arg in command for m in marks):
         raise ConfigError(f"{server} would bind a socket of its own beside the one zdt "
                           f"holds, and no update could hand it over: {advice}")
