@@ -182,7 +182,8 @@ class App(Wiring):
         domain = domain_model.load(self.domain_path)
         adapters = self.build_adapters(domain, self.connect)
         try:
-            return await stale_fleet.scan(domain, adapters)
+            found = await stale_fleet.scan(domain, adapters)
+            return {**found, "blind": stale_fleet.blind(found)}
         finally:
             await adapters.close()
 
@@ -316,6 +317,17 @@ def live_run(config: LiveConfig, *, detach: bool = False, timeout: float = 35.0
     return client.detach(client.run_argv(config), Path(config.state_dir), timeout=timeout)
 
 
+def live_adopt(name: str, state_dir: str | None = None, *, detach: bool = False,
+               timeout: float = 35.0) -> dict[str, Any] | None:
+    """A supervisor for the workload a dead one left serving (`zdt live run --adopt`)."""
+    directory = client.state_dir(name, state_dir)
+    if not detach:
+        client.run_adopted(directory)
+        return None
+    return client.detach(["--adopt", "--name", name, "--state-dir", str(directory)],
+                         directory, timeout=timeout)
+
+
 def live_update(request: LiveRequest) -> dict[str, Any]:
     """Move a workload onto a new home: surrogate, checkpoint, restore, retire."""
     return live_ops.update(request)
@@ -348,8 +360,8 @@ def live_updates(name: str, state_dir: str | None = None) -> list[dict[str, Any]
 
 def live_workloads(limit: int = 20) -> list[dict[str, Any]]:
     """This host's workloads under the state root, each with its newest updates."""
-    return [{"name": name, "updates": live_updates(name)[:limit]}
-            for name, directory in live_host_ops.names() if (directory / "updates.db").is_file()]
+    return [{"name": n, "updates": live_updates(n)[:limit]}
+            for n, d in live_host_ops.names() if (d / "updates.db").is_file()]
 
 
 def live_host() -> list[dict[str, Any]]:
@@ -359,19 +371,13 @@ def live_host() -> list[dict[str, Any]]:
 
 def live_update_all(data: Path | None, home_dir: str | None, archive: str | None,
                     every: bool, timeouts: dict[str, float | None]) -> dict[str, Any]:
-    """Several workloads updated as one operation (a data file's `workload:` stanzas, or
-    --all); those done are reverted if a later one fails."""
+    """Several workloads as one operation; those done are reverted if a later one fails."""
     return live_host_ops.update_all(*live_host_ops.requests_of(data, home_dir, archive,
                                                                every, timeouts))
 
 
 def live_stop(name: str, state_dir: str | None = None) -> None:
     live_ops.stop(name, state_dir)
-
-
-def stale_blind(found: dict[str, Any]) -> list[str]:
-    """What a domain's stale scan (`App.stale`) could not see."""
-    return stale_fleet.blind(found)
 
 
 def stale_processes() -> dict[str, Any]:

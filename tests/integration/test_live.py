@@ -455,3 +455,30 @@ def test_an_archive_that_is_not_there_is_bad_input(live: Live, archive: str) -> 
     result = live("update", "web", "--archive", archive)
     assert result.returncode == 2, result.stdout + result.stderr
     assert archive in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_a_workload_whose_supervisor_died_is_adopted(live: Live) -> None:
+    """kill -9 of the supervisor leaves the workload serving, under load; `zdt live run
+    --adopt` takes it back (same pid, its sockets); its next update is an overlap."""
+    before = await live.get()
+    supervisor = live.status["supervisor_pid"]
+    reads = capacity_load(live.url, keep_alive=False)
+    async with reads:
+        await asyncio.sleep(0.2)
+        os.kill(supervisor, signal.SIGKILL)
+        await asyncio.sleep(0.5)
+        adopted = await asyncio.to_thread(live, "run", "--adopt", "--name", "web",
+                                          "--detach", "--json")
+        await asyncio.sleep(0.2)
+    assert adopted.returncode == 0, adopted.stdout + adopted.stderr
+    status = json.loads(adopted.stdout)
+    assert (status["pid"], status["readiness"]) == (before["pid"], "adopted")
+    assert status["supervisor_pid"] != supervisor
+    assert reads.stats.failed == 0 and reads.stats.requests > 50, reads.stats.as_dict()
+    again = live("run", "--adopt", "--name", "web")
+    assert again.returncode == 4 and "nothing to adopt" in again.stderr
+    done, _ = await under_load(live, "update", "web", "--home-dir", str(live.base / "v2"),
+                               "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["mode"] == "overlap"
+    assert (await live.get())["version"] == "v2"

@@ -33,9 +33,14 @@ DataOpt = Annotated[Path | None, typer.Option("--data", help="A liveupdate.data 
 @live_app.command("run", context_settings={"allow_interspersed_args": False})
 @handled
 def run(
-    command: Annotated[list[str], typer.Argument(help="-- CMD ARGS…: the workload.")],
     name: Annotated[str, typer.Option(help="The workload's name.")],
-    listen: Annotated[list[str], typer.Option(help="HOST:PORT to listen on (repeat).")],
+    command: Annotated[list[str] | None, typer.Argument(help="-- CMD ARGS…: the workload.")
+                       ] = None,
+    listen: Annotated[list[str] | None, typer.Option(help="HOST:PORT to listen on (repeat)."
+                                                     )] = None,
+    adopt: Annotated[bool, typer.Option(help="Take back the workload a supervisor that died "
+                                        "left serving (its sockets, its pid; the rest as it "
+                                        "was run).")] = False,
     home: Annotated[str, typer.Option(help="The workload's home [default: the current "
                                            "directory].")] = ".",
     health: Annotated[str | None, typer.Option(help="Readiness by this URL answering 200 "
@@ -50,8 +55,17 @@ def run(
     json_out: JsonOpt = False,
 ) -> None:
     """Run a workload under a live supervisor that holds its listening sockets."""
+    if adopt:
+        if command or listen:
+            raise ConfigError("--adopt takes the workload as it was run: no --listen, no "
+                              "command")
+        adopted = app.live_adopt(name, state_dir, detach=detach, timeout=ready_timeout + 5)
+        if adopted is not None:
+            _show_status(adopted, json_out)
+        return
     directory = app.live_state_dir(name, state_dir)
-    config = LiveConfig(name, tuple(listen), str(Path(home).resolve()), tuple(command),
+    config = LiveConfig(name, tuple(listen or ()), str(Path(home).resolve()),
+                        tuple(command or ()),
                         str(directory), health, ready_timeout=ready_timeout,
                         max_state_bytes=max_state_bytes)
     status = app.live_run(config, detach=detach, timeout=ready_timeout + 5)
@@ -274,7 +288,7 @@ def _print_fleet(found: dict[str, Any]) -> None:
             _print_processes(row["stale"], "  ")
         elif row["pid"] is None and "error" not in row:
             out.print(f"{row['server']} on {row['node']}: not running (nothing to scan)")
-    for line in app.stale_blind(found):
+    for line in found["blind"]:
         out.print(f"not seen: {clean(line, lines=False)}", style="red")
     if found["stale"]:
         out.print(f"{len(found['stale'])} server(s) to restart: `zdt rollout restart "

@@ -69,6 +69,27 @@ def run(config: LiveConfig) -> None:
     asyncio.run(Supervisor(config).run())
 
 
+def saved_config(directory: Path) -> LiveConfig:
+    """The config the workload was started with (STATE_DIR/config.json)."""
+    try:
+        data = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise NotFoundError(f"{directory}: no workload was run here ({exc})") from None
+    return LiveConfig(**{**data, "listen": tuple(data["listen"]),
+                         "command": tuple(data["command"])})
+
+
+def run_adopted(directory: Path) -> None:
+    """`zdt live run --adopt`: a supervisor for the workload a dead one left serving."""
+    from zdt.live import adopt
+
+    config = saved_config(directory)
+    if (directory / "control.sock").exists() and _answers(directory):
+        raise LockedError(f"{config.name} has a supervisor already (control socket "
+                          f"{directory / 'control.sock'}): nothing to adopt")
+    asyncio.run(Supervisor(config, adopted=adopt.recorded_pid(directory)).run())
+
+
 def run_argv(config: LiveConfig) -> list[str]:
     """`zdt live run` arguments (without --detach) that run this very config."""
     argv = ["--name", config.name, "--home", config.home, "--state-dir", config.state_dir,

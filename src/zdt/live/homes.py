@@ -73,3 +73,10 @@ def entry_point_problem(command: list[str], home: str) -> str | None:
     if not (path.is_file() and os.access(path, os.X_OK)):
         return f"{home}: the entry point {first} is missing or not executable"
     return None
+
+
+def version_of(home: str) -> str | None:
+    try:
+        return (Path(home) / "VERSION").read_text().strip()
+    except OSError:
+        return None

@@ -33,7 +33,7 @@ from typing import Any
 
 from zdt import atomic, http
 from zdt.errors import PreconditionError, StepError, ZdtError
-from zdt.live import handoff, process, readiness
+from zdt.live import adopt, handoff, homes, process, readiness
 from zdt.live.journal import LiveJournal
 from zdt.live.process import Workload
 from zdt.live.protocol import encode
@@ -61,14 +61,19 @@ class Snapshot:
     previous_home: str | None = None
     last: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    pid: int | None = None             # the workload serving (what --adopt takes back)
 
 
 class Supervisor:
-    def __init__(self, config: LiveConfig) -> None:
+    def __init__(self, config: LiveConfig, adopted: int | None = None) -> None:
         self.config = config
         self.dir = Path(config.state_dir)
-        self.sockets = [process.listen(a) for a in config.listen]
+        self.adopted = adopted      # a workload pid left serving by a supervisor that died
+        self.sockets = adopt.sockets_of(adopted, config.listen) if adopted else \
+            [process.listen(a) for a in config.listen]
         self.snapshot = Snapshot(config.home)
+        if adopted:
+            self.snapshot = Snapshot(**json.loads((self.dir / "state.json").read_text()))
         self.current: Workload | None = None
         self.workloads: set[Workload] = set()     # every process started, until it exits
         self.note: str | None = None
@@ -89,6 +94,11 @@ class Supervisor:
             await self._shutdown()
 
     async def _start(self) -> None:
+        if self.adopted:
+            self.current = await adopt.workload(self.adopted, self.snapshot.home, self.dir)
+            self.workloads.add(self.current)
+            self.note = f"adopted pid {self.adopted}: its next update is an overlap"
+            return
         self.current = await self._spawn(self.config.home, "original")
         ready = asyncio.ensure_future(self._wait_ready(self.current, self.config.ready_timeout,
                                                        by_health=True))
@@ -223,7 +233,7 @@ class Supervisor:
         return {"name": self.config.name, "supervisor_pid": os.getpid(),
                 "listen": list(self.config.listen), "home": self.snapshot.home,
                 "previous_home": self.snapshot.previous_home,
-                "version": _version(self.snapshot.home),
+                "version": homes.version_of(self.snapshot.home),
                 "command": list(self.config.command),
                 "pid": w.pid if w else None, "ready": bool(w and w.notice.ready),
                 "checkpoint": bool(w and w.notice.checkpoint), "last_update": self.snapshot.last,
@@ -368,6 +378,7 @@ class Supervisor:
                 "blackout_ms": round((accepting - stopped) / 1e6, 3)}
 
     def _save(self) -> None:
+        self.snapshot.pid = self.current.pid if self.current else None
         atomic.write_text(self.dir / "state.json", json.dumps(asdict(self.snapshot), indent=1),
                           0o600)
 
@@ -385,10 +396,3 @@ class _Steps:
         self.name = name
         if name is not None:
             self.journal.phase(self.uid, name, "running", note)
-
-
-def _version(home: str) -> str | None:
-    try:
-        return (Path(home) / "VERSION").read_text().strip()
-    except OSError:
-        return None
