@@ -20,6 +20,7 @@ deps:
 	  ls /usr/lib/*/libpq.so.5 >/dev/null 2>&1 || missing="$$missing libpq5"; \
 	  [ -x /usr/bin/prometheus ] || missing="$$missing prometheus"; \
 	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	  [ -x /usr/sbin/lighttpd ] || missing="$$missing lighttpd"; \
 	  [ -z "$$missing" ] || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; }
 	@$(PYTHON) -c "import zdt, supervisor, typer, rich, pydantic, asyncssh, pytest, \

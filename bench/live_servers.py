@@ -3,11 +3,13 @@
     python -m bench.live_servers [--updates 10]
 
 gunicorn (2 sync workers, LISTEN_FDS, READY=1) and uvicorn (`--fd 3`, ready by --health)
-running `zdt.lab.webapp`, each updated N times (alternating two homes) under load at
-capacity: 16 keep-alive clients for gunicorn (its workers close each connection after the
-answer), 16 new-connection clients for uvicorn (it closes idle keep-alive connections
-when it stops). Printed: requests, failed, the overlap (both accepting, until the original
-drained and exited) and the total per update, medians.
+running `zdt.lab.webapp`, and lighttpd serving the home's files (socket activation, ready
+by --health, `--stop-signal INT`: its graceful stop), each updated N times (alternating
+two homes) under load at capacity: 16 keep-alive clients for gunicorn (its workers close
+each connection after the answer), 16 new-connection clients for uvicorn and lighttpd
+(they close idle keep-alive connections when they stop). Printed: requests, failed, the
+overlap (both accepting, until the original drained and exited) and the total per
+update, medians.
 """
 
 from __future__ import annotations
@@ -32,7 +34,15 @@ SERVERS = {
                  False, True),
     "uvicorn": ([sys.executable, "-m", "uvicorn", "--fd", "3", "zdt.lab.webapp:asgi"],
                 True, False),
+    "lighttpd": (["/usr/sbin/lighttpd", "-D", "-f", "lighttpd.conf"], True, False),
 }
+LIGHTTPD_CONF = """\
+server.document-root = var.CWD
+server.bind = "127.0.0.1"
+server.port = {port}
+server.systemd-socket-activation = "enable"
+server.errorlog = var.CWD + "/error.log"
+"""
 
 
 def zdt(*args: str) -> subprocess.CompletedProcess[str]:
@@ -42,16 +52,21 @@ def zdt(*args: str) -> subprocess.CompletedProcess[str]:
 async def run(name: str, updates: int) -> dict[str, Any]:
     command, by_health, keep_alive = SERVERS[name]
     base = Path(tempfile.mkdtemp(prefix="zdt-live-", dir="/tmp"))
-    for v in ("v1", "v2"):
-        (base / v).mkdir()
-        (base / v / "VERSION").write_text(v + "\n")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    for v in ("v1", "v2"):
+        (base / v).mkdir()
+        (base / v / "VERSION").write_text(v + "\n")
+        (base / v / "lighttpd.conf").write_text(LIGHTTPD_CONF.format(port=port))
+    static = name == "lighttpd"        # its graceful stop is SIGINT; it serves files
     url, state = f"http://127.0.0.1:{port}/", str(base / "sd")
-    health = ["--health", url + "health"] if by_health else []
+    health = ["--health", url + ("VERSION" if static else "health")] if by_health else []
+    extra = ["--stop-signal", "INT"] if static else []
+    url += "VERSION" if static else ""
     started = zdt("live", "run", "--name", name, "--listen", f"127.0.0.1:{port}", "--home",
-                  str(base / "v1"), "--state-dir", state, "--detach", *health, "--", *command)
+                  str(base / "v1"), "--state-dir", state, "--detach", *health, *extra, "--",
+                  *command)
     assert started.returncode == 0, started.stderr
     results = []
     try:

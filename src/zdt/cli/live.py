@@ -19,6 +19,7 @@ from zdt.terminal import clean
 live_app = group("Update the software under a running workload on one host: a "
                  "surrogate takes over its sockets and its state.")
 
+STOP_SIGNALS = ("TERM", "INT", "QUIT", "HUP", "USR1", "USR2", "WINCH")
 NameArg = Annotated[str, typer.Argument(help="The workload's name (`zdt live run --name`).")]
 MaybeName = Annotated[str | None, typer.Argument(help="The workload's name (`zdt live run "
                                                       "--name`).")]
@@ -52,6 +53,9 @@ def run(
     max_state_bytes: Annotated[int, typer.Option(
         min=0, max=1 << 40, help="The largest state a checkpoint may hand over (a larger "
         "one fails the update; the original serves on).")] = 1 << 30,
+    stop_signal: Annotated[str, typer.Option(
+        help="The signal that stops the workload gracefully: TERM, INT (lighttpd), QUIT, "
+        "HUP, USR1, USR2 or WINCH.")] = "TERM",
     json_out: JsonOpt = False,
 ) -> None:
     """Run a workload under a live supervisor that holds its listening sockets."""
@@ -63,11 +67,13 @@ def run(
         if adopted is not None:
             _show_status(adopted, json_out)
         return
+    if stop_signal.upper() not in STOP_SIGNALS:
+        raise ConfigError(f"--stop-signal {stop_signal}: one of {', '.join(STOP_SIGNALS)}")
     directory = app.live_state_dir(name, state_dir)
     config = LiveConfig(name, tuple(listen or ()), str(Path(home).resolve()),
                         tuple(command or ()),
                         str(directory), health, ready_timeout=ready_timeout,
-                        max_state_bytes=max_state_bytes)
+                        max_state_bytes=max_state_bytes, stop_signal=stop_signal.upper())
     status = app.live_run(config, detach=detach, timeout=ready_timeout + 5)
     if status is not None:
         _show_status(status, json_out)

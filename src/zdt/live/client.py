@@ -94,7 +94,8 @@ def run_argv(config: LiveConfig) -> list[str]:
     """`zdt live run` arguments (without --detach) that run this very config."""
     argv = ["--name", config.name, "--home", config.home, "--state-dir", config.state_dir,
             "--ready-timeout", str(config.ready_timeout),
-            "--max-state-bytes", str(config.max_state_bytes)]
+            "--max-state-bytes", str(config.max_state_bytes),
+            "--stop-signal", config.stop_signal]
     argv += [x for a in config.listen for x in ("--listen", a)]
     argv += ["--health", config.health] if config.health else []
     return [*argv, "--", *config.command]

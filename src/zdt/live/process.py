@@ -130,9 +130,10 @@ class Workload:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
 
-    async def retire(self, timeout: float) -> bool:
-        """SIGTERM, wait up to timeout, then SIGKILL; True if it exited by itself."""
-        self.signal(signal.SIGTERM)
+    async def retire(self, timeout: float, stop: str = "TERM") -> bool:
+        """The stop signal (SIGTERM, or the workload's own graceful one: "INT"…), wait up
+        to timeout, then SIGKILL; True if it exited by itself."""
+        self.signal(getattr(signal, f"SIG{stop}"))
         try:
             await asyncio.wait_for(asyncio.shield(self.exited), timeout)
             return True

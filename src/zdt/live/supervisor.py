@@ -51,6 +51,7 @@ class LiveConfig:
     checkpoint_timeout: float = 30.0
     stop_timeout: float = 10.0
     max_state_bytes: int = process.DEFAULT_MAX_STATE
+    stop_signal: str = "TERM"          # the workload's graceful stop (lighttpd: INT)
 
 
 @dataclass
@@ -142,7 +143,7 @@ class Supervisor:
         """Let an update under way end (its own timeouts bound it), then retire every
         process started: none may be left holding the port without a supervisor."""
         async with self.busy:
-            await asyncio.gather(*(w.retire(self.config.stop_timeout)
+            await asyncio.gather(*(w.retire(self.config.stop_timeout, self.config.stop_signal)
                                    for w in list(self.workloads) if w.alive))
         for s in self.sockets:
             s.close()
@@ -314,7 +315,7 @@ class Supervisor:
         except ZdtError as exc:
             problems.append(str(exc))
         try:
-            clean = await original.retire(t["stop_timeout"])
+            clean = await original.retire(t["stop_timeout"], self.config.stop_signal)
         except Exception as exc:
             clean = False
             problems.append(f"retiring the original (pid {original.pid}): {exc}")
