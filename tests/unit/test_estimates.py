@@ -93,8 +93,11 @@ def test_a_live_update_estimate_learns_from_the_workload_history(tmp_path: Path)
 
     first = _estimate(tmp_path)
     assert (first["learned"], first["blackout_ms"]) == (False, 30_000.0)
-    history = [{"total_ms": 100.0 + i, "blackout_ms": float(i)} for i in range(1, 11)]
+    history = [{"total_ms": 100.0 + i, "blackout_ms": float(i), "mode": "checkpoint",
+                "state_bytes": 0, "segment_bytes": 1 << 30} for i in range(1, 11)]
     (tmp_path / "state.json").write_text(json.dumps({"history": history}))
     e = _estimate(tmp_path)
     assert (e["learned"], e["blackout_ms"], e["blackout_p90_ms"]) == (True, 5.5, 9.0)
     assert (e["total_ms"], e["total_p90_ms"]) == (105.5, 109.0)
+    assert e["basis"].endswith("the last: checkpoint, 0 bytes streamed, a "
+                               "1,073,741,824-byte segment by reference")

@@ -194,8 +194,12 @@ def _estimate(directory: Path) -> dict[str, Any]:
         totals = sorted(h["total_ms"] for h in history)
         blackouts = sorted(h["blackout_ms"] for h in history)
         p90 = min(len(history) - 1, round(0.9 * (len(history) - 1)))
+        last = history[-1]          # the blackout follows the mode and the streamed size
+        shape = (f"{last.get('mode', '?')}, {last.get('state_bytes', 0):,} bytes streamed"
+                 + (f", a {last['segment_bytes']:,}-byte segment by reference"
+                    if last.get("segment_bytes") else ""))
         return {"basis": f"median (and 90th percentile) of the last {len(history)} "
-                f"update(s)", "learned": True,
+                f"update(s); the last: {shape}", "learned": True,
                 "total_ms": statistics.median(totals), "total_p90_ms": totals[p90],
                 "blackout_ms": statistics.median(blackouts), "blackout_p90_ms": blackouts[p90]}
     return {"basis": "no update yet: an upper bound from the default timeouts",
