@@ -27,22 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from zdt.lab.load import at_capacity
+from zdt.lab.recipes import RECIPES
 
 ZDT = [sys.executable, "-m", "zdt.cli"]
-SERVERS = {
-    "gunicorn": ([sys.executable, "-m", "gunicorn", "--workers", "2", "zdt.lab.webapp:wsgi"],
-                 False, True),
-    "uvicorn": ([sys.executable, "-m", "uvicorn", "--fd", "3", "zdt.lab.webapp:asgi"],
-                True, False),
-    "lighttpd": (["/usr/sbin/lighttpd", "-D", "-f", "lighttpd.conf"], True, False),
-}
-LIGHTTPD_CONF = """\
-server.document-root = var.CWD
-server.bind = "127.0.0.1"
-server.port = {port}
-server.systemd-socket-activation = "enable"
-server.errorlog = var.CWD + "/error.log"
-"""
+CLIENTS = {"gunicorn": True, "uvicorn": False, "lighttpd": False}   # keep-alive or not
 
 
 def zdt(*args: str) -> subprocess.CompletedProcess[str]:
@@ -50,23 +38,15 @@ def zdt(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def run(name: str, updates: int) -> dict[str, Any]:
-    command, by_health, keep_alive = SERVERS[name]
+    recipe, keep_alive = RECIPES[name], CLIENTS[name]
     base = Path(tempfile.mkdtemp(prefix="zdt-live-", dir="/tmp"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    for v in ("v1", "v2"):
-        (base / v).mkdir()
-        (base / v / "VERSION").write_text(v + "\n")
-        (base / v / "lighttpd.conf").write_text(LIGHTTPD_CONF.format(port=port))
-    static = name == "lighttpd"        # its graceful stop is SIGINT; it serves files
-    url, state = f"http://127.0.0.1:{port}/", str(base / "sd")
-    health = ["--health", url + ("VERSION" if static else "health")] if by_health else []
-    extra = ["--stop-signal", "INT"] if static else []
-    url += "VERSION" if static else ""
+    recipe.homes(base, port)
+    url, state = f"http://127.0.0.1:{port}/{recipe.page}", str(base / "sd")
     started = zdt("live", "run", "--name", name, "--listen", f"127.0.0.1:{port}", "--home",
-                  str(base / "v1"), "--state-dir", state, "--detach", *health, *extra, "--",
-                  *command)
+                  str(base / "v1"), "--state-dir", state, "--detach", *recipe.run_args(port))
     assert started.returncode == 0, started.stderr
     results = []
     try:
@@ -95,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     print("| server | clients | updates | mode | requests | failed | overlap median ms | "
           "total median ms |\n|---|---|---:|---|---:|---:|---:|---:|")
-    for name, (_, _, keep_alive) in SERVERS.items():
+    for name, keep_alive in CLIENTS.items():
         r = asyncio.run(run(name, args.updates))
         print(f"| {name} | {'ka16' if keep_alive else 'close16'} | {args.updates} | "
               f"{', '.join(r['modes'])} | {r['requests']:,} | {r['failed']} | "

@@ -20,7 +20,7 @@ from zdt.domain import Server
 from zdt.errors import PreconditionError, ZdtError
 from zdt.report import node_visits
 from zdt.steps import Context, each, nodefs, runtime
-from zdt.steps.analysis import settings_of
+from zdt.steps.analysis import peers, settings_of
 from zdt.workflow.batches import label
 from zdt.workflow.journal import Journal
 from zdt.workflow.plan import Plan, lb_members
@@ -63,11 +63,12 @@ async def _analysis(ctx: Context, plan: Plan) -> list[Check]:
     first = next((s for s in plan.steps if s.name == "analysis"), None)
     if first is None:
         return []
-    settings = settings_of(ctx.domain)
-    mine = {ctx.domain.server(n).backend_name for n in first.servers}
-    subject = Subject(first.node, tuple(sorted(mine)), tuple(
-        s.backend_name for s in ctx.domain.servers if s.lb and s.backend_name not in mine),
-        settings.interval)
+    settings = settings_of(ctx.domain)     # the first visit's servers against their peers
+    compared = peers(ctx.domain, first.servers) - set(first.servers)
+    subject = Subject(first.node, tuple(ctx.domain.server(n).backend_name
+                                        for n in first.servers),
+                      tuple(s.backend_name for s in ctx.domain.servers
+                            if s.lb and s.name in compared), settings.interval)
     return [Check(c["name"], c["ok"], c["detail"])
             for c in await preflight(settings, ctx.lb, subject)]
 

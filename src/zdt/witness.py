@@ -45,6 +45,7 @@ class Witness:
     action: str = "run"            # run | resume | revert
     fail_on_errors: bool = False   # --fail-on-lb-errors: errors in a visit fail its ready
     _taken: dict[tuple[str, int | None], dict[str, Any]] = field(default_factory=dict)
+    _starts: dict[str, dict[str, Any]] = field(default_factory=dict)   # by LB epoch
 
     async def mark(self, at: str, *, node: str | None = None, group: int | None = None,
                    out: Sequence[str] = ()) -> dict[str, Any]:
@@ -91,13 +92,19 @@ class Witness:
         drain = self.opened(group)
         if drain is None or "counters" not in drain:
             return None
-        epoch = drain["counters"]["epoch"]        # the workflow's first reading by that LB
-        start = next((m for m in _marks(self.journal.events(self.wid))   # process: a run
-                      if m["at"] == "start" and "counters" in m          # resumed after a
-                      and m["counters"]["epoch"] == epoch), None)        # crash included
-        if start is None:
+        epoch = drain["counters"]["epoch"]      # the workflow's first reading by that LB
+        start = self._first_start(epoch)          # process (a run resumed after a crash
+        if start is None:                         # included)
             return None
         return servers_of(start["counters"]), servers_of(drain["counters"])
+
+    def _first_start(self, epoch: str) -> dict[str, Any] | None:
+        """Read from the journal once per run (not once per visit)."""
+        if epoch not in self._starts:
+            self._starts[epoch] = next(
+                (m for m in _marks(self.journal.events(self.wid)) if m["at"] == "start"
+                 and "counters" in m and m["counters"]["epoch"] == epoch), {})
+        return self._starts[epoch] or None
 
     async def served(self, group: int, names: Sequence[str]) -> dict[str, int] | None:
         """What the named servers answered from before `group`'s drain to now (a reading

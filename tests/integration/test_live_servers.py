@@ -16,51 +16,30 @@ from test_live import free_port
 
 from conftest import capacity_load, zdt
 from zdt import http
+from zdt.lab.recipes import RECIPES
 
 pytestmark = pytest.mark.integration
 
-PY = sys.executable
-LIGHTTPD = "/usr/sbin/lighttpd"
-# name → (command, health path or None: sd_notify, options of `zdt live run`)
-RECIPES = {
-    "gunicorn": ([PY, "-m", "gunicorn", "--workers", "2", "zdt.lab.webapp:wsgi"], None, []),
-    "uvicorn": ([PY, "-m", "uvicorn", "--fd", "3", "zdt.lab.webapp:asgi"], "health", []),
-    "lighttpd": ([LIGHTTPD, "-D", "-f", "lighttpd.conf"], "VERSION",
-                 ["--stop-signal", "INT"]),
-}
-LIGHTTPD_CONF = """\
-server.document-root = var.CWD
-server.bind = "127.0.0.1"
-server.port = {port}
-server.systemd-socket-activation = "enable"
-server.errorlog = var.CWD + "/error.log"
-"""
-
-
 class Server:
     def __init__(self, base: Path, name: str) -> None:
-        command, health, extra = RECIPES[name]
+        recipe = RECIPES[name]
         self.base, self.name = base, name
         port = free_port()
         self.url = f"http://127.0.0.1:{port}/"
-        self.load_url = self.url + ("VERSION" if name == "lighttpd" else "")
+        self.load_url = self.url + recipe.page
         self.state = str(base / "sd")
-        for version in ("v1", "v2"):
-            (base / version).mkdir(exist_ok=True)
-            (base / version / "VERSION").write_text(version + "\n")
-            (base / version / "lighttpd.conf").write_text(LIGHTTPD_CONF.format(port=port))
-        ready = ["--health", self.url + health] if health else []
+        recipe.homes(base, port)
         started = zdt("live", "run", "--name", name, "--listen", f"127.0.0.1:{port}", "--home",
-                      str(base / "v1"), "--state-dir", self.state, "--detach", *ready, *extra,
-                      "--json", "--", *command)
+                      str(base / "v1"), "--state-dir", self.state, "--detach", "--json",
+                      *recipe.run_args(port))
         assert started.returncode == 0, started.stdout + started.stderr
 
     def __call__(self, *args: str) -> Any:
         return zdt("live", *args, "--state-dir", self.state)
 
     async def version(self) -> str:
-        if self.name == "lighttpd":     # a static file server: the home's VERSION file
-            return (await http.get(self.url + "VERSION")).body.decode().strip()
+        if RECIPES[self.name].page:     # a static file server: the home's VERSION file
+            return (await http.get(self.load_url)).body.decode().strip()
         return str(json.loads((await http.get(self.url)).body)["version"])
 
 
@@ -114,7 +93,7 @@ def test_a_server_not_told_to_take_the_socket_is_refused(short_dir: Path) -> Non
     (short_dir / "v1").mkdir()
     refused = zdt("live", "run", "--name", "u", "--listen", f"127.0.0.1:{free_port()}",
                   "--home", str(short_dir / "v1"), "--state-dir", str(short_dir / "sd"),
-                  "--detach", "--", PY, "-m", "uvicorn", "zdt.lab.webapp:asgi")
+                  "--detach", "--", sys.executable, "-m", "uvicorn", "zdt.lab.webapp:asgi")
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "uvicorn takes the socket zdt holds with `--fd 3`" in refused.stderr
     assert not (short_dir / "sd" / "control.sock").exists()

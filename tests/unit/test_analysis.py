@@ -17,7 +17,7 @@ from zdt.analysis.lb import LbProvider
 from zdt.analysis.prometheus import PrometheusProvider, number
 from zdt.domain.analysis_config import Analysis, CommandMetric, PrometheusMetric
 from zdt.errors import ConfigError
-from zdt.steps.analysis import _peers
+from zdt.steps.analysis import peers
 
 S = Analysis()        # the defaults: 1 % above the baseline, 2 × its time, 20 requests
 
@@ -302,6 +302,6 @@ def test_a_gate_compares_a_visit_with_its_own_clusters(sample_toml: str, tmp_pat
     path = tmp_path / "domain.toml"
     path.write_text(sample_toml)
     domain = dm.load(path)
-    assert _peers(domain, ("s1",)) == {"s1", "s2", "s3"}          # cluster web
-    assert _peers(domain, ("s4",)) == {"s4"}                      # cluster batch
-    assert _peers(domain, ("admin",)) == {"admin"}                # in no cluster
+    assert peers(domain, ("s1",)) == {"s1", "s2", "s3"}          # cluster web
+    assert peers(domain, ("s4",)) == {"s4"}                      # cluster batch
+    assert peers(domain, ("admin",)) == {"admin"}                # in no cluster

@@ -14,7 +14,8 @@ from zdt.analysis.preflight import providers
 from zdt.domain import Domain
 from zdt.domain.analysis_config import Analysis
 from zdt.errors import StepError
-from zdt.steps import Context, StepSpec, lb
+from zdt.steps import lb
+from zdt.steps.servers import ServersStep
 
 
 def settings_of(domain: Domain) -> Analysis:
@@ -22,12 +23,7 @@ def settings_of(domain: Domain) -> Analysis:
     return domain.analysis if domain.analysis is not None else Analysis()
 
 
-class Analyse:
-    def __init__(self, ctx: Context, spec: StepSpec) -> None:
-        self.ctx = ctx
-        self.spec = spec
-        self.servers = ctx.servers(spec.servers)
-
+class Analyse(ServersStep):
     async def check(self) -> bool:
         return False           # a verdict is never "already in place": judged each time
 
@@ -42,10 +38,10 @@ class Analyse:
         if w is not None:
             updated.update(n for r in w.journal.steps(w.wid) if r.batch <= self.spec.batch
                            for n in r.servers)
-        peers = _peers(self.ctx.domain, self.spec.servers)
+        mine = peers(self.ctx.domain, self.spec.servers)
         return Subject(self.spec.node, tuple(s.backend_name for s in self.servers),
                        tuple(s.backend_name for s in self.ctx.domain.servers
-                             if s.lb and s.name in peers and s.name not in updated),
+                             if s.lb and s.name in mine and s.name not in updated),
                        settings.interval, self.ctx.workflow)
 
     async def execute(self) -> dict[str, Any] | None:
@@ -82,7 +78,7 @@ class Analyse:
         return {"analysis": verdict.verdict, "checks": len(verdict.checks)}
 
 
-def _peers(domain: Domain, names: tuple[str, ...]) -> set[str]:
+def peers(domain: Domain, names: tuple[str, ...]) -> set[str]:
     """The servers of every cluster the named servers belong to (servers in no cluster
     are one group of their own): what they are compared with."""
     clustered = {n for c in domain.clusters for n in c.servers}
